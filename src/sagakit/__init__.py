@@ -1,0 +1,75 @@
+"""sagakit: distributed transactions with sagas.
+
+Define a saga, run participants that do its local transactions, and let an orchestrator
+drive it to one of two ends: everything done, or everything undone.
+"""
+
+from sagakit.clock import FakeClock, SystemClock
+from sagakit.decide import Decision, decide
+from sagakit.definition import (
+    Parallel,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepKind,
+    parallel,
+)
+from sagakit.errors import (
+    ConcurrencyError,
+    CorruptLogError,
+    DefinitionError,
+    PoisonMessageError,
+    SagaError,
+    StepRejected,
+    StoreError,
+    TransientError,
+    TransportError,
+    UnknownSagaError,
+)
+from sagakit.log import SagaState, SagaStatus, StepStatus
+from sagakit.messages import Envelope, MessageKind, ReplyBody
+from sagakit.orchestrator import Orchestrator, StartRequest
+from sagakit.participant import Participant, StepContext
+from sagakit.runtime import Runtime, wait_terminal
+from sagakit.stores import open_store
+from sagakit.transports import open_transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConcurrencyError",
+    "CorruptLogError",
+    "Decision",
+    "DefinitionError",
+    "Envelope",
+    "FakeClock",
+    "MessageKind",
+    "Orchestrator",
+    "Parallel",
+    "Participant",
+    "PoisonMessageError",
+    "ReplyBody",
+    "RetryPolicy",
+    "Runtime",
+    "SagaDefinition",
+    "SagaError",
+    "SagaState",
+    "SagaStatus",
+    "StartRequest",
+    "Step",
+    "StepContext",
+    "StepKind",
+    "StepRejected",
+    "StepStatus",
+    "StoreError",
+    "SystemClock",
+    "TransientError",
+    "TransportError",
+    "UnknownSagaError",
+    "__version__",
+    "decide",
+    "open_store",
+    "open_transport",
+    "parallel",
+    "wait_terminal",
+]

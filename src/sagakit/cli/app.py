@@ -1,0 +1,197 @@
+"""``sagakit``: migrate stores, list and inspect sagas, render definitions, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from sagakit.errors import CorruptLogError, UnknownSagaError
+from sagakit.log import SagaStatus
+from sagakit.stores import open_store
+from sagakit.stores.sql import SqlSagaStore
+
+T = TypeVar("T")
+
+DEFAULT_DB = "sqlite:///.sagakit/sagakit.db"
+
+app = typer.Typer(
+    name="sagakit",
+    help="Distributed transactions with sagas: run, inspect and operate them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar="SAGAKIT_DB",
+        help="Store URL: sqlite:///path/file.db or postgresql://user@host/db.",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def wrapper() -> T:
+        return await coro
+
+    return asyncio.run(wrapper())
+
+
+def connect(db: str, *, migrate: bool = False) -> SqlSagaStore:
+    try:
+        return open_store(db)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+async def _ready(store: SqlSagaStore, *, migrate: bool) -> None:
+    if migrate:
+        await store.migrate()
+    elif not await store.is_migrated():
+        await store.close()
+        raise fail(f"{store.url_safe} has no sagakit tables yet; run `sagakit migrate --db ...`")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def parse_since(value: str | None) -> float | None:
+    """``10m``, ``2h``, ``1d`` ago, or an ISO-8601 time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    match = _DURATION.match(value.strip())
+    if match:
+        amount, unit = float(match.group(1)), match.group(2)
+        seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+        return (datetime.now(UTC) - timedelta(seconds=seconds)).timestamp()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is neither a duration like 10m/2h/1d nor an ISO-8601 time"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+@app.command()
+def migrate(db: DbOption = DEFAULT_DB) -> None:
+    """Create or upgrade sagakit's tables in a store."""
+    store = connect(db)
+
+    async def go() -> None:
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    run(go())
+    console.print(f"[green]migrated[/] {store.url_safe}")
+
+
+StatusOption = Annotated[
+    SagaStatus | None, typer.Option("--status", "-s", help="Only sagas in this status.")
+]
+
+
+@app.command("list")
+def list_sagas(
+    db: DbOption = DEFAULT_DB,
+    status: StatusOption = None,
+    definition: Annotated[
+        str | None, typer.Option("--definition", "-d", help="Only this saga definition.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only sagas updated since: 10m, 2h, 1d, or an ISO-8601 time."),
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Only the saga with this business key.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many rows.")] = 50,
+) -> None:
+    """List sagas, newest first, with their status and current step."""
+    from sagakit.cli.render import saga_table
+
+    since_at = parse_since(since)
+    store = connect(db)
+
+    async def go() -> tuple[list, dict[str, int]]:  # type: ignore[type-arg]
+        try:
+            await _ready(store, migrate=store.url.startswith("sqlite"))
+            rows = await store.list_sagas(
+                status=status.value if status else None,
+                definition=definition,
+                since=since_at,
+                key=key,
+                limit=limit,
+            )
+            return rows, await store.count_by_status()
+        finally:
+            await store.close()
+
+    rows, counts = run(go())
+    if not rows:
+        console.print("no sagas match")
+        return
+    console.print(saga_table(rows))
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+    console.print(f"[dim]{len(rows)} shown; in the store: {summary}[/]")
+
+
+@app.command()
+def show(
+    saga_id: Annotated[str, typer.Argument(help="The saga's id, or a unique start of it.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Show one saga's timeline: every event, its time from the start, and its outcome."""
+    from sagakit.cli.render import timeline
+
+    store = connect(db)
+
+    async def go() -> None:
+        try:
+            await _ready(store, migrate=store.url.startswith("sqlite"))
+            try:
+                full_id = await store.resolve(saga_id)
+                events = await store.history(full_id)
+            except UnknownSagaError as exc:
+                raise fail(str(exc)) from exc
+            state, error = None, None
+            try:
+                state = await store.get(full_id)
+            except CorruptLogError as exc:
+                error = exc
+            console.print(timeline(full_id, events, state, error))
+            if error is not None:
+                raise typer.Exit(2)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def _load_cli_modules() -> None:
+    from sagakit.cli import demo  # noqa: F401 - registers the demo command
+
+
+_load_cli_modules()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,388 @@
+"""What a saga does next: a pure function from (definition, state, trigger) to a decision.
+
+Nothing here touches a database, a clock or a network, so the whole policy (advance,
+retry, time out, compensate in reverse, give up) can be driven by property tests. The
+orchestrator loads state, calls :func:`decide`, and commits the decision in one
+transaction.
+
+The compensation rule is deliberately blunt: every compensatable step that was ever
+requested, except one whose definitive answer was a business refusal, is compensated.
+A step whose outcome is unknown (timed out, or overtaken by a sibling's failure) is
+compensated too; the participant's barrier turns a compensation for an action that
+never ran into a recorded no-op, and an action arriving after its compensation into
+another, so undoing "maybe" is always safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagakit.definition import SagaDefinition, Step, StepKind
+from sagakit.log import (
+    CompensationFailed,
+    CompensationRequested,
+    CompensationStarted,
+    ReplyIgnored,
+    RetryScheduled,
+    SagaCompensated,
+    SagaCompleted,
+    SagaEvent,
+    SagaNeedsAttention,
+    SagaStarted,
+    SagaState,
+    SagaStatus,
+    StepCompensated,
+    StepFailed,
+    StepRequested,
+    StepState,
+    StepStatus,
+    StepSucceeded,
+    StepTimedOut,
+    apply,
+    start_state,
+)
+from sagakit.messages import Envelope, MessageKind, Op, Outgoing, ReplyBody, command_queue
+from sagakit.messages import new_id as random_id
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    saga_id: str
+    data: dict[str, Any]
+    key: str | None = None
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    step: str
+    op: Op
+    attempt: int
+    message_id: str
+    body: ReplyBody
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Reply:
+        return cls(
+            step=envelope.step or "",
+            op=envelope.op or "action",
+            attempt=envelope.attempt,
+            message_id=envelope.message_id,
+            body=ReplyBody.model_validate(envelope.payload),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time has passed: fire whatever retry or deadline is due."""
+
+
+Trigger = Start | Reply | Tick
+
+_IN_FLIGHT = {StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT, StepStatus.FAILED}
+_UNDOING = {StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT}
+
+
+@dataclass(slots=True)
+class Decision:
+    """The events to append and the commands to send, with the state they lead to."""
+
+    state: SagaState
+    expected_version: int
+    events: list[SagaEvent] = field(default_factory=list)
+    commands: list[Outgoing] = field(default_factory=list)
+    recorded_at: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+class _Decider:
+    def __init__(
+        self,
+        definition: SagaDefinition,
+        decision: Decision,
+        *,
+        now: float,
+        new_id: Callable[[], str],
+        reply_to: str,
+        causation_id: str | None,
+        traceparent: str | None,
+    ) -> None:
+        self.definition = definition
+        self.d = decision
+        self.s = decision.state
+        self.now = now
+        self.new_id = new_id
+        self.reply_to = reply_to
+        self.causation_id = causation_id
+        self.traceparent = traceparent
+
+    def emit(self, event: SagaEvent) -> None:
+        apply(self.s, event, self.now)
+        self.d.events.append(event)
+
+    # ------------------------------------------------------------------ triggers
+
+    def on_reply(self, reply: Reply) -> None:
+        s = self.s
+        known = any(step.name == reply.step for step in self.definition.steps)
+        st = s.steps.get(reply.step)
+        why = None
+        if not known:
+            why = "no such step"
+        elif s.status.terminal:
+            why = f"saga already {s.status}"
+        elif st is None:
+            why = "step was never requested"
+        if why is None and st is not None:
+            if reply.op == "action":
+                why = self.on_action_reply(self.definition.step(reply.step), st, reply)
+            else:
+                why = self.on_compensation_reply(self.definition.step(reply.step), st, reply)
+        if why is not None:
+            self.emit(
+                ReplyIgnored(
+                    step=reply.step,
+                    op=reply.op,
+                    attempt=reply.attempt,
+                    ok=reply.body.ok,
+                    why=why,
+                    message_id=reply.message_id,
+                )
+            )
+            return
+        self.advance()
+
+    def on_action_reply(self, step: Step, st: StepState, reply: Reply) -> str | None:
+        body = reply.body
+        if self.s.status is not SagaStatus.RUNNING or st.status not in _IN_FLIGHT:
+            if st.status is StepStatus.SUCCEEDED:
+                return "duplicate: step already succeeded"
+            if st.status in _UNDOING or st.status is StepStatus.COMPENSATED:
+                return "zombie: the step is being compensated"
+            return f"step is {st.status} while the saga is {self.s.status}"
+        if body.ok:
+            self.emit(StepSucceeded(step=step.name, attempt=reply.attempt, data=body.data))
+            return None
+        if body.retryable and reply.attempt != st.attempt:
+            return f"stale: attempt {reply.attempt} was superseded by attempt {st.attempt}"
+        reason = body.reason or "failed"
+        retryable = body.retryable or step.kind is StepKind.RETRIABLE
+        self.emit(
+            StepFailed(step=step.name, attempt=reply.attempt, reason=reason, retryable=retryable)
+        )
+        if retryable:
+            self.retry_or_give_up(step, st, reason, timed_out=False)
+        else:
+            self.give_up(step, reason, timed_out=False)
+        return None
+
+    def on_compensation_reply(self, step: Step, st: StepState, reply: Reply) -> str | None:
+        if st.status not in _UNDOING:
+            return f"step is {st.status}, not being compensated"
+        if reply.body.ok:
+            null = bool(reply.body.data.get("null_compensation"))
+            self.emit(StepCompensated(step=step.name, attempt=reply.attempt, null=null))
+            return None
+        if reply.attempt != st.compensation_attempt or st.status is not StepStatus.COMPENSATING:
+            return f"stale: compensation attempt {reply.attempt} was superseded"
+        reason = reply.body.reason or "failed"
+        self.emit(CompensationFailed(step=step.name, attempt=reply.attempt, reason=reason))
+        self.retry_compensation_or_escalate(step, st, reason)
+        return None
+
+    def on_tick(self) -> None:
+        for step in self.definition.steps:
+            if self.s.status.terminal:
+                break
+            st = self.s.steps.get(step.name)
+            if st is None:
+                continue
+            if st.retry_at is not None and st.retry_at <= self.now:
+                if st.status is StepStatus.RETRY_WAIT and self.s.status is SagaStatus.RUNNING:
+                    self.request(step, st)
+                elif st.status is StepStatus.COMPENSATION_WAIT:
+                    self.request_compensation(step, st)
+            elif st.deadline is not None and st.deadline <= self.now:
+                if st.status is StepStatus.RUNNING:
+                    self.emit(StepTimedOut(step=step.name, op="action", attempt=st.attempt))
+                    self.retry_or_give_up(step, st, "timed out", timed_out=True)
+                elif st.status is StepStatus.COMPENSATING:
+                    attempt = st.compensation_attempt
+                    self.emit(StepTimedOut(step=step.name, op="compensation", attempt=attempt))
+                    self.retry_compensation_or_escalate(step, st, "compensation timed out")
+        self.advance()
+
+    # ------------------------------------------------------------------ policy
+
+    def retry_or_give_up(self, step: Step, st: StepState, reason: str, *, timed_out: bool) -> None:
+        policy = step.policy
+        if policy.allows_another(st.attempt):
+            due = self.now + policy.delay(st.attempt).total_seconds()
+            self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
+            return
+        self.give_up(step, f"{reason} after {st.attempt} attempts", timed_out=timed_out)
+
+    def give_up(self, step: Step, reason: str, *, timed_out: bool) -> None:
+        if step.kind is StepKind.RETRIABLE:
+            self.emit(SagaNeedsAttention(reason=f"{step.name} failed: {reason}", step=step.name))
+        elif step.kind is StepKind.PIVOT and timed_out:
+            # The pivot may have committed: the saga can neither finish nor undo on a guess.
+            self.emit(
+                SagaNeedsAttention(
+                    reason=f"pivot {step.name} {reason}; its outcome is unknown", step=step.name
+                )
+            )
+        else:
+            self.emit(CompensationStarted(step=step.name, reason=f"{step.name} failed: {reason}"))
+
+    def retry_compensation_or_escalate(self, step: Step, st: StepState, reason: str) -> None:
+        policy = step.compensation_retry
+        if policy.allows_another(st.compensation_attempt):
+            attempt = st.compensation_attempt
+            due = self.now + policy.delay(attempt).total_seconds()
+            self.emit(
+                RetryScheduled(step=step.name, op="compensation", attempt=attempt, due_at=due)
+            )
+            return
+        self.emit(
+            SagaNeedsAttention(
+                reason=f"compensation of {step.name} keeps failing "
+                f"({reason}, {st.compensation_attempt} attempts)",
+                step=step.name,
+            )
+        )
+
+    # ------------------------------------------------------------------ progress
+
+    def advance(self) -> None:
+        if self.s.status is SagaStatus.RUNNING:
+            self.advance_forward()
+        elif self.s.status is SagaStatus.COMPENSATING:
+            self.advance_backward()
+
+    def advance_forward(self) -> None:
+        for stage in self.definition.stages:
+            states = [self.s.steps.get(step.name) for step in stage]
+            if all(st is not None and st.status is StepStatus.SUCCEEDED for st in states):
+                continue
+            for step, st in zip(stage, states, strict=True):
+                if st is None or st.status is StepStatus.PENDING:
+                    self.request(step, self.s.step(step.name))
+            return
+        self.emit(SagaCompleted())
+
+    def advance_backward(self) -> None:
+        for stage in reversed(self.definition.stages):
+            owed = [step for step in stage if self.owes_compensation(step)]
+            if not owed:
+                continue
+            for step in owed:
+                st = self.s.steps[step.name]
+                if st.status not in _UNDOING:
+                    self.request_compensation(step, st)
+            return
+        self.emit(SagaCompensated(reason=self.s.reason or "a step failed"))
+
+    def owes_compensation(self, step: Step) -> bool:
+        st = self.s.steps.get(step.name)
+        return (
+            step.kind is StepKind.COMPENSATABLE
+            and st is not None
+            and st.attempt > 0
+            and not st.final_failure
+            and st.status is not StepStatus.COMPENSATED
+        )
+
+    def request(self, step: Step, st: StepState) -> None:
+        attempt = st.attempt + 1
+        message_id = self.new_id()
+        deadline = self.now + step.timeout.total_seconds()
+        self.emit(
+            StepRequested(step=step.name, attempt=attempt, message_id=message_id, deadline=deadline)
+        )
+        self.send(step, step.command, "action", attempt, message_id)
+
+    def request_compensation(self, step: Step, st: StepState) -> None:
+        attempt = st.compensation_attempt + 1
+        message_id = self.new_id()
+        deadline = self.now + step.timeout.total_seconds()
+        self.emit(
+            CompensationRequested(
+                step=step.name, attempt=attempt, message_id=message_id, deadline=deadline
+            )
+        )
+        assert step.compensation is not None  # guaranteed by definition validation
+        self.send(step, step.compensation, "compensation", attempt, message_id)
+
+    def send(self, step: Step, command: str, op: Op, attempt: int, message_id: str) -> None:
+        envelope = Envelope(
+            message_id=message_id,
+            type=f"{step.participant}.{command}",
+            kind=MessageKind.COMMAND,
+            saga_id=self.s.saga_id,
+            causation_id=self.causation_id,
+            created_at=self.now,
+            traceparent=self.traceparent,
+            reply_to=self.reply_to,
+            step=step.name,
+            op=op,
+            attempt=attempt,
+            payload=dict(self.s.data),
+        )
+        self.d.commands.append(Outgoing(command_queue(step.participant), envelope))
+
+
+def decide(
+    definition: SagaDefinition,
+    state: SagaState | None,
+    trigger: Trigger,
+    *,
+    now: float,
+    reply_to: str,
+    new_id: Callable[[], str] = random_id,
+    traceparent: str | None = None,
+) -> Decision:
+    """Work out what ``trigger`` means for the saga in ``state``; ``state`` is updated in place.
+
+    ``state`` is None only for :class:`Start`. The returned decision's events, folded
+    onto the state the caller loaded, give ``decision.state``.
+    """
+    causation = trigger.message_id if isinstance(trigger, Reply) else None
+    if isinstance(trigger, Start):
+        if state is not None:
+            raise ValueError(f"saga {trigger.saga_id} already exists")
+        started = SagaStarted(
+            definition=definition.name,
+            definition_version=definition.version,
+            data=dict(trigger.data),
+            key=trigger.key,
+        )
+        state = start_state(trigger.saga_id, started, now)
+        decision = Decision(state=state, expected_version=0, events=[started], recorded_at=now)
+        traceparent = trigger.traceparent
+    else:
+        if state is None:
+            raise ValueError("only Start may decide without a state")
+        decision = Decision(state=state, expected_version=state.version, recorded_at=now)
+    decider = _Decider(
+        definition,
+        decision,
+        now=now,
+        new_id=new_id,
+        reply_to=reply_to,
+        causation_id=causation,
+        traceparent=traceparent,
+    )
+    match trigger:
+        case Start():
+            decider.advance()
+        case Reply():
+            decider.on_reply(trigger)
+        case Tick():
+            decider.on_tick()
+    return decision

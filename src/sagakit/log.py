@@ -1,0 +1,540 @@
+"""The saga log: the events of one saga instance, and the state that is their fold.
+
+A saga's state is never stored as the truth; it is recomputed from its events (with a
+snapshot to skip the old ones). ``apply`` refuses any event that would move a saga or a
+step backwards, so every log that loads is a forward-only history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from sagakit.errors import CorruptLogError, SagaError
+from sagakit.messages import Op
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    NEEDS_ATTENTION = "needs_attention"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRY_WAIT = "retry_wait"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    COMPENSATING = "compensating"
+    COMPENSATION_WAIT = "compensation_wait"
+    COMPENSATED = "compensated"
+
+
+# ---------------------------------------------------------------------------- events
+
+
+class SagaEvent(BaseModel):
+    """Base of every log event. ``event_type`` and ``schema_version`` name its stored form."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+class SagaStarted(SagaEvent):
+    event_type: ClassVar[str] = "SagaStarted"
+    definition: str
+    definition_version: int
+    data: dict[str, Any]
+    key: str | None = None
+
+
+class StepRequested(SagaEvent):
+    event_type: ClassVar[str] = "StepRequested"
+    step: str
+    attempt: int
+    message_id: str
+    deadline: float | None = None
+
+
+class StepSucceeded(SagaEvent):
+    event_type: ClassVar[str] = "StepSucceeded"
+    step: str
+    attempt: int
+    data: dict[str, Any] = {}
+
+
+class StepFailed(SagaEvent):
+    """Version 2 split v1's ``error`` into ``reason`` and ``retryable``."""
+
+    event_type: ClassVar[str] = "StepFailed"
+    schema_version: ClassVar[int] = 2
+    step: str
+    attempt: int
+    reason: str
+    retryable: bool
+
+
+class StepTimedOut(SagaEvent):
+    event_type: ClassVar[str] = "StepTimedOut"
+    step: str
+    op: Op
+    attempt: int
+
+
+class RetryScheduled(SagaEvent):
+    event_type: ClassVar[str] = "RetryScheduled"
+    step: str
+    op: Op
+    attempt: int
+    due_at: float
+
+
+class CompensationStarted(SagaEvent):
+    event_type: ClassVar[str] = "CompensationStarted"
+    step: str | None
+    reason: str
+
+
+class CompensationRequested(SagaEvent):
+    event_type: ClassVar[str] = "CompensationRequested"
+    step: str
+    attempt: int
+    message_id: str
+    deadline: float | None = None
+
+
+class StepCompensated(SagaEvent):
+    event_type: ClassVar[str] = "StepCompensated"
+    step: str
+    attempt: int
+    null: bool = False
+
+
+class CompensationFailed(SagaEvent):
+    event_type: ClassVar[str] = "CompensationFailed"
+    step: str
+    attempt: int
+    reason: str
+
+
+class SagaCompleted(SagaEvent):
+    event_type: ClassVar[str] = "SagaCompleted"
+
+
+class SagaCompensated(SagaEvent):
+    event_type: ClassVar[str] = "SagaCompensated"
+    reason: str
+
+
+class SagaNeedsAttention(SagaEvent):
+    event_type: ClassVar[str] = "SagaNeedsAttention"
+    reason: str
+    step: str | None = None
+
+
+class ReplyIgnored(SagaEvent):
+    """A reply that changes nothing: a duplicate, a stale attempt, or a zombie."""
+
+    event_type: ClassVar[str] = "ReplyIgnored"
+    step: str
+    op: Op
+    attempt: int
+    ok: bool
+    why: str
+    message_id: str
+
+
+EVENT_TYPES: dict[str, type[SagaEvent]] = {
+    cls.event_type: cls
+    for cls in (
+        SagaStarted,
+        StepRequested,
+        StepSucceeded,
+        StepFailed,
+        StepTimedOut,
+        RetryScheduled,
+        CompensationStarted,
+        CompensationRequested,
+        StepCompensated,
+        CompensationFailed,
+        SagaCompleted,
+        SagaCompensated,
+        SagaNeedsAttention,
+        ReplyIgnored,
+    )
+}
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _step_failed_v1(data: dict[str, Any]) -> dict[str, Any]:
+    # v1 recorded every failure as final and kept its message in ``error``.
+    out = {k: v for k, v in data.items() if k != "error"}
+    out["reason"] = data.get("error", "unknown")
+    out["retryable"] = False
+    return out
+
+
+#: (event type, stored version) -> function lifting that version's data one version up.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("StepFailed", 1): _step_failed_v1}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the store keeps it: position in its saga's log, type, version, JSON."""
+
+    saga_id: str
+    seq: int
+    type: str
+    schema_version: int
+    data: str
+    recorded_at: float
+
+
+def encode(event: SagaEvent) -> tuple[str, int, str]:
+    return event.event_type, event.schema_version, event.model_dump_json()
+
+
+def decode(stored: StoredEvent) -> SagaEvent:
+    """Read a stored event at the current schema, upcasting older versions step by step."""
+    cls = EVENT_TYPES.get(stored.type)
+    if cls is None:
+        raise CorruptLogError(stored.saga_id, stored.seq, f"unknown event type {stored.type!r}")
+    version = stored.schema_version
+    if version > cls.schema_version:
+        raise CorruptLogError(
+            stored.saga_id,
+            stored.seq,
+            f"{stored.type} v{version} is newer than this reader (v{cls.schema_version})",
+        )
+    try:
+        data = json.loads(stored.data)
+    except ValueError as exc:
+        raise CorruptLogError(stored.saga_id, stored.seq, "data is not JSON") from exc
+    if not isinstance(data, dict):
+        raise CorruptLogError(stored.saga_id, stored.seq, "data is not a JSON object")
+    while version < cls.schema_version:
+        upcast = UPCASTERS.get((stored.type, version))
+        if upcast is None:
+            raise CorruptLogError(
+                stored.saga_id, stored.seq, f"no upcaster for {stored.type} v{version}"
+            )
+        data = upcast(data)
+        version += 1
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CorruptLogError(stored.saga_id, stored.seq, detail) from exc
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True)
+class StepState:
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    compensation_attempt: int = 0
+    message_id: str | None = None
+    deadline: float | None = None
+    retry_at: float | None = None
+    final_failure: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class SagaState:
+    """The fold of one saga's log; ``version`` is how many events it has seen."""
+
+    saga_id: str
+    definition: str
+    definition_version: int
+    status: SagaStatus
+    data: dict[str, Any]
+    key: str | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+    version: int = 0
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    reason: str | None = None
+
+    def step(self, name: str) -> StepState:
+        state = self.steps.get(name)
+        if state is None:
+            state = self.steps[name] = StepState()
+        return state
+
+    @property
+    def wake_at(self) -> float | None:
+        """The earliest moment something is due: a deadline or a retry."""
+        times = [t for s in self.steps.values() for t in (s.deadline, s.retry_at) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [s.deadline for s in self.steps.values() if s.deadline is not None]
+        return min(times) if times else None
+
+    @property
+    def current_step(self) -> str | None:
+        active = [
+            name
+            for name, s in self.steps.items()
+            if s.status
+            in {
+                StepStatus.RUNNING,
+                StepStatus.RETRY_WAIT,
+                StepStatus.COMPENSATING,
+                StepStatus.COMPENSATION_WAIT,
+            }
+        ]
+        return ",".join(active) if active else None
+
+
+class IllegalTransition(SagaError):
+    """An event would move a saga or step somewhere it may not go from where it is."""
+
+
+_STATE_ADAPTER: TypeAdapter[SagaState] = TypeAdapter(SagaState)
+
+#: Bump when SagaState's shape changes; older snapshots are then ignored and logs refolded.
+SNAPSHOT_SCHEMA = 1
+
+
+def state_to_json(state: SagaState) -> str:
+    return _STATE_ADAPTER.dump_json(state).decode()
+
+
+def state_from_json(text: str) -> SagaState:
+    return _STATE_ADAPTER.validate_json(text)
+
+
+_S = StepStatus
+_WORKING = {_S.RUNNING, _S.RETRY_WAIT, _S.FAILED, _S.TIMED_OUT}
+_STEP_MOVES: dict[str, tuple[frozenset[StepStatus], StepStatus | None]] = {
+    # event (and op) -> (states it may come from, state it leads to; None keeps the state)
+    "StepRequested": (frozenset({_S.PENDING, _S.RETRY_WAIT}), _S.RUNNING),
+    "StepSucceeded": (frozenset(_WORKING), _S.SUCCEEDED),
+    "StepFailed": (frozenset(_WORKING), _S.FAILED),
+    "StepTimedOut/action": (frozenset({_S.RUNNING}), _S.TIMED_OUT),
+    "RetryScheduled/action": (frozenset({_S.FAILED, _S.TIMED_OUT}), _S.RETRY_WAIT),
+    "CompensationRequested": (
+        frozenset({*_WORKING, _S.SUCCEEDED, _S.COMPENSATION_WAIT}),
+        _S.COMPENSATING,
+    ),
+    "StepCompensated": (frozenset({_S.COMPENSATING, _S.COMPENSATION_WAIT}), _S.COMPENSATED),
+    "CompensationFailed": (frozenset({_S.COMPENSATING}), None),
+    "StepTimedOut/compensation": (frozenset({_S.COMPENSATING}), None),
+    "RetryScheduled/compensation": (frozenset({_S.COMPENSATING}), _S.COMPENSATION_WAIT),
+}
+_SAGA_MOVES: dict[str, tuple[frozenset[SagaStatus], SagaStatus]] = {
+    "CompensationStarted": (frozenset({SagaStatus.RUNNING}), SagaStatus.COMPENSATING),
+    "SagaCompleted": (frozenset({SagaStatus.RUNNING}), SagaStatus.COMPLETED),
+    "SagaCompensated": (frozenset({SagaStatus.COMPENSATING}), SagaStatus.COMPENSATED),
+    "SagaNeedsAttention": (
+        frozenset({SagaStatus.RUNNING, SagaStatus.COMPENSATING}),
+        SagaStatus.NEEDS_ATTENTION,
+    ),
+}
+
+
+def start_state(saga_id: str, event: SagaStarted, at: float) -> SagaState:
+    return SagaState(
+        saga_id=saga_id,
+        definition=event.definition,
+        definition_version=event.definition_version,
+        status=SagaStatus.RUNNING,
+        data=dict(event.data),
+        key=event.key,
+        version=1,
+        started_at=at,
+        updated_at=at,
+    )
+
+
+def apply(state: SagaState, event: SagaEvent, at: float) -> None:
+    """Fold one event into ``state`` in place, refusing any backward move."""
+    kind = event.event_type
+    if isinstance(event, SagaStarted):
+        raise IllegalTransition(f"saga {state.saga_id} was already started")
+    if isinstance(event, ReplyIgnored):
+        _advance(state, at)
+        return
+    saga_move = _SAGA_MOVES.get(kind)
+    if saga_move is not None:
+        sources, target = saga_move
+        if state.status not in sources:
+            raise IllegalTransition(f"saga {state.saga_id}: {kind} from {state.status}")
+        state.status = target
+        state.reason = getattr(event, "reason", None) or state.reason
+        if target.terminal:
+            for step in state.steps.values():
+                step.deadline = step.retry_at = None
+        _advance(state, at)
+        return
+    if state.status.terminal:
+        raise IllegalTransition(f"saga {state.saga_id} is {state.status}; {kind} is too late")
+    name: str = getattr(event, "step")  # noqa: B009 - every remaining event names its step
+    op = getattr(event, "op", None)
+    sources_, step_target = _STEP_MOVES[f"{kind}/{op}" if op else kind]
+    step = state.step(name)
+    if step.status not in sources_:
+        raise IllegalTransition(f"saga {state.saga_id} step {name}: {kind} from {step.status}")
+    _apply_step(step, event)
+    if isinstance(event, StepSucceeded):
+        state.data.update(event.data)
+    if step_target is not None:
+        step.status = step_target
+    _advance(state, at)
+
+
+def _apply_step(step: StepState, event: SagaEvent) -> None:
+    match event:
+        case StepRequested(attempt=attempt, message_id=mid, deadline=deadline):
+            step.attempt, step.message_id, step.deadline, step.retry_at = (
+                attempt,
+                mid,
+                deadline,
+                None,
+            )
+        case StepSucceeded():
+            step.deadline = step.retry_at = None
+            step.error = None
+        case StepFailed(reason=reason, retryable=retryable):
+            step.deadline = step.retry_at = None
+            step.error = reason
+            step.final_failure = not retryable
+        case StepTimedOut(op=op):
+            step.deadline = None
+            step.error = f"{op} timed out"
+        case RetryScheduled(due_at=due):
+            step.retry_at = due
+        case CompensationRequested(attempt=attempt, message_id=mid, deadline=deadline):
+            step.compensation_attempt, step.message_id = attempt, mid
+            step.deadline, step.retry_at = deadline, None
+        case StepCompensated():
+            step.deadline = step.retry_at = None
+        case CompensationFailed(reason=reason):
+            step.deadline = None
+            step.error = reason
+        case _:
+            raise IllegalTransition(f"no step rule for {event.event_type}")
+
+
+def _advance(state: SagaState, at: float) -> None:
+    state.version += 1
+    state.updated_at = at
+
+
+def fold(saga_id: str, events: Iterable[tuple[SagaEvent, float]]) -> SagaState:
+    """Recompute a saga's state from the beginning of its log."""
+    state: SagaState | None = None
+    for event, at in events:
+        if state is None:
+            if not isinstance(event, SagaStarted):
+                raise IllegalTransition(f"saga {saga_id} log does not begin with SagaStarted")
+            state = start_state(saga_id, event, at)
+        else:
+            apply(state, event, at)
+    if state is None:
+        raise IllegalTransition(f"saga {saga_id} has an empty log")
+    return state
+
+
+def fold_stored(
+    saga_id: str, events: Iterable[StoredEvent], state: SagaState | None = None
+) -> SagaState:
+    """Fold stored events onto ``state`` (a snapshot, or None for the whole log).
+
+    Raises CorruptLogError naming the position of the first event that is unreadable,
+    out of sequence, or would move the saga backwards.
+    """
+    for stored in events:
+        try:
+            state = _fold_one(saga_id, stored, state)
+        except IllegalTransition as exc:
+            raise CorruptLogError(saga_id, stored.seq, str(exc)) from exc
+    if state is None:
+        raise CorruptLogError(saga_id, 0, "the log is empty")
+    return state
+
+
+def _fold_one(saga_id: str, stored: StoredEvent, state: SagaState | None) -> SagaState:
+    event = decode(stored)
+    expected = 1 if state is None else state.version + 1
+    if stored.seq != expected:
+        raise IllegalTransition(f"found position {stored.seq}, expected {expected}")
+    if state is None:
+        if not isinstance(event, SagaStarted):
+            raise IllegalTransition("the log does not begin with SagaStarted")
+        return start_state(saga_id, event, stored.recorded_at)
+    apply(state, event, stored.recorded_at)
+    return state
+
+
+def describe(event: SagaEvent) -> str:
+    """One human line for an event, used by logs, ``sagakit show`` and the dashboard."""
+    match event:
+        case SagaStarted(definition=d, definition_version=v, key=key):
+            return f"started {d} v{v}" + (f" for {key}" if key else "")
+        case StepRequested(step=s, attempt=a):
+            return f"{s}: requested" + (f" (attempt {a})" if a > 1 else "")
+        case StepSucceeded(step=s):
+            return f"{s}: succeeded"
+        case StepFailed(step=s, reason=r, retryable=retryable):
+            return f"{s}: failed ({r})" + (" - will retry if allowed" if retryable else "")
+        case StepTimedOut(step=s, op=op, attempt=a):
+            return f"{s}: {op} timed out (attempt {a})"
+        case RetryScheduled(step=s, op=op, attempt=a):
+            return f"{s}: {op} retry {a + 1} scheduled"
+        case CompensationStarted(reason=r):
+            return f"compensating because {r}"
+        case CompensationRequested(step=s, attempt=a):
+            return f"{s}: compensation requested" + (f" (attempt {a})" if a > 1 else "")
+        case StepCompensated(step=s, null=null):
+            return f"{s}: compensated" + (" (nothing to undo)" if null else "")
+        case CompensationFailed(step=s, reason=r):
+            return f"{s}: compensation failed ({r})"
+        case SagaCompleted():
+            return "completed"
+        case SagaCompensated(reason=r):
+            return f"compensated ({r})"
+        case SagaNeedsAttention(reason=r):
+            return f"needs attention: {r}"
+        case ReplyIgnored(step=s, op=op, why=why):
+            return f"{s}: {op} reply ignored ({why})"
+    return event.event_type
+
+
+Outcome = Literal["ok", "failed", "info", "undo"]
+
+
+def outcome(event: SagaEvent) -> Outcome:
+    """How an event reads at a glance: green, red, grey or going back."""
+    if isinstance(event, StepSucceeded | SagaCompleted):
+        return "ok"
+    if isinstance(event, StepFailed | StepTimedOut | CompensationFailed | SagaNeedsAttention):
+        return "failed"
+    if isinstance(
+        event, CompensationStarted | CompensationRequested | StepCompensated | SagaCompensated
+    ):
+        return "undo"
+    return "info"

@@ -1,0 +1,111 @@
+"""Logs that read like the story of each saga.
+
+Library code logs through :func:`get_logger`: structlog bound loggers over the standard
+``logging`` module, so an application's own logging setup receives them with their
+context (``saga_id``, ``step``, ``service``). Entry points call :func:`configure` to
+choose how they look: ``story`` (coloured, one prefix per service, for people),
+``json`` (one object per line, for machines) or ``quiet``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+Mode = Literal["story", "json", "quiet"]
+
+_PROCESSORS: list[Any] = [
+    structlog.stdlib.filter_by_level,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+]
+
+_COLOURS = ["cyan", "magenta", "yellow", "blue", "green", "bright_red", "bright_cyan"]
+_LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "critical": "bold red"}
+
+
+def get_logger(name: str, **context: Any) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_PROCESSORS,
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    return logger.bind(**context) if context else logger
+
+
+class StoryRenderer:
+    """``[payment] Charged $50.00 for order 102`` with one colour per service."""
+
+    def __init__(self, *, colour: bool = True, show_ids: bool = False) -> None:
+        self.colour = colour
+        self.show_ids = show_ids
+        self._assigned: dict[str, str] = {}
+
+    def _style(self, who: str) -> str:
+        if who not in self._assigned:
+            self._assigned[who] = _COLOURS[len(self._assigned) % len(_COLOURS)]
+        return self._assigned[who]
+
+    def __call__(self, _logger: Any, _name: str, event_dict: dict[str, Any]) -> str:
+        from rich.text import Text
+
+        who = str(event_dict.get("service") or event_dict.get("logger", "sagakit")).split(".")[-1]
+        level = str(event_dict.get("level", "info"))
+        text = Text()
+        text.append(f"[{who}]", style=self._style(who) if self.colour else "")
+        text.append(" ")
+        text.append(str(event_dict.get("event", "")), style=_LEVEL_STYLE.get(level, ""))
+        if self.show_ids and event_dict.get("saga_id"):
+            text.append(f"  saga={event_dict['saga_id']}", style="dim")
+        error = event_dict.get("exc_info") or event_dict.get("exception")
+        if error and isinstance(error, str):
+            text.append("\n" + error, style="red")
+        if not self.colour:
+            return text.plain
+        from rich.console import Console
+
+        console = Console(file=sys.stderr, force_terminal=True, color_system="standard")
+        with console.capture() as capture:
+            console.print(text, end="", soft_wrap=True)
+        return capture.get()
+
+
+def configure(
+    mode: Mode = "story",
+    *,
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    colour: bool | None = None,
+) -> None:
+    """Route sagakit's (and the shop's) logs to ``stream`` in the chosen style."""
+    target = stream or sys.stderr
+    use_colour = target.isatty() if colour is None else colour
+    renderer: Any
+    if mode == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = StoryRenderer(colour=use_colour)
+    handler = logging.StreamHandler(target)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ]
+        )
+    )
+    for name in ("sagakit", "shop"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if getattr(old, "_sagakit", False):
+                logger.removeHandler(old)
+        handler._sagakit = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.CRITICAL + 1 if mode == "quiet" else level)
+        logger.propagate = False

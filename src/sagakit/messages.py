@@ -1,0 +1,121 @@
+"""The envelope every message travels in, and the shapes of commands and replies."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sagakit.errors import PoisonMessageError
+
+Op = Literal["action", "compensation"]
+
+#: The envelope schema this code writes; readers accept this and every older one.
+ENVELOPE_VERSION = 1
+
+#: Bodies larger than this are refused at the consumer and dead-lettered.
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+
+
+class MessageKind(StrEnum):
+    COMMAND = "command"
+    REPLY = "reply"
+    EVENT = "event"
+
+
+def new_id() -> str:
+    """A fresh message or saga id: a random UUID as 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+class Envelope(BaseModel):
+    """Every message: identity, correlation, causation, trace context and payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    message_id: str = Field(min_length=1, max_length=128)
+    type: str = Field(min_length=1, max_length=200)
+    kind: MessageKind
+    saga_id: str = Field(min_length=1, max_length=128)
+    causation_id: str | None = None
+    schema_version: int = ENVELOPE_VERSION
+    created_at: float
+    traceparent: str | None = None
+    reply_to: str | None = None
+    step: str | None = None
+    op: Op | None = None
+    attempt: int = 0
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_defaults=False).encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Envelope:
+        """Parse a delivered body, turning every way it can be bad into a poison error."""
+        if len(body) > max_bytes:
+            raise PoisonMessageError("oversize", f"{len(body)} bytes exceeds the {max_bytes} cap")
+        try:
+            envelope = cls.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["type"] == "json_invalid":
+                raise PoisonMessageError("malformed", "body is not valid JSON") from exc
+            place = ".".join(str(p) for p in first["loc"]) or "envelope"
+            raise PoisonMessageError("schema", f"{place}: {first['msg']}") from exc
+        if envelope.schema_version > ENVELOPE_VERSION:
+            raise PoisonMessageError(
+                "schema", f"envelope version {envelope.schema_version} is newer than this reader"
+            )
+        return envelope
+
+
+class ReplyBody(BaseModel):
+    """What a participant answers: success with data, or a failure with its reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ok: bool
+    data: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+    retryable: bool = False
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message on its way out: where it goes and the envelope it carries."""
+
+    destination: str
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class TransportMessage:
+    """The bytes a transport moves, with the headers a broker can route and inspect."""
+
+    destination: str
+    message_id: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, outgoing: Outgoing) -> TransportMessage:
+        env = outgoing.envelope
+        headers = {"message_id": env.message_id, "type": env.type, "saga_id": env.saga_id}
+        if env.traceparent:
+            headers["traceparent"] = env.traceparent
+        return cls(outgoing.destination, env.message_id, env.to_bytes(), headers)
+
+
+def command_queue(participant: str) -> str:
+    """The queue a participant consumes its commands from."""
+    return f"sagakit.commands.{participant}"
+
+
+def reply_queue(group: str) -> str:
+    """The queue an orchestrator group consumes replies from."""
+    return f"sagakit.replies.{group}"

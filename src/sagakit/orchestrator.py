@@ -1,0 +1,268 @@
+"""The orchestrator: consumes replies and timers, decides, and records each decision.
+
+Every batch is one local transaction: inbox rows for the replies, the sagas locked
+and loaded, their new events, projection rows, snapshots and outgoing commands. Two
+orchestrators on one PostgreSQL never decide the same reply twice: the inbox row and
+the saga row lock make the second one wait and then find the reply already decided.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sagakit.clock import SystemClock
+from sagakit.decide import Decision, Reply, Start, Tick, Trigger, decide
+from sagakit.definition import SagaDefinition
+from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
+from sagakit.log import SagaEvent, SagaState, describe, outcome
+from sagakit.logs import get_logger
+from sagakit.messages import Envelope, MessageKind, new_id, reply_queue
+from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
+
+log = get_logger("sagakit.orchestrator")
+_story = logging.getLogger("sagakit.orchestrator")
+
+_MAX_CONFLICT_RETRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """One saga to start; ``saga_id`` makes starting idempotent when the caller picks it."""
+
+    definition: str
+    data: Mapping[str, Any]
+    saga_id: str | None = None
+    key: str | None = None
+    version: int | None = None
+    traceparent: str | None = None
+
+
+class Orchestrator:
+    """Runs saga definitions against a store. Many may share one PostgreSQL store."""
+
+    def __init__(
+        self,
+        store: SagaStore,
+        definitions: Iterable[SagaDefinition],
+        *,
+        group: str = "orchestrator",
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.group = group
+        self.clock: Clock = clock or SystemClock()
+        self.reply_queue = reply_queue(group)
+        self.consumer = f"orchestrator:{group}"
+        self._definitions: dict[tuple[str, int], SagaDefinition] = {}
+        self._latest: dict[str, SagaDefinition] = {}
+        for definition in definitions:
+            self.register(definition)
+
+    def register(self, definition: SagaDefinition) -> None:
+        """Add a definition; sagas already running keep the version they started with."""
+        self._definitions[(definition.name, definition.version)] = definition
+        latest = self._latest.get(definition.name)
+        if latest is None or latest.version < definition.version:
+            self._latest[definition.name] = definition
+
+    @property
+    def definitions(self) -> list[SagaDefinition]:
+        return list(self._definitions.values())
+
+    @property
+    def participants(self) -> set[str]:
+        return {step.participant for d in self._definitions.values() for step in d.steps}
+
+    def definition(self, name: str, version: int | None = None) -> SagaDefinition:
+        found = (
+            self._latest.get(name) if version is None else self._definitions.get((name, version))
+        )
+        if found is None:
+            known = ", ".join(sorted(d.key for d in self._definitions.values())) or "none"
+            wanted = name if version is None else f"{name}@v{version}"
+            raise LookupError(f"no saga definition {wanted!r} (known: {known})")
+        return found
+
+    # ------------------------------------------------------------------ starting
+
+    async def start(
+        self,
+        definition: str,
+        data: Mapping[str, Any],
+        *,
+        saga_id: str | None = None,
+        key: str | None = None,
+        version: int | None = None,
+    ) -> str:
+        """Start one saga and return its id. Starting an id that exists does nothing."""
+        request = StartRequest(definition, data, saga_id=saga_id, key=key, version=version)
+        return (await self.start_many([request]))[0]
+
+    async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
+        """Start many sagas in one transaction (their first commands go out together)."""
+        planned = [
+            (self.definition(r.definition, r.version), r, r.saga_id or new_id()) for r in requests
+        ]
+        ids = [saga_id for _, _, saga_id in planned]
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            try:
+                async with self.store.unit() as unit:
+                    existing = await unit.load(ids)
+                    now = self.clock.now()
+                    decisions: dict[str, Decision] = {}
+                    for definition, request, saga_id in planned:
+                        if saga_id in existing.states or saga_id in existing.broken:
+                            continue
+                        if saga_id in decisions:
+                            continue
+                        trigger = Start(
+                            saga_id, dict(request.data), request.key, request.traceparent
+                        )
+                        decisions[saga_id] = self._decide(definition, None, trigger, now)
+                    await unit.append(list(decisions.values()))
+                self._tell(decisions.values())
+                return ids
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError(f"could not start {len(ids)} saga(s): kept conflicting")
+
+    # ------------------------------------------------------------------ replies
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Consume a batch of replies: one transaction, one decision per saga."""
+        replies: list[tuple[Delivery, Envelope]] = []
+        for delivery in deliveries:
+            try:
+                envelope = Envelope.from_bytes(delivery.message.body)
+            except PoisonMessageError as exc:
+                delivery.reject(exc.reason, exc.detail)
+                continue
+            if envelope.kind is not MessageKind.REPLY or not envelope.step or not envelope.op:
+                delivery.reject("unknown_type", f"{envelope.kind} {envelope.type!r} is not a reply")
+                continue
+            try:
+                Reply.of(envelope)
+            except ValueError as exc:
+                delivery.reject("schema", f"reply payload: {exc}")
+                continue
+            replies.append((delivery, envelope))
+        if replies:
+            await self._retrying(lambda unit: self._decide_replies(unit, replies))
+
+    async def _decide_replies(
+        self, unit: UnitOfWork, replies: list[tuple[Delivery, Envelope]]
+    ) -> list[Decision]:
+        fresh = await unit.claim(self.consumer, [env.message_id for _, env in replies])
+        loaded = await unit.load([env.saga_id for _, env in replies if env.message_id in fresh])
+        now = self.clock.now()
+        decisions: dict[str, Decision] = {}
+        seen: set[str] = set()
+        for delivery, env in replies:
+            if env.message_id not in fresh or env.message_id in seen:
+                log.debug("duplicate reply ignored", saga_id=env.saga_id, step=env.step)
+                continue
+            seen.add(env.message_id)
+            state = loaded.states.get(env.saga_id)
+            if state is None:
+                broken = loaded.broken.get(env.saga_id)
+                if broken is not None:
+                    log.error(str(broken), saga_id=env.saga_id)
+                    delivery.reject("corrupt_log", str(broken))
+                else:
+                    delivery.reject("unknown_saga", f"no saga {env.saga_id!r} in this store")
+                continue
+            try:
+                definition = self.definition(state.definition, state.definition_version)
+            except LookupError as exc:
+                delivery.reject("unknown_definition", str(exc))
+                continue
+            decision = self._decide(definition, state, Reply.of(env), now, env.traceparent)
+            decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
+        await unit.append(list(decisions.values()))
+        return list(decisions.values())
+
+    # ------------------------------------------------------------------ timers
+
+    async def tick(self, *, limit: int = 256) -> int:
+        """Fire due retries and deadlines for up to ``limit`` sagas; return how many."""
+        decided = await self._retrying(lambda unit: self._decide_due(unit, limit))
+        return len(decided)
+
+    async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
+        now = self.clock.now()
+        ids = await unit.due(now, limit)
+        if not ids:
+            return []
+        loaded = await unit.load(ids)
+        for saga_id, broken in loaded.broken.items():
+            log.error(f"cannot fire timers: {broken}", saga_id=saga_id)
+        if loaded.broken:
+            await unit.quarantine({sid: str(err) for sid, err in loaded.broken.items()})
+        decisions = []
+        for state in loaded.states.values():
+            try:
+                definition = self.definition(state.definition, state.definition_version)
+            except LookupError:
+                continue  # another orchestrator group owns this definition
+            decisions.append(self._decide(definition, state, Tick(), now))
+        await unit.append(decisions)
+        return decisions
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _decide(
+        self,
+        definition: SagaDefinition,
+        state: SagaState | None,
+        trigger: Trigger,
+        now: float,
+        traceparent: str | None = None,
+    ) -> Decision:
+        return decide(
+            definition, state, trigger, now=now, reply_to=self.reply_queue, traceparent=traceparent
+        )
+
+    async def _retrying(self, work: Any) -> list[Decision]:
+        for attempt in range(1, _MAX_CONFLICT_RETRIES + 1):
+            try:
+                async with self.store.unit() as unit:
+                    decisions: list[Decision] = await work(unit)
+            except ConcurrencyError:
+                log.debug(f"conflict on attempt {attempt}; deciding the batch again")
+                continue
+            except StoreError as exc:
+                if not exc.retryable or attempt == _MAX_CONFLICT_RETRIES:
+                    raise
+                continue
+            self._tell(decisions)
+            return decisions
+        raise ConcurrencyError("a batch kept conflicting with another orchestrator")
+
+    def _tell(self, decisions: Iterable[Decision]) -> None:
+        if not _story.isEnabledFor(logging.INFO):
+            return
+        for decision in decisions:
+            for event in decision.events:
+                _log_event(decision.state, event)
+
+
+def _merge(first: Decision | None, later: Decision) -> Decision:
+    if first is None:
+        return later
+    first.events.extend(later.events)
+    first.commands.extend(later.commands)
+    first.state = later.state
+    return first
+
+
+def _log_event(state: SagaState, event: SagaEvent) -> None:
+    level = {"failed": "warning"}.get(outcome(event), "info")
+    getattr(log, level)(
+        f"{state.key or state.definition + ' ' + state.saga_id[:8]}: {describe(event)}",
+        saga_id=state.saga_id,
+        step=getattr(event, "step", None),
+        event_type=event.event_type,
+    )

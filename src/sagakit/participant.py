@@ -1,0 +1,237 @@
+"""Participants: the services that run a saga's local transactions.
+
+A participant registers one handler per command. Each command runs inside one local
+transaction holding, together: the inbox row, the handler's business writes, and the
+reply in the outbox. So a command's effect and its reply commit or vanish together,
+and a redelivered command finds its inbox row and gets the stored reply back.
+
+The inbox row of a saga command is keyed by the saga, the step and the direction
+(``saga/step/action``, ``saga/step/compensation``) rather than by message id, which
+makes it the barrier as well:
+
+* a retry of a step, under a new message id, still finds the step's first outcome;
+* a compensation for an action that never ran claims the action's key first, records a
+  no-op and tells the orchestrator nothing needed undoing (the null compensation);
+* an action arriving after its own compensation finds its key taken and does nothing
+  (the hanging action).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sagakit.clock import SystemClock
+from sagakit.errors import PoisonMessageError, SagaError, StepRejected
+from sagakit.logs import get_logger
+from sagakit.messages import (
+    Envelope,
+    MessageKind,
+    Op,
+    Outgoing,
+    ReplyBody,
+    command_queue,
+    new_id,
+)
+from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
+
+if TYPE_CHECKING:
+    import structlog
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+_PREVENTED = ReplyBody(
+    ok=False, reason="prevented: compensated before it ran", retryable=False
+).model_dump_json()
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a handler gets: the command, and the transaction to do its work in."""
+
+    saga_id: str
+    step: str
+    op: Op
+    attempt: int
+    message_id: str
+    payload: Mapping[str, Any]
+    connection: AsyncConnection
+    log: structlog.stdlib.BoundLogger
+
+
+Handler = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
+
+
+class Participant:
+    """A named service that runs commands against its own store."""
+
+    def __init__(
+        self,
+        name: str,
+        store: SagaStore,
+        *,
+        clock: Clock | None = None,
+        service_log: str | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.queue = command_queue(name)
+        self.consumer = f"participant:{name}"
+        self._handlers: dict[str, Handler] = {}
+        self._logger_name = service_log or f"sagakit.participant.{name}"
+        self.log = get_logger(self._logger_name, service=name)
+
+    def command(self, name: str) -> Callable[[Handler], Handler]:
+        """Register the decorated coroutine as the handler of command ``name``."""
+
+        def register(handler: Handler) -> Handler:
+            self.on(name, handler)
+            return handler
+
+        return register
+
+    def on(self, name: str, handler: Handler) -> None:
+        if name in self._handlers:
+            raise ValueError(f"participant {self.name!r} already handles {name!r}")
+        self._handlers[name] = handler
+
+    @property
+    def commands(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Run a batch of commands in one transaction, each in its own savepoint."""
+        commands: list[tuple[Envelope, Handler]] = []
+        for delivery in deliveries:
+            try:
+                envelope = Envelope.from_bytes(delivery.message.body)
+                handler = self._handler_for(envelope)
+            except PoisonMessageError as exc:
+                self.log.warning(f"rejected a message: {exc}")
+                delivery.reject(exc.reason, exc.detail)
+                continue
+            commands.append((envelope, handler))
+        if not commands:
+            return
+        async with self.store.unit() as unit:
+            replies = [await self._run(unit, env, handler) for env, handler in commands]
+            await unit.enqueue(replies)
+
+    def _handler_for(self, envelope: Envelope) -> Handler:
+        prefix = f"{self.name}."
+        if envelope.kind is not MessageKind.COMMAND or not envelope.type.startswith(prefix):
+            raise PoisonMessageError(
+                "unknown_type",
+                f"{envelope.kind} {envelope.type!r} is not a command for {self.name}",
+            )
+        handler = self._handlers.get(envelope.type[len(prefix) :])
+        if handler is None:
+            raise PoisonMessageError(
+                "unknown_type",
+                f"{self.name} has no handler for {envelope.type!r} (handles {self.commands})",
+            )
+        if not envelope.step or not envelope.op or not envelope.reply_to:
+            raise PoisonMessageError("schema", "a saga command needs step, op and reply_to")
+        return handler
+
+    async def _run(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> Outgoing:
+        key = f"{env.saga_id}/{env.step}/{env.op}"
+        if not await unit.claim(self.consumer, [key]):
+            stored = (await unit.replies(self.consumer, [key])).get(key)
+            if stored == _PREVENTED:
+                what = "arrived after its compensation; not run"
+            else:
+                what = f"duplicate ignored (message {env.message_id[:8]})"
+            self.log.info(f"{env.type} for {env.step}: {what}", saga_id=env.saga_id, step=env.step)
+            body = ReplyBody.model_validate_json(stored) if stored else _retry_later()
+            return self._reply(env, body.model_copy(update={"duplicate": True}))
+        if env.op == "compensation":
+            body = await self._compensate(unit, env, handler, key)
+        else:
+            body = await self._act(unit, env, handler, key)
+        return self._reply(env, body)
+
+    async def _act(self, unit: UnitOfWork, env: Envelope, handler: Handler, key: str) -> ReplyBody:
+        body = await self._call(unit, env, handler)
+        if body.retryable:
+            await unit.forget(self.consumer, key)  # it did not happen; a retry must run it
+        else:
+            await unit.set_reply(self.consumer, key, body.model_dump_json())
+        return body
+
+    async def _compensate(
+        self, unit: UnitOfWork, env: Envelope, handler: Handler, key: str
+    ) -> ReplyBody:
+        action_key = f"{env.saga_id}/{env.step}/action"
+        if await unit.claim(self.consumer, [action_key]):
+            await unit.set_reply(self.consumer, action_key, _PREVENTED)
+            body = ReplyBody(ok=True, data={"null_compensation": True})
+            self.log.info(
+                f"{env.step}: nothing to undo, the action never ran here",
+                saga_id=env.saga_id,
+                step=env.step,
+            )
+        else:
+            stored = (await unit.replies(self.consumer, [action_key])).get(action_key)
+            if stored is not None and not ReplyBody.model_validate_json(stored).ok:
+                body = ReplyBody(ok=True, data={"null_compensation": True})
+            else:
+                body = await self._call(unit, env, handler)
+                if not body.ok:
+                    body = body.model_copy(update={"retryable": True})
+        if body.ok:
+            await unit.set_reply(self.consumer, key, body.model_dump_json())
+        else:
+            await unit.forget(self.consumer, key)
+        return body
+
+    async def _call(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> ReplyBody:
+        ctx = StepContext(
+            saga_id=env.saga_id,
+            step=env.step or "",
+            op=env.op or "action",
+            attempt=env.attempt,
+            message_id=env.message_id,
+            payload=env.payload,
+            connection=unit.connection,
+            log=self.log.bind(saga_id=env.saga_id, step=env.step),
+        )
+        try:
+            async with unit.savepoint():
+                data = await handler(ctx)
+        except StepRejected as exc:
+            ctx.log.warning(f"{env.step}: refused: {exc.reason}")
+            return ReplyBody(ok=False, reason=exc.reason, data=exc.data)
+        except SagaError as exc:
+            ctx.log.warning(f"{env.step}: failed ({exc}); retryable={exc.retryable}")
+            return ReplyBody(ok=False, reason=str(exc), retryable=True)
+        except Exception as exc:
+            ctx.log.error(  # noqa: TRY400 - the traceback only at debug; the story stays short
+                f"{env.step}: handler {env.type} raised {type(exc).__name__}: {exc}",
+                exc_info=logging.getLogger(self._logger_name).isEnabledFor(logging.DEBUG),
+            )
+            return ReplyBody(ok=False, reason=f"{type(exc).__name__}: {exc}", retryable=True)
+        return ReplyBody(ok=True, data=dict(data or {}))
+
+    def _reply(self, command: Envelope, body: ReplyBody) -> Outgoing:
+        envelope = Envelope(
+            message_id=new_id(),
+            type=f"{command.type}.reply",
+            kind=MessageKind.REPLY,
+            saga_id=command.saga_id,
+            causation_id=command.message_id,
+            created_at=self.clock.now(),
+            traceparent=command.traceparent,
+            step=command.step,
+            op=command.op,
+            attempt=command.attempt,
+            payload=body.model_dump(),
+        )
+        return Outgoing(command.reply_to or "", envelope)
+
+
+def _retry_later() -> ReplyBody:
+    # A claimed key without a reply cannot outlive its transaction; treat it as transient.
+    return ReplyBody(ok=False, reason="in progress elsewhere", retryable=True)

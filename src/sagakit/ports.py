@@ -1,0 +1,220 @@
+"""The ports: what the orchestrator, participants and relay need from the outside world.
+
+Adapters (``stores/``, ``transports/``) implement these; the core depends on nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from sagakit.decide import Decision
+    from sagakit.errors import CorruptLogError
+    from sagakit.log import SagaState, StoredEvent
+    from sagakit.messages import Outgoing, TransportMessage
+
+
+class Clock(Protocol):
+    """Seconds since the epoch. Tests pass a clock that jumps."""
+
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRow:
+    """One row of the ``sagas`` projection: what ``sagakit list`` shows."""
+
+    saga_id: str
+    definition: str
+    definition_version: int
+    key: str | None
+    status: str
+    current_step: str | None
+    deadline: float | None
+    version: int
+    created_at: float
+    updated_at: float
+    reason: str | None
+
+
+@dataclass(slots=True)
+class Loaded:
+    """Sagas read for a decision: their states, and those whose logs cannot be read."""
+
+    states: dict[str, SagaState] = field(default_factory=dict)
+    broken: dict[str, CorruptLogError] = field(default_factory=dict)
+    events_read: int = 0
+
+
+class UnitOfWork(Protocol):
+    """One local transaction. Everything done through it commits or rolls back together."""
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The transaction's connection, for a participant's own business writes."""
+        ...
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        """Insert inbox rows; return the keys that were new (the rest are duplicates)."""
+        ...
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        """The stored replies of already-claimed inbox keys."""
+        ...
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None: ...
+
+    async def forget(self, consumer: str, key: str) -> None:
+        """Drop an inbox row claimed in this transaction (the work did not happen)."""
+        ...
+
+    async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
+        """Read sagas (snapshot plus later events); with ``lock``, hold them until commit."""
+        ...
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Claim sagas whose next deadline or retry is due, skipping ones locked elsewhere."""
+        ...
+
+    async def append(self, decisions: Sequence[Decision]) -> None:
+        """Append each decision's events, update the projection and snapshot, and enqueue
+        its commands in the outbox. Raises ConcurrencyError if a log moved meanwhile."""
+        ...
+
+    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
+        """Put messages in the outbox (participants' replies and events)."""
+        ...
+
+    async def quarantine(self, reasons: dict[str, str]) -> None:
+        """Mark sagas whose logs cannot be read as needing attention, and stop their timers."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """Roll back only what happens inside the block if it raises."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message: TransportMessage
+    saga_id: str
+    created_at: float
+
+
+class OutboxClaim(Protocol):
+    """A batch of unsent outbox rows held by one relay until it says which were sent."""
+
+    rows: list[OutboxRow]
+
+    def mark_sent(self, ids: Sequence[int]) -> None: ...
+
+
+class SagaStore(Protocol):
+    """Saga logs, the projection, the outbox and the inbox, in one database."""
+
+    url: str
+
+    def unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """Begin a local transaction; it commits when the block ends without error."""
+        ...
+
+    async def migrate(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get(self, saga_id: str) -> SagaState:
+        """The current state of one saga; raises UnknownSagaError or CorruptLogError."""
+        ...
+
+    async def history(self, saga_id: str) -> list[StoredEvent]:
+        """Every stored event of one saga, oldest first, as stored."""
+        ...
+
+    async def list_sagas(
+        self,
+        *,
+        status: str | None = None,
+        definition: str | None = None,
+        since: float | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SagaRow]: ...
+
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    async def statuses(self, saga_ids: Sequence[str]) -> dict[str, str]:
+        """The projection's status of each saga that exists."""
+        ...
+
+    def claim_outbox(
+        self, *, limit: int, exclude: Sequence[int] = ()
+    ) -> AbstractAsyncContextManager[OutboxClaim]:
+        """Hold up to ``limit`` unsent rows; rows marked sent are recorded on exit."""
+        ...
+
+    async def wait_for_outbox(self, timeout: float) -> None:
+        """Return when something may have been enqueued, or after ``timeout`` seconds."""
+        ...
+
+    async def outbox_lag(self, now: float) -> float:
+        """Age in seconds of the oldest unsent outbox row (0 when the outbox is empty)."""
+        ...
+
+    async def prune_outbox(self, sent_before: float) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Which messages a broker confirmed, and why the others were refused."""
+
+    confirmed: set[str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer; ``attempt`` counts deliveries of this message.
+
+    A handler that finds a message it can never handle calls :meth:`reject`; the
+    transport then dead-letters that one message with the reason and acks the rest.
+    """
+
+    message: TransportMessage
+    attempt: int = 1
+    rejection: tuple[str, str] | None = None
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.rejection = (reason, detail)
+
+
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    async def stop(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Moves bytes between queues. ``publish`` returns only what the broker confirmed."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def declare(self, queue: str) -> None: ...
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult: ...
+
+    async def consume(
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+    ) -> Subscription:
+        """Deliver batches to ``handler``; a batch is acknowledged when it returns, and
+        redelivered (attempt + 1) when it raises."""
+        ...

@@ -1,0 +1,130 @@
+"""The outbox relay: publishes committed outbox rows and marks them sent once confirmed.
+
+A row is marked sent only after the transport confirmed it, so a relay that dies
+between publish and mark-sent publishes the row again on restart; consumers' inboxes
+make that second copy harmless. Up to ``max_inflight`` batches publish at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from sagakit.errors import SagaError
+from sagakit.logs import get_logger
+from sagakit.ports import OutboxRow, PublishResult, SagaStore, Transport
+
+log = get_logger("sagakit.relay")
+
+
+@dataclass(slots=True)
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+class OutboxRelay:
+    """Moves one store's outbox to a transport until cancelled."""
+
+    def __init__(
+        self,
+        store: SagaStore,
+        transport: Transport,
+        *,
+        batch_size: int = 256,
+        max_inflight: int = 4,
+        poll_interval: float = 0.5,
+        retry_after: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.batch_size = batch_size
+        self.max_inflight = max_inflight
+        self.poll_interval = poll_interval
+        self.retry_after = retry_after
+        self.stats = RelayStats()
+        self._inflight: set[int] = set()
+        self._cooling: dict[int, float] = {}
+        self._claim_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Publish until cancelled, keeping up to ``max_inflight`` batches in flight."""
+        slots = asyncio.Semaphore(self.max_inflight)
+        tasks: set[asyncio.Task[int]] = set()
+
+        def finished(task: asyncio.Task[int]) -> None:
+            tasks.discard(task)
+            slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                claimed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._batch(claimed))
+                tasks.add(task)
+                task.add_done_callback(finished)
+                if await claimed == 0:
+                    await self.store.wait_for_outbox(self.poll_interval)
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            for task in list(tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def drain(self) -> int:
+        """Publish batch after batch until the outbox has nothing unsent; return how many."""
+        total = 0
+        while size := await self._batch(None):
+            total += size
+        return total
+
+    async def _batch(self, claimed: asyncio.Future[int] | None) -> int:
+        """Claim one batch, report its size through ``claimed``, publish it, mark it sent."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._cooling = {i: t for i, t in self._cooling.items() if t > now}
+        ids: list[int] = []
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                async with self._claim_lock:
+                    claim = await stack.enter_async_context(
+                        self.store.claim_outbox(
+                            limit=self.batch_size, exclude=[*self._inflight, *self._cooling]
+                        )
+                    )
+                    ids = [row.id for row in claim.rows]
+                    self._inflight.update(ids)
+                if claimed is not None:
+                    claimed.set_result(len(ids))
+                if not ids:
+                    return 0
+                result = await self.transport.publish([row.message for row in claim.rows])
+                sent = [r.id for r in claim.rows if r.message.message_id in result.confirmed]
+                claim.mark_sent(sent)
+                self._cool_refused(result, claim.rows)
+                self.stats.published += len(sent)
+                self.stats.batches += 1
+            return len(ids)
+        except (SagaError, OSError) as exc:
+            self.stats.failures += 1
+            log.warning(f"relay could not publish {len(ids)} message(s): {exc}; will retry")
+            until = loop.time() + self.retry_after
+            self._cooling.update(dict.fromkeys(ids, until))
+            return 0
+        finally:
+            self._inflight.difference_update(ids)
+            if claimed is not None and not claimed.done():
+                claimed.set_result(0)
+
+    def _cool_refused(self, result: PublishResult, rows: list[OutboxRow]) -> None:
+        if not result.failed:
+            return
+        until = asyncio.get_running_loop().time() + self.retry_after
+        for row in rows:
+            if row.message.message_id in result.failed:
+                self._cooling[row.id] = until
+        message_id, why = next(iter(result.failed.items()))
+        log.warning(f"relay: {len(result.failed)} message(s) refused, e.g. {message_id}: {why}")

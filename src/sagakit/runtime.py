@@ -1,0 +1,173 @@
+"""The runtime: owns everything that runs in a process, and stops it cleanly.
+
+Give it a transport, orchestrators and participants; it declares their queues, starts
+their consumers, one outbox relay per store and one timer loop per orchestrator, and
+restarts any loop that fails (a database restart, a dropped connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+
+from sagakit.log import SagaStatus
+from sagakit.logs import get_logger
+from sagakit.orchestrator import Orchestrator
+from sagakit.participant import Participant
+from sagakit.ports import SagaStore, Subscription, Transport
+from sagakit.relay import OutboxRelay
+
+log = get_logger("sagakit.runtime")
+
+
+class Runtime:
+    """Runs orchestrators, participants and relays over one transport until stopped."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        prefetch: int = 64,
+        timer_interval: float = 0.1,
+        relay_poll: float = 0.5,
+        relay_batch: int = 256,
+        restart_delay: float = 0.5,
+    ) -> None:
+        self.transport = transport
+        self.prefetch = prefetch
+        self.timer_interval = timer_interval
+        self.relay_poll = relay_poll
+        self.relay_batch = relay_batch
+        self.restart_delay = restart_delay
+        self.orchestrators: list[Orchestrator] = []
+        self.participants: list[Participant] = []
+        self.relays: dict[int, OutboxRelay] = {}
+        self._stores: dict[int, SagaStore] = {}
+        self._subscriptions: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    def add(self, *components: Orchestrator | Participant) -> Runtime:
+        for component in components:
+            if isinstance(component, Orchestrator):
+                self.orchestrators.append(component)
+            else:
+                self.participants.append(component)
+            self._stores.setdefault(id(component.store), component.store)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def stores(self) -> list[SagaStore]:
+        return list(self._stores.values())
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        await self.transport.start()
+        for orchestrator in self.orchestrators:
+            await self.transport.declare(orchestrator.reply_queue)
+        for participant in self.participants:
+            await self.transport.declare(participant.queue)
+        for orchestrator in self.orchestrators:
+            self._subscriptions.append(
+                await self.transport.consume(
+                    orchestrator.reply_queue, orchestrator.handle, prefetch=self.prefetch
+                )
+            )
+            self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
+        for participant in self.participants:
+            self._subscriptions.append(
+                await self.transport.consume(
+                    participant.queue, participant.handle, prefetch=self.prefetch
+                )
+            )
+        for key, store in self._stores.items():
+            relay = OutboxRelay(
+                store, self.transport, batch_size=self.relay_batch, poll_interval=self.relay_poll
+            )
+            self.relays[key] = relay
+            self._spawn(f"relay:{store.url}", relay.run)
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception(f"{name} failed ({type(exc).__name__}); restarting")
+                await asyncio.sleep(self.restart_delay)
+
+    def _timer_loop(self, orchestrator: Orchestrator) -> Callable[[], Awaitable[None]]:
+        async def loop() -> None:
+            while True:
+                if await orchestrator.tick() == 0:
+                    await asyncio.sleep(self.timer_interval)
+
+        return loop
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        for sub in self._subscriptions:
+            await sub.stop()
+        self._subscriptions.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.transport.close()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_for(
+        self,
+        store: SagaStore,
+        saga_ids: Iterable[str],
+        *,
+        timeout: float = 30.0,
+        poll: float = 0.02,
+    ) -> dict[str, str]:
+        """Wait until every saga is terminal; return their statuses, or raise TimeoutError
+        naming the stragglers."""
+        return await wait_terminal(store, saga_ids, timeout=timeout, poll=poll)
+
+
+async def wait_terminal(
+    store: SagaStore, saga_ids: Iterable[str], *, timeout: float = 30.0, poll: float = 0.02
+) -> dict[str, str]:
+    ids = list(saga_ids)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        statuses = await store.statuses(ids)
+        pending = [i for i in ids if i not in statuses or not SagaStatus(statuses[i]).terminal]
+        if not pending:
+            return statuses
+        if loop.time() > deadline:
+            sample = ", ".join(f"{i} ({statuses.get(i, 'missing')})" for i in pending[:5])
+            raise TimeoutError(f"{len(pending)} saga(s) not terminal after {timeout}s: {sample}")
+        await asyncio.sleep(poll)

@@ -1,0 +1,608 @@
+"""The saga store over SQLAlchemy Core, shared by the SQLite and PostgreSQL adapters.
+
+Every write the guarantees depend on goes through one :class:`SqlUnit`, one local
+transaction: inbox claims, log appends, the projection, snapshots and outbox rows.
+The adapters add what differs: how a transaction begins, row locking, and wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sagakit.clock import SystemClock
+from sagakit.decide import Decision
+from sagakit.errors import ConcurrencyError, CorruptLogError, StoreError, UnknownSagaError
+from sagakit.log import (
+    SNAPSHOT_SCHEMA,
+    SagaState,
+    StoredEvent,
+    encode,
+    fold_stored,
+    state_from_json,
+    state_to_json,
+)
+from sagakit.messages import Outgoing, TransportMessage
+from sagakit.ports import Clock, Loaded, OutboxRow, SagaRow
+from sagakit.stores import migrations
+from sagakit.stores.schema import (
+    VERSION_TABLE,
+    saga_events,
+    saga_inbox,
+    saga_outbox,
+    saga_snapshots,
+    sagas,
+)
+
+InsertFactory = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class SqlOutboxClaim:
+    rows: list[OutboxRow]
+    sent: list[int] = field(default_factory=list)
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        self.sent.extend(ids)
+
+
+class SqlUnit:
+    """One local transaction on one connection."""
+
+    def __init__(self, store: SqlSagaStore, conn: AsyncConnection) -> None:
+        self._store = store
+        self._conn = conn
+        self.enqueued = 0
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return set()
+        now = self._store.clock.now()
+        stmt = (
+            self._store.insert(saga_inbox)
+            .on_conflict_do_nothing(index_elements=["consumer", "key"])
+            .returning(saga_inbox.c.key)
+        )
+        rows = [{"consumer": consumer, "key": k, "reply": None, "received_at": now} for k in unique]
+        result = await self._conn.execute(stmt, rows)
+        return {row[0] for row in result}
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        if not keys:
+            return {}
+        result = await self._conn.execute(
+            select(saga_inbox.c.key, saga_inbox.c.reply).where(
+                saga_inbox.c.consumer == consumer, saga_inbox.c.key.in_(list(keys))
+            )
+        )
+        return {row.key: row.reply for row in result}
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        await self._conn.execute(
+            update(saga_inbox)
+            .where(saga_inbox.c.consumer == consumer, saga_inbox.c.key == key)
+            .values(reply=reply)
+        )
+
+    async def forget(self, consumer: str, key: str) -> None:
+        await self._conn.execute(
+            delete(saga_inbox).where(saga_inbox.c.consumer == consumer, saga_inbox.c.key == key)
+        )
+
+    async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
+        return await self._store.load_on(self._conn, saga_ids, lock=lock)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        query = (
+            select(sagas.c.saga_id)
+            .where(sagas.c.wake_at <= now)
+            .order_by(sagas.c.wake_at)
+            .limit(limit)
+        )
+        result = await self._conn.execute(self._store.lock_skipping(query))
+        return [row[0] for row in result]
+
+    async def append(self, decisions: Sequence[Decision]) -> None:
+        changed = [d for d in decisions if d.events]
+        if not changed:
+            return
+        if len({d.state.saga_id for d in changed}) != len(changed):
+            raise ValueError("one batch may carry only one decision per saga")
+        every = self._store.snapshot_every
+        event_rows: list[dict[str, Any]] = []
+        projection_rows: list[dict[str, Any]] = []
+        snapshotted_rows: list[dict[str, Any]] = []
+        snapshot_rows: list[dict[str, Any]] = []
+        messages: list[Outgoing] = []
+        for d in changed:
+            state = d.state
+            if state.version != d.expected_version + len(d.events):
+                raise ValueError(f"saga {state.saga_id}: decision does not match its state")
+            for offset, event in enumerate(d.events, start=1):
+                kind, version, data = encode(event)
+                event_rows.append(
+                    {
+                        "saga_id": state.saga_id,
+                        "seq": d.expected_version + offset,
+                        "type": kind,
+                        "schema_version": version,
+                        "data": data,
+                        "recorded_at": d.recorded_at,
+                    }
+                )
+            if every and state.version // every > d.expected_version // every:
+                snapshotted_rows.append(_projection(state, state.version))
+                snapshot_rows.append(
+                    {
+                        "saga_id": state.saga_id,
+                        "version": state.version,
+                        "schema": SNAPSHOT_SCHEMA,
+                        "state": state_to_json(state),
+                        "taken_at": d.recorded_at,
+                    }
+                )
+            else:
+                projection_rows.append(_projection(state, 0))
+            messages.extend(d.commands)
+        try:
+            await self._conn.execute(saga_events.insert(), event_rows)
+        except IntegrityError as exc:
+            ids = ", ".join(d.state.saga_id for d in changed)
+            raise ConcurrencyError(f"another writer appended to saga(s) {ids} first") from exc
+        if projection_rows:
+            # snapshot_version is only written for new sagas here; it moves with a snapshot.
+            await self._upsert(sagas, ["saga_id"], projection_rows, keep=["snapshot_version"])
+        if snapshotted_rows:
+            await self._upsert(sagas, ["saga_id"], snapshotted_rows)
+            await self._upsert(saga_snapshots, ["saga_id"], snapshot_rows)
+        await self.enqueue(messages)
+
+    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
+        if not messages:
+            return
+        now = self._store.clock.now()
+        rows = []
+        for out in messages:
+            wire = TransportMessage.of(out)
+            rows.append(
+                {
+                    "message_id": wire.message_id,
+                    "destination": wire.destination,
+                    "saga_id": out.envelope.saga_id,
+                    "type": out.envelope.type,
+                    "headers": json.dumps(wire.headers),
+                    "body": wire.body.decode(),
+                    "created_at": now,
+                    "sent_at": None,
+                }
+            )
+        await self._conn.execute(saga_outbox.insert(), rows)
+        self.enqueued += len(rows)
+
+    async def quarantine(self, reasons: dict[str, str]) -> None:
+        for saga_id, reason in reasons.items():
+            await self._conn.execute(
+                update(sagas)
+                .where(sagas.c.saga_id == saga_id)
+                .values(status="needs_attention", wake_at=None, deadline=None, reason=reason)
+            )
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._conn.begin_nested():
+            yield
+
+    async def _upsert(
+        self,
+        table: Any,
+        keys: list[str],
+        rows: list[dict[str, Any]],
+        *,
+        keep: Sequence[str] = (),
+    ) -> None:
+        stmt = self._store.insert(table)
+        columns = [c for c in rows[0] if c not in keys and c not in keep]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns}
+        )
+        await self._conn.execute(stmt, rows)
+
+
+def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
+    return {
+        "saga_id": state.saga_id,
+        "definition": state.definition,
+        "definition_version": state.definition_version,
+        "key": state.key,
+        "status": state.status.value,
+        "current_step": state.current_step,
+        "deadline": state.deadline,
+        "wake_at": state.wake_at,
+        "version": state.version,
+        "snapshot_version": snapshot_version,
+        "created_at": state.started_at,
+        "updated_at": state.updated_at,
+        "reason": state.reason,
+    }
+
+
+def _check_head(state: SagaState, version: int) -> None:
+    if state.version != version:
+        raise CorruptLogError(
+            state.saga_id, state.version, f"log ends at {state.version}, projection says {version}"
+        )
+
+
+def _stored(row: Any) -> StoredEvent:
+    return StoredEvent(
+        saga_id=row.saga_id,
+        seq=row.seq,
+        type=row.type,
+        schema_version=row.schema_version,
+        data=row.data,
+        recorded_at=row.recorded_at,
+    )
+
+
+class SqlSagaStore:
+    """Shared implementation; use :class:`SqliteSagaStore` or :class:`PostgresSagaStore`."""
+
+    #: ``lock_skipping`` and ``claim_outbox`` hold row locks only where the database has them.
+    row_locks = False
+
+    def __init__(
+        self,
+        url: str,
+        engine: AsyncEngine,
+        *,
+        insert: InsertFactory,
+        clock: Clock | None = None,
+        snapshot_every: int = 50,
+    ) -> None:
+        self.url = url
+        self.engine = engine
+        self.insert = insert
+        self.clock: Clock = clock or SystemClock()
+        self.snapshot_every = snapshot_every
+        self._outbox_event = asyncio.Event()
+
+    # ------------------------------------------------------------------ transactions
+
+    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.begin()
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.connect()
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlUnit]:
+        try:
+            async with self._begin() as conn:
+                unit = SqlUnit(self, conn)
+                yield unit
+                if unit.enqueued:
+                    await self._notify(conn)
+        except DBAPIError as exc:
+            raise self._translate(exc) from exc
+        if unit.enqueued:
+            self._outbox_event.set()
+
+    def _translate(self, exc: DBAPIError) -> Exception:
+        if isinstance(exc, IntegrityError):
+            return ConcurrencyError(f"conflicting write: {exc.orig}")
+        error = StoreError(f"{self.url_safe}: {exc.orig}")
+        error.retryable = bool(exc.connection_invalidated) or self._is_transient(exc)
+        return error
+
+    def _is_transient(self, exc: DBAPIError) -> bool:
+        return False
+
+    async def _notify(self, conn: AsyncConnection) -> None:
+        """Tell other processes the outbox has work; once per transaction."""
+
+    def lock_skipping(self, query: Select[Any]) -> Select[Any]:
+        return query
+
+    @property
+    def url_safe(self) -> str:
+        """The URL without its password, fit for logs and error messages."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.engine.url).render_as_string(hide_password=True)
+
+    # ------------------------------------------------------------------ migrations
+
+    async def migrate(self) -> None:
+        async with self._begin() as conn:
+            await self._migration_lock(conn)
+            await conn.run_sync(_upgrade)
+
+    async def _migration_lock(self, conn: AsyncConnection) -> None:
+        """Keep two processes from migrating the same database at once."""
+
+    async def is_migrated(self) -> bool:
+        async with self._read() as conn:
+            return await conn.run_sync(_is_current)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ------------------------------------------------------------------ loading
+
+    async def load_on(
+        self, conn: AsyncConnection, saga_ids: Sequence[str], *, lock: bool
+    ) -> Loaded:
+        ids = sorted(set(saga_ids))
+        loaded = Loaded()
+        if not ids:
+            return loaded
+        head_query = (
+            select(sagas.c.saga_id, sagas.c.version, sagas.c.snapshot_version)
+            .where(sagas.c.saga_id.in_(ids))
+            .order_by(sagas.c.saga_id)
+        )
+        if lock and self.row_locks:
+            head_query = head_query.with_for_update()
+        heads = {row.saga_id: row for row in await conn.execute(head_query)}
+        if not heads:
+            return loaded
+        snapshots: dict[str, SagaState] = {}
+        snapped = [sid for sid, head in heads.items() if head.snapshot_version > 0]
+        if snapped:
+            result = await conn.execute(
+                select(saga_snapshots.c.saga_id, saga_snapshots.c.version, saga_snapshots.c.state)
+                .where(saga_snapshots.c.saga_id.in_(snapped))
+                .where(saga_snapshots.c.schema == SNAPSHOT_SCHEMA)
+            )
+            for row in result:
+                if row.version == heads[row.saga_id].snapshot_version:
+                    snapshots[row.saga_id] = state_from_json(row.state)
+        events: dict[str, list[StoredEvent]] = {sid: [] for sid in heads}
+        # Sagas with a usable snapshot (or none at all) read only what follows it.
+        usable = [sid for sid, h in heads.items() if h.snapshot_version == 0 or sid in snapshots]
+        stale = [sid for sid in heads if sid not in usable]
+        queries = []
+        if usable:
+            queries.append(
+                select(saga_events)
+                .join(sagas, sagas.c.saga_id == saga_events.c.saga_id)
+                .where(saga_events.c.saga_id.in_(usable))
+                .where(saga_events.c.seq > sagas.c.snapshot_version)
+            )
+        if stale:
+            queries.append(select(saga_events).where(saga_events.c.saga_id.in_(stale)))
+        for query in queries:
+            result = await conn.execute(query.order_by(saga_events.c.saga_id, saga_events.c.seq))
+            for row in result:
+                events[row.saga_id].append(_stored(row))
+        for sid, head in heads.items():
+            loaded.events_read += len(events[sid])
+            try:
+                state = fold_stored(sid, events[sid], snapshots.get(sid))
+                _check_head(state, head.version)
+            except CorruptLogError as exc:
+                loaded.broken[sid] = exc
+                continue
+            loaded.states[sid] = state
+        return loaded
+
+    # ------------------------------------------------------------------ reading
+
+    async def get(self, saga_id: str) -> SagaState:
+        async with self._read() as conn:
+            loaded = await self.load_on(conn, [saga_id], lock=False)
+        if saga_id in loaded.broken:
+            raise loaded.broken[saga_id]
+        if saga_id not in loaded.states:
+            raise UnknownSagaError(f"no saga with id {saga_id!r}")
+        return loaded.states[saga_id]
+
+    async def resolve(self, prefix: str) -> str:
+        """The full id of the one saga whose id is or starts with ``prefix``."""
+        if not prefix or "%" in prefix or "_" in prefix:
+            raise UnknownSagaError(f"no saga with id {prefix!r}")
+        async with self._read() as conn:
+            exact = await conn.scalar(select(sagas.c.saga_id).where(sagas.c.saga_id == prefix))
+            if exact is not None:
+                return str(exact)
+            result = await conn.execute(
+                select(sagas.c.saga_id).where(sagas.c.saga_id.like(prefix + "%")).limit(2)
+            )
+            found = [row[0] for row in result]
+        if not found:
+            raise UnknownSagaError(f"no saga with id {prefix!r}")
+        if len(found) > 1:
+            raise UnknownSagaError(f"{prefix!r} is the start of several saga ids; give more of it")
+        return str(found[0])
+
+    async def history(self, saga_id: str) -> list[StoredEvent]:
+        async with self._read() as conn:
+            result = await conn.execute(
+                select(saga_events)
+                .where(saga_events.c.saga_id == saga_id)
+                .order_by(saga_events.c.seq)
+            )
+            events = [_stored(row) for row in result]
+        if not events:
+            raise UnknownSagaError(f"no saga with id {saga_id!r}")
+        return events
+
+    async def list_sagas(
+        self,
+        *,
+        status: str | None = None,
+        definition: str | None = None,
+        since: float | None = None,
+        key: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SagaRow]:
+        query = select(sagas).order_by(sagas.c.updated_at.desc(), sagas.c.saga_id)
+        if status:
+            query = query.where(sagas.c.status == status)
+        if definition:
+            query = query.where(sagas.c.definition == definition)
+        if since is not None:
+            query = query.where(sagas.c.updated_at >= since)
+        if key:
+            query = query.where(sagas.c.key == key)
+        async with self._read() as conn:
+            result = await conn.execute(query.limit(limit).offset(offset))
+            return [
+                SagaRow(
+                    saga_id=r.saga_id,
+                    definition=r.definition,
+                    definition_version=r.definition_version,
+                    key=r.key,
+                    status=r.status,
+                    current_step=r.current_step,
+                    deadline=r.deadline,
+                    version=r.version,
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    reason=r.reason,
+                )
+                for r in result
+            ]
+
+    async def count_by_status(self) -> dict[str, int]:
+        async with self._read() as conn:
+            result = await conn.execute(
+                select(sagas.c.status, func.count()).group_by(sagas.c.status)
+            )
+            return {row[0]: row[1] for row in result}
+
+    async def statuses(self, saga_ids: Sequence[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(saga_ids))
+        found: dict[str, str] = {}
+        async with self._read() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                result = await conn.execute(
+                    select(sagas.c.saga_id, sagas.c.status).where(sagas.c.saga_id.in_(chunk))
+                )
+                found.update({row.saga_id: row.status for row in result})
+        return found
+
+    async def next_wake(self, saga_ids: Sequence[str]) -> float | None:
+        """The earliest retry or deadline among these sagas, if any is pending."""
+        async with self._read() as conn:
+            wake = await conn.scalar(
+                select(func.min(sagas.c.wake_at)).where(sagas.c.saga_id.in_(list(saga_ids)))
+            )
+        return float(wake) if wake is not None else None
+
+    # ------------------------------------------------------------------ outbox
+
+    @asynccontextmanager
+    async def claim_outbox(
+        self, *, limit: int, exclude: Sequence[int] = ()
+    ) -> AsyncIterator[SqlOutboxClaim]:
+        query = (
+            select(saga_outbox)
+            .where(saga_outbox.c.sent_at.is_(None))
+            .order_by(saga_outbox.c.id)
+            .limit(limit)
+        )
+        if exclude:
+            query = query.where(saga_outbox.c.id.not_in(list(exclude)))
+        if self.row_locks:
+            # Hold the rows for the whole publish: a relay that dies releases them at once.
+            async with self._begin() as conn:
+                claim = SqlOutboxClaim(_outbox_rows(await conn.execute(self.lock_skipping(query))))
+                yield claim
+                if claim.sent:
+                    await conn.execute(_mark_sent(claim.sent, self.clock.now()))
+            return
+        async with self._read() as conn:
+            claim = SqlOutboxClaim(_outbox_rows(await conn.execute(query)))
+        yield claim
+        if claim.sent:
+            async with self.unit() as unit:
+                await unit.connection.execute(_mark_sent(claim.sent, self.clock.now()))
+
+    async def wait_for_outbox(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox_event.wait(), timeout)
+        self._outbox_event.clear()
+
+    async def outbox_lag(self, now: float) -> float:
+        async with self._read() as conn:
+            oldest = await conn.scalar(
+                select(func.min(saga_outbox.c.created_at)).where(saga_outbox.c.sent_at.is_(None))
+            )
+        return max(0.0, now - oldest) if oldest is not None else 0.0
+
+    async def unsent_count(self) -> int:
+        async with self._read() as conn:
+            count = await conn.scalar(
+                select(func.count()).select_from(saga_outbox).where(saga_outbox.c.sent_at.is_(None))
+            )
+        return int(count or 0)
+
+    async def prune_outbox(self, sent_before: float) -> int:
+        async with self.unit() as unit:
+            result = await unit.connection.execute(
+                delete(saga_outbox).where(saga_outbox.c.sent_at < sent_before)
+            )
+        return int(result.rowcount or 0)
+
+
+def _outbox_rows(result: Any) -> list[OutboxRow]:
+    return [
+        OutboxRow(
+            id=r.id,
+            message=TransportMessage(
+                destination=r.destination,
+                message_id=r.message_id,
+                body=r.body.encode(),
+                headers=json.loads(r.headers),
+            ),
+            saga_id=r.saga_id,
+            created_at=r.created_at,
+        )
+        for r in result
+    ]
+
+
+def _mark_sent(ids: Sequence[int], now: float) -> Any:
+    return update(saga_outbox).where(saga_outbox.c.id.in_(list(ids))).values(sent_at=now)
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Any) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _is_current(connection: Any) -> bool:
+    from sqlalchemy import inspect, text
+
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return False
+    current = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return bool(current == migrations.HEAD)

@@ -1,0 +1,132 @@
+"""A transport that misbehaves on purpose, under a seed: drop, duplicate, delay, reorder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sagakit.messages import TransportMessage
+from sagakit.ports import BatchHandler, PublishResult, Subscription, Transport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    """Probabilities, per published message, of each fault; ``seed`` makes runs repeatable."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay: float = 0.0
+    reorder: float = 0.0
+    max_delay: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "delay", "reorder"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"fault probability {name}={value} must be within [0, 1]")
+
+
+@dataclass(slots=True)
+class FaultCounts:
+    published: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    delayed: int = 0
+    reordered: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+class FaultyTransport:
+    """Wraps a real transport and injects faults into what is published through it.
+
+    A dropped, delayed or held-back message is reported as confirmed, as a broker would
+    confirm a message that is later lost or late; the sagas must recover on their own
+    (deadlines, retries) and every effect must still happen once.
+    """
+
+    def __init__(self, inner: Transport, faults: Faults) -> None:
+        self.inner = inner
+        self.faults = faults
+        self.counts = FaultCounts()
+        self._rng = random.Random(faults.seed)  # noqa: S311 - seeded for repeatable faults
+        self._held: list[TransportMessage] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.enabled = True
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.inner.close()
+
+    async def declare(self, queue: str) -> None:
+        await self.inner.declare(queue)
+
+    async def consume(
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+    ) -> Subscription:
+        return await self.inner.consume(queue, handler, prefetch=prefetch)
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        if not self.enabled:
+            return await self.inner.publish(messages)
+        f, rng, counts = self.faults, self._rng, self.counts
+        now: list[TransportMessage] = []
+        faked: set[str] = set()
+        for message in messages:
+            counts.published += 1
+            roll = rng.random()
+            if roll < f.drop:
+                counts.dropped += 1
+                counts.log.append(f"drop {message.message_id}")
+                faked.add(message.message_id)
+                continue
+            if rng.random() < f.delay:
+                counts.delayed += 1
+                counts.log.append(f"delay {message.message_id}")
+                faked.add(message.message_id)
+                self._later([message], rng.uniform(0, f.max_delay))
+                continue
+            if rng.random() < f.reorder:
+                counts.reordered += 1
+                counts.log.append(f"hold {message.message_id}")
+                faked.add(message.message_id)
+                self._held.append(message)
+                continue
+            now.append(message)
+            if rng.random() < f.duplicate:
+                counts.duplicated += 1
+                counts.log.append(f"duplicate {message.message_id}")
+                self._later([message], rng.uniform(0, f.max_delay))
+        if self._held and now:
+            # Held messages go out behind the ones published after them.
+            self._later(self._held, f.max_delay / 2)
+            self._held = []
+        rng.shuffle(now)
+        result = await self.inner.publish(now) if now else PublishResult(confirmed=set())
+        return PublishResult(confirmed=result.confirmed | faked, failed=result.failed)
+
+    def _later(self, messages: list[TransportMessage], after: float) -> None:
+        async def deliver() -> None:
+            await asyncio.sleep(after)
+            await self.inner.publish(messages)
+
+        task = asyncio.create_task(deliver())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Release held-back messages and wait for delayed ones to be handed over."""
+        if self._held:
+            self._later(self._held, 0)
+            self._held = []
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

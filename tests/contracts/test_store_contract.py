@@ -1,0 +1,271 @@
+"""One suite, every store: SQLite and the real PostgreSQL pass exactly the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import insert, text
+
+from sagakit import ConcurrencyError, CorruptLogError, UnknownSagaError
+from sagakit.decide import Reply, Start, Tick, decide
+from sagakit.log import SagaStatus, StepFailed
+from sagakit.messages import Envelope, MessageKind, Outgoing, ReplyBody
+from sagakit.stores.migrations import HEAD
+from sagakit.stores.schema import saga_events
+from sagakit.stores.sql import SqlSagaStore
+from tests.sagas import ORDER
+
+
+async def start(store: SqlSagaStore, saga_id: str = "s1", now: float = 100.0) -> None:
+    async with store.unit() as unit:
+        decision = decide(
+            ORDER,
+            None,
+            Start(saga_id, {"amount": 5}, key=f"key-{saga_id}"),
+            now=now,
+            reply_to="replies",
+        )
+        await unit.append([decision])
+
+
+async def reply(
+    store: SqlSagaStore,
+    saga_id: str,
+    step: str,
+    *,
+    ok: bool = True,
+    retryable: bool = False,
+    now: float = 101.0,
+) -> list[str]:
+    async with store.unit() as unit:
+        state = (await unit.load([saga_id])).states[saga_id]
+        attempt = state.steps[step].attempt
+        body = ReplyBody(ok=ok, reason=None if ok else "no", retryable=retryable)
+        decision = decide(
+            ORDER,
+            state,
+            Reply(step, "action", attempt, f"r{state.version}", body),
+            now=now,
+            reply_to="replies",
+        )
+        await unit.append([decision])
+    return [e.event_type for e in decision.events]
+
+
+async def test_migrations_are_idempotent_and_at_head(store: SqlSagaStore) -> None:
+    await store.migrate()
+    assert await store.is_migrated()
+    from alembic.script import ScriptDirectory
+
+    from sagakit.stores.sql import _alembic_config
+
+    assert ScriptDirectory.from_config(_alembic_config(None)).get_current_head() == HEAD
+
+
+async def test_append_then_load_folds_the_log(store: SqlSagaStore) -> None:
+    await start(store)
+    assert await reply(store, "s1", "reserve") == ["StepSucceeded", "StepRequested"]
+    state = await store.get("s1")
+    assert state.status is SagaStatus.RUNNING
+    assert state.version == 4 and state.key == "key-s1"
+    events = await store.history("s1")
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [e.type for e in events] == [
+        "SagaStarted",
+        "StepRequested",
+        "StepSucceeded",
+        "StepRequested",
+    ]
+
+
+async def test_projection_is_written_with_the_events(store: SqlSagaStore) -> None:
+    await start(store)
+    [row] = await store.list_sagas()
+    assert (row.saga_id, row.status, row.current_step, row.version) == (
+        "s1",
+        "running",
+        "reserve",
+        2,
+    )
+    assert row.deadline == pytest.approx(130.0)
+    assert await store.statuses(["s1", "nope"]) == {"s1": "running"}
+
+
+async def test_a_rolled_back_unit_leaves_neither_events_nor_projection_nor_outbox(
+    store: SqlSagaStore,
+) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.unit() as unit:
+            decision = decide(ORDER, None, Start("s1", {}), now=1, reply_to="r")
+            await unit.append([decision])
+            raise RuntimeError("boom")
+    assert await store.list_sagas() == []
+    assert await store.unsent_count() == 0
+    with pytest.raises(UnknownSagaError):
+        await store.history("s1")
+
+
+async def test_optimistic_concurrency_refuses_a_stale_writer(store: SqlSagaStore) -> None:
+    await start(store)
+    async with store.unit() as unit:
+        stale = (await unit.load(["s1"], lock=False)).states["s1"]
+    await reply(store, "s1", "reserve")
+    body = ReplyBody(ok=True)
+    decision = decide(
+        ORDER, stale, Reply("reserve", "action", 1, "late", body), now=2, reply_to="r"
+    )
+    with pytest.raises(ConcurrencyError):
+        async with store.unit() as unit:
+            await unit.append([decision])
+    assert (await store.get("s1")).version == 4
+
+
+async def test_snapshots_mean_loading_reads_only_later_events(store: SqlSagaStore) -> None:
+    # snapshot_every=10 in the fixture; a saga that retries a lot has a long log
+    await start(store)
+    now = 101.0
+    for _ in range(12):
+        await reply(store, "s1", "reserve", ok=False, retryable=True, now=now)
+        now += 100
+        async with store.unit() as unit:
+            state = (await unit.load(["s1"])).states["s1"]
+            await unit.append([decide(ORDER, state, Tick(), now=now, reply_to="r")])
+    full = await store.get("s1")
+    assert full.version > 30
+    async with store.unit() as unit:
+        loaded = await unit.load(["s1"], lock=False)
+        # Prove the early events are not needed: delete everything up to the snapshot.
+        snap = await unit.connection.scalar(
+            text("SELECT version FROM saga_snapshots WHERE saga_id='s1'")
+        )
+        await unit.connection.execute(text("DELETE FROM saga_events WHERE seq <= :v"), {"v": snap})
+    assert loaded.events_read == full.version - snap < 10
+    again = await store.get("s1")
+    assert again == full
+
+
+async def test_an_old_event_version_is_upcast_when_read(store: SqlSagaStore) -> None:
+    await start(store)
+    async with store.unit() as unit:
+        # v1 of StepFailed had a single "error" field
+        await unit.connection.execute(
+            insert(saga_events).values(
+                saga_id="s1",
+                seq=3,
+                type="StepFailed",
+                schema_version=1,
+                data='{"step": "reserve", "attempt": 1, "error": "legacy failure"}',
+                recorded_at=102.0,
+            )
+        )
+        await unit.connection.execute(text("UPDATE sagas SET version = 3 WHERE saga_id = 's1'"))
+    from sagakit.log import decode
+
+    stored = (await store.history("s1"))[2]
+    event = decode(stored)
+    assert isinstance(event, StepFailed)
+    assert (event.reason, event.retryable) == ("legacy failure", False)
+    assert (await store.get("s1")).steps["reserve"].error == "legacy failure"
+
+
+async def test_a_corrupt_event_names_saga_and_position_and_spares_the_others(
+    store: SqlSagaStore,
+) -> None:
+    await start(store, "good")
+    await start(store, "bad")
+    async with store.unit() as unit:
+        await unit.connection.execute(
+            text("UPDATE saga_events SET type = 'Teleported' WHERE saga_id = 'bad' AND seq = 2")
+        )
+    async with store.unit() as unit:
+        loaded = await unit.load(["good", "bad"])
+    assert set(loaded.states) == {"good"}
+    error = loaded.broken["bad"]
+    assert (error.saga_id, error.position) == ("bad", 2)
+    assert "unknown event type 'Teleported'" in str(error)
+    with pytest.raises(CorruptLogError, match="position 2"):
+        await store.get("bad")
+
+
+async def test_inbox_claims_only_new_keys_and_keeps_replies(store: SqlSagaStore) -> None:
+    async with store.unit() as unit:
+        assert await unit.claim("c", ["a", "b", "a"]) == {"a", "b"}
+        await unit.set_reply("c", "a", '{"ok": true}')
+    async with store.unit() as unit:
+        assert await unit.claim("c", ["a", "z"]) == {"z"}
+        assert await unit.claim("other", ["a"]) == {"a"}
+        assert await unit.replies("c", ["a", "b"]) == {"a": '{"ok": true}', "b": None}
+        await unit.forget("c", "b")
+    async with store.unit() as unit:
+        assert await unit.claim("c", ["b"]) == {"b"}
+
+
+def outgoing(n: int, saga: str = "s") -> Outgoing:
+    env = Envelope(
+        message_id=f"m{n}",
+        type="t.x",
+        kind=MessageKind.COMMAND,
+        saga_id=saga,
+        created_at=1.0,
+        payload={"n": n},
+    )
+    return Outgoing("q", env)
+
+
+async def test_outbox_claims_batches_and_marks_sent(store: SqlSagaStore) -> None:
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(n) for n in range(5)])
+    assert await store.unsent_count() == 5
+    async with store.claim_outbox(limit=3) as claim:
+        assert [r.message.message_id for r in claim.rows] == ["m0", "m1", "m2"]
+        assert Envelope.from_bytes(claim.rows[0].message.body).payload == {"n": 0}
+        assert claim.rows[0].message.headers["saga_id"] == "s"
+        claim.mark_sent([claim.rows[0].id, claim.rows[1].id])
+    assert await store.unsent_count() == 3
+    async with store.claim_outbox(limit=10, exclude=[]) as claim:
+        assert [r.message.message_id for r in claim.rows] == ["m2", "m3", "m4"]
+    assert await store.outbox_lag(store.clock.now() + 5) >= 5
+    assert await store.prune_outbox(sent_before=store.clock.now() + 1) == 2
+
+
+async def test_an_unfinished_claim_leaves_rows_unsent(store: SqlSagaStore) -> None:
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(1)])
+    with pytest.raises(RuntimeError):
+        async with store.claim_outbox(limit=10) as claim:
+            assert len(claim.rows) == 1
+            raise RuntimeError("relay died before confirm")
+    assert await store.unsent_count() == 1
+
+
+async def test_due_claims_sagas_whose_retry_or_deadline_passed(store: SqlSagaStore) -> None:
+    await start(store, "early", now=100.0)
+    await start(store, "late", now=200.0)
+    async with store.unit() as unit:
+        assert await unit.due(now=129.0, limit=10) == []
+        assert await unit.due(now=131.0, limit=10) == ["early"]
+        assert await unit.due(now=1000.0, limit=10) == ["early", "late"]
+
+
+async def test_list_filters_and_counts(store: SqlSagaStore) -> None:
+    await start(store, "a", now=100)
+    await start(store, "b", now=200)
+    await reply(store, "a", "reserve", ok=False)
+    assert [r.saga_id for r in await store.list_sagas()] == ["b", "a"]
+    assert [r.saga_id for r in await store.list_sagas(status="compensated")] == ["a"]
+    assert [r.saga_id for r in await store.list_sagas(since=150)] == ["b"]
+    assert [r.saga_id for r in await store.list_sagas(key="key-b")] == ["b"]
+    assert [r.saga_id for r in await store.list_sagas(limit=1, offset=1)] == ["a"]
+    assert await store.count_by_status() == {"running": 1, "compensated": 1}
+    assert await store.resolve("a") == "a"
+    with pytest.raises(UnknownSagaError):
+        await store.resolve("zz")
+
+
+async def test_relay_wakeup_fires_on_commit(store: SqlSagaStore) -> None:
+    waiter = asyncio.create_task(store.wait_for_outbox(5.0))
+    await asyncio.sleep(0.2)  # let PostgreSQL's LISTEN connection come up
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(1)])
+    await asyncio.wait_for(waiter, 2.0)

@@ -1,0 +1,304 @@
+"""The decision function: advance, retry, time out, compensate in reverse, give up."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from sagakit.decide import Decision, Reply, Start, Tick, decide
+from sagakit.definition import SagaDefinition
+from sagakit.log import SagaState, SagaStatus, StepStatus
+from sagakit.messages import ReplyBody
+from tests.sagas import ORDER, TRIP
+
+
+class Driver:
+    """Feeds triggers to decide() the way the orchestrator would, keeping the state."""
+
+    def __init__(self, definition: SagaDefinition) -> None:
+        self.definition = definition
+        self.now = 100.0
+        self.state: SagaState | None = None
+        self.ids = (f"m{n}" for n in itertools.count(1))
+        self.decisions: list[Decision] = []
+
+    def _decide(self, trigger: Start | Reply | Tick) -> Decision:
+        decision = decide(
+            self.definition,
+            self.state,
+            trigger,
+            now=self.now,
+            reply_to="replies",
+            new_id=lambda: next(self.ids),
+        )
+        self.state = decision.state
+        self.decisions.append(decision)
+        return decision
+
+    def start(self) -> Decision:
+        return self._decide(Start("s1", {"amount": 10}, key="order-1"))
+
+    def reply(
+        self,
+        step: str,
+        *,
+        ok: bool = True,
+        op: str = "action",
+        attempt: int | None = None,
+        retryable: bool = False,
+        data: dict | None = None,
+        reason: str = "no",
+    ) -> Decision:
+        assert self.state is not None
+        st = self.state.steps[step]
+        attempt = attempt or (st.attempt if op == "action" else st.compensation_attempt)
+        body = ReplyBody(ok=ok, data=data or {}, reason=None if ok else reason, retryable=retryable)
+        return self._decide(
+            Reply(step, op, attempt, f"r-{step}-{op}-{attempt}-{len(self.decisions)}", body)
+        )  # type: ignore[arg-type]
+
+    def tick(self, advance: float) -> Decision:
+        self.now += advance
+        return self._decide(Tick())
+
+    def step(self, name: str) -> StepStatus:
+        assert self.state is not None
+        return self.state.steps[name].status
+
+
+def types(decision: Decision) -> list[str]:
+    return [e.event_type for e in decision.events]
+
+
+def sent(decision: Decision) -> list[str]:
+    return [f"{c.envelope.type}/{c.envelope.op}" for c in decision.commands]
+
+
+def test_start_requests_the_first_step() -> None:
+    d = Driver(ORDER)
+    first = d.start()
+    assert types(first) == ["SagaStarted", "StepRequested"]
+    assert sent(first) == ["inventory.reserve/action"]
+    command = first.commands[0]
+    assert command.destination == "sagakit.commands.inventory"
+    assert command.envelope.reply_to == "replies"
+    assert command.envelope.payload == {"amount": 10}
+    assert first.expected_version == 0 and first.state.version == 2
+
+
+def test_happy_path_runs_every_step_in_order_and_completes() -> None:
+    d = Driver(ORDER)
+    d.start()
+    assert sent(d.reply("reserve", data={"reservation": "r1"})) == ["payment.charge/action"]
+    charge = d.decisions[-1].commands[0].envelope
+    assert charge.payload == {"amount": 10, "reservation": "r1"}  # step results flow forward
+    assert sent(d.reply("charge")) == ["shipping.ship/action"]
+    assert sent(d.reply("ship")) == ["notification.send/action"]
+    last = d.reply("notify")
+    assert types(last) == ["StepSucceeded", "SagaCompleted"]
+    assert d.state is not None and d.state.status is SagaStatus.COMPLETED
+    assert d.state.wake_at is None
+
+
+def test_failure_compensates_completed_steps_in_reverse() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    d.reply("charge")
+    failed = d.reply("ship", ok=False, reason="unsupported region")
+    assert types(failed) == ["StepFailed", "CompensationStarted", "CompensationRequested"]
+    assert sent(failed) == ["payment.refund/compensation"]
+    assert sent(d.reply("charge", op="compensation")) == ["inventory.release/compensation"]
+    done = d.reply("reserve", op="compensation")
+    assert types(done) == ["StepCompensated", "SagaCompensated"]
+    assert d.state is not None and d.state.status is SagaStatus.COMPENSATED
+    assert d.state.reason == "ship failed: unsupported region"
+
+
+def test_a_refused_step_is_not_compensated_itself() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    failed = d.reply("charge", ok=False, reason="declined")
+    assert sent(failed) == ["inventory.release/compensation"]  # not payment.refund
+
+
+def test_first_step_failing_ends_compensated_with_nothing_to_undo() -> None:
+    d = Driver(ORDER)
+    d.start()
+    failed = d.reply("reserve", ok=False, reason="out of stock")
+    assert types(failed) == ["StepFailed", "CompensationStarted", "SagaCompensated"]
+    assert failed.commands == []
+
+
+def test_parallel_group_requests_together_and_waits_for_all() -> None:
+    d = Driver(TRIP)
+    d.start()
+    assert sorted(sent(d.reply("flight"))) == ["cars.rent/action", "hotel.book/action"]
+    assert sent(d.reply("car")) == []  # hotel still running
+    assert sent(d.reply("hotel")) == ["bank.charge/action"]
+
+
+def test_sibling_failure_compensates_running_and_done_siblings_then_earlier_stages() -> None:
+    d = Driver(TRIP)
+    d.start()
+    d.reply("flight")
+    failed = d.reply("car", ok=False, reason="no cars")
+    # the hotel is still running: its effect is unknown, so it is compensated at once
+    assert sent(failed) == ["hotel.cancel/compensation"]
+    zombie = d.reply("hotel")  # its success arrives after compensation began
+    assert types(zombie) == ["ReplyIgnored"]
+    assert sent(d.reply("hotel", op="compensation")) == ["airline.cancel/compensation"]
+    assert types(d.reply("flight", op="compensation"))[-1] == "SagaCompensated"
+
+
+def test_pivot_failure_compensates_the_whole_parallel_group() -> None:
+    d = Driver(TRIP)
+    d.start()
+    d.reply("flight")
+    d.reply("hotel")
+    d.reply("car")
+    failed = d.reply("pay", ok=False, reason="declined")
+    assert sorted(sent(failed)) == ["cars.return/compensation", "hotel.cancel/compensation"]
+    assert sent(d.reply("hotel", op="compensation")) == []
+    assert sent(d.reply("car", op="compensation")) == ["airline.cancel/compensation"]
+
+
+def test_transient_failure_schedules_a_durable_retry() -> None:
+    d = Driver(ORDER)
+    d.start()
+    failed = d.reply("reserve", ok=False, retryable=True, reason="db busy")
+    assert types(failed) == ["StepFailed", "RetryScheduled"]
+    assert failed.commands == []
+    assert d.state is not None
+    due = d.state.steps["reserve"].retry_at
+    assert due is not None and d.state.wake_at == due
+    assert types(d.tick(0.001)) == []  # not due yet
+    again = d.tick(1.0)
+    assert types(again) == ["StepRequested"]
+    assert again.commands[0].envelope.attempt == 2
+
+
+def test_transient_failures_past_the_budget_compensate() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    for _ in range(2):
+        d.reply("charge", ok=False, retryable=True)
+        d.tick(1.0)
+    last = d.reply("charge", ok=False, retryable=True, reason="gateway down")
+    assert types(last) == ["StepFailed", "CompensationStarted", "CompensationRequested"]
+    assert d.state is not None and d.state.reason == "charge failed: gateway down after 3 attempts"
+    # the charge never took effect (every attempt rolled back), but compensating
+    # "maybe" is safe, so it is undone too before the reservation
+    assert sent(last) == ["payment.refund/compensation"]
+
+
+def test_stale_retryable_failure_of_an_old_attempt_is_ignored() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve", ok=False, retryable=True)
+    d.tick(1.0)  # attempt 2 is out
+    late = d.reply("reserve", ok=False, retryable=True, attempt=1)
+    assert types(late) == ["ReplyIgnored"]
+    assert "stale" in late.events[0].why  # type: ignore[attr-defined]
+
+
+def test_success_from_an_earlier_attempt_is_accepted() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve", ok=False, retryable=True)
+    d.tick(1.0)
+    late = d.reply("reserve", attempt=1)
+    assert types(late) == ["StepSucceeded", "StepRequested"]
+
+
+def test_deadline_retries_then_compensates_including_the_timed_out_step() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    for attempt in (1, 2):
+        timed_out = d.tick(31.0)
+        assert types(timed_out) == ["StepTimedOut", "RetryScheduled"]
+        assert types(d.tick(1.0)) == ["StepRequested"]
+        assert d.state is not None and d.state.steps["charge"].attempt == attempt + 1
+    final = d.tick(31.0)
+    assert types(final) == ["StepTimedOut", "CompensationStarted", "CompensationRequested"]
+    # the charge may have happened: it is compensated first, then the reservation
+    assert sent(final) == ["payment.refund/compensation"]
+
+
+def test_pivot_that_times_out_for_good_needs_attention() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    d.reply("charge")
+    for _ in range(2):
+        d.tick(31.0)
+        d.tick(1.0)
+    final = d.tick(31.0)
+    assert types(final) == ["StepTimedOut", "SagaNeedsAttention"]
+    assert d.state is not None and d.state.status is SagaStatus.NEEDS_ATTENTION
+    assert "outcome is unknown" in (d.state.reason or "")
+
+
+def test_retriable_step_is_retried_whatever_the_failure() -> None:
+    d = Driver(ORDER)
+    d.start()
+    for step in ("reserve", "charge", "ship"):
+        d.reply(step)
+    for _ in range(20):
+        failed = d.reply("notify", ok=False, retryable=False, reason="smtp down")
+        assert types(failed) == ["StepFailed", "RetryScheduled"]
+        d.tick(1.0)
+    assert types(d.reply("notify")) == ["StepSucceeded", "SagaCompleted"]
+
+
+def test_failing_compensation_retries_then_needs_attention_never_compensated() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    d.reply("charge", ok=False)
+    policy = ORDER.step("reserve").compensation_retry
+    assert policy.attempts is not None
+    for _ in range(policy.attempts - 1):
+        failed = d.reply("reserve", op="compensation", ok=False, reason="warehouse offline")
+        assert types(failed) == ["CompensationFailed", "RetryScheduled"]
+        assert sent(d.tick(60.0)) == ["inventory.release/compensation"]
+    last = d.reply("reserve", op="compensation", ok=False, reason="warehouse offline")
+    assert types(last) == ["CompensationFailed", "SagaNeedsAttention"]
+    assert d.state is not None and d.state.status is SagaStatus.NEEDS_ATTENTION
+    assert d.state.wake_at is None
+
+
+def test_replies_after_the_end_are_recorded_and_change_nothing() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve", ok=False)
+    assert d.state is not None and d.state.status is SagaStatus.COMPENSATED
+    late = d.reply("reserve", attempt=1)
+    assert types(late) == ["ReplyIgnored"]
+    assert d.state.status is SagaStatus.COMPENSATED
+
+
+def test_unknown_step_reply_is_recorded_not_fatal() -> None:
+    d = Driver(ORDER)
+    d.start()
+    body = ReplyBody(ok=True)
+    decision = decide(
+        ORDER, d.state, Reply("teleport", "action", 1, "x", body), now=1, reply_to="r"
+    )
+    assert types(decision) == ["ReplyIgnored"]
+
+
+def test_every_decision_is_a_legal_forward_history() -> None:
+    d = Driver(TRIP)
+    d.start()
+    d.reply("flight")
+    d.reply("hotel")
+    d.reply("car", ok=False, retryable=True)
+    d.tick(5)
+    d.reply("car")
+    d.reply("pay")
+    events: Iterable = [e for dec in d.decisions for e in dec.events]
+    assert [e.event_type for e in events][-1] == "SagaCompleted"
