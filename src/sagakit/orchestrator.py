@@ -187,9 +187,9 @@ class Orchestrator:
     # ------------------------------------------------------------------ timers
 
     async def tick(self, *, limit: int = 256) -> int:
-        """Fire due retries and deadlines for up to ``limit`` sagas; return how many."""
+        """Fire due retries and deadlines for up to ``limit`` sagas; return how many moved."""
         decided = await self._retrying(lambda unit: self._decide_due(unit, limit))
-        return len(decided)
+        return sum(1 for decision in decided if decision.events)
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
         now = self.clock.now()

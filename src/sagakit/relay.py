@@ -75,14 +75,15 @@ class OutboxRelay:
                     await task
 
     async def drain(self) -> int:
-        """Publish batch after batch until the outbox has nothing unsent; return how many."""
+        """Publish batch after batch until one confirms nothing; return how many were sent."""
         total = 0
-        while size := await self._batch(None):
-            total += size
+        while sent := await self._batch(None):
+            total += sent
         return total
 
     async def _batch(self, claimed: asyncio.Future[int] | None) -> int:
-        """Claim one batch, report its size through ``claimed``, publish it, mark it sent."""
+        """Claim one batch, report its size through ``claimed``, publish it, mark what the
+        transport confirmed as sent, and return how many that was."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._cooling = {i: t for i, t in self._cooling.items() if t > now}
@@ -107,7 +108,7 @@ class OutboxRelay:
                 self._cool_refused(result, claim.rows)
                 self.stats.published += len(sent)
                 self.stats.batches += 1
-            return len(ids)
+            return len(sent)
         except (SagaError, OSError) as exc:
             self.stats.failures += 1
             log.warning(f"relay could not publish {len(ids)} message(s): {exc}; will retry")

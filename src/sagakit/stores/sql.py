@@ -118,11 +118,16 @@ class SqlUnit:
         return [row[0] for row in result]
 
     async def append(self, decisions: Sequence[Decision]) -> None:
+        if len({d.state.saga_id for d in decisions}) != len(decisions):
+            raise ValueError("one batch may carry only one decision per saga")
+        # A decision without events still refreshes its projection: a saga woken early
+        # (its wake time moved, a clock disagreed) must not be woken again and again.
+        idle = [_projection(d.state, 0) for d in decisions if not d.events]
+        if idle:
+            await self._upsert(sagas, ["saga_id"], idle, keep=["snapshot_version"])
         changed = [d for d in decisions if d.events]
         if not changed:
             return
-        if len({d.state.saga_id for d in changed}) != len(changed):
-            raise ValueError("one batch may carry only one decision per saga")
         every = self._store.snapshot_every
         event_rows: list[dict[str, Any]] = []
         projection_rows: list[dict[str, Any]] = []
@@ -488,15 +493,21 @@ class SqlSagaStore:
             return {row[0]: row[1] for row in result}
 
     async def statuses(self, saga_ids: Sequence[str]) -> dict[str, str]:
+        return {saga_id: status for saga_id, (status, _) in (await self.heads(saga_ids)).items()}
+
+    async def heads(self, saga_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Status and log version of each saga that exists, from the projection."""
         ids = list(dict.fromkeys(saga_ids))
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, int]] = {}
         async with self._read() as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 result = await conn.execute(
-                    select(sagas.c.saga_id, sagas.c.status).where(sagas.c.saga_id.in_(chunk))
+                    select(sagas.c.saga_id, sagas.c.status, sagas.c.version).where(
+                        sagas.c.saga_id.in_(chunk)
+                    )
                 )
-                found.update({row.saga_id: row.status for row in result})
+                found.update({row.saga_id: (row.status, row.version) for row in result})
         return found
 
     async def next_wake(self, saga_ids: Sequence[str]) -> float | None:

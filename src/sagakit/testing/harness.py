@@ -25,12 +25,17 @@ from typing import Any
 from sagakit.clock import FakeClock
 from sagakit.definition import SagaDefinition
 from sagakit.log import SagaState, SagaStatus, StoredEvent
+from sagakit.messages import command_queue
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.runtime import Runtime
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.testing.faults import Faults, FaultyTransport
 from sagakit.transports.memory import MemoryTransport
+
+
+def _terminal(status: str) -> bool:
+    return SagaStatus(status).terminal
 
 
 class SagaHarness:
@@ -63,15 +68,23 @@ class SagaHarness:
     def participant(self, name: str) -> Participant:
         """The participant called ``name``, sharing the harness's store and clock."""
         if name not in self._participants:
-            participant = Participant(name, self.store, clock=self.clock)
-            self._participants[name] = participant
-            self.runtime.add(participant)
-            if self.runtime.running:
-                raise RuntimeError("declare participants before entering the harness")
+            self.add(Participant(name, self.store, clock=self.clock))
         return self._participants[name]
+
+    def add(self, *participants: Participant) -> SagaHarness:
+        """Run participants built elsewhere (on ``harness.store``) inside the harness."""
+        if self.runtime.running:
+            raise RuntimeError("add participants before entering the harness")
+        for participant in participants:
+            self._participants[participant.name] = participant
+            self.runtime.add(participant)
+        return self
 
     async def __aenter__(self) -> SagaHarness:
         await self.store.migrate()
+        # Commands for participants nobody runs still route; they wait, unanswered.
+        for name in self.orchestrator.participants:
+            await self.runtime.transport.declare(command_queue(name))
         await self.runtime.start()
         return self
 
@@ -105,21 +118,33 @@ class SagaHarness:
         quiet: float = 0.02,
         max_jump: timedelta = timedelta(hours=1),
     ) -> dict[str, SagaState]:
-        """Let the sagas run; when they go quiet, jump to the next retry or deadline."""
+        """Let the sagas run; when they go quiet, jump to the next retry or deadline.
+
+        Quiet means no saga moved during one ``quiet`` interval while nothing was in
+        flight, or during five intervals whatever is in flight (messages nobody serves).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        before: dict[str, tuple[str, int]] = {}
+        still = 0
         while True:
-            statuses = await self.store.statuses(saga_ids)
-            pending = [i for i in saga_ids if not SagaStatus(statuses.get(i, "running")).terminal]
+            heads = await self.store.heads(saga_ids)
+            pending = [i for i in saga_ids if i not in heads or not _terminal(heads[i][0])]
             if not pending:
                 return {i: await self.store.get(i) for i in saga_ids}
             if loop.time() > deadline:
                 raise TimeoutError(f"{len(pending)} saga(s) still running: {pending[:5]}")
+            still = still + 1 if heads == before else 0
+            before = heads
+            if still and (still >= 5 or await self._idle()):
+                await self._jump(pending, max_jump)
+                still = 0
             await asyncio.sleep(quiet)
             if self.faulty is not None:
                 await self.faulty.flush()
-            if await self.store.unsent_count() == 0 and self._queues_empty():
-                await self._jump(pending, max_jump)
+
+    async def _idle(self) -> bool:
+        return await self.store.unsent_count() == 0 and self._queues_empty()
 
     def _queues_empty(self) -> bool:
         return all(self.memory.depth(q) == 0 for q in self._queue_names())

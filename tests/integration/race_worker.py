@@ -1,0 +1,34 @@
+"""One orchestrator process racing another over the same replies (see test_two_orchestrators)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+from pathlib import Path
+
+from sagakit import Orchestrator, open_store
+from sagakit.messages import TransportMessage
+from sagakit.ports import Delivery
+from tests.sagas import ORDER
+
+
+async def main(url: str, path: str, seed: int) -> None:
+    rng = random.Random(seed)
+    bodies = [body.encode() for body in json.loads(Path(path).read_text())]
+    deliveries = bodies * 2  # every reply twice in this process as well
+    rng.shuffle(deliveries)
+    store = open_store(url)
+    orchestrator = Orchestrator(store, [ORDER])
+    while deliveries:
+        size = rng.randint(1, 20)
+        batch, deliveries = deliveries[:size], deliveries[size:]
+        await orchestrator.handle(
+            [Delivery(TransportMessage("q", str(i), body)) for i, body in enumerate(batch)]
+        )
+    await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -1,0 +1,90 @@
+"""Sagas end to end through the runtime, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit.stores.sql import SqlSagaStore
+from sagakit.testing import forward_only
+from sagakit.transports.memory import MemoryTransport
+from tests.integration.shop import check_effects, create_effects, effects, order_participants
+from tests.sagas import ORDER
+
+
+def orders(n: int) -> list[StartRequest]:
+    requests = []
+    for i in range(n):
+        data = {"amount": 10 + i, "decline": i % 5 == 1, "far": i % 5 == 2}
+        requests.append(StartRequest("order", data, saga_id=f"order-{i}", key=f"o{i}"))
+    return requests
+
+
+async def test_sagas_complete_or_compensate_with_every_effect_once(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    orchestrator = Orchestrator(store, [ORDER])
+    runtime = Runtime(MemoryTransport(), timer_interval=0.02)
+    runtime.add(orchestrator, *order_participants(store, flaky={"charge", "notify"}))
+    async with runtime:
+        ids = await orchestrator.start_many(orders(40))
+        statuses = await runtime.wait_for(store, ids, timeout=60)
+    assert Counter(statuses.values()) == {"completed": 24, "compensated": 16}
+    assert check_effects(statuses, await effects(store)) == []
+    for saga_id in ids:
+        assert forward_only(saga_id, await store.history(saga_id)) == []
+    assert await store.unsent_count() == 0
+
+
+async def test_transient_failures_wait_on_durable_timers(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    orchestrator = Orchestrator(store, [ORDER])
+    runtime = Runtime(MemoryTransport(), timer_interval=0.02)
+    runtime.add(orchestrator, *order_participants(store, flaky={"reserve"}))
+    async with runtime:
+        [saga_id] = await orchestrator.start_many(orders(1))
+        await runtime.wait_for(store, [saga_id], timeout=30)
+    types = [e.type for e in await store.history(saga_id)]
+    assert types[:6] == [
+        "SagaStarted",
+        "StepRequested",
+        "StepFailed",
+        "RetryScheduled",
+        "StepRequested",
+        "StepSucceeded",
+    ]
+    assert types[-1] == "SagaCompleted"
+
+
+async def test_a_retry_survives_a_restart(store: SqlSagaStore) -> None:
+    """The retry's due time is in the database; a fresh process picks it up."""
+    await create_effects(store)
+    first = Orchestrator(store, [ORDER])
+    participants = order_participants(store, flaky={"charge"})
+    runtime = Runtime(MemoryTransport(), timer_interval=3600)  # its timers never fire
+    runtime.add(first, *participants)
+    async with runtime:
+        [saga_id] = await first.start_many(orders(1))
+        for _ in range(500):
+            state = await store.get(saga_id)
+            if state.steps.get("charge") and state.steps["charge"].retry_at:
+                break
+            await asyncio.sleep(0.01)
+        assert state.steps["charge"].status == "retry_wait"
+    # the process is gone; a new orchestrator over the same store carries on
+    second = Orchestrator(store, [ORDER])
+    restarted = Runtime(MemoryTransport(), timer_interval=0.02)
+    restarted.add(second, *order_participants(store))
+    async with restarted:
+        statuses = await restarted.wait_for(store, [saga_id], timeout=30)
+    assert statuses == {saga_id: "completed"}
+    assert check_effects(statuses, await effects(store)) == []
+
+
+async def test_starting_an_existing_saga_id_is_a_no_op(store: SqlSagaStore) -> None:
+    orchestrator = Orchestrator(store, [ORDER])
+    request = StartRequest("order", {"amount": 1}, saga_id="same")
+    await orchestrator.start_many([request, request])
+    await orchestrator.start_many([request])
+    assert [e.type for e in await store.history("same")] == ["SagaStarted", "StepRequested"]
+    assert await store.unsent_count() == 1

@@ -1,0 +1,218 @@
+"""Participants: inbox, barrier and business writes in one local transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from sagakit import Participant, StepContext, StepRejected
+from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
+from sagakit.ports import Delivery
+from sagakit.stores.sql import SqlSagaStore
+from tests.integration.shop import create_effects, effects
+
+
+def command(
+    step: str,
+    op: str,
+    *,
+    saga: str = "s1",
+    attempt: int = 1,
+    kind: str = "charge",
+    mid: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Delivery:
+    env = Envelope(
+        message_id=mid or new_id(),
+        type=f"payment.{kind}",
+        kind=MessageKind.COMMAND,
+        saga_id=saga,
+        created_at=1.0,
+        reply_to="sagakit.replies.test",
+        step=step,
+        op=op,  # type: ignore[arg-type]
+        attempt=attempt,
+        payload=payload or {},
+    )
+    return Delivery(TransportMessage("sagakit.commands.payment", env.message_id, env.to_bytes()))
+
+
+class Payments:
+    """A payment participant that counts handler calls and records effects."""
+
+    def __init__(self, store: SqlSagaStore) -> None:
+        self.store = store
+        self.calls: list[str] = []
+        self.participant = Participant("payment", store)
+        self.participant.on("charge", self.charge)
+        self.participant.on("refund", self.refund)
+
+    async def _effect(self, ctx: StepContext) -> None:
+        await ctx.connection.execute(
+            text("INSERT INTO effects (saga_id, step, op) VALUES (:s, :st, :op)"),
+            {"s": ctx.saga_id, "st": ctx.step, "op": ctx.op},
+        )
+
+    async def charge(self, ctx: StepContext) -> dict[str, Any]:
+        self.calls.append(f"charge:{ctx.attempt}")
+        await self._effect(ctx)  # written before the refusal below: must be rolled back
+        if ctx.payload.get("decline"):
+            raise StepRejected("card declined", data={"code": "05"})
+        if ctx.payload.get("explode") and ctx.attempt == 1:
+            raise ConnectionError("gateway reset")
+        return {"charge_id": f"ch-{ctx.saga_id}"}
+
+    async def refund(self, ctx: StepContext) -> None:
+        self.calls.append(f"refund:{ctx.attempt}")
+        if ctx.payload.get("refund_fails") and ctx.attempt == 1:
+            raise TimeoutError("bank offline")
+        await self._effect(ctx)
+
+    async def send(self, *deliveries: Delivery) -> list[ReplyBody]:
+        await self.participant.handle(list(deliveries))
+        async with self.store.claim_outbox(limit=100) as claim:
+            claim.mark_sent([r.id for r in claim.rows])
+            return [
+                ReplyBody.model_validate(Envelope.from_bytes(r.message.body).payload)
+                for r in claim.rows
+            ]
+
+
+async def test_one_message_delivered_ten_times_charges_once(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    delivery = command("charge", "action", mid="same-message")
+    replies = [reply for _ in range(10) for reply in await payments.send(delivery)]
+    assert payments.calls == ["charge:1"]
+    assert [r.duplicate for r in replies] == [False] + [True] * 9
+    assert {r.data["charge_id"] for r in replies} == {"ch-s1"}  # the stored reply, every time
+    assert await effects(store) == {("s1", "charge", "action"): 1}
+
+
+async def test_a_retry_under_a_new_message_id_still_finds_the_first_outcome(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    await payments.send(command("charge", "action", attempt=1))
+    [again] = await payments.send(command("charge", "action", attempt=2))
+    assert again.ok and again.duplicate
+    assert payments.calls == ["charge:1"]
+
+
+async def test_a_refusal_rolls_back_the_handlers_writes_and_is_remembered(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    [refused] = await payments.send(command("charge", "action", payload={"decline": True}))
+    assert (refused.ok, refused.retryable, refused.reason) == (False, False, "card declined")
+    assert refused.data == {"code": "05"}
+    assert await effects(store) == {}
+    [again] = await payments.send(command("charge", "action", attempt=2, payload={"decline": True}))
+    assert (again.ok, again.duplicate) == (False, True)
+    assert payments.calls == ["charge:1"]
+
+
+async def test_an_unexpected_error_is_retryable_and_the_retry_runs(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    [failed] = await payments.send(command("charge", "action", payload={"explode": True}))
+    assert (failed.ok, failed.retryable) == (False, True)
+    assert "ConnectionError: gateway reset" in (failed.reason or "")
+    [retried] = await payments.send(
+        command("charge", "action", attempt=2, payload={"explode": True})
+    )
+    assert retried.ok and not retried.duplicate
+    assert payments.calls == ["charge:1", "charge:2"]
+    assert await effects(store) == {("s1", "charge", "action"): 1}
+
+
+async def test_compensation_of_an_action_that_never_ran_is_a_recorded_no_op(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    [undo] = await payments.send(command("charge", "compensation", kind="refund"))
+    assert undo.ok and undo.data == {"null_compensation": True}
+    assert payments.calls == []  # the refund handler was never called
+    # ...and the action, arriving late (a hanging action), does nothing either
+    [late] = await payments.send(command("charge", "action"))
+    assert (late.ok, late.duplicate) == (False, True)
+    assert "compensated before it ran" in (late.reason or "")
+    assert payments.calls == []
+    assert await effects(store) == {}
+
+
+async def test_compensation_after_the_action_undoes_it_once(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    await payments.send(command("charge", "action"))
+    undo = command("charge", "compensation", kind="refund")
+    await payments.send(undo)
+    await payments.send(undo)
+    await payments.send(command("charge", "compensation", kind="refund", attempt=2))
+    assert payments.calls == ["charge:1", "refund:1"]
+    assert await effects(store) == {
+        ("s1", "charge", "action"): 1,
+        ("s1", "charge", "compensation"): 1,
+    }
+
+
+async def test_compensation_of_a_refused_action_has_nothing_to_undo(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    await payments.send(command("charge", "action", payload={"decline": True}))
+    [undo] = await payments.send(command("charge", "compensation", kind="refund"))
+    assert undo.ok and undo.data == {"null_compensation": True}
+    assert payments.calls == ["charge:1"]
+
+
+async def test_a_failing_compensation_is_retryable_and_retried_for_real(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    await payments.send(command("charge", "action"))
+    data = {"refund_fails": True}
+    [first] = await payments.send(command("charge", "compensation", kind="refund", payload=data))
+    assert (first.ok, first.retryable) == (False, True)
+    [second] = await payments.send(
+        command("charge", "compensation", kind="refund", attempt=2, payload=data)
+    )
+    assert second.ok and not second.duplicate
+    assert payments.calls == ["charge:1", "refund:1", "refund:2"]
+
+
+async def test_poison_messages_are_rejected_and_good_ones_still_run(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    payments = Payments(store)
+    good = command("charge", "action")
+    junk = Delivery(TransportMessage("q", "m-junk", b"{not json"))
+    unknown = command("charge", "action", kind="teleport", saga="s2")
+    env = Envelope(
+        message_id="m-reply", type="x", kind=MessageKind.REPLY, saga_id="s3", created_at=1.0
+    )
+    not_a_command = Delivery(TransportMessage("q", "m-reply", env.to_bytes()))
+    no_step = Delivery(
+        TransportMessage(
+            "q",
+            "m-ns",
+            Envelope(
+                message_id="m-ns",
+                type="payment.charge",
+                kind=MessageKind.COMMAND,
+                saga_id="s4",
+                created_at=1.0,
+            ).to_bytes(),
+        )
+    )
+    await payments.participant.handle([junk, unknown, good, not_a_command, no_step])
+    assert junk.rejection is not None and junk.rejection[0] == "malformed"
+    assert unknown.rejection is not None and unknown.rejection[0] == "unknown_type"
+    assert "teleport" in unknown.rejection[1]
+    assert not_a_command.rejection is not None and not_a_command.rejection[0] == "unknown_type"
+    assert no_step.rejection is not None and no_step.rejection[0] == "schema"
+    assert good.rejection is None
+    assert await effects(store) == {("s1", "charge", "action"): 1}

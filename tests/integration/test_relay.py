@@ -1,0 +1,111 @@
+"""The outbox relay: confirmed means sent, unconfirmed means published again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from sagakit.errors import TransportError
+from sagakit.messages import Envelope, MessageKind, Outgoing, TransportMessage
+from sagakit.ports import Delivery, PublishResult
+from sagakit.relay import OutboxRelay
+from sagakit.stores import open_store
+from sagakit.stores.sql import SqlSagaStore
+from sagakit.transports.memory import MemoryTransport
+
+
+def message(n: int, queue: str = "work") -> Outgoing:
+    env = Envelope(
+        message_id=f"m{n}", type="t", kind=MessageKind.EVENT, saga_id=f"s{n}", created_at=0.0
+    )
+    return Outgoing(queue, env)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> None:
+        self.seen.extend(d.message.message_id for d in deliveries)
+
+
+async def test_unroutable_rows_stay_unsent_until_their_queue_exists(store: SqlSagaStore) -> None:
+    transport = MemoryTransport()
+    relay = OutboxRelay(store, transport, retry_after=0.0)
+    async with store.unit() as unit:
+        await unit.enqueue([message(n) for n in range(3)])
+    assert await relay.drain() == 0
+    assert await store.unsent_count() == 3
+    collector = Collector()
+    await transport.consume("work", collector)
+    assert await relay.drain() == 3
+    assert sorted(collector.seen) == ["m0", "m1", "m2"]
+    assert await store.unsent_count() == 0
+    await transport.close()
+
+
+class DiesAfterPublishing(MemoryTransport):
+    """Publishes, then fails before the relay can mark anything sent, like a relay
+    process killed between the broker's confirm and its own commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.die = True
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        result = await super().publish(messages)
+        if self.die:
+            self.die = False
+            raise TransportError("relay died before mark-sent")
+        return result
+
+
+async def test_a_relay_dying_after_publish_publishes_again(store: SqlSagaStore) -> None:
+    transport = DiesAfterPublishing()
+    collector = Collector()
+    await transport.consume("work", collector)
+    relay = OutboxRelay(store, transport, retry_after=0.0)
+    async with store.unit() as unit:
+        await unit.enqueue([message(1)])
+    await relay.drain()
+    assert await store.unsent_count() == 1  # not marked: the confirm never reached the store
+    await relay.drain()
+    assert collector.seen == ["m1", "m1"]  # at least once: the second copy is the inbox's job
+    assert await store.unsent_count() == 0
+    await transport.close()
+
+
+async def test_relay_run_publishes_on_wakeup(store: SqlSagaStore) -> None:
+    transport = MemoryTransport()
+    collector = Collector()
+    await transport.consume("work", collector)
+    relay = OutboxRelay(store, transport, poll_interval=30.0)  # only a wake-up can be quick
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    async with store.unit() as unit:
+        await unit.enqueue([message(n) for n in range(600)])  # more than one batch
+    for _ in range(200):
+        if len(collector.seen) == 600:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(collector.seen) == sorted(f"m{n}" for n in range(600))
+    await transport.close()
+
+
+async def test_notify_wakes_a_relay_in_another_process(pg_url: str) -> None:
+    writer, reader = open_store(pg_url), open_store(pg_url)
+    await writer.migrate()
+    waiting = asyncio.create_task(reader.wait_for_outbox(10.0))
+    await asyncio.sleep(0.3)  # the reader's LISTEN connection is up
+    started = asyncio.get_running_loop().time()
+    async with writer.unit() as unit:
+        await unit.enqueue([message(1)])
+    await asyncio.wait_for(waiting, 5.0)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    await writer.close()
+    await reader.close()
