@@ -14,9 +14,8 @@ from sagakit.ports import Delivery
 from tests.sagas import ORDER
 
 
-async def main(url: str, path: str, seed: int) -> None:
+async def main(url: str, bodies: list[bytes], seed: int) -> None:
     rng = random.Random(seed)
-    bodies = [body.encode() for body in json.loads(Path(path).read_text())]
     deliveries = bodies * 2  # every reply twice in this process as well
     rng.shuffle(deliveries)
     store = open_store(url)
@@ -31,4 +30,5 @@ async def main(url: str, path: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    replies = [body.encode() for body in json.loads(Path(sys.argv[2]).read_text())]
+    asyncio.run(main(sys.argv[1], replies, int(sys.argv[3])))
