@@ -1,10 +1,11 @@
 """Logs that read like the story of each saga.
 
 Library code logs through :func:`get_logger`: structlog bound loggers over the standard
-``logging`` module, so an application's own logging setup receives them with their
-context (``saga_id``, ``step``, ``service``). Entry points call :func:`configure` to
-choose how they look: ``story`` (coloured, one prefix per service, for people),
-``json`` (one object per line, for machines) or ``quiet``.
+``logging`` module. Each line reaches ``logging`` as a plain message with its context
+(``saga_id``, ``step``, ``service``) as record attributes, so an application's own
+logging setup shows it as it shows everything else. Entry points call :func:`configure`
+to choose how sagakit's lines look: ``story`` (coloured, one prefix per service, for
+people), ``json`` (one object per line, for machines) or ``quiet``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ Mode = Literal["story", "json", "quiet"]
 
 _PROCESSORS: list[Any] = [
     structlog.stdlib.filter_by_level,
-    structlog.stdlib.add_logger_name,
-    structlog.stdlib.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-    structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    structlog.stdlib.render_to_log_kwargs,
 ]
+
+#: Record attributes of every LogRecord; anything else on a record is our context.
+_CONTEXT = ("service", "saga_id", "step", "event_type")
 
 _COLOURS = ["cyan", "magenta", "yellow", "blue", "green", "bright_red", "bright_cyan"]
 _LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "critical": "bold red"}
@@ -93,11 +94,17 @@ def configure(
     handler = logging.StreamHandler(target)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.ExtraAdder(allow=_CONTEXT),
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 renderer,
-            ]
+            ],
         )
     )
     for name in ("sagakit", "shop"):

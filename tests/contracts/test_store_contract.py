@@ -269,3 +269,12 @@ async def test_relay_wakeup_fires_on_commit(store: SqlSagaStore) -> None:
     async with store.unit() as unit:
         await unit.enqueue([outgoing(1)])
     await asyncio.wait_for(waiter, 2.0)
+
+
+async def test_an_embedded_store_migrates_itself_on_first_use(tmp_path: object) -> None:
+    from sagakit.stores import open_store
+
+    fresh = open_store(f"sqlite:///{tmp_path}/new/saga.db")
+    assert await fresh.list_sagas() == []
+    assert await fresh.is_migrated()
+    await fresh.close()

@@ -53,17 +53,16 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(wrapper())
 
 
-def connect(db: str, *, migrate: bool = False) -> SqlSagaStore:
+def connect(db: str) -> SqlSagaStore:
     try:
         return open_store(db)
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
 
 
-async def _ready(store: SqlSagaStore, *, migrate: bool) -> None:
-    if migrate:
-        await store.migrate()
-    elif not await store.is_migrated():
+async def _ready(store: SqlSagaStore) -> None:
+    """Fail clearly on a database nobody migrated (an embedded file migrates itself)."""
+    if not await store.is_migrated():
         await store.close()
         raise fail(f"{store.url_safe} has no sagakit tables yet; run `sagakit migrate --db ...`")
 
@@ -133,7 +132,7 @@ def list_sagas(
 
     async def go() -> tuple[list, dict[str, int]]:  # type: ignore[type-arg]
         try:
-            await _ready(store, migrate=store.url.startswith("sqlite"))
+            await _ready(store)
             rows = await store.list_sagas(
                 status=status.value if status else None,
                 definition=definition,
@@ -166,7 +165,7 @@ def show(
 
     async def go() -> None:
         try:
-            await _ready(store, migrate=store.url.startswith("sqlite"))
+            await _ready(store)
             try:
                 full_id = await store.resolve(saga_id)
                 events = await store.history(full_id)

@@ -30,9 +30,17 @@ class SqliteSagaStore(SqlSagaStore):
     row_locks = False
 
     def __init__(
-        self, path: str | Path, *, clock: Clock | None = None, snapshot_every: int = 50
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        snapshot_every: int = 50,
+        auto_migrate: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.auto_migrate = auto_migrate
+        self._migrated = False
+        self._migrating = asyncio.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(f"sqlite+aiosqlite:///{self.path}", pool_size=8)
         sync_engine = engine.sync_engine
@@ -65,13 +73,30 @@ class SqliteSagaStore(SqlSagaStore):
         )
         self._write_lock = asyncio.Lock()
 
+    async def _ensure_migrated(self) -> None:
+        """Embedded mode migrates on first use, so a new file just works."""
+        if self._migrated or not self.auto_migrate:
+            return
+        async with self._migrating:
+            if self._migrated:
+                return
+            self._migrated = True  # set first: checking and migrating open connections too
+            try:
+                if not await self.is_migrated():
+                    await self.migrate()
+            except BaseException:
+                self._migrated = False
+                raise
+
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        await self._ensure_migrated()
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
+        await self._ensure_migrated()
         async with self.engine.connect() as conn:
             await conn.execution_options(**{_READ: True})
             yield conn

@@ -1,0 +1,55 @@
+"""Docs that run: every Python block of the README and docs/ executes, top to bottom.
+
+The blocks of one file share a namespace and may use top-level ``await``, so a page
+reads as one program. Shell lines starting with ``sagakit`` run too, unless they hold a
+``<placeholder>``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+
+
+def blocks(page: Path, language: str) -> list[str]:
+    return [body for lang, body in BLOCK.findall(page.read_text()) if lang == language]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+async def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    for number, source in enumerate(blocks(page, "python"), start=1):
+        code = compile(
+            source, f"{page.name}[{number}]", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        )
+        result = eval(code, namespace)  # noqa: S307 - running our own documentation
+        if inspect.isawaitable(result):
+            await result
+    sagakit = Path(sys.executable).parent / "sagakit"
+    for source in blocks(page, "bash"):
+        for line in source.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if not command.startswith("sagakit ") or "<" in command:
+                continue
+            done = subprocess.run(  # noqa: ASYNC221 - a short CLI call in a doc test
+                [str(sagakit), *shlex.split(command)[1:]],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "COLUMNS": "200"},
+                check=False,
+            )
+            assert done.returncode == 0, f"{page.name}: `{command}` failed:\n{done.stderr}"
