@@ -35,7 +35,7 @@ async def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         code = compile(
             source, f"{page.name}[{number}]", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         )
-        result = eval(code, namespace)  # noqa: S307 - running our own documentation
+        result = eval(code, namespace)
         if inspect.isawaitable(result):
             await result
     sagakit = Path(sys.executable).parent / "sagakit"
