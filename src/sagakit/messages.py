@@ -111,6 +111,38 @@ class TransportMessage:
         return cls(outgoing.destination, env.message_id, env.to_bytes(), headers)
 
 
+#: The topic exchange events are published to; see :func:`event_destination`.
+EVENTS = "sagakit.events"
+
+
+def event_destination(routing_key: str) -> str:
+    """Where an event goes: the events topic, under its routing key."""
+    return f"{EVENTS}/{routing_key}"
+
+
+def split_destination(destination: str) -> tuple[str | None, str]:
+    """``(exchange, routing key)`` for an event, ``(None, queue)`` for a queue."""
+    if destination.startswith(EVENTS + "/"):
+        return EVENTS, destination[len(EVENTS) + 1 :]
+    return None, destination
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more words."""
+    return _match(pattern.split("."), key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
 def command_queue(participant: str) -> str:
     """The queue a participant consumes its commands from."""
     return f"sagakit.commands.{participant}"

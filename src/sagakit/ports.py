@@ -197,24 +197,84 @@ class Delivery:
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message set aside because it can never be handled, with why and from where.
+
+    ``reason`` is one of: ``malformed`` (not JSON), ``schema`` (fails its schema),
+    ``unknown_type``, ``oversize``, ``non_retryable`` (the handler said so),
+    ``delivery_limit`` (retried too often), or another word an application chose.
+    """
+
+    id: str
+    message: TransportMessage
+    queue: str
+    reason: str
+    detail: str
+    attempts: int
+    dead_at: float
+
+
+class DeadLetterQueue(Protocol):
+    """Where dead letters wait for a person: list, look, replay, or throw away."""
+
+    async def add(self, letter: DeadLetter) -> None:
+        """Set a message aside (the transport calls this when it dead-letters)."""
+        ...
+
+    async def list(self, *, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def get(self, dead_letter_id: str) -> DeadLetter:
+        """One dead letter; raises LookupError for an unknown id."""
+        ...
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        """Send dead letters back to their original queues (all when ``ids`` is None),
+        as fresh deliveries; return how many went back."""
+        ...
+
+    async def purge(self) -> int: ...
+
+    async def depth(self) -> int: ...
+
+
+#: The delays (seconds) before each redelivery of a message whose handler failed.
+DEFAULT_RETRY_TIERS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+
+
 class Subscription(Protocol):
     async def stop(self) -> None: ...
 
 
 class Transport(Protocol):
-    """Moves bytes between queues. ``publish`` returns only what the broker confirmed."""
+    """Moves bytes between queues. ``publish`` returns only what the broker confirmed.
+
+    A destination is a queue name, or ``sagakit.events/<routing key>`` for an event,
+    which reaches every queue bound to a matching pattern (``*`` one word, ``#`` any).
+    """
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def declare(self, queue: str) -> None: ...
+    async def declare(self, queue: str) -> None:
+        """Create a durable work queue (and its retry tiers), if it does not exist."""
+        ...
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        """Deliver events whose routing key matches ``pattern`` to ``queue`` too."""
+        ...
 
     async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult: ...
 
     async def consume(
         self, queue: str, handler: BatchHandler, *, prefetch: int = 64
     ) -> Subscription:
-        """Deliver batches to ``handler``; a batch is acknowledged when it returns, and
-        redelivered (attempt + 1) when it raises."""
+        """Deliver batches to ``handler``. A batch is acknowledged when it returns, each
+        rejected delivery is dead-lettered, and when the handler raises every message of
+        the batch comes back after its retry tier's delay (attempt + 1), until the
+        delivery limit dead-letters it."""
         ...
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue: ...

@@ -74,6 +74,16 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    async def settle(self, timeout: float) -> bool:
+        """Wait until no batch is in flight (for a clean stop); False if time ran out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._inflight:
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     async def drain(self) -> int:
         """Publish batch after batch until one confirms nothing; return how many were sent."""
         total = 0

@@ -116,10 +116,14 @@ class Runtime:
 
         return loop
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 2.0) -> None:
+        """Stop everything; batches already published get ``grace`` seconds to be
+        confirmed and marked sent, so a clean stop leaves no needless redelivery."""
         if not self._running:
             return
         self._running = False
+        for relay in self.relays.values():
+            await relay.settle(grace)
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions.clear()

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
-from sagakit.errors import CorruptLogError, UnknownSagaError
+from sagakit.errors import CorruptLogError, StoreError, UnknownSagaError
 from sagakit.log import SagaStatus
+from sagakit.ports import SagaRow
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
+from sagakit.stores.sqlite import SqliteSagaStore
 
 T = TypeVar("T")
 
@@ -46,25 +48,35 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run(coro: Awaitable[T]) -> T:
-    async def wrapper() -> T:
-        return await coro
+def with_store(
+    db: str, work: Callable[[SqlSagaStore], Awaitable[T]], *, existing: bool = True
+) -> T:
+    """Open the store at ``db``, run ``work`` on it, close it; store errors end the
+    command with a clear message instead of a traceback.
 
-    return asyncio.run(wrapper())
-
-
-def connect(db: str) -> SqlSagaStore:
+    With ``existing``, a SQLite file must already be there (a typo in a path should not
+    look like an empty store) and a PostgreSQL database must already be migrated.
+    """
     try:
-        return open_store(db)
+        store = open_store(db)
     except ValueError as exc:
         raise fail(str(exc), 2) from exc
+    if existing and isinstance(store, SqliteSagaStore) and not store.path.exists():
+        raise fail(f"no sagakit store at {store.path} (run a saga or `sagakit migrate` first)")
 
+    async def go() -> T:
+        try:
+            if existing and not await store.is_migrated():
+                raise fail(
+                    f"{store.url_safe} has no sagakit tables yet; run `sagakit migrate --db ...`"
+                )
+            return await work(store)
+        except StoreError as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            await store.close()
 
-async def _ready(store: SqlSagaStore) -> None:
-    """Fail clearly on a database nobody migrated (an embedded file migrates itself)."""
-    if not await store.is_migrated():
-        await store.close()
-        raise fail(f"{store.url_safe} has no sagakit tables yet; run `sagakit migrate --db ...`")
+    return asyncio.run(go())
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -83,7 +95,8 @@ def parse_since(value: str | None) -> float | None:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise typer.BadParameter(
-            f"{value!r} is neither a duration like 10m/2h/1d nor an ISO-8601 time"
+            f"{value!r} is neither a duration like 10m/2h/1d nor an ISO-8601 time",
+            param_hint="'--since'",
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -93,16 +106,12 @@ def parse_since(value: str | None) -> float | None:
 @app.command()
 def migrate(db: DbOption = DEFAULT_DB) -> None:
     """Create or upgrade sagakit's tables in a store."""
-    store = connect(db)
 
-    async def go() -> None:
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
+    async def go(store: SqlSagaStore) -> str:
+        await store.migrate()
+        return store.url_safe
 
-    run(go())
-    console.print(f"[green]migrated[/] {store.url_safe}")
+    console.print(f"[green]migrated[/] {with_store(db, go, existing=False)}")
 
 
 StatusOption = Annotated[
@@ -128,23 +137,18 @@ def list_sagas(
     from sagakit.cli.render import saga_table
 
     since_at = parse_since(since)
-    store = connect(db)
 
-    async def go() -> tuple[list, dict[str, int]]:  # type: ignore[type-arg]
-        try:
-            await _ready(store)
-            rows = await store.list_sagas(
-                status=status.value if status else None,
-                definition=definition,
-                since=since_at,
-                key=key,
-                limit=limit,
-            )
-            return rows, await store.count_by_status()
-        finally:
-            await store.close()
+    async def go(store: SqlSagaStore) -> tuple[list[SagaRow], dict[str, int]]:
+        rows = await store.list_sagas(
+            status=status.value if status else None,
+            definition=definition,
+            since=since_at,
+            key=key,
+            limit=limit,
+        )
+        return rows, await store.count_by_status()
 
-    rows, counts = run(go())
+    rows, counts = with_store(db, go)
     if not rows:
         console.print("no sagas match")
         return
@@ -161,28 +165,25 @@ def show(
     """Show one saga's timeline: every event, its time from the start, and its outcome."""
     from sagakit.cli.render import timeline
 
-    store = connect(db)
-
-    async def go() -> None:
+    async def go(store: SqlSagaStore) -> None:
         try:
-            await _ready(store)
-            try:
-                full_id = await store.resolve(saga_id)
-                events = await store.history(full_id)
-            except UnknownSagaError as exc:
-                raise fail(str(exc)) from exc
-            state, error = None, None
-            try:
-                state = await store.get(full_id)
-            except CorruptLogError as exc:
-                error = exc
-            console.print(timeline(full_id, events, state, error))
-            if error is not None:
-                raise typer.Exit(2)
-        finally:
-            await store.close()
+            full_id = await store.resolve(saga_id)
+        except UnknownSagaError as exc:
+            raise fail(str(exc)) from exc
+        try:
+            events = await store.history(full_id)
+        except UnknownSagaError:
+            events = []
+        state, error = None, None
+        try:
+            state = await store.get(full_id)
+        except CorruptLogError as exc:
+            error = exc
+        console.print(timeline(full_id, events, state, error))
+        if error is not None:
+            raise typer.Exit(2)
 
-    run(go())
+    with_store(db, go)
 
 
 def _load_cli_modules() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -214,9 +213,10 @@ def demo(
     quiet: Annotated[bool, typer.Option(help="No running story, just the summary.")] = False,
 ) -> None:
     """Book trips with a saga on the embedded default and check none is half done."""
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("orchestrator", *_SCHEMA):  # a fresh run, without touching anything else
+        for suffix in (".db", ".db-wal", ".db-shm"):
+            (directory / f"{name}{suffix}").unlink(missing_ok=True)
     configure("quiet" if as_json or quiet else "story")
     result = asyncio.run(_run(directory, trips, fail_rate, seed))
     counts = Counter(result["statuses"].values())

@@ -249,7 +249,10 @@ def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
 def _check_head(state: SagaState, version: int) -> None:
     if state.version != version:
         raise CorruptLogError(
-            state.saga_id, state.version, f"log ends at {state.version}, projection says {version}"
+            state.saga_id,
+            state.version + 1,
+            f"missing: the log ends at position {state.version} "
+            f"but the projection records {version} events",
         )
 
 
@@ -288,29 +291,49 @@ class SqlSagaStore:
 
     # ------------------------------------------------------------------ transactions
 
-    def _begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    def _open_write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection inside a write transaction (adapters add locking and BEGIN)."""
         return self.engine.begin()
 
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    def _open_read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self.engine.connect()
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[SqlUnit]:
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._begin() as conn:
-                unit = SqlUnit(self, conn)
-                yield unit
-                if unit.enqueued:
-                    await self._notify(conn)
-        except DBAPIError as exc:
+            async with self._open_write() as conn:
+                yield conn
+        except (DBAPIError, OSError) as exc:
             raise self._translate(exc) from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._open_read() as conn:
+                yield conn
+        except (DBAPIError, OSError) as exc:
+            raise self._translate(exc) from exc
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[SqlUnit]:
+        async with self._begin() as conn:
+            unit = SqlUnit(self, conn)
+            yield unit
+            if unit.enqueued:
+                await self._notify(conn)
         if unit.enqueued:
             self._outbox_event.set()
 
-    def _translate(self, exc: DBAPIError) -> Exception:
+    def _translate(self, exc: DBAPIError | OSError) -> Exception:
+        """Driver errors become sagakit's, with the URL (never its password) attached."""
         if isinstance(exc, IntegrityError):
             return ConcurrencyError(f"conflicting write: {exc.orig}")
-        error = StoreError(f"{self.url_safe}: {exc.orig}")
+        if isinstance(exc, OSError):
+            error = StoreError(f"cannot reach {self.url_safe}: {exc}")
+            error.retryable = True
+            return error
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        error = StoreError(f"{self.url_safe}: {cause}")
         error.retryable = bool(exc.connection_invalidated) or self._is_transient(exc)
         return error
 
@@ -325,10 +348,10 @@ class SqlSagaStore:
 
     @property
     def url_safe(self) -> str:
-        """The URL without its password, fit for logs and error messages."""
+        """The URL as the user gave it, without its password: fit for logs and errors."""
         from sqlalchemy.engine import make_url
 
-        return make_url(self.engine.url).render_as_string(hide_password=True)
+        return make_url(self.url).render_as_string(hide_password=True)
 
     # ------------------------------------------------------------------ migrations
 

@@ -89,13 +89,13 @@ class SqliteSagaStore(SqlSagaStore):
                 raise
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _open_write(self) -> AsyncIterator[AsyncConnection]:
         await self._ensure_migrated()
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
+    async def _open_read(self) -> AsyncIterator[AsyncConnection]:
         await self._ensure_migrated()
         async with self.engine.connect() as conn:
             await conn.execution_options(**{_READ: True})

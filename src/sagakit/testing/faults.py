@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sagakit.messages import TransportMessage
-from sagakit.ports import BatchHandler, PublishResult, Subscription, Transport
+from sagakit.ports import BatchHandler, DeadLetterQueue, PublishResult, Subscription, Transport
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +69,13 @@ class FaultyTransport:
 
     async def declare(self, queue: str) -> None:
         await self.inner.declare(queue)
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        await self.inner.bind(queue, pattern)
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        return self.inner.dead_letters
 
     async def consume(
         self, queue: str, handler: BatchHandler, *, prefetch: int = 64

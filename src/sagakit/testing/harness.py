@@ -56,7 +56,7 @@ class SagaHarness:
         self.store = SqliteSagaStore(
             root / "harness.db", clock=self.clock, snapshot_every=snapshot_every
         )
-        self.memory = MemoryTransport()
+        self.memory = MemoryTransport(retry_tiers=(0.01, 0.05, 0.1))
         self.faulty = FaultyTransport(self.memory, faults) if faults else None
         self.orchestrator = Orchestrator(self.store, definitions, clock=self.clock)
         self.runtime = Runtime(

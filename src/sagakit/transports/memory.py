@@ -3,29 +3,32 @@
 There is no broker to hold a message, so a publish is confirmed only once a consumer
 has handled the message and acknowledged it (or dead-lettered it). Until then its
 outbox row stays unsent, and a process that dies mid-flight republishes it on restart.
+
+It behaves like the RabbitMQ transport in everything a user can see: competing
+consumers, events fanned out by topic patterns, failed batches coming back after their
+retry tier's delay, and dead letters with their reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sagakit.logs import get_logger
-from sagakit.messages import TransportMessage
-from sagakit.ports import BatchHandler, Delivery, PublishResult
+from sagakit.messages import EVENTS, TransportMessage, new_id, split_destination, topic_matches
+from sagakit.ports import (
+    DEFAULT_RETRY_TIERS,
+    BatchHandler,
+    DeadLetter,
+    DeadLetterQueue,
+    Delivery,
+    PublishResult,
+)
 
 log = get_logger("sagakit.transport")
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    message: TransportMessage
-    queue: str
-    reason: str
-    detail: str
-    attempts: int
 
 
 @dataclass(slots=True)
@@ -46,15 +49,72 @@ class _Subscription:
             await self.task
 
 
-class MemoryTransport:
-    """Queues in memory; competing consumers; redelivery with a delivery limit."""
+class MemoryDeadLetters:
+    """Dead letters kept in memory; replay puts them back on their queue."""
 
-    def __init__(self, *, max_deliveries: int = 10, redelivery_delay: float = 0.05) -> None:
+    def __init__(self, transport: MemoryTransport) -> None:
+        self._transport = transport
+        self._letters: dict[str, DeadLetter] = {}
+
+    async def add(self, letter: DeadLetter) -> None:
+        self._letters[letter.id] = letter
+
+    async def list(self, *, limit: int = 100) -> list[DeadLetter]:
+        return list(self._letters.values())[:limit]
+
+    async def get(self, dead_letter_id: str) -> DeadLetter:
+        try:
+            return self._letters[dead_letter_id]
+        except KeyError:
+            raise LookupError(f"no dead letter {dead_letter_id!r}") from None
+
+    async def replay(self, ids: Sequence[str] | None = None) -> int:
+        chosen = list(self._letters) if ids is None else [i for i in ids if i in self._letters]
+        for letter_id in chosen:
+            letter = self._letters.pop(letter_id)
+            message = TransportMessage(
+                letter.queue, letter.message.message_id, letter.message.body, letter.message.headers
+            )
+            self._transport.enqueue(message)
+        return len(chosen)
+
+    async def purge(self) -> int:
+        count = len(self._letters)
+        self._letters.clear()
+        return count
+
+    async def depth(self) -> int:
+        return len(self._letters)
+
+
+class MemoryTransport:
+    """Queues in memory; competing consumers; retry tiers; dead letters with reasons.
+
+    ``dead_letters`` is where rejected messages go: in memory by default, or a durable
+    queue such as :class:`sagakit.stores.dead_letters.SqlDeadLetters` so an operator can
+    list and replay them from another process.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry_tiers: Sequence[float] = DEFAULT_RETRY_TIERS,
+        max_deliveries: int = 6,
+        dead_letters: DeadLetterQueue | None = None,
+    ) -> None:
+        if not retry_tiers:
+            raise ValueError("retry_tiers needs at least one delay")
+        self.retry_tiers = tuple(retry_tiers)
         self.max_deliveries = max_deliveries
-        self.redelivery_delay = redelivery_delay
         self._queues: dict[str, asyncio.Queue[_Item]] = {}
+        self._bindings: list[tuple[str, str]] = []
         self._subscriptions: list[_Subscription] = []
-        self.dead_letters: list[DeadLetter] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._dead_letters: DeadLetterQueue = dead_letters or MemoryDeadLetters(self)
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        return self._dead_letters
 
     async def start(self) -> None:
         return None
@@ -63,26 +123,49 @@ class MemoryTransport:
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     async def declare(self, queue: str) -> None:
         self._queues.setdefault(queue, asyncio.Queue())
 
+    async def bind(self, queue: str, pattern: str) -> None:
+        await self.declare(queue)
+        if (queue, pattern) not in self._bindings:
+            self._bindings.append((queue, pattern))
+
     def depth(self, queue: str) -> int:
         q = self._queues.get(queue)
         return q.qsize() if q else 0
+
+    def _route(self, destination: str) -> list[str]:
+        exchange, key = split_destination(destination)
+        if exchange == EVENTS:
+            return sorted({q for q, pattern in self._bindings if topic_matches(pattern, key)})
+        return [key] if key in self._queues else []
+
+    def enqueue(self, message: TransportMessage) -> int:
+        """Put a message on its queue(s) without waiting for it; return how many."""
+        loop = asyncio.get_running_loop()
+        queues = self._route(message.destination)
+        for name in queues:
+            self._queues[name].put_nowait(_Item(message, loop.create_future()))
+        return len(queues)
 
     async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
         loop = asyncio.get_running_loop()
         waiting: list[tuple[str, asyncio.Future[None]]] = []
         failed: dict[str, str] = {}
         for message in messages:
-            queue = self._queues.get(message.destination)
-            if queue is None:
-                failed[message.message_id] = f"unroutable: no queue {message.destination!r}"
+            queues = self._route(message.destination)
+            if not queues:
+                failed[message.message_id] = f"unroutable: nothing bound to {message.destination!r}"
                 continue
-            item = _Item(message, loop.create_future())
-            queue.put_nowait(item)
-            waiting.append((message.message_id, item.confirmed))
+            for name in queues:
+                item = _Item(message, loop.create_future())
+                self._queues[name].put_nowait(item)
+                waiting.append((message.message_id, item.confirmed))
         if waiting:
             await asyncio.gather(*(future for _, future in waiting))
         return PublishResult(confirmed={mid for mid, _ in waiting}, failed=failed)
@@ -121,29 +204,50 @@ class MemoryTransport:
                     q.put_nowait(item)  # not acknowledged: someone else gets it
                 raise
             except Exception as exc:
-                log.warning(
-                    f"consumer of {name} failed on a batch of {len(batch)}: {exc!r}; redelivering"
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(f"consumer of {name} failed on {len(batch)} message(s): {error}")
                 for item in batch:
-                    self._retry(name, q, item, f"{type(exc).__name__}: {exc}")
+                    await self._retry(name, q, item, error)
             else:
                 for item, delivery in zip(batch, deliveries, strict=True):
                     if delivery.rejection is not None:
                         reason, detail = delivery.rejection
-                        self._dead_letter(name, item, reason, detail)
+                        await self._dead_letter(name, item, reason, detail)
                     elif not item.confirmed.done():
                         item.confirmed.set_result(None)
             sub.current = []
 
-    def _retry(self, name: str, q: asyncio.Queue[_Item], item: _Item, error: str) -> None:
-        item.attempt += 1
-        if item.attempt > self.max_deliveries:
-            self._dead_letter(name, item, "delivery_limit", error)
+    async def _retry(self, name: str, q: asyncio.Queue[_Item], item: _Item, error: str) -> None:
+        if item.attempt >= self.max_deliveries:
+            await self._dead_letter(name, item, "delivery_limit", error)
             return
-        asyncio.get_running_loop().call_later(self.redelivery_delay, q.put_nowait, item)
+        delay = self.retry_tiers[min(item.attempt, len(self.retry_tiers)) - 1]
+        item.attempt += 1
+        handle: asyncio.TimerHandle
 
-    def _dead_letter(self, name: str, item: _Item, reason: str, detail: str) -> None:
-        self.dead_letters.append(DeadLetter(item.message, name, reason, detail, item.attempt))
+        def requeue() -> None:
+            self._timers.discard(handle)
+            q.put_nowait(item)
+
+        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        self._timers.add(handle)
+
+    async def _dead_letter(self, name: str, item: _Item, reason: str, detail: str) -> None:
+        letter = DeadLetter(
+            id=new_id(),
+            message=item.message,
+            queue=name,
+            reason=reason,
+            detail=detail,
+            attempts=item.attempt,
+            dead_at=time.time(),
+        )
+        try:
+            await self._dead_letters.add(letter)
+        except Exception:
+            # Nowhere safe to put it: leave it unconfirmed so its outbox row is kept.
+            log.exception(f"could not store dead letter from {name}")
+            return
         log.warning(
             f"dead-lettered {item.message.message_id} from {name}: {reason} ({detail})",
             saga_id=item.message.headers.get("saga_id"),
