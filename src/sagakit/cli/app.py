@@ -48,6 +48,22 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _open(db: str) -> SqlSagaStore:
+    try:
+        return open_store(db)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+def open_existing(db: str) -> SqlSagaStore:
+    """The store at ``db``, refusing a SQLite path with no file (a typo in a path should
+    not look like an empty store)."""
+    store = _open(db)
+    if isinstance(store, SqliteSagaStore) and not store.path.exists():
+        raise fail(f"no sagakit store at {store.path} (run a saga or `sagakit migrate` first)")
+    return store
+
+
 def with_store(
     db: str, work: Callable[[SqlSagaStore], Awaitable[T]], *, existing: bool = True
 ) -> T:
@@ -57,12 +73,7 @@ def with_store(
     With ``existing``, a SQLite file must already be there (a typo in a path should not
     look like an empty store) and a PostgreSQL database must already be migrated.
     """
-    try:
-        store = open_store(db)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from exc
-    if existing and isinstance(store, SqliteSagaStore) and not store.path.exists():
-        raise fail(f"no sagakit store at {store.path} (run a saga or `sagakit migrate` first)")
+    store = open_existing(db) if existing else _open(db)
 
     async def go() -> T:
         try:
@@ -187,7 +198,7 @@ def show(
 
 
 def _load_cli_modules() -> None:
-    from sagakit.cli import demo  # noqa: F401 - registers the demo command
+    from sagakit.cli import demo, dlq  # noqa: F401 - they register their commands
 
 
 _load_cli_modules()

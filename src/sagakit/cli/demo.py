@@ -27,6 +27,7 @@ from sagakit.logs import configure
 from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant, StepContext
 from sagakit.runtime import Runtime
+from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.transports.memory import MemoryTransport
 
@@ -167,7 +168,9 @@ async def _run(directory: Path, trips: int, fail_rate: float, seed: int) -> dict
             async with store.unit() as unit:
                 await unit.connection.execute(text(_SCHEMA[name]))
     orchestrator = Orchestrator(stores["orchestrator"], [TRIP])
-    runtime = Runtime(MemoryTransport()).add(orchestrator, *_services(stores, seed))
+    # Dead letters outlive the process, in the orchestrator's file: `sagakit dlq` reads them.
+    transport = MemoryTransport(dead_letters=SqlDeadLetters(stores["orchestrator"]))
+    runtime = Runtime(transport).add(orchestrator, *_services(stores, seed))
     started = time.perf_counter()
     async with runtime:
         ids = await orchestrator.start_many(_trips(trips, fail_rate, seed))

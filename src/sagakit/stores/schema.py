@@ -8,6 +8,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -97,4 +98,19 @@ saga_inbox = Table(
     Column("key", String(400), primary_key=True),
     Column("reply", Text),
     Column("received_at", Float, nullable=False),
+)
+
+saga_dead_letters = Table(
+    "saga_dead_letters",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("queue", String(300), nullable=False),
+    Column("message_id", String(128), nullable=False),
+    Column("headers", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("dead_at", Float, nullable=False),
+    Index("ix_saga_dead_letters_dead_at", "dead_at"),
 )
