@@ -111,7 +111,9 @@ class _Decider:
         reply_to: str,
         causation_id: str | None,
         traceparent: str | None,
+        timers: bool = True,
     ) -> None:
+        self.timers = timers
         self.definition = definition
         self.d = decision
         self.s = decision.state
@@ -301,7 +303,7 @@ class _Decider:
     def request(self, step: Step, st: StepState) -> None:
         attempt = st.attempt + 1
         message_id = self.new_id()
-        deadline = self.now + step.timeout.total_seconds()
+        deadline = self.now + step.timeout.total_seconds() if self.timers else None
         self.emit(
             StepRequested(step=step.name, attempt=attempt, message_id=message_id, deadline=deadline)
         )
@@ -310,7 +312,7 @@ class _Decider:
     def request_compensation(self, step: Step, st: StepState) -> None:
         attempt = st.compensation_attempt + 1
         message_id = self.new_id()
-        deadline = self.now + step.timeout.total_seconds()
+        deadline = self.now + step.timeout.total_seconds() if self.timers else None
         self.emit(
             CompensationRequested(
                 step=step.name, attempt=attempt, message_id=message_id, deadline=deadline
@@ -346,11 +348,13 @@ def decide(
     reply_to: str,
     new_id: Callable[[], str] = random_id,
     traceparent: str | None = None,
+    timers: bool = True,
 ) -> Decision:
     """Work out what ``trigger`` means for the saga in ``state``; ``state`` is updated in place.
 
     ``state`` is None only for :class:`Start`. The returned decision's events, folded
-    onto the state the caller loaded, give ``decision.state``.
+    onto the state the caller loaded, give ``decision.state``. With ``timers`` off (the
+    choreography tracker, which cannot resend anything) steps get no deadlines.
     """
     causation = trigger.message_id if isinstance(trigger, Reply) else None
     if isinstance(trigger, Start):
@@ -377,6 +381,7 @@ def decide(
         reply_to=reply_to,
         causation_id=causation,
         traceparent=traceparent,
+        timers=timers,
     )
     match trigger:
         case Start():

@@ -61,6 +61,14 @@ class Orchestrator:
         for definition in definitions:
             self.register(definition)
 
+    @property
+    def queue(self) -> str:
+        return self.reply_queue
+
+    @property
+    def bindings(self) -> tuple[str, ...]:
+        return ()
+
     def register(self, definition: SagaDefinition) -> None:
         """Add a definition; sagas already running keep the version they started with."""
         self._definitions[(definition.name, definition.version)] = definition

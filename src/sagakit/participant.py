@@ -83,6 +83,10 @@ class Participant:
         self._logger_name = service_log or f"sagakit.participant.{name}"
         self.log = get_logger(self._logger_name, service=name)
 
+    @property
+    def bindings(self) -> tuple[str, ...]:
+        return ()
+
     def command(self, name: str) -> Callable[[Handler], Handler]:
         """Register the decorated coroutine as the handler of command ``name``."""
 
@@ -137,6 +141,18 @@ class Participant:
         return handler
 
     async def _run(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> Outgoing:
+        return self._reply(env, await self.execute(unit, env, handler))
+
+    def handler(self, command: str) -> Handler:
+        """The handler registered for ``command``; KeyError if there is none."""
+        return self._handlers[command]
+
+    async def execute(self, unit: UnitOfWork, command: Envelope, handler: Handler) -> ReplyBody:
+        """Run one saga command inside ``unit``: the inbox/barrier, the handler in its own
+        savepoint, and the outcome stored for duplicates. Sends nothing; the caller turns
+        the outcome into a reply (orchestration) or an event (choreography). A duplicate
+        comes back as the stored outcome with ``duplicate`` set."""
+        env = command
         key = f"{env.saga_id}/{env.step}/{env.op}"
         if not await unit.claim(self.consumer, [key]):
             stored = (await unit.replies(self.consumer, [key])).get(key)
@@ -146,12 +162,10 @@ class Participant:
                 what = f"duplicate ignored (message {env.message_id[:8]})"
             self.log.info(f"{env.type} for {env.step}: {what}", saga_id=env.saga_id, step=env.step)
             body = ReplyBody.model_validate_json(stored) if stored else _retry_later()
-            return self._reply(env, body.model_copy(update={"duplicate": True}))
+            return body.model_copy(update={"duplicate": True})
         if env.op == "compensation":
-            body = await self._compensate(unit, env, handler, key)
-        else:
-            body = await self._act(unit, env, handler, key)
-        return self._reply(env, body)
+            return await self._compensate(unit, env, handler, key)
+        return await self._act(unit, env, handler, key)
 
     async def _act(self, unit: UnitOfWork, env: Envelope, handler: Handler, key: str) -> ReplyBody:
         body = await self._call(unit, env, handler)

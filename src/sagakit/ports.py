@@ -183,15 +183,25 @@ class Delivery:
     """A message handed to a consumer; ``attempt`` counts deliveries of this message.
 
     A handler that finds a message it can never handle calls :meth:`reject`; the
-    transport then dead-letters that one message with the reason and acks the rest.
+    transport then dead-letters that one message with the reason and acks the rest. A
+    handler that cannot handle a message *yet* calls :meth:`retry`; the transport brings
+    that one message back after its retry tier's delay, as if the handler had raised.
     """
 
     message: TransportMessage
     attempt: int = 1
     rejection: tuple[str, str] | None = None
+    retry_reason: str | None = None
 
     def reject(self, reason: str, detail: str) -> None:
         self.rejection = (reason, detail)
+
+    def retry(self, reason: str) -> None:
+        self.retry_reason = reason
+
+    def reset(self) -> None:
+        """Forget a verdict (the handler is deciding the batch again)."""
+        self.rejection = self.retry_reason = None
 
 
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]

@@ -9,17 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
+from typing import Protocol
 
 from sagakit.log import SagaStatus
 from sagakit.logs import get_logger
 from sagakit.orchestrator import Orchestrator
-from sagakit.participant import Participant
-from sagakit.ports import SagaStore, Subscription, Transport
+from sagakit.ports import Delivery, SagaStore, Subscription, Transport
 from sagakit.relay import OutboxRelay
 
 log = get_logger("sagakit.runtime")
+
+
+class Consumer(Protocol):
+    """What the runtime runs: something with a store, a queue, and a batch handler.
+
+    Orchestrators, participants, choreographed participants and trackers all are.
+    ``bindings`` are event patterns the queue also receives.
+    """
+
+    @property
+    def store(self) -> SagaStore: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def bindings(self) -> Sequence[str]: ...
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None: ...
 
 
 class Runtime:
@@ -42,19 +61,21 @@ class Runtime:
         self.relay_batch = relay_batch
         self.restart_delay = restart_delay
         self.orchestrators: list[Orchestrator] = []
-        self.participants: list[Participant] = []
+        self.consumers: list[Consumer] = []
         self.relays: dict[int, OutboxRelay] = {}
         self._stores: dict[int, SagaStore] = {}
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
-    def add(self, *components: Orchestrator | Participant) -> Runtime:
+    def add(self, *components: Consumer) -> Runtime:
+        """Run these consumers (an orchestrator's timer loop comes with it)."""
+        if self._running:
+            raise RuntimeError("add components before the runtime starts")
         for component in components:
             if isinstance(component, Orchestrator):
                 self.orchestrators.append(component)
-            else:
-                self.participants.append(component)
+            self.consumers.append(component)
             self._stores.setdefault(id(component.store), component.store)
         return self
 
@@ -71,23 +92,18 @@ class Runtime:
             return
         self._running = True
         await self.transport.start()
-        for orchestrator in self.orchestrators:
-            await self.transport.declare(orchestrator.reply_queue)
-        for participant in self.participants:
-            await self.transport.declare(participant.queue)
-        for orchestrator in self.orchestrators:
+        for consumer in self.consumers:  # every queue exists before anything is published
+            await self.transport.declare(consumer.queue)
+            for pattern in consumer.bindings:
+                await self.transport.bind(consumer.queue, pattern)
+        for consumer in self.consumers:
             self._subscriptions.append(
                 await self.transport.consume(
-                    orchestrator.reply_queue, orchestrator.handle, prefetch=self.prefetch
+                    consumer.queue, consumer.handle, prefetch=self.prefetch
                 )
             )
+        for orchestrator in self.orchestrators:
             self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
-        for participant in self.participants:
-            self._subscriptions.append(
-                await self.transport.consume(
-                    participant.queue, participant.handle, prefetch=self.prefetch
-                )
-            )
         for key, store in self._stores.items():
             relay = OutboxRelay(
                 store, self.transport, batch_size=self.relay_batch, poll_interval=self.relay_poll

@@ -1,0 +1,97 @@
+"""Choreography: the same definition run by events, and logged as if orchestrated."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from sagakit import DefinitionError, Orchestrator, Runtime, StartRequest
+from sagakit.choreography import Choreography, compile_routes
+from sagakit.stores.sql import SqlSagaStore
+from sagakit.testing import Faults, FaultyTransport, forward_only
+from sagakit.transports.memory import MemoryTransport
+from tests.integration.shop import check_effects, create_effects, effects, order_participants
+from tests.sagas import ORDER, TRIP
+
+FAST_TIERS = (0.02, 0.05, 0.1, 0.2)
+
+
+def test_a_definition_compiles_into_event_routes() -> None:
+    routes = {(r.trigger, r.step.name, r.op) for r in compile_routes(ORDER)}
+    assert routes == {
+        ("order.started", "reserve", "action"),
+        ("order.reserve.succeeded", "charge", "action"),
+        ("order.charge.succeeded", "ship", "action"),
+        ("order.ship.succeeded", "notify", "action"),
+        # a compensation follows the failure or the compensation of the step after it
+        ("order.charge.failed", "reserve", "compensation"),
+        ("order.charge.compensated", "reserve", "compensation"),
+        ("order.ship.failed", "charge", "compensation"),  # the pivot is never compensated
+    }
+
+
+def test_parallel_groups_need_a_coordinator() -> None:
+    with pytest.raises(DefinitionError, match="needs a coordinator to join its branches"):
+        compile_routes(TRIP)
+
+
+def orders(n: int) -> list[tuple[str, dict[str, object]]]:
+    return [
+        (f"order-{i}", {"amount": i, "decline": i % 5 == 1, "far": i % 5 == 2}) for i in range(n)
+    ]
+
+
+async def run_choreographed(store: SqlSagaStore, transport: object, n: int) -> dict[str, str]:
+    choreography = Choreography([ORDER])
+    followers = [choreography.follow(p) for p in order_participants(store, flaky={"charge"})]
+    runtime = Runtime(transport, relay_poll=0.05)  # type: ignore[arg-type]
+    runtime.add(choreography.tracker(store), *followers)
+    async with runtime:
+        ids = [
+            await choreography.start(store, "order", data, saga_id=saga_id, key=saga_id)
+            for saga_id, data in orders(n)
+        ]
+        return await runtime.wait_for(store, ids, timeout=60)
+
+
+async def test_choreographed_sagas_complete_or_compensate_every_effect_once(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    statuses = await run_choreographed(store, MemoryTransport(retry_tiers=FAST_TIERS), 20)
+    assert Counter(statuses.values()) == {"completed": 12, "compensated": 8}
+    assert check_effects(statuses, await effects(store)) == []
+    for saga_id in statuses:
+        assert forward_only(saga_id, await store.history(saga_id)) == []
+
+
+async def test_the_tracker_writes_the_same_log_as_the_orchestrator(store: SqlSagaStore) -> None:
+    await create_effects(store)
+    await run_choreographed(store, MemoryTransport(retry_tiers=FAST_TIERS), 5)
+    orchestrator = Orchestrator(store, [ORDER])
+    runtime = Runtime(MemoryTransport()).add(orchestrator, *order_participants(store))
+    async with runtime:
+        ids = await orchestrator.start_many(
+            [StartRequest("order", data, saga_id=f"orch-{sid}") for sid, data in orders(5)]
+        )
+        await runtime.wait_for(store, ids, timeout=30)
+    for saga_id, _ in orders(5):
+        choreographed = [e.type for e in await store.history(saga_id)]
+        orchestrated = [e.type for e in await store.history(f"orch-{saga_id}")]
+        assert choreographed == orchestrated, saga_id
+
+
+async def test_duplicated_and_reordered_events_keep_the_books_straight(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    faulty = FaultyTransport(
+        MemoryTransport(retry_tiers=FAST_TIERS), Faults(duplicate=0.1, reorder=0.1, seed=11)
+    )
+    statuses = await run_choreographed(store, faulty, 30)
+    assert Counter(statuses.values()) == {"completed": 18, "compensated": 12}
+    assert check_effects(statuses, await effects(store)) == []
+    for saga_id in statuses:
+        assert forward_only(saga_id, await store.history(saga_id)) == []
+    assert faulty.counts.duplicated and faulty.counts.reordered
