@@ -213,6 +213,8 @@ class MemoryTransport:
                     if delivery.rejection is not None:
                         reason, detail = delivery.rejection
                         await self._dead_letter(name, item, reason, detail)
+                    elif delivery.retry_reason is not None:
+                        await self._retry(name, q, item, delivery.retry_reason)
                     elif not item.confirmed.done():
                         item.confirmed.set_result(None)
             sub.current = []
