@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol
@@ -53,7 +54,11 @@ class Runtime:
         relay_poll: float = 0.5,
         relay_batch: int = 256,
         restart_delay: float = 0.5,
+        outbox_retention: float = 3600.0,
+        prune_interval: float = 300.0,
     ) -> None:
+        self.outbox_retention = outbox_retention
+        self.prune_interval = prune_interval
         self.transport = transport
         self.prefetch = prefetch
         self.timer_interval = timer_interval
@@ -110,6 +115,7 @@ class Runtime:
             )
             self.relays[key] = relay
             self._spawn(f"relay:{store.url}", relay.run)
+            self._spawn(f"prune:{store.url}", self._prune_loop(store))
 
     def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
@@ -131,6 +137,22 @@ class Runtime:
                     await asyncio.sleep(self.timer_interval)
 
         return loop
+
+    def _prune_loop(self, store: SagaStore) -> Callable[[], Awaitable[None]]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.prune_interval)
+                cutoff = time.time() - self.outbox_retention
+                pruned = await store.prune_outbox(sent_before=cutoff)
+                if pruned:
+                    log.info(f"pruned {pruned} sent outbox row(s) from {store.url}")
+
+        return loop
+
+    async def outbox_lag(self) -> dict[str, float]:
+        """Seconds the oldest unsent message of each store has waited (0 when none)."""
+        now = time.time()
+        return {store.url: await store.outbox_lag(now) for store in self._stores.values()}
 
     async def stop(self, *, grace: float = 2.0) -> None:
         """Stop everything; batches already published get ``grace`` seconds to be

@@ -278,3 +278,25 @@ async def test_an_embedded_store_migrates_itself_on_first_use(tmp_path: object) 
     assert await fresh.list_sagas() == []
     assert await fresh.is_migrated()
     await fresh.close()
+
+
+async def test_a_claim_never_jumps_ahead_of_a_sagas_earlier_message(pg_url: str) -> None:
+    """Two relays on PostgreSQL: the second may not publish saga s's second message while
+    the first still holds its first one."""
+    from sagakit.stores import open_store
+
+    store = open_store(pg_url)
+    await store.migrate()
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(1, saga="s"), outgoing(2, saga="other")])
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(3, saga="s")])
+    async with store.claim_outbox(limit=1) as first:
+        assert [r.message.message_id for r in first.rows] == ["m1"]
+        async with store.claim_outbox(limit=10) as second:
+            assert [r.message.message_id for r in second.rows] == ["m2"]  # not m3
+            second.mark_sent([r.id for r in second.rows])
+        first.mark_sent([r.id for r in first.rows])
+    async with store.claim_outbox(limit=10) as third:
+        assert [r.message.message_id for r in third.rows] == ["m3"]
+    await store.close()

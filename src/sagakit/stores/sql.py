@@ -558,7 +558,8 @@ class SqlSagaStore:
         if self.row_locks:
             # Hold the rows for the whole publish: a relay that dies releases them at once.
             async with self._begin() as conn:
-                claim = SqlOutboxClaim(_outbox_rows(await conn.execute(self.lock_skipping(query))))
+                rows = _outbox_rows(await conn.execute(self.lock_skipping(query)))
+                claim = SqlOutboxClaim(await _in_saga_order(conn, rows))
                 yield claim
                 if claim.sent:
                     await conn.execute(_mark_sent(claim.sent, self.clock.now()))
@@ -612,6 +613,23 @@ def _outbox_rows(result: Any) -> list[OutboxRow]:
         )
         for r in result
     ]
+
+
+async def _in_saga_order(conn: AsyncConnection, rows: list[OutboxRow]) -> list[OutboxRow]:
+    """Drop the rows of any saga that has an earlier unsent row outside this claim (held
+    by another relay or batch), so a saga's messages are never published out of order."""
+    if not rows:
+        return rows
+    first: dict[str, int] = {}
+    for row in rows:
+        first.setdefault(row.saga_id, row.id)
+    result = await conn.execute(
+        select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
+        .where(saga_outbox.c.sent_at.is_(None), saga_outbox.c.saga_id.in_(list(first)))
+        .group_by(saga_outbox.c.saga_id)
+    )
+    blocked = {saga_id for saga_id, lowest in result if lowest < first[saga_id]}
+    return [row for row in rows if row.saga_id not in blocked]
 
 
 def _mark_sent(ids: Sequence[int], now: float) -> Any:
