@@ -13,14 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from sagakit.clock import SystemClock
 from sagakit.decide import Decision, Reply, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.log import SagaEvent, SagaState, describe, outcome
 from sagakit.logs import get_logger
-from sagakit.messages import Envelope, MessageKind, new_id, reply_queue
-from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
+from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
+from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 log = get_logger("sagakit.orchestrator")
 _story = logging.getLogger("sagakit.orchestrator")
@@ -139,26 +141,49 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ replies
 
+    def start_message(
+        self,
+        definition: str,
+        data: Mapping[str, Any],
+        *,
+        saga_id: str,
+        key: str | None = None,
+        version: int | None = None,
+        traceparent: str | None = None,
+    ) -> Outgoing:
+        """A message that starts a saga when this orchestrator receives it.
+
+        Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
+        write the saga is about, and the two commit together: an order row and the saga
+        that processes it. Starting is idempotent on ``saga_id``.
+        """
+        chosen = self.definition(definition, version)
+        body = StartBody(definition=chosen.name, version=chosen.version, data=dict(data), key=key)
+        envelope = Envelope(
+            message_id=new_id(),
+            type=START_TYPE,
+            kind=MessageKind.COMMAND,
+            saga_id=saga_id,
+            created_at=self.clock.now(),
+            traceparent=traceparent,
+            payload=body.model_dump(),
+        )
+        return Outgoing(self.queue, envelope)
+
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Consume a batch of replies: one transaction, one decision per saga."""
-        replies: list[tuple[Delivery, Envelope]] = []
+        """Consume a batch of replies (and start messages): one transaction, one
+        decision per saga."""
+        batch: list[tuple[Delivery, Envelope]] = []
         for delivery in deliveries:
             try:
                 envelope = Envelope.from_bytes(delivery.message.body)
+                _check_incoming(envelope)
             except PoisonMessageError as exc:
                 delivery.reject(exc.reason, exc.detail)
                 continue
-            if envelope.kind is not MessageKind.REPLY or not envelope.step or not envelope.op:
-                delivery.reject("unknown_type", f"{envelope.kind} {envelope.type!r} is not a reply")
-                continue
-            try:
-                Reply.of(envelope)
-            except ValueError as exc:
-                delivery.reject("schema", f"reply payload: {exc}")
-                continue
-            replies.append((delivery, envelope))
-        if replies:
-            await self._retrying(lambda unit: self._decide_replies(unit, replies))
+            batch.append((delivery, envelope))
+        if batch:
+            await self._retrying(lambda unit: self._decide_replies(unit, batch))
 
     async def _decide_replies(
         self, unit: UnitOfWork, replies: list[tuple[Delivery, Envelope]]
@@ -173,7 +198,13 @@ class Orchestrator:
                 log.debug("duplicate reply ignored", saga_id=env.saga_id, step=env.step)
                 continue
             seen.add(env.message_id)
-            state = loaded.states.get(env.saga_id)
+            if env.type == START_TYPE:
+                started = self._start_from(delivery, env, loaded, decisions, now)
+                if started is not None:
+                    decisions[env.saga_id] = started
+                continue
+            state = decisions[env.saga_id].state if env.saga_id in decisions else None
+            state = state or loaded.states.get(env.saga_id)
             if state is None:
                 broken = loaded.broken.get(env.saga_id)
                 if broken is not None:
@@ -191,6 +222,25 @@ class Orchestrator:
             decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
         await unit.append(list(decisions.values()))
         return list(decisions.values())
+
+    def _start_from(
+        self,
+        delivery: Delivery,
+        env: Envelope,
+        loaded: Loaded,
+        decisions: dict[str, Decision],
+        now: float,
+    ) -> Decision | None:
+        body = StartBody.model_validate(env.payload)
+        if env.saga_id in loaded.states or env.saga_id in loaded.broken or env.saga_id in decisions:
+            return None  # already started: starting is idempotent
+        try:
+            definition = self.definition(body.definition, body.version)
+        except LookupError as exc:
+            delivery.reject("unknown_definition", str(exc))
+            return None
+        trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
+        return self._decide(definition, None, trigger, now)
 
     # ------------------------------------------------------------------ timers
 
@@ -255,6 +305,37 @@ class Orchestrator:
         for decision in decisions:
             for event in decision.events:
                 _log_event(decision.state, event)
+
+
+#: The type of a message that starts a saga (see Orchestrator.start_message).
+START_TYPE = "sagakit.start"
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    definition: str
+    version: int
+    data: dict[str, Any]
+    key: str | None = None
+
+
+def _check_incoming(envelope: Envelope) -> None:
+    """Refuse, as poison, anything that is neither a well-formed reply nor a start."""
+    if envelope.kind is MessageKind.COMMAND and envelope.type == START_TYPE:
+        try:
+            StartBody.model_validate(envelope.payload)
+        except ValueError as exc:
+            raise PoisonMessageError("schema", f"start payload: {exc}") from exc
+        return
+    if envelope.kind is not MessageKind.REPLY or not envelope.step or not envelope.op:
+        raise PoisonMessageError(
+            "unknown_type", f"{envelope.kind} {envelope.type!r} is not a reply"
+        )
+    try:
+        Reply.of(envelope)
+    except ValueError as exc:
+        raise PoisonMessageError("schema", f"reply payload: {exc}") from exc
 
 
 def _merge(first: Decision | None, later: Decision) -> Decision:

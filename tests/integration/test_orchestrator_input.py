@@ -100,3 +100,25 @@ async def test_a_duplicate_reply_is_decided_once(store: SqlSagaStore) -> None:
     await orchestrator.handle([delivery])
     types = [e.type for e in await store.history("s")]
     assert types == ["SagaStarted", "StepRequested", "StepSucceeded", "StepRequested"]
+
+
+async def test_a_service_starts_a_saga_from_its_own_transaction(store: SqlSagaStore) -> None:
+    orchestrator = Orchestrator(store, [ORDER])
+    start = orchestrator.start_message("order", {"amount": 3}, saga_id="o-1", key="order 1")
+    # the order service enqueues it beside its own order row; the relay delivers it
+    delivery = Delivery(
+        TransportMessage(start.destination, start.envelope.message_id, start.envelope.to_bytes())
+    )
+    await orchestrator.handle([delivery, delivery])
+    again = orchestrator.start_message("order", {"amount": 3}, saga_id="o-1")
+    await orchestrator.handle(
+        [Delivery(TransportMessage("q", again.envelope.message_id, again.envelope.to_bytes()))]
+    )
+    state = await store.get("o-1")
+    assert (state.key, state.data) == ("order 1", {"amount": 3})
+    assert [e.type for e in await store.history("o-1")] == ["SagaStarted", "StepRequested"]
+    other = Orchestrator(store, [])
+    bad = start.envelope.model_copy(update={"message_id": "x", "saga_id": "o-2"})
+    unknown = Delivery(TransportMessage("q", "x", bad.to_bytes()))
+    await other.handle([unknown])
+    assert unknown.rejection is not None and unknown.rejection[0] == "unknown_definition"
