@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
-from sagakit.decide import Decision, Reply, Start, decide
+from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
 from sagakit.log import SagaState, StepStatus, describe
@@ -287,7 +287,7 @@ class ChoreographedParticipant:
             step=route.step.name,
             op=route.op,
             attempt=delivery.attempt,
-            payload=body.data,
+            payload=_command_payload(body, route.op),
         )
         handler = self.participant.handler(route.command)
         result = await self.participant.execute(unit, command, handler)
@@ -304,7 +304,8 @@ class ChoreographedParticipant:
             outcome, data = "failed", body.data
         reply = SagaEventBody(
             data=data,
-            reason=result.reason,
+            # a compensation passes the saga's failure reason down the chain
+            reason=body.reason if route.op == "compensation" else result.reason,
             key=body.key,
             version=route.definition.version,
             null_compensation=bool(result.data.get("null_compensation")),
@@ -320,6 +321,13 @@ class ChoreographedParticipant:
             traceparent=event.traceparent,
             op=route.op,
         )
+
+
+def _command_payload(body: SagaEventBody, op: Op) -> dict[str, Any]:
+    payload = dict(body.data)
+    if op == "compensation" and body.reason:
+        payload[REASON_KEY] = body.reason
+    return payload
 
 
 def _parse_event(delivery: Delivery) -> tuple[Envelope, SagaEventBody]:

@@ -334,9 +334,20 @@ class _Decider:
             step=step.name,
             op=op,
             attempt=attempt,
-            payload=dict(self.s.data),
+            payload=_payload(self.s, op),
         )
         self.d.commands.append(Outgoing(command_queue(step.participant), envelope))
+
+
+#: The payload key a compensation command carries the saga's failure reason under.
+REASON_KEY = "_reason"
+
+
+def _payload(state: SagaState, op: Op) -> dict[str, Any]:
+    payload = dict(state.data)
+    if op == "compensation" and state.reason:
+        payload[REASON_KEY] = state.reason
+    return payload
 
 
 def decide(

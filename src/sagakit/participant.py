@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sagakit.clock import SystemClock
+from sagakit.decide import REASON_KEY
 from sagakit.errors import PoisonMessageError, SagaError, StepRejected
 from sagakit.logs import get_logger
 from sagakit.messages import (
@@ -58,6 +59,12 @@ class StepContext:
     payload: Mapping[str, Any]
     connection: AsyncConnection
     log: structlog.stdlib.BoundLogger
+
+    @property
+    def reason(self) -> str | None:
+        """Why the saga is being undone, for a compensation (None for an action)."""
+        value = self.payload.get(REASON_KEY)
+        return str(value) if value is not None else None
 
 
 Handler = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
