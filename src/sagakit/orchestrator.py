@@ -9,6 +9,7 @@ the saga row lock make the second one wait and then find the reply already decid
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,15 @@ from sagakit.clock import SystemClock
 from sagakit.decide import Decision, Reply, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
-from sagakit.log import SagaEvent, SagaState, describe, outcome
+from sagakit.log import (
+    ReplyIgnored,
+    SagaCompleted,
+    SagaEvent,
+    SagaState,
+    StepFailed,
+    describe,
+    outcome,
+)
 from sagakit.logs import get_logger
 from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
@@ -151,24 +160,17 @@ class Orchestrator:
         version: int | None = None,
         traceparent: str | None = None,
     ) -> Outgoing:
-        """A message that starts a saga when this orchestrator receives it.
-
-        Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
-        write the saga is about, and the two commit together: an order row and the saga
-        that processes it. Starting is idempotent on ``saga_id``.
-        """
-        chosen = self.definition(definition, version)
-        body = StartBody(definition=chosen.name, version=chosen.version, data=dict(data), key=key)
-        envelope = Envelope(
-            message_id=new_id(),
-            type=START_TYPE,
-            kind=MessageKind.COMMAND,
+        """A message that starts a saga when this orchestrator receives it (see
+        :func:`start_message`)."""
+        return start_message(
+            self.definition(definition, version),
+            data,
             saga_id=saga_id,
-            created_at=self.clock.now(),
+            key=key,
+            group=self.group,
+            now=self.clock.now(),
             traceparent=traceparent,
-            payload=body.model_dump(),
         )
-        return Outgoing(self.queue, envelope)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Consume a batch of replies (and start messages): one transaction, one
@@ -301,7 +303,7 @@ class Orchestrator:
 
     def _tell(self, decisions: Iterable[Decision]) -> None:
         if not _story.isEnabledFor(logging.INFO):
-            return
+            return  # nothing below info is worth the formatting on a busy path
         for decision in decisions:
             for event in decision.events:
                 _log_event(decision.state, event)
@@ -318,6 +320,38 @@ class StartBody(BaseModel):
     version: int
     data: dict[str, Any]
     key: str | None = None
+
+
+def start_message(
+    definition: SagaDefinition,
+    data: Mapping[str, Any],
+    *,
+    saga_id: str,
+    key: str | None = None,
+    group: str = "orchestrator",
+    now: float | None = None,
+    traceparent: str | None = None,
+) -> Outgoing:
+    """A message that starts a saga when orchestrator ``group`` receives it.
+
+    Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
+    write the saga is about, and the two commit together: an order row and the saga
+    that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
+    it needs the definition, not a running orchestrator.
+    """
+    body = StartBody(
+        definition=definition.name, version=definition.version, data=dict(data), key=key
+    )
+    envelope = Envelope(
+        message_id=new_id(),
+        type=START_TYPE,
+        kind=MessageKind.COMMAND,
+        saga_id=saga_id,
+        created_at=time.time() if now is None else now,
+        traceparent=traceparent,
+        payload=body.model_dump(),
+    )
+    return Outgoing(reply_queue(group), envelope)
 
 
 def _check_incoming(envelope: Envelope) -> None:
@@ -348,8 +382,19 @@ def _merge(first: Decision | None, later: Decision) -> Decision:
 
 
 def _log_event(state: SagaState, event: SagaEvent) -> None:
-    level = {"failed": "warning"}.get(outcome(event), "info")
-    getattr(log, level)(
+    # Routine progress is debug; what a reader of the story needs (failures, undoing,
+    # the end) is info or louder.
+    kind = outcome(event)
+    if kind == "failed":
+        level = logging.WARNING
+    elif kind == "undo" or isinstance(event, SagaCompleted | StepFailed | ReplyIgnored):
+        level = logging.INFO
+    else:
+        level = logging.DEBUG
+    if not _story.isEnabledFor(level):
+        return
+    log.log(
+        level,
         f"{state.key or state.definition + ' ' + state.saga_id[:8]}: {describe(event)}",
         saga_id=state.saga_id,
         step=getattr(event, "step", None),

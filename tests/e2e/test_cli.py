@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import re
 import sqlite3
 from collections import Counter
@@ -406,7 +405,8 @@ BAD_ARGUMENTS = [
     (["list", "--limit", "0"], "--limit"),
     (["list", "--limit", "many"], "--limit"),
     (["list", "--since", "yesterday"], "'yesterday' is neither a duration"),
-    (["demo", "--trips", "0"], "--trips"),
+    (["demo", "--orders", "0"], "--orders"),
+    (["demo", "--mode", "telepathy"], "--mode"),
     (["list", "--db", "mysql://x"], "unsupported store URL 'mysql://x'"),
     (["show", "abc", "--db", "mysql://x"], "unsupported store URL 'mysql://x'"),
     (["migrate", "--db", "mysql://x"], "unsupported store URL 'mysql://x'"),
@@ -466,71 +466,3 @@ def test_a_store_that_cannot_be_opened_is_a_clear_error(tmp_path: Path, case: st
     assert result.err.startswith("error:"), result
     no_traceback(result)
     assert "hunter2" not in result.output  # never print the password
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-def test_demo_json_is_one_object_that_the_store_agrees_with(
-    cli: InProcessCli, tmp_path: Path
-) -> None:
-    directory = tmp_path / "demo"
-
-    result = sagakit("demo", "--trips", "8", "--json", "--dir", str(directory))
-
-    succeeded(result)
-    report = json.loads(result.out)
-    assert set(report) == {
-        "trips",
-        "completed",
-        "compensated",
-        "needs_attention",
-        "all_or_nothing",
-        "elapsed_s",
-        "sagas_per_s",
-    }
-    assert report["trips"] == 8
-    assert report["completed"] + report["compensated"] == 8
-    assert report["needs_attention"] == 0
-    assert report["all_or_nothing"] is True
-    assert report["elapsed_s"] > 0
-    assert report["sagas_per_s"] > 0
-    listing = cli("list", "--db", f"sqlite:///{directory}/orchestrator.db")
-    assert len(shown(listing.out)) == 8
-    counts = {k: report[k] for k in ("completed", "compensated")}
-    assert f"8 shown; in the store: {in_the_store(counts)}" in listing.out
-
-
-def test_demo_ends_with_the_verdict_and_commands_that_work(
-    cli: InProcessCli, tmp_path: Path
-) -> None:
-    result = sagakit("demo", "--trips", "5", "--quiet", "--dir", str(tmp_path / "demo"))
-
-    succeeded(result)
-    assert "Seat reserved" not in result.output  # quiet: no running story
-    lines = [line.strip() for line in result.out.splitlines() if line.strip()]
-    verdict = lines.index("every trip is fully booked or fully undone")
-    last_row = max(i for i, line in enumerate(lines) if "sagas_per_s" in line)
-    assert not any(re.search(r"\w", line) for line in lines[last_row + 1 : verdict])  # under it
-    # After the verdict come only the commands to look closer, and they work when pasted.
-    assert all(line.startswith(("inspect:", "sagakit ")) for line in lines[verdict + 1 :])
-    [compensated] = re.findall(r"^\W*compensated\W+(\d+)\W*$", result.out, re.MULTILINE)
-    [list_db] = re.findall(r"sagakit list --db (\S+)", result.out)
-    shows = re.findall(r"sagakit show ([0-9a-f]+) --db (\S+)", result.out)
-    assert len(shows) == (1 if int(compensated) else 0)
-    listing = cli("list", "--db", list_db)
-    assert listing.code == 0, listing
-    assert len(shown(listing.out)) == 5
-    for saga_id, db in shows:
-        story = cli("show", saga_id, "--db", db)
-        assert story.code == 0, story
-        assert timeline(story.out)[-1][1] == "SagaCompensated"
-
-
-def test_demo_does_not_delete_files_it_did_not_create(tmp_path: Path) -> None:
-    notes = tmp_path / "notes.txt"
-    notes.write_text("my own work\n")
-
-    result = sagakit("demo", "--trips", "1", "--json", "--dir", str(tmp_path))
-
-    assert notes.exists(), f"sagakit demo --dir deleted {notes}\n{result}"

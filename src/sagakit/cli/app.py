@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -198,7 +199,10 @@ def show(
 
 
 def _load_cli_modules() -> None:
-    from sagakit.cli import demo, dlq  # noqa: F401 - they register their commands
+    from sagakit.cli import dlq  # noqa: F401 - registers its commands
+
+    with contextlib.suppress(ImportError):  # sagakit installed without the shop
+        from shop import cli  # noqa: F401 - the reference shop adds demo, up, service, ...
 
 
 _load_cli_modules()

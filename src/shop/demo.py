@@ -1,0 +1,111 @@
+"""``sagakit demo``: the whole shop in one process on the embedded default.
+
+Five services, each with its own SQLite file, take a batch of orders through the order
+saga. Some orders are set up to fail (no stock, a declined card, no funds, a region
+the carrier does not serve) and the mail server is sometimes busy. The story of every
+order prints as it happens; then a summary, and the check that nothing was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sagakit.runtime import Runtime
+from sagakit.stores.dead_letters import SqlDeadLetters
+from sagakit.transports.memory import MemoryTransport
+from shop.app import SAGA, Mode, Shop, embedded_files, embedded_urls, open_stores
+from shop.verify import Report, in_flight, verify
+from shop.world import default_world, plan_orders
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any]
+    report: Report
+    saga_db: str
+    sample_failed: str | None
+    sample_done: str | None
+
+
+async def run_demo(
+    directory: Path,
+    *,
+    orders: int,
+    fail_rate: float,
+    seed: int,
+    concurrency: int,
+    mode: Mode,
+    timeout: float = 300.0,
+    serve: tuple[str, int] | None = None,
+    on_serving: Any = None,
+) -> DemoResult:
+    await asyncio.to_thread(_fresh, directory)
+    urls = embedded_urls(directory)
+    shop = Shop(open_stores(urls), mode=mode, fail_rate=fail_rate, seed=seed)
+    world = default_world(orders=orders)
+    await shop.setup(world)
+    # In one process nothing survives a crash anyway, so redeliveries need not wait long.
+    transport = MemoryTransport(
+        retry_tiers=(0.1, 0.3, 1.0, 3.0),
+        max_deliveries=10,
+        dead_letters=SqlDeadLetters(shop.stores[SAGA]),
+    )
+    runtime = Runtime(transport).add(*shop.components())
+    plan = plan_orders(world, orders, fail_rate=fail_rate, seed=seed)
+    started = time.perf_counter()
+    async with runtime:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def place(customer: str, sku: str, quantity: int) -> str:
+            async with gate:
+                return (await shop.place(customer, sku, quantity)).order_id
+
+        ids = await asyncio.gather(*(place(o.customer_id, o.sku, o.quantity) for o in plan))
+        with contextlib.suppress(TimeoutError):  # what is still running is reported below
+            await runtime.wait_for(shop.saga_store, ids, timeout=timeout)
+        elapsed = time.perf_counter() - started
+        if serve is not None:
+            await _serve(shop, serve, on_serving)
+    report = await verify(shop.stores)
+    statuses = Counter(report.sagas)
+    summary = {
+        "orders": orders,
+        "completed": statuses.get("completed", 0),
+        "compensated": statuses.get("compensated", 0),
+        "needs_attention": statuses.get("needs_attention", 0),
+        "in_flight": await in_flight(shop.stores),
+        "invariants": report.holds(),
+        "elapsed_s": round(elapsed, 3),
+        "sagas_per_s": round(orders / elapsed, 1) if elapsed else 0.0,
+    }
+    rows = await shop.saga_store.list_sagas(limit=orders)
+    failed = next((r.saga_id for r in rows if r.status == "compensated"), None)
+    done = next((r.saga_id for r in rows if r.status == "completed"), None)
+    await shop.close()
+    return DemoResult(summary, report, urls[SAGA], failed, done)
+
+
+def _fresh(directory: Path) -> None:
+    """A fresh shop, without touching anything else in the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in embedded_files(directory):
+        path.unlink(missing_ok=True)
+
+
+async def _serve(shop: Shop, where: tuple[str, int], on_serving: Any) -> None:
+    import uvicorn
+
+    from shop.api import create_app
+
+    host, port = where
+    config = uvicorn.Config(create_app(shop), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    if on_serving is not None:
+        on_serving(f"http://{host}:{port}")
+    await server.serve()

@@ -1,0 +1,65 @@
+"""The order saga: create, reserve, charge, ship (the pivot), notify, approve."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
+
+_QUICK = RetryPolicy(attempts=3, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=2))
+_PATIENT = RetryPolicy(attempts=None, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=5))
+
+ORDER_SAGA = SagaDefinition(
+    "order",
+    version=1,
+    steps=[
+        Step(
+            name="create_order",
+            participant="order",
+            command="create",
+            compensation="reject",
+            timeout=timedelta(seconds=10),
+            retry=_QUICK,
+        ),
+        Step(
+            name="reserve_stock",
+            participant="inventory",
+            command="reserve",
+            compensation="release",
+            timeout=timedelta(seconds=10),
+            retry=_QUICK,
+        ),
+        Step(
+            name="charge_payment",
+            participant="payment",
+            command="charge",
+            compensation="refund",
+            timeout=timedelta(seconds=10),
+            retry=_QUICK,
+        ),
+        Step(
+            name="schedule_shipment",
+            participant="shipping",
+            command="schedule",
+            kind=StepKind.PIVOT,
+            timeout=timedelta(seconds=10),
+            retry=_QUICK,
+        ),
+        Step(
+            name="notify_customer",
+            participant="notification",
+            command="notify",
+            kind=StepKind.RETRIABLE,
+            timeout=timedelta(seconds=10),
+            retry=_PATIENT,
+        ),
+        Step(
+            name="approve_order",
+            participant="order",
+            command="approve",
+            kind=StepKind.RETRIABLE,
+            timeout=timedelta(seconds=10),
+            retry=_PATIENT,
+        ),
+    ],
+)

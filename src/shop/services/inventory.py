@@ -1,0 +1,89 @@
+"""The inventory service: items with stock on hand and reserved, and reservations.
+
+Reserving is a commutative update guarded in SQL (``on_hand >= quantity``), never a
+read-modify-write, so concurrent sagas cannot oversell.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, insert, update
+
+from sagakit import StepContext, StepRejected
+from shop.services.base import Service
+from shop.world import World
+
+metadata = MetaData()
+
+items = Table(
+    "items",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("on_hand", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("initial", Integer, nullable=False),
+    CheckConstraint("on_hand >= 0", name="ck_items_on_hand"),
+    CheckConstraint("reserved >= 0", name="ck_items_reserved"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("order_id", String(64), primary_key=True),  # one reservation per order, by key
+    Column("sku", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+)
+
+
+class InventoryService(Service):
+    name = "inventory"
+    metadata = metadata
+
+    def register(self) -> None:
+        self.participant.on("reserve", self.reserve)
+        self.participant.on("release", self.release)
+
+    async def seed(self, world: World) -> None:
+        async with self.store.unit() as unit:
+            await unit.connection.execute(
+                insert(items),
+                [
+                    {"sku": i.sku, "on_hand": i.stock, "reserved": 0, "initial": i.stock}
+                    for i in world.items
+                ],
+            )
+
+    async def reserve(self, ctx: StepContext) -> dict[str, int]:
+        p = ctx.payload
+        taken = await ctx.connection.execute(
+            update(items)
+            .where(items.c.sku == p["sku"], items.c.on_hand >= p["quantity"])
+            .values(
+                on_hand=items.c.on_hand - p["quantity"], reserved=items.c.reserved + p["quantity"]
+            )
+        )
+        if not taken.rowcount:
+            raise StepRejected(f"not enough {p['item']} in stock for {p['quantity']}")
+        await ctx.connection.execute(
+            insert(reservations).values(
+                order_id=p["order_id"], sku=p["sku"], quantity=p["quantity"], status="reserved"
+            )
+        )
+        ctx.log.info(f"Reserved {p['quantity']} x {p['item']} for order #{p['number']}")
+        return {"reserved": p["quantity"]}
+
+    async def release(self, ctx: StepContext) -> None:
+        p = ctx.payload
+        await ctx.connection.execute(
+            update(items)
+            .where(items.c.sku == p["sku"])
+            .values(
+                on_hand=items.c.on_hand + p["quantity"], reserved=items.c.reserved - p["quantity"]
+            )
+        )
+        await ctx.connection.execute(
+            update(reservations)
+            .where(reservations.c.order_id == p["order_id"])
+            .values(status="released")
+        )
+        ctx.log.info(f"Released {p['quantity']} x {p['item']} from order #{p['number']}")

@@ -1,0 +1,49 @@
+"""The notification service: tells the customer. Retriable: a busy mail server only
+delays the message, it never undoes the order."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert
+
+from sagakit import StepContext, TransientError
+from shop.services.base import Service
+
+metadata = MetaData()
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("order_id", String(64), primary_key=True),  # one confirmation per order, by key
+    Column("customer_id", String(64), nullable=False),
+    Column("email", String(200), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("sent_at", Float, nullable=False),
+)
+
+
+class NotificationService(Service):
+    name = "notification"
+    metadata = metadata
+
+    def register(self) -> None:
+        self.participant.on("notify", self.notify)
+
+    async def notify(self, ctx: StepContext) -> None:
+        p = ctx.payload
+        if self.rng.random() < self.fail_rate:
+            ctx.log.warning(f"Mail server busy; order #{p['number']} will be notified later")
+            raise TransientError("mail server busy")
+        tracking = p.get("tracking", "-")
+        text = f"Your order #{p['number']} ({p['quantity']} x {p['item']}) ships as {tracking}"
+        await ctx.connection.execute(
+            insert(notifications).values(
+                order_id=p["order_id"],
+                customer_id=p["customer_id"],
+                email=p["email"],
+                text=text,
+                sent_at=time.time(),
+            )
+        )
+        ctx.log.info(f"Emailed {p['email']} about order #{p['number']}")

@@ -1,0 +1,129 @@
+"""The payment service: accounts with a balance and a credit limit, charges and refunds.
+
+A payment row is unique per (order, kind): a second charge or refund for an order is
+impossible by key, not by luck.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    insert,
+    select,
+    update,
+)
+
+from sagakit import StepContext, StepRejected
+from shop.services.base import Service
+from shop.world import World, dollars
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("balance_cents", Integer, nullable=False),
+    Column("initial_cents", Integer, nullable=False),
+    Column("credit_limit_cents", Integer, nullable=False),
+    Column("card_declined", Boolean, nullable=False),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    UniqueConstraint("order_id", "kind", name="uq_payments_order_kind"),
+)
+
+
+class PaymentService(Service):
+    name = "payment"
+    metadata = metadata
+
+    def register(self) -> None:
+        self.participant.on("charge", self.charge)
+        self.participant.on("refund", self.refund)
+
+    async def seed(self, world: World) -> None:
+        async with self.store.unit() as unit:
+            await unit.connection.execute(
+                insert(accounts),
+                [
+                    {
+                        "customer_id": c.id,
+                        "balance_cents": c.balance_cents,
+                        "initial_cents": c.balance_cents,
+                        "credit_limit_cents": c.credit_limit_cents,
+                        "card_declined": c.card_declined,
+                    }
+                    for c in world.customers
+                ],
+            )
+
+    async def charge(self, ctx: StepContext) -> dict[str, int]:
+        p = ctx.payload
+        amount = int(p["amount_cents"])
+        account = (
+            await ctx.connection.execute(
+                select(accounts).where(accounts.c.customer_id == p["customer_id"])
+            )
+        ).first()
+        if account is None:
+            raise StepRejected(f"no account for customer {p['customer_id']}")
+        if account.card_declined:
+            raise StepRejected(f"card declined for {dollars(amount)}")
+        charged = await ctx.connection.execute(
+            update(accounts)
+            .where(
+                accounts.c.customer_id == p["customer_id"],
+                accounts.c.balance_cents - amount >= -accounts.c.credit_limit_cents,
+            )
+            .values(balance_cents=accounts.c.balance_cents - amount)
+        )
+        if not charged.rowcount:
+            raise StepRejected(f"insufficient funds for {dollars(amount)}")
+        await ctx.connection.execute(
+            insert(payments).values(
+                order_id=p["order_id"],
+                customer_id=p["customer_id"],
+                kind="charge",
+                amount_cents=amount,
+                at=time.time(),
+            )
+        )
+        ctx.log.info(f"Charged {dollars(amount)} for order #{p['number']}")
+        return {"charged_cents": amount}
+
+    async def refund(self, ctx: StepContext) -> None:
+        p = ctx.payload
+        amount = int(p["amount_cents"])
+        await ctx.connection.execute(
+            update(accounts)
+            .where(accounts.c.customer_id == p["customer_id"])
+            .values(balance_cents=accounts.c.balance_cents + amount)
+        )
+        await ctx.connection.execute(
+            insert(payments).values(
+                order_id=p["order_id"],
+                customer_id=p["customer_id"],
+                kind="refund",
+                amount_cents=amount,
+                at=time.time(),
+            )
+        )
+        ctx.log.info(f"Refunded {dollars(amount)} for order #{p['number']}")
