@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 
+if TYPE_CHECKING:
+    from sagakit.transports.rabbitmq import RabbitTransport
+
+AMQP_URL = os.environ.get("SAGAKIT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 PG_ADMIN = os.environ.get("SAGAKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -76,3 +81,39 @@ async def store(store_url: str) -> AsyncIterator[SqlSagaStore]:
     await opened.migrate()
     yield opened
     await opened.close()
+
+
+async def open_rabbit(url: str = AMQP_URL, **options: object) -> RabbitTransport:
+    """A started RabbitTransport under a prefix of its own (tests tear it down); skips, or
+    fails in CI, when the broker is unreachable."""
+    from sagakit.errors import TransportError
+    from sagakit.transports.rabbitmq import RabbitTransport
+
+    settings: dict[str, object] = {"retry_tiers": (0.05, 0.1, 0.2), "max_deliveries": 3}
+    settings.update(options)
+    transport = RabbitTransport(
+        url,
+        prefix=f"sagakit-test-{uuid.uuid4().hex[:10]}.",
+        connect_timeout=5,
+        **settings,  # type: ignore[arg-type]
+    )
+    try:
+        await transport.start()
+    except TransportError as exc:
+        unavailable("RabbitMQ", exc)
+    return transport
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return AMQP_URL
+
+
+@pytest.fixture
+async def rabbit(amqp_url: str) -> AsyncIterator[RabbitTransport]:
+    transport = await open_rabbit(amqp_url)
+    try:
+        yield transport
+    finally:
+        await transport.teardown()
+        await transport.close()

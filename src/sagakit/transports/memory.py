@@ -70,13 +70,17 @@ class MemoryDeadLetters:
 
     async def replay(self, ids: Sequence[str] | None = None) -> int:
         chosen = list(self._letters) if ids is None else [i for i in ids if i in self._letters]
+        replayed = 0
         for letter_id in chosen:
-            letter = self._letters.pop(letter_id)
+            letter = self._letters[letter_id]
             message = TransportMessage(
                 letter.queue, letter.message.message_id, letter.message.body, letter.message.headers
             )
-            self._transport.enqueue(message)
-        return len(chosen)
+            # A letter whose queue is gone stays here rather than vanish on the way back.
+            if self._transport.enqueue(message):
+                del self._letters[letter_id]
+                replayed += 1
+        return replayed
 
     async def purge(self) -> int:
         count = len(self._letters)

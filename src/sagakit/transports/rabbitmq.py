@@ -1,0 +1,428 @@
+"""The RabbitMQ transport: quorum queues, confirmed mandatory publishes, retry tiers.
+
+``publish`` reports a message as confirmed only once the broker routed it to a queue
+and took responsibility for it (a quorum queue confirms once a majority of its replicas
+wrote it); an unroutable or refused message is reported failed, so its outbox row stays.
+
+A batch whose handler raised is neither requeued (that would redeliver it at once, in a
+hot loop) nor held in memory for a while: each message is republished to a delay-tier
+queue of its work queue, whose message TTL dead-letters it back to the work queue once
+the tier's delay has passed. The tiers are quorum queues that dead-letter at-least-once,
+so a broker crash cannot lose a message waiting for its retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aio_pika
+import aio_pika.abc
+from aiormq.exceptions import DeliveryError, PublishError
+from pamqp.commands import Basic
+
+from sagakit.errors import TransportError
+from sagakit.logs import get_logger
+from sagakit.messages import EVENTS, TransportMessage, event_destination, new_id, split_destination
+from sagakit.ports import (
+    DEFAULT_RETRY_TIERS,
+    BatchHandler,
+    DeadLetter,
+    DeadLetterQueue,
+    Delivery,
+    PublishResult,
+)
+from sagakit.transports._amqp import (
+    ATTEMPT,
+    DESTINATION,
+    DRIVER_ERRORS,
+    NotStartedError,
+    attempt_of,
+    envelope_headers,
+    is_live,
+    outgoing,
+    raise_translated,
+    text,
+    translated,
+)
+from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE, RabbitDeadLetters
+
+log = get_logger("sagakit.transport")
+
+_QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
+class RabbitSubscription:
+    """One consumer on its own channel, so its prefetch is its own."""
+
+    def __init__(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        queue: aio_pika.abc.AbstractQueue,
+        tag: str,
+        task: asyncio.Task[None],
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.tag = tag
+        self.task = task
+        self.stopped = False
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await self.queue.cancel(self.tag)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        # Closing the channel gives every unacknowledged delivery back to the broker.
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await self.channel.close()
+
+
+class RabbitTransport:
+    """Durable quorum queues on RabbitMQ, with publisher confirms and retry tiers.
+
+    ``prefix`` is put before every queue and exchange name this transport uses, so
+    several systems (or test runs) can share one broker without seeing each other.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "",
+        retry_tiers: Sequence[float] = DEFAULT_RETRY_TIERS,
+        max_deliveries: int = 6,
+        publish_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        reconnect_interval: float = 1.0,
+        connection_name: str = "sagakit",
+    ) -> None:
+        if not retry_tiers:
+            raise ValueError("retry_tiers needs at least one delay")
+        self.url = url
+        self.prefix = prefix
+        self.retry_tiers = tuple(retry_tiers)
+        self.max_deliveries = max_deliveries
+        self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_interval = reconnect_interval
+        self.connection_name = connection_name
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._topology: aio_pika.abc.AbstractRobustChannel | None = None
+        self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
+        self._events: aio_pika.abc.AbstractExchange | None = None
+        self._declared: set[str] = set()
+        self._subscriptions: list[RabbitSubscription] = []
+        self._dead_letters = RabbitDeadLetters(self)
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        return self._dead_letters
+
+    def name(self, name: str) -> str:
+        """The broker's name for one of our queues or exchanges."""
+        return self.prefix + name
+
+    def tier_queue(self, queue: str, tier: int) -> str:
+        """The broker's name of ``queue``'s delay tier ``tier`` (counted from 1)."""
+        return self.name(f"{queue}.retry.{tier}")
+
+    @property
+    def connection(self) -> aio_pika.abc.AbstractRobustConnection:
+        if self._connection is None:
+            raise NotStartedError
+        return self._connection
+
+    @property
+    def topology(self) -> aio_pika.abc.AbstractRobustChannel:
+        if self._topology is None:
+            raise NotStartedError
+        return self._topology
+
+    async def start(self) -> None:
+        if self._connection is not None:
+            return
+        async with translated("connecting to RabbitMQ"):
+            self._connection = await aio_pika.connect_robust(
+                self.url,
+                timeout=self.connect_timeout,
+                reconnect_interval=self.reconnect_interval,
+                client_properties={"connection_name": self.connection_name},
+            )
+            try:
+                self._topology = await self._connection.channel(publisher_confirms=False)
+                self._publisher = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                self._events = await self._publisher.declare_exchange(
+                    self.name(EVENTS), aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                await self._declare_queue(DEAD_LETTER_QUEUE, _QUORUM)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        for sub in self._subscriptions:
+            await sub.stop()
+        self._subscriptions.clear()
+        connection, self._connection = self._connection, None
+        self._topology = self._publisher = self._events = None
+        if connection is not None:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await connection.close()
+
+    async def teardown(self) -> None:
+        """Delete every queue and exchange this transport declared (for tests)."""
+        for sub in self._subscriptions:
+            await sub.stop()
+        self._subscriptions.clear()
+        async with translated("tearing down queues"):
+            for name in sorted(self._declared):
+                await self.topology.queue_delete(name)
+            self._declared.clear()
+            if self._publisher is not None:
+                await self._publisher.exchange_delete(self.name(EVENTS))
+
+    async def _declare_queue(
+        self, queue: str, arguments: dict[str, Any]
+    ) -> aio_pika.abc.AbstractQueue:
+        name = self.name(queue)
+        declared = await self.topology.declare_queue(name, durable=True, arguments=arguments)
+        self._declared.add(name)
+        return declared
+
+    async def declare(self, queue: str) -> None:
+        await self._declare_work_queue(queue)
+
+    async def _declare_work_queue(self, queue: str) -> aio_pika.abc.AbstractQueue:
+        async with translated(f"declaring queue {queue!r}"):
+            declared = await self._declare_queue(queue, _QUORUM)
+            for tier, delay in enumerate(self.retry_tiers, start=1):
+                await self._declare_queue(
+                    f"{queue}.retry.{tier}",
+                    {
+                        **_QUORUM,
+                        "x-message-ttl": max(round(delay * 1000), 0),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.name(queue),
+                        # at-least-once needs reject-publish: the broker may not drop
+                        # a message to make room for another.
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
+                    },
+                )
+        return declared
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        declared = await self._declare_work_queue(queue)
+        async with translated(f"binding {queue!r} to {pattern!r}"):
+            await declared.bind(self.name(EVENTS), routing_key=pattern)
+
+    async def send_to_queue(self, queue: str, message: aio_pika.Message) -> str | None:
+        """Publish to a queue (the broker's name) through the default exchange; return
+        why the broker refused it, or None once it confirmed. Driver errors pass."""
+        if self._publisher is None:
+            raise NotStartedError
+        return await self._send(self._publisher.default_exchange, queue, message)
+
+    async def _send(
+        self, exchange: aio_pika.abc.AbstractExchange, key: str, message: aio_pika.Message
+    ) -> str | None:
+        try:
+            # The timeout also covers waiting for a lost connection to come back.
+            async with asyncio.timeout(self.publish_timeout):
+                await exchange.publish(message, key, mandatory=True)
+        except PublishError as exc:
+            frame = exc.frame
+            why = frame.reply_text if isinstance(frame, Basic.Return) else "returned"
+            return f"unroutable: {why}: nothing bound to {key!r}"
+        except DeliveryError as exc:
+            return f"refused by the broker: {exc}"
+        return None
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        if self._publisher is None or self._events is None:
+            raise NotStartedError
+        sends = []
+        for message in messages:
+            exchange, key = split_destination(message.destination)
+            if exchange == EVENTS:
+                sends.append(self._send(self._events, key, outgoing(message)))
+            else:
+                sends.append(self.send_to_queue(self.name(key), outgoing(message)))
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        result = PublishResult(confirmed=set())
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                # Confirms for the rest are lost with the connection; the caller retries.
+                raise_translated(f"publishing {len(messages)} message(s)", outcome)
+            if outcome is None:
+                result.confirmed.add(message.message_id)
+            else:
+                result.failed[message.message_id] = outcome
+        return result
+
+    async def consume(
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+    ) -> RabbitSubscription:
+        await self.declare(queue)
+        inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+        async with translated(f"consuming {queue!r}"):
+            channel = await self.connection.channel(publisher_confirms=False)
+            try:
+                await channel.set_qos(prefetch_count=prefetch)
+                declared = await channel.declare_queue(
+                    self.name(queue), durable=True, arguments=_QUORUM
+                )
+                tag = await declared.consume(inbox.put)
+            except BaseException:
+                with contextlib.suppress(*DRIVER_ERRORS):
+                    await channel.close()
+                raise
+        task = asyncio.create_task(
+            self._deliver(queue, inbox, handler, prefetch), name=f"consume {queue}"
+        )
+        sub = RabbitSubscription(channel, declared, tag, task)
+        self._subscriptions.append(sub)
+        return sub
+
+    async def _deliver(
+        self,
+        queue: str,
+        inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
+        handler: BatchHandler,
+        prefetch: int,
+    ) -> None:
+        while True:
+            batch = [await inbox.get()]
+            # One turn of the loop lets deliveries that arrived together reach the inbox.
+            await asyncio.sleep(0)
+            while len(batch) < prefetch and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            live = [m for m in batch if is_live(m)]
+            if not live:
+                continue
+            try:
+                await self._handle(queue, live, handler)
+            except Exception:
+                log.exception(f"consumer of {queue} failed to settle a batch; returning it")
+                for message in live:
+                    if not message.processed:
+                        await self._finish(queue, message, "not settled")
+
+    def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> TransportMessage:
+        raw = message.headers or {}
+        headers = envelope_headers(raw)
+        key = message.routing_key or ""
+        if DESTINATION in raw:
+            destination = text(raw[DESTINATION])
+        elif message.exchange == self.name(EVENTS):
+            destination = event_destination(key)
+        else:
+            destination = key.removeprefix(self.prefix)
+        message_id = message.message_id or headers.get("message_id", "")
+        return TransportMessage(destination, message_id, message.body, headers)
+
+    async def _handle(
+        self,
+        queue: str,
+        batch: list[aio_pika.abc.AbstractIncomingMessage],
+        handler: BatchHandler,
+    ) -> None:
+        deliveries = [Delivery(self._decode(m), attempt_of(m.headers or {})) for m in batch]
+        failure: str | None = None
+        try:
+            await handler(deliveries)
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+            log.warning(f"consumer of {queue} failed on {len(batch)} message(s): {failure}")
+        # A delivery whose channel died meanwhile is the broker's again: it comes back,
+        # so a retry copy or a dead letter of it now would be a duplicate.
+        held = [(m, d) for m, d in zip(batch, deliveries, strict=True) if is_live(m)]
+        if failure is None:
+            await asyncio.gather(*(self._settle(queue, m, d) for m, d in held))
+        else:
+            await asyncio.gather(*(self._retry(queue, m, d, failure) for m, d in held))
+
+    async def _settle(
+        self, queue: str, message: aio_pika.abc.AbstractIncomingMessage, delivery: Delivery
+    ) -> None:
+        if delivery.rejection is None:
+            await self._finish(queue, message, None)
+        else:
+            reason, detail = delivery.rejection
+            await self._dead_letter(queue, message, delivery, reason, detail)
+
+    async def _retry(
+        self,
+        queue: str,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        delivery: Delivery,
+        error: str,
+    ) -> None:
+        if delivery.attempt >= self.max_deliveries:
+            await self._dead_letter(queue, message, delivery, "delivery_limit", error)
+            return
+        tier = min(delivery.attempt, len(self.retry_tiers))
+        extra = {ATTEMPT: delivery.attempt + 1, DESTINATION: delivery.message.destination}
+        try:
+            refused = await self.send_to_queue(
+                self.tier_queue(queue, tier), outgoing(delivery.message, extra)
+            )
+        except DRIVER_ERRORS as exc:
+            refused = f"{type(exc).__name__}: {exc}"
+        await self._finish(queue, message, refused)
+
+    async def _dead_letter(
+        self,
+        queue: str,
+        message: aio_pika.abc.AbstractIncomingMessage,
+        delivery: Delivery,
+        reason: str,
+        detail: str,
+    ) -> None:
+        letter = DeadLetter(
+            id=new_id(),
+            message=delivery.message,
+            queue=queue,
+            reason=reason,
+            detail=detail,
+            attempts=delivery.attempt,
+            dead_at=time.time(),
+        )
+        try:
+            await self._dead_letters.add(letter)
+        except TransportError as exc:
+            await self._finish(queue, message, str(exc))
+            return
+        log.warning(
+            f"dead-lettered {letter.message.message_id} from {queue}: {reason} ({detail})",
+            saga_id=letter.message.headers.get("saga_id"),
+        )
+        await self._finish(queue, message, None)
+
+    async def _finish(
+        self, queue: str, message: aio_pika.abc.AbstractIncomingMessage, refused: str | None
+    ) -> None:
+        """Ack a delivery that is dealt with; give one whose next home refused it back to
+        the queue, where it comes again with its attempt raised."""
+        try:
+            if refused is None:
+                await message.ack()
+            else:
+                log.warning(f"returning {message.message_id} to {queue}: {refused}")
+                await message.nack(requeue=True)
+        except DRIVER_ERRORS as exc:
+            # The channel is gone; the broker hands the delivery out again.
+            log.warning(f"could not settle {message.message_id} on {queue}: {exc}")
+
+
+__all__ = ["DEAD_LETTER_QUEUE", "RabbitDeadLetters", "RabbitSubscription", "RabbitTransport"]
