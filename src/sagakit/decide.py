@@ -173,14 +173,15 @@ class _Decider:
         if body.retryable and reply.attempt != st.attempt:
             return f"stale: attempt {reply.attempt} was superseded by attempt {st.attempt}"
         reason = body.reason or "failed"
-        retryable = body.retryable or step.kind is StepKind.RETRIABLE
         self.emit(
-            StepFailed(step=step.name, attempt=reply.attempt, reason=reason, retryable=retryable)
+            StepFailed(
+                step=step.name, attempt=reply.attempt, reason=reason, retryable=body.retryable
+            )
         )
-        if retryable:
-            self.retry_or_give_up(step, st, reason, timed_out=False)
+        if body.retryable:
+            self.retry_or_give_up(step, st, reason)
         else:
-            self.give_up(step, reason, timed_out=False)
+            self.give_up(step, reason, refused=True)
         return None
 
     def on_compensation_reply(self, step: Step, st: StepState, reply: Reply) -> str | None:
@@ -210,9 +211,9 @@ class _Decider:
                 elif st.status is StepStatus.COMPENSATION_WAIT:
                     self.request_compensation(step, st)
             elif st.deadline is not None and st.deadline <= self.now:
-                if st.status is StepStatus.RUNNING:
+                if st.status is StepStatus.RUNNING and self.s.status is SagaStatus.RUNNING:
                     self.emit(StepTimedOut(step=step.name, op="action", attempt=st.attempt))
-                    self.retry_or_give_up(step, st, "timed out", timed_out=True)
+                    self.retry_or_give_up(step, st, "timed out")
                 elif st.status is StepStatus.COMPENSATING:
                     attempt = st.compensation_attempt
                     self.emit(StepTimedOut(step=step.name, op="compensation", attempt=attempt))
@@ -221,19 +222,26 @@ class _Decider:
 
     # ------------------------------------------------------------------ policy
 
-    def retry_or_give_up(self, step: Step, st: StepState, reason: str, *, timed_out: bool) -> None:
+    def retry_or_give_up(self, step: Step, st: StepState, reason: str) -> None:
         policy = step.policy
         if policy.allows_another(st.attempt):
             due = self.now + policy.delay(st.attempt).total_seconds()
             self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
             return
-        self.give_up(step, f"{reason} after {st.attempt} attempts", timed_out=timed_out)
+        self.give_up(step, f"{reason} after {st.attempt} attempts", refused=False)
 
-    def give_up(self, step: Step, reason: str, *, timed_out: bool) -> None:
+    def give_up(self, step: Step, reason: str, *, refused: bool) -> None:
+        """Stop trying ``step``. ``refused`` means the participant said no for good (its
+        inbox keeps that answer for every attempt); otherwise the outcome is unknown."""
+        if self.s.status is not SagaStatus.RUNNING:
+            return  # a sibling already turned the saga around; this step is owed its undo
         if step.kind is StepKind.RETRIABLE:
-            self.emit(SagaNeedsAttention(reason=f"{step.name} failed: {reason}", step=step.name))
-        elif step.kind is StepKind.PIVOT and timed_out:
-            # The pivot may have committed: the saga can neither finish nor undo on a guess.
+            # After the pivot nothing may be undone, and a refusal will not change its mind.
+            what = "was refused" if refused else "failed"
+            self.emit(SagaNeedsAttention(reason=f"{step.name} {what}: {reason}", step=step.name))
+        elif step.kind is StepKind.PIVOT and not refused:
+            # An earlier or redelivered attempt may still commit the pivot, and a pivot has
+            # no compensation: the saga can neither finish nor undo on a guess.
             self.emit(
                 SagaNeedsAttention(
                     reason=f"pivot {step.name} {reason}; its outcome is unknown", step=step.name

@@ -242,16 +242,64 @@ def test_pivot_that_times_out_for_good_needs_attention() -> None:
     assert "outcome is unknown" in (d.state.reason or "")
 
 
-def test_retriable_step_is_retried_whatever_the_failure() -> None:
+def test_retriable_step_is_retried_through_any_number_of_transient_failures() -> None:
     d = Driver(ORDER)
     d.start()
     for step in ("reserve", "charge", "ship"):
         d.reply(step)
     for _ in range(20):
-        failed = d.reply("notify", ok=False, retryable=False, reason="smtp down")
+        failed = d.reply("notify", ok=False, retryable=True, reason="smtp down")
         assert types(failed) == ["StepFailed", "RetryScheduled"]
         d.tick(1.0)
     assert types(d.reply("notify")) == ["StepSucceeded", "SagaCompleted"]
+
+
+def test_a_retriable_step_refused_for_good_needs_attention() -> None:
+    # Retrying would only get the stored refusal back forever; after the pivot nothing
+    # can be undone, so a person must look.
+    d = Driver(ORDER)
+    d.start()
+    for step in ("reserve", "charge", "ship"):
+        d.reply(step)
+    refused = d.reply("notify", ok=False, reason="customer unsubscribed")
+    assert types(refused) == ["StepFailed", "SagaNeedsAttention"]
+    assert d.state is not None and "notify was refused" in (d.state.reason or "")
+
+
+def test_a_pivot_that_only_failed_transiently_is_not_guessed_at() -> None:
+    # An earlier attempt may still be on its way and commit the shipment: compensating
+    # now could leave a compensated saga with a shipment. A person must look.
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    d.reply("charge")
+    for _ in range(2):
+        d.reply("ship", ok=False, retryable=True)
+        d.tick(1.0)
+    last = d.reply("ship", ok=False, retryable=True, reason="carrier busy")
+    assert types(last) == ["StepFailed", "SagaNeedsAttention"]
+    assert last.commands == []
+
+
+def test_a_refused_pivot_compensates_what_came_before() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    d.reply("charge")
+    refused = d.reply("ship", ok=False, reason="unsupported region")
+    assert types(refused) == ["StepFailed", "CompensationStarted", "CompensationRequested"]
+
+
+def test_parallel_siblings_giving_up_in_the_same_tick_compensate_once() -> None:
+    d = Driver(TRIP)
+    d.start()
+    d.reply("flight")
+    for _ in range(2):  # hotel and car both time out, and are retried, together
+        d.tick(31.0)
+        d.tick(1.0)
+    final = d.tick(31.0)
+    assert types(final).count("CompensationStarted") == 1
+    assert sorted(sent(final)) == ["cars.return/compensation", "hotel.cancel/compensation"]
 
 
 def test_failing_compensation_retries_then_needs_attention_never_compensated() -> None:
