@@ -79,6 +79,15 @@ class Route:
         return command
 
 
+def follower_queue(participant: str) -> str:
+    """The queue a participant receives its choreography events on."""
+    return f"sagakit.choreography.{participant}"
+
+
+def tracker_queue(name: str = "tracker") -> str:
+    return f"sagakit.{name}"
+
+
 def routing_key(definition: str, step: str | None, outcome: str) -> str:
     return f"{definition}.started" if step is None else f"{definition}.{step}.{outcome}"
 
@@ -234,7 +243,7 @@ class ChoreographedParticipant:
         self.participant = participant
         self.store = participant.store
         self.clock = clock
-        self.queue = f"sagakit.choreography.{participant.name}"
+        self.queue = follower_queue(participant.name)
         self._routes: dict[str, list[Route]] = {}
         for route in routes:
             self._routes.setdefault(route.trigger, []).append(route)
@@ -287,7 +296,7 @@ class ChoreographedParticipant:
             step=route.step.name,
             op=route.op,
             attempt=delivery.attempt,
-            payload=_command_payload(body, route.op),
+            payload=_command_payload(body, route.op, _saga_reason(event, body)),
         )
         handler = self.participant.handler(route.command)
         result = await self.participant.execute(unit, command, handler)
@@ -305,7 +314,7 @@ class ChoreographedParticipant:
         reply = SagaEventBody(
             data=data,
             # a compensation passes the saga's failure reason down the chain
-            reason=body.reason if route.op == "compensation" else result.reason,
+            reason=_saga_reason(event, body) if route.op == "compensation" else result.reason,
             key=body.key,
             version=route.definition.version,
             null_compensation=bool(result.data.get("null_compensation")),
@@ -323,10 +332,18 @@ class ChoreographedParticipant:
         )
 
 
-def _command_payload(body: SagaEventBody, op: Op) -> dict[str, Any]:
+def _saga_reason(trigger: Envelope, body: SagaEventBody) -> str | None:
+    """Why the saga is being undone, worded as the orchestrator words it: a ``failed``
+    event carries the step's own reason, a ``compensated`` one the saga's already."""
+    if trigger.type.endswith(".failed") and body.reason is not None:
+        return f"{trigger.step} failed: {body.reason}"
+    return body.reason
+
+
+def _command_payload(body: SagaEventBody, op: Op, reason: str | None) -> dict[str, Any]:
     payload = dict(body.data)
-    if op == "compensation" and body.reason:
-        payload[REASON_KEY] = body.reason
+    if op == "compensation" and reason:
+        payload[REASON_KEY] = reason
     return payload
 
 
@@ -359,7 +376,7 @@ class Tracker:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.consumer = f"tracker:{name}"
-        self.queue = f"sagakit.{name}"
+        self.queue = tracker_queue(name)
         self._definitions = {d.name: d for d in definitions}
 
     @property
@@ -424,6 +441,9 @@ class Tracker:
             else:
                 trigger = _reply(event, body)
             decision = decide(definition, state, trigger, now=now, reply_to="", timers=False)
+            # The participants react to events on their own: the tracker records what
+            # an orchestrator would have decided, and commands nobody.
+            decision.commands.clear()
             states[event.saga_id] = decision.state
             previous = decisions.get(event.saga_id)
             if previous is None:

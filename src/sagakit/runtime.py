@@ -56,7 +56,9 @@ class Runtime:
         restart_delay: float = 0.5,
         outbox_retention: float = 3600.0,
         prune_interval: float = 300.0,
+        relays: bool = True,
     ) -> None:
+        self.run_relays = relays
         self.outbox_retention = outbox_retention
         self.prune_interval = prune_interval
         self.transport = transport
@@ -82,6 +84,12 @@ class Runtime:
                 self.orchestrators.append(component)
             self.consumers.append(component)
             self._stores.setdefault(id(component.store), component.store)
+        return self
+
+    def relay(self, *stores: SagaStore) -> Runtime:
+        """Publish these stores' outboxes too (a relay process runs only this)."""
+        for store in stores:
+            self._stores.setdefault(id(store), store)
         return self
 
     @property
@@ -110,6 +118,8 @@ class Runtime:
         for orchestrator in self.orchestrators:
             self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
         for key, store in self._stores.items():
+            if not self.run_relays:
+                break
             relay = OutboxRelay(
                 store, self.transport, batch_size=self.relay_batch, poll_interval=self.relay_poll
             )

@@ -65,12 +65,16 @@ class Shop:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        # A process may hold only some of the stores (a distributed service holds its own);
+        # it gets the services, and the orchestrator, whose stores it has.
         self.services = {
             name: cls(self.stores[name], fail_rate=self.fail_rate, seed=self.seed + index)
             for index, (name, cls) in enumerate(SERVICES.items())
+            if name in self.stores
         }
         if self.mode == "orchestration":
-            self.orchestrator = Orchestrator(self.stores[SAGA], [ORDER_SAGA])
+            if SAGA in self.stores:
+                self.orchestrator = Orchestrator(self.stores[SAGA], [ORDER_SAGA])
         else:
             self.choreography = Choreography([ORDER_SAGA])
 
@@ -89,15 +93,18 @@ class Shop:
         for store in self.stores.values():
             await store.migrate()
         for service in self.services.values():
-            await service.create_tables()
-            await service.seed(world)
+            await service.install(world)
+
+    async def is_seeded(self) -> bool:
+        """Whether every service already has its tables and its share of the world."""
+        return all([await service.is_seeded() for service in self.services.values()])
 
     def components(self, names: Sequence[str] | None = None) -> list[Consumer]:
         """What a runtime runs for these parts of the shop (all of them by default):
         service names, and ``saga`` for the orchestrator or the tracker."""
         wanted = set(STORE_NAMES if names is None else names)
         out: list[Consumer] = []
-        if SAGA in wanted:
+        if SAGA in wanted and SAGA in self.stores:
             if self.orchestrator is not None:
                 out.append(self.orchestrator)
             elif self.choreography is not None:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from sagakit.cli.app import app, console, fail
-from shop.app import MODES
+from shop.app import MODES, Mode
 
 ModeOption = Annotated[
     str, typer.Option("--mode", help="orchestration (a coordinator) or choreography (events).")
@@ -41,8 +41,7 @@ def demo(
     from sagakit.logs import configure
     from shop.demo import run_demo
 
-    if mode not in MODES:
-        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="'--mode'")
+    chosen = _check_mode(mode)
     configure("quiet" if as_json else "story")
 
     def serving(url: str) -> None:
@@ -55,7 +54,7 @@ def demo(
             fail_rate=fail_rate,
             seed=seed,
             concurrency=concurrency,
-            mode=mode,  # checked against MODES above
+            mode=chosen,
             serve=("127.0.0.1", port) if serve else None,
             on_serving=serving,
         )
@@ -90,3 +89,226 @@ def _report(result: object) -> None:
     for sample in (result.sample_failed, result.sample_done):
         if sample:
             console.print(f"         [bold]sagakit show {sample} --db {db}[/]")
+
+
+# ------------------------------------------------------------------ distributed
+
+BrokerOption = Annotated[
+    str,
+    typer.Option(
+        "--broker", envvar="SAGAKIT_BROKER", help="RabbitMQ URL; ?prefix=... namespaces queues."
+    ),
+]
+BaseDbOption = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar="SAGAKIT_DB",
+        help="PostgreSQL URL whose database name is the stem: shop -> shop_order, shop_saga, ...",
+    ),
+]
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/shop"
+
+
+def _check_mode(mode: str) -> Mode:
+    if mode not in MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(MODES)}", param_hint="'--mode'")
+    return mode
+
+
+def _check_postgres(db: str) -> None:
+    if not db.startswith(("postgresql://", "postgres://")):
+        raise typer.BadParameter(
+            "the distributed shop needs a postgresql:// URL", param_hint="'--db'"
+        )
+
+
+@app.command()
+def up(
+    db: BaseDbOption = DEFAULT_PG,
+    broker: BrokerOption = DEFAULT_BROKER,
+    mode: ModeOption = "orchestration",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
+    fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mail server trouble.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for the trouble.")] = 7,
+) -> None:
+    """Run the shop distributed: a process per service, the orchestrator and the relay,
+    each restarted if it dies. Ctrl-C stops them all."""
+    from sagakit.errors import SagaError
+    from sagakit.logs import configure
+    from shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
+
+    _check_mode(mode)
+    _check_postgres(db)
+    configure("story")
+    try:
+        asyncio.run(prepare(db))
+    except (OSError, SagaError) as exc:
+        raise fail(f"cannot prepare the databases: {exc}") from exc
+    children = [
+        Child(
+            name,
+            child_argv(
+                name, db=db, broker=broker, mode=mode, port=port, fail_rate=fail_rate, seed=seed
+            ),
+        )
+        for name in PROCESSES
+    ]
+    console.print(f"[bold]order API[/] at http://127.0.0.1:{port}/docs   ({mode})")
+    console.print(
+        f"place an order: [bold]sagakit order place --customer c-ada --sku lamp --api http://127.0.0.1:{port}[/]"
+    )
+    console.print(f"check the books: [bold]sagakit verify --db {db}[/]")
+
+    async def go() -> None:
+        import signal as signals
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signals.SIGINT, signals.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await supervise(children, stop=stop)
+
+    asyncio.run(go())
+
+
+@app.command()
+def service(
+    name: Annotated[
+        str,
+        typer.Argument(help="saga, order, inventory, payment, shipping, notification or relay."),
+    ],
+    db: BaseDbOption = DEFAULT_PG,
+    broker: BrokerOption = DEFAULT_BROKER,
+    mode: ModeOption = "orchestration",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
+    fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Run one process of the distributed shop (what `sagakit up` starts for each)."""
+    from sagakit.logs import configure
+    from shop.distributed import PROCESSES, run_service
+
+    chosen = _check_mode(mode)
+    _check_postgres(db)
+    if name not in PROCESSES:
+        raise typer.BadParameter(f"choose one of {', '.join(PROCESSES)}", param_hint="'NAME'")
+    configure("story")
+    asyncio.run(
+        run_service(
+            name, db=db, broker=broker, mode=chosen, port=port, fail_rate=fail_rate, seed=seed
+        )
+    )
+
+
+order = typer.Typer(help="Talk to the order API of a running shop.", no_args_is_help=True)
+app.add_typer(order, name="order")
+ApiOption = Annotated[
+    str, typer.Option("--api", envvar="SAGAKIT_API", help="Base URL of the order API.")
+]
+
+
+def _request(method: str, url: str, **kwargs: object) -> dict[str, object]:
+    import httpx
+
+    try:
+        response = httpx.request(method, url, timeout=10, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the order API at {url}: {exc}") from exc
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        raise fail(f"the order API said {response.status_code}: {detail}")
+    data: dict[str, object] = response.json()
+    return data
+
+
+@order.command("place")
+def place_order(
+    customer: Annotated[str, typer.Option(help="Customer id, e.g. c-ada.")],
+    sku: Annotated[str, typer.Option(help="Item, e.g. lamp.")],
+    quantity: Annotated[int, typer.Option(min=1, help="How many.")] = 1,
+    api: ApiOption = "http://127.0.0.1:8000",
+) -> None:
+    """Place an order through the HTTP API; its saga starts with it."""
+    placed = _request(
+        "POST", f"{api}/orders", json={"customer_id": customer, "sku": sku, "quantity": quantity}
+    )
+    what = f"{placed['quantity']} x {placed['sku']} for {placed['amount']}"
+    console.print(f"placed [bold]{placed['order_id']}[/]: {what} ({placed['status']})")
+
+
+@order.command("show")
+def show_order(
+    order_id: Annotated[str, typer.Argument(help="The order id, e.g. order-101.")],
+    api: ApiOption = "http://127.0.0.1:8000",
+) -> None:
+    """Show an order's status as the order service sees it."""
+    found = _request("GET", f"{api}/orders/{order_id}")
+    reason = f" ({found['reason']})" if found.get("reason") else ""
+    console.print(f"{found['order_id']}: {found['status']}{reason}")
+
+
+@app.command()
+def verify(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar="SAGAKIT_DB", help="The distributed shop's PostgreSQL URL (stem)."
+        ),
+    ] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The embedded shop's directory (when no --db).")
+    ] = Path(".sagakit/shop"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check money, stock, once and terminal across every service's database."""
+    from sagakit.errors import SagaError
+    from shop.app import embedded_urls, open_stores
+    from shop.verify import verify as check
+
+    if db is not None:
+        _check_postgres(db)
+        from shop.distributed import database_urls
+
+        urls = database_urls(db)
+    else:
+        if not (directory / "saga.db").exists():
+            raise fail(f"no shop in {directory} (run `sagakit demo` first, or give --db)")
+        urls = embedded_urls(directory)
+
+    async def go() -> object:
+        stores = open_stores(urls)
+        try:
+            return await check(stores)
+        finally:
+            for store in stores.values():
+                await store.close()
+
+    try:
+        report = asyncio.run(go())
+    except SagaError as exc:
+        raise fail(str(exc)) from exc
+    from shop.verify import Report
+
+    assert isinstance(report, Report)
+    if as_json:
+        console.print_json(json.dumps(report.as_json()))
+    else:
+        table = Table(
+            title=f"{report.orders} orders; sagas {dict(report.sagas)}",
+            title_justify="left",
+            show_header=False,
+        )
+        for name, holds in report.holds().items():
+            table.add_row(
+                name,
+                "[green]holds[/]" if holds else "[bold red]VIOLATED[/]",
+                "; ".join(report.violations[name][:3]),
+            )
+        console.print(table)
+    if not report.ok:
+        raise typer.Exit(1)

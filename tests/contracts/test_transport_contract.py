@@ -254,6 +254,30 @@ async def test_a_rejected_delivery_is_dead_lettered_and_the_rest_of_its_batch_ac
     assert len(got.seen) == 3  # neither the rejected one nor its batch came back
 
 
+async def test_a_delivery_that_asks_to_come_back_later_does_and_alone(
+    transport: Transport,
+) -> None:
+    await transport.declare("later")
+    early, ready = message("later"), message("later")
+    attempts: list[tuple[str, int]] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        for delivery in batch:
+            attempts.append((delivery.message.message_id, delivery.attempt))
+            if delivery.message.message_id == early.message_id and delivery.attempt == 1:
+                delivery.retry("arrived before the event it follows")
+
+    publishing = await queued(transport, [early, ready])
+    await transport.consume("later", handler)
+    await eventually(until(lambda: (early.message_id, 2) in attempts))
+    assert await publishing
+    await asyncio.sleep(TIERS[-1] * 1.5)
+    assert sorted(attempts) == sorted(
+        [(early.message_id, 1), (ready.message_id, 1), (early.message_id, 2)]
+    )
+    assert await transport.dead_letters.depth() == 0
+
+
 async def test_dead_letters_can_be_listed_fetched_replayed_and_purged(
     transport: Transport,
 ) -> None:

@@ -64,6 +64,7 @@ async def test_choreographed_sagas_complete_or_compensate_every_effect_once(
     assert check_effects(statuses, await effects(store)) == []
     for saga_id in statuses:
         assert forward_only(saga_id, await store.history(saga_id)) == []
+    assert await store.unsent_count() == 0  # the tracker commands nobody
 
 
 async def test_the_tracker_writes_the_same_log_as_the_orchestrator(store: SqlSagaStore) -> None:

@@ -203,6 +203,7 @@ def _load_cli_modules() -> None:
 
     with contextlib.suppress(ImportError):  # sagakit installed without the shop
         from shop import cli  # noqa: F401 - the reference shop adds demo, up, service, ...
+        from shop.labs import cli as labs_cli  # noqa: F401 - sagakit lab list/run
 
 
 _load_cli_modules()

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sagakit.ports import Transport
 
+#: Query options sagakit reads itself; any other goes to the driver.
+_OURS = ("prefix", "retry_tiers", "max_deliveries")
+
+
+def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
+    given = dict(query)
+    options: dict[str, Any] = {}
+    try:
+        if "retry_tiers" in given:
+            options["retry_tiers"] = tuple(float(t) for t in given["retry_tiers"].split(","))
+        if "max_deliveries" in given:
+            options["max_deliveries"] = int(given["max_deliveries"])
+    except ValueError as exc:
+        raise ValueError(
+            f"transport URL {url!r}: retry_tiers is seconds separated by commas "
+            "(e.g. 1,5,30) and max_deliveries a whole number"
+        ) from exc
+    if "prefix" in given:
+        options["prefix"] = given["prefix"]
+    return options
+
 
 def open_transport(url: str) -> Transport:
     """``memory://``, or ``amqp[s]://user:pass@host:port/vhost?prefix=...`` where the
-    optional ``prefix`` goes before every queue and exchange name."""
+    optional ``prefix`` goes before every queue and exchange name. Both take
+    ``retry_tiers=1,5,30`` (seconds before each redelivery of a failed message) and
+    ``max_deliveries=6``."""
     scheme = url.split(":", 1)[0].lower()
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = _options(query, url)
     if scheme == "memory":
         from sagakit.transports.memory import MemoryTransport
 
-        return MemoryTransport()
+        options.pop("prefix", None)
+        return MemoryTransport(**options)
     if scheme in {"amqp", "amqps"}:
         from sagakit.transports.rabbitmq import RabbitTransport
 
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((value for key, value in query if key == "prefix"), "")
-        rest = urlencode([(key, value) for key, value in query if key != "prefix"])
-        return RabbitTransport(urlunsplit(parts._replace(query=rest)), prefix=prefix)
+        rest = urlencode([(key, value) for key, value in query if key not in _OURS])
+        return RabbitTransport(urlunsplit(parts._replace(query=rest)), **options)
     raise ValueError(f"unsupported transport URL {url!r}: use memory:// or amqp://")
 
 

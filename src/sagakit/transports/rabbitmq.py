@@ -355,11 +355,13 @@ class RabbitTransport:
     async def _settle(
         self, queue: str, message: aio_pika.abc.AbstractIncomingMessage, delivery: Delivery
     ) -> None:
-        if delivery.rejection is None:
-            await self._finish(queue, message, None)
-        else:
+        if delivery.rejection is not None:
             reason, detail = delivery.rejection
             await self._dead_letter(queue, message, delivery, reason, detail)
+        elif delivery.retry_reason is not None:
+            await self._retry(queue, message, delivery, delivery.retry_reason)
+        else:
+            await self._finish(queue, message, None)
 
     async def _retry(
         self,

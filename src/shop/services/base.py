@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import Participant
 from sagakit.stores.sql import SqlSagaStore
@@ -29,9 +30,19 @@ class Service:
         """Register the participant's command handlers."""
         raise NotImplementedError
 
-    async def create_tables(self) -> None:
+    async def install(self, world: World) -> None:
+        """Create this service's tables and seed its share of the world, in one
+        transaction: a crash leaves both or neither."""
         async with self.store.unit() as unit:
             await unit.connection.run_sync(self.metadata.create_all)
+            await self.seed(unit.connection, world)
 
-    async def seed(self, world: World) -> None:
+    async def seed(self, conn: AsyncConnection, world: World) -> None:
         """Put this service's share of the starting world into its tables."""
+
+    async def is_seeded(self) -> bool:
+        """Whether this service's tables exist (seeding happens with their creation)."""
+        async with self.store.unit() as unit:
+            return await unit.connection.run_sync(
+                lambda conn: all(inspect(conn).has_table(t) for t in self.metadata.tables)
+            )

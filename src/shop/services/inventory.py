@@ -7,6 +7,7 @@ read-modify-write, so concurrent sagas cannot oversell.
 from __future__ import annotations
 
 from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
 from shop.services.base import Service
@@ -43,15 +44,14 @@ class InventoryService(Service):
         self.participant.on("reserve", self.reserve)
         self.participant.on("release", self.release)
 
-    async def seed(self, world: World) -> None:
-        async with self.store.unit() as unit:
-            await unit.connection.execute(
-                insert(items),
-                [
-                    {"sku": i.sku, "on_hand": i.stock, "reserved": 0, "initial": i.stock}
-                    for i in world.items
-                ],
-            )
+    async def seed(self, conn: AsyncConnection, world: World) -> None:
+        await conn.execute(
+            insert(items),
+            [
+                {"sku": i.sku, "on_hand": i.stock, "reserved": 0, "initial": i.stock}
+                for i in world.items
+            ],
+        )
 
     async def reserve(self, ctx: StepContext) -> dict[str, int]:
         p = ctx.payload

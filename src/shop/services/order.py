@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext
 from sagakit.ports import UnitOfWork
@@ -105,20 +106,19 @@ class OrderService(Service):
         self.participant.on("reject", self.reject)
         self.participant.on("approve", self.approve)
 
-    async def seed(self, world: World) -> None:
-        async with self.store.unit() as unit:
-            await unit.connection.execute(
-                insert(customers),
-                [
-                    {"id": c.id, "name": c.name, "email": c.email, "region": c.region, "vip": c.vip}
-                    for c in world.customers
-                ],
-            )
-            await unit.connection.execute(
-                insert(catalog),
-                [{"sku": i.sku, "name": i.name, "price_cents": i.price_cents} for i in world.items],
-            )
-            await unit.connection.execute(insert(counters).values(name="order", value=100))
+    async def seed(self, conn: AsyncConnection, world: World) -> None:
+        await conn.execute(
+            insert(customers),
+            [
+                {"id": c.id, "name": c.name, "email": c.email, "region": c.region, "vip": c.vip}
+                for c in world.customers
+            ],
+        )
+        await conn.execute(
+            insert(catalog),
+            [{"sku": i.sku, "name": i.name, "price_cents": i.price_cents} for i in world.items],
+        )
+        await conn.execute(insert(counters).values(name="order", value=100))
 
     async def place(
         self, customer_id: str, sku: str, quantity: int, *, start: SagaStarter
@@ -186,9 +186,8 @@ class OrderService(Service):
 
     async def get(self, order_id: str) -> dict[str, Any] | None:
         async with self.store.unit() as unit:
-            row = (
-                await unit.connection.execute(select(orders).where(orders.c.id == order_id))
-            ).first()
+            query = select(orders).where(orders.c.id == order_id)
+            row = (await unit.connection.execute(query)).first()
         return dict(row._mapping) if row is not None else None
 
     async def _set(

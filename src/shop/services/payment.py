@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
 from shop.services.base import Service
@@ -59,21 +60,20 @@ class PaymentService(Service):
         self.participant.on("charge", self.charge)
         self.participant.on("refund", self.refund)
 
-    async def seed(self, world: World) -> None:
-        async with self.store.unit() as unit:
-            await unit.connection.execute(
-                insert(accounts),
-                [
-                    {
-                        "customer_id": c.id,
-                        "balance_cents": c.balance_cents,
-                        "initial_cents": c.balance_cents,
-                        "credit_limit_cents": c.credit_limit_cents,
-                        "card_declined": c.card_declined,
-                    }
-                    for c in world.customers
-                ],
-            )
+    async def seed(self, conn: AsyncConnection, world: World) -> None:
+        await conn.execute(
+            insert(accounts),
+            [
+                {
+                    "customer_id": c.id,
+                    "balance_cents": c.balance_cents,
+                    "initial_cents": c.balance_cents,
+                    "credit_limit_cents": c.credit_limit_cents,
+                    "card_declined": c.card_declined,
+                }
+                for c in world.customers
+            ],
+        )
 
     async def charge(self, ctx: StepContext) -> dict[str, int]:
         p = ctx.payload

@@ -1,0 +1,225 @@
+"""The shop distributed: one PostgreSQL database and one OS process per service.
+
+``sagakit up`` prepares the databases, then starts and supervises a process for each
+service, one for the orchestrator (or the choreography tracker) and one for the relay
+that publishes every store's outbox to RabbitMQ; a process that dies is started again.
+``sagakit service NAME`` is one of those processes. Scaling out is more processes of a
+kind against the same PostgreSQL and RabbitMQ: they coordinate through the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+
+from sagakit.choreography import follower_queue, tracker_queue
+from sagakit.logs import get_logger
+from sagakit.messages import command_queue, reply_queue
+from sagakit.runtime import Runtime
+from sagakit.stores import open_store
+from sagakit.transports import open_transport
+from shop.app import SAGA, STORE_NAMES, Mode, Shop
+from shop.world import default_world
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = get_logger("shop.up", service="up")
+
+#: Every process `sagakit up` runs: the saga keeper, the five services, the relay.
+PROCESSES: tuple[str, ...] = (
+    SAGA,
+    "order",
+    "inventory",
+    "payment",
+    "shipping",
+    "notification",
+    "relay",
+)
+
+
+def database_urls(base: str) -> dict[str, str]:
+    """One database per store, named after the base URL's: ``shop`` -> ``shop_order``..."""
+    url = make_url(base)
+    stem = url.database or "shop"
+    return {
+        name: url.set(database=f"{stem}_{name}").render_as_string(hide_password=False)
+        for name in STORE_NAMES
+    }
+
+
+async def create_databases(base: str) -> list[str]:
+    """Create the stores' databases that do not exist yet; return the ones created."""
+    import asyncpg
+
+    url = make_url(base)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    created = []
+    conn = await asyncpg.connect(admin)
+    try:
+        for target in database_urls(base).values():
+            name = make_url(target).database
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+                created.append(str(name))
+    finally:
+        await conn.close()
+    return created
+
+
+async def prepare(base: str, *, orders_hint: int = 1000) -> None:
+    """Databases, migrations, tables and the starting world: whatever is missing."""
+    await create_databases(base)
+    shop = Shop({name: open_store(url) for name, url in database_urls(base).items()})
+    try:
+        for store in shop.stores.values():
+            await store.migrate()
+        for service in shop.services.values():
+            if not await service.is_seeded():
+                await service.install(default_world(orders=orders_hint))
+    finally:
+        await shop.close()
+
+
+async def run_service(
+    name: str,
+    *,
+    db: str,
+    broker: str,
+    mode: Mode,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    fail_rate: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Run one process of the distributed shop until SIGTERM or SIGINT."""
+    if name not in PROCESSES:
+        raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
+    urls = database_urls(db)
+    wanted = list(STORE_NAMES) if name == "relay" else [name]
+    shop = Shop({n: open_store(urls[n]) for n in wanted}, mode=mode, fail_rate=fail_rate, seed=seed)
+    transport = open_transport(broker)
+    if name == "relay":
+        runtime = Runtime(transport).relay(*shop.stores.values())
+    else:
+        runtime = Runtime(transport, relays=False).add(*shop.components([name]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with runtime:
+        log.info(f"{name} is up ({mode})")
+        api = _api(shop, host, port) if name == "order" else None
+        serving = asyncio.create_task(api.serve()) if api is not None else None
+        waiting = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            {t for t in (serving, waiting) if t}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if api is not None and serving is not None:
+            api.should_exit = True  # let the API finish its requests before the consumers stop
+            await serving
+        waiting.cancel()
+    await shop.close()
+
+
+def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
+    import uvicorn
+
+    from shop.api import create_app
+
+    config = uvicorn.Config(create_app(shop), host=host, port=port, log_level="warning")
+    return uvicorn.Server(config)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+
+async def supervise(
+    children: Sequence[Child], *, stop: asyncio.Event, backoff: float = 1.0
+) -> None:
+    """Start every child, start again any that dies, stop them all when ``stop`` is set."""
+
+    async def keep(child: Child) -> None:
+        while not stop.is_set():
+            child.process = await asyncio.create_subprocess_exec(*child.argv)
+            child.started_at = time.monotonic()
+            waiter = asyncio.create_task(child.process.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set():
+                waiter.cancel()
+                return
+            code = child.process.returncode
+            child.restarts += 1
+            log.warning(f"{child.name} exited with {code}; starting it again")
+            # A child that dies at once is not helped by being restarted in a hot loop.
+            if time.monotonic() - child.started_at < backoff:
+                await asyncio.sleep(backoff)
+
+    keepers = [asyncio.create_task(keep(child)) for child in children]
+    await stop.wait()
+    for child in children:
+        if child.process is not None and child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.terminate()
+    for child in children:
+        if child.process is not None and child.process.returncode is None:
+            try:
+                await asyncio.wait_for(child.process.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+    for keeper in keepers:
+        keeper.cancel()
+    await asyncio.gather(*keepers, return_exceptions=True)
+
+
+def queue_names(mode: Mode) -> list[str]:
+    """Every queue the distributed shop consumes in ``mode`` (before any prefix)."""
+    services = [name for name in STORE_NAMES if name != SAGA]
+    if mode == "orchestration":
+        return [reply_queue("orchestrator"), *(command_queue(name) for name in services)]
+    return [tracker_queue(), *(follower_queue(name) for name in services)]
+
+
+def child_argv(
+    name: str, *, db: str, broker: str, mode: str, port: int, fail_rate: float, seed: int
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "sagakit",
+        "service",
+        name,
+        "--db",
+        db,
+        "--broker",
+        broker,
+        "--mode",
+        mode,
+        "--fail-rate",
+        str(fail_rate),
+        "--seed",
+        str(seed),
+    ]
+    if name == "order":
+        argv += ["--port", str(port)]
+    return argv

@@ -1,0 +1,83 @@
+"""The labs, by number: what each replays, and the coroutine that runs it.
+
+Every lab's ``run(directory, *, story)`` works in its own fresh directory, tells the
+story when ``story`` is set, and returns its key figures as one JSON-ready dict. The
+dict's ``problems`` lists, in words, every way the run departed from the lesson (empty
+when the lesson held).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shop.labs import (
+    compensation,
+    event_log,
+    happy_path,
+    idempotent_consumer,
+    outbox,
+    state_table,
+)
+
+
+class LabRun(Protocol):
+    def __call__(self, directory: Path, *, story: bool) -> Coroutine[Any, Any, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    number: int
+    title: str
+    lesson: str
+    run: LabRun | None = None  # None: pending, it arrives with later work
+    saga_log: bool = True  # whether its sagas are left in saga.db to inspect
+
+    @property
+    def ready(self) -> bool:
+        return self.run is not None
+
+
+LABS: dict[int, Lab] = {
+    lab.number: lab
+    for lab in (
+        Lab(1, happy_path.TITLE, happy_path.LESSON, happy_path.run),
+        Lab(2, compensation.TITLE, compensation.LESSON, compensation.run),
+        Lab(3, state_table.TITLE, state_table.LESSON, state_table.run),
+        Lab(
+            4,
+            idempotent_consumer.TITLE,
+            idempotent_consumer.LESSON,
+            idempotent_consumer.run,
+            saga_log=False,  # it plays the orchestrator's part itself: no saga log
+        ),
+        Lab(5, outbox.TITLE, outbox.LESSON, outbox.run),
+        Lab(6, event_log.TITLE, event_log.LESSON, event_log.run),
+        Lab(
+            7,
+            "Timeouts and the dead letter",
+            "A participant too slow to answer: the orchestrator's timer fires, the saga "
+            "compensates or waits for a person, and a late reply is a zombie.",
+        ),
+        Lab(
+            8,
+            "Concurrent sagas and isolation",
+            "Two sagas on the same stock or account at once: the lost update, and the "
+            "semantic lock that prevents it.",
+        ),
+        Lab(
+            9,
+            "Tracing dashboard",
+            "One saga's path across every service: which steps ran, failed or were undone, "
+            "and how long each took.",
+        ),
+        Lab(
+            10,
+            "Dynamic routing",
+            "The next step decided by rules at run time: VIPs skip a check, large orders "
+            "wait for approval.",
+        ),
+    )
+}

@@ -1,0 +1,190 @@
+"""The shop distributed: real processes over the real PostgreSQL and RabbitMQ.
+
+`sagakit up` starts a process per service, the orchestrator (or tracker) and the relay.
+Orders go in through the HTTP API; one service is SIGKILLed mid-run and the supervisor
+starts it again; then `sagakit verify` must find every saga ended and the books straight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sagakit.transports import open_transport
+from sagakit.transports.rabbitmq import RabbitTransport
+from shop.app import open_stores
+from shop.distributed import database_urls, queue_names
+from shop.verify import verify
+from tests.conftest import AMQP_URL, PG_ADMIN, drop_pg_database, open_rabbit
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pids_of(stem: str, name: str) -> list[int]:
+    """The processes running `sagakit service <name>` for this test's databases."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if "service" in words and name in words and any(stem in w for w in words):
+            found.append(int(entry.name))
+    return found
+
+
+async def wait_healthy(api: str, up: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            assert up.returncode is None, "sagakit up exited early"
+            try:
+                if (await client.get(f"{api}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the order API never came up")
+
+
+async def place(client: httpx.AsyncClient, api: str, orders: list[tuple[str, str, int]]) -> None:
+    for customer, sku, quantity in orders:
+        placed = await client.post(
+            f"{api}/orders", json={"customer_id": customer, "sku": sku, "quantity": quantity}
+        )
+        assert placed.status_code == 201, placed.text
+
+
+ORDERS = [
+    ("c-ada", "lamp", 1),
+    ("c-grace", "mug", 2),
+    ("c-alan", "chair", 1),
+    ("c-mallory", "mug", 1),
+    ("c-edsger", "lamp", 2),
+    ("c-penguin", "lamp", 1),
+    ("c-barbara", "globe", 1000),
+    ("c-trudy", "chair", 1),
+    ("c-ada", "mug", 3),
+    ("c-grace", "lamp", 1),
+]
+
+
+@pytest.fixture
+async def distributed() -> AsyncIterator[tuple[str, str]]:
+    """A fresh database stem and a broker URL with a queue prefix of its own (short retry
+    tiers keep a busy mail server from stretching the test); both cleaned away after."""
+    stem = f"sagakit_e2e_{uuid.uuid4().hex[:8]}"
+    prefix = f"sagakit-e2e-{uuid.uuid4().hex[:8]}."
+    broker = f"{AMQP_URL}?prefix={prefix}&retry_tiers=0.1,0.5,1,2&max_deliveries=8"
+    probe = await open_rabbit(AMQP_URL)  # skips (or fails in CI) when RabbitMQ is down
+    await probe.teardown()
+    await probe.close()
+    yield stem, broker
+    for url in database_urls(PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}").values():
+        await drop_pg_database(url)
+    cleaner = open_transport(broker)
+    assert isinstance(cleaner, RabbitTransport)
+    await cleaner.start()
+    for mode in ("orchestration", "choreography"):
+        for queue in queue_names(mode):  # type: ignore[arg-type]
+            await cleaner.declare(queue)
+    await cleaner.teardown()
+    await cleaner.close()
+
+
+@pytest.mark.parametrize("mode", ["orchestration", "choreography"])
+async def test_the_distributed_shop_survives_a_killed_service_and_balances(
+    distributed: tuple[str, str], mode: str, unused_tcp_port: int
+) -> None:
+    stem, broker = distributed
+    db = PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}"
+    api = f"http://127.0.0.1:{unused_tcp_port}"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sagakit",
+        "up",
+        "--db",
+        db,
+        "--broker",
+        broker,
+        "--mode",
+        mode,
+        "--port",
+        str(unused_tcp_port),
+        "--fail-rate",
+        "0.2",
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_healthy(api, up)
+        async with httpx.AsyncClient(timeout=10) as client:
+            await place(client, api, ORDERS)
+            [payment] = pids_of(stem, "payment")
+            os.kill(payment, signal.SIGKILL)  # mid-run: some of those orders are at payment
+            await place(client, api, ORDERS * 2)
+        for _ in range(300):
+            restarted = pids_of(stem, "payment")
+            if restarted and restarted != [payment]:
+                break
+            await asyncio.sleep(0.1)
+        assert restarted and restarted != [payment], "the supervisor did not restart payment"
+        stores = open_stores(database_urls(db))
+        try:
+            for _ in range(600):
+                report = await verify(stores)
+                if not report.violations["terminal"] and sum(report.sagas.values()) == 30:
+                    break
+                await asyncio.sleep(0.2)
+            stuck = {
+                row.saga_id: [e.type for e in await stores["saga"].history(row.saga_id)]
+                for row in await stores["saga"].list_sagas(status="running")
+            }
+        finally:
+            for store in stores.values():
+                await store.close()
+        assert report.ok, "\n".join(f"{k}: {v}" for k, v in stuck.items())
+        # per batch of ten: six go through; a declined card, an unserved region, a
+        # thousand globes and an empty purse do not
+        assert report.sagas == {"completed": 18, "compensated": 12}
+        checked = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sagakit",
+            "verify",
+            "--db",
+            db,
+            "--json",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await checked.communicate()
+        assert checked.returncode == 0
+        assert json.loads(out)["invariants"] == {
+            "money": True,
+            "stock": True,
+            "once": True,
+            "terminal": True,
+        }
+    finally:
+        if up.returncode is None:
+            up.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(up.wait(), 30)
+    assert up.returncode == 0
+    assert pids_of(stem, "payment") == [] and pids_of(stem, "order") == []
