@@ -53,7 +53,6 @@ class FaultyTransport:
         self.faults = faults
         self.counts = FaultCounts()
         self._rng = random.Random(faults.seed)  # noqa: S311 - seeded for repeatable faults
-        self._held: list[TransportMessage] = []
         self._background: set[asyncio.Task[None]] = set()
         self.enabled = True
 
@@ -103,20 +102,17 @@ class FaultyTransport:
                 self._later([message], rng.uniform(0, f.max_delay))
                 continue
             if rng.random() < f.reorder:
+                # Held back until after what is published next, so it arrives out of order.
                 counts.reordered += 1
                 counts.log.append(f"hold {message.message_id}")
                 faked.add(message.message_id)
-                self._held.append(message)
+                self._later([message], f.max_delay)
                 continue
             now.append(message)
             if rng.random() < f.duplicate:
                 counts.duplicated += 1
                 counts.log.append(f"duplicate {message.message_id}")
                 self._later([message], rng.uniform(0, f.max_delay))
-        if self._held and now:
-            # Held messages go out behind the ones published after them.
-            self._later(self._held, f.max_delay / 2)
-            self._held = []
         rng.shuffle(now)
         result = await self.inner.publish(now) if now else PublishResult(confirmed=set())
         return PublishResult(confirmed=result.confirmed | faked, failed=result.failed)
@@ -131,9 +127,6 @@ class FaultyTransport:
         task.add_done_callback(self._background.discard)
 
     async def flush(self) -> None:
-        """Release held-back messages and wait for delayed ones to be handed over."""
-        if self._held:
-            self._later(self._held, 0)
-            self._held = []
+        """Wait until delayed and held-back messages have been handed over."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)

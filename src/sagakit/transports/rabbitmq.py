@@ -180,7 +180,13 @@ class RabbitTransport:
                 await connection.close()
 
     async def teardown(self) -> None:
-        """Delete every queue and exchange this transport declared (for tests)."""
+        """Delete every queue and exchange this transport declared (for tests); works
+        after ``close()`` too, by connecting once more."""
+        reopened = self._connection is None
+        if reopened:
+            declared = set(self._declared)
+            await self.start()
+            self._declared |= declared
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions.clear()
@@ -190,6 +196,8 @@ class RabbitTransport:
             self._declared.clear()
             if self._publisher is not None:
                 await self._publisher.exchange_delete(self.name(EVENTS))
+        if reopened:
+            await self.close()
 
     async def _declare_queue(
         self, queue: str, arguments: dict[str, Any]
