@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.log import (
     CompensationFailed,
     CompensationRequested,
     CompensationStarted,
+    OperatorIntervened,
     ReplyIgnored,
     RetryScheduled,
     SagaCompensated,
@@ -79,9 +80,26 @@ class Tick:
     """Time has passed: fire whatever retry or deadline is due."""
 
 
-Trigger = Start | Reply | Tick
+@dataclass(frozen=True, slots=True)
+class Intervene:
+    """A person asks the saga to ``retry`` what is stuck, to ``compensate``, or to be
+    marked ``resolve``d after handling it by hand."""
+
+    action: Literal["retry", "compensate", "resolve"]
+    who: str
+    note: str = ""
+
+
+Trigger = Start | Reply | Tick | Intervene
 
 _IN_FLIGHT = {StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT, StepStatus.FAILED}
+#: Where a step can be left when its saga needs attention, waiting for a person.
+_STUCK = {
+    StepStatus.FAILED,
+    StepStatus.TIMED_OUT,
+    StepStatus.COMPENSATING,
+    StepStatus.COMPENSATION_WAIT,
+}
 _UNDOING = {StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT}
 
 
@@ -220,15 +238,93 @@ class _Decider:
                     self.retry_compensation_or_escalate(step, st, "compensation timed out")
         self.advance()
 
+    def on_intervene(self, ask: Intervene) -> None:
+        s = self.s
+        refused = self.refusal(ask)
+        if refused is not None:
+            self.emit(
+                OperatorIntervened(action=ask.action, who=ask.who, note=ask.note, refused=refused)
+            )
+            return
+        if ask.action == "resolve":
+            resume = SagaStatus.RESOLVED
+        elif ask.action == "compensate" or s.undoing:
+            resume = SagaStatus.COMPENSATING
+        else:
+            resume = SagaStatus.RUNNING
+        stuck = (
+            [
+                step
+                for step in self.definition.steps
+                if s.steps.get(step.name) and s.steps[step.name].status in _STUCK
+            ]
+            if ask.action != "resolve"
+            else []
+        )
+        self.emit(
+            OperatorIntervened(
+                action=ask.action,
+                who=ask.who,
+                note=ask.note,
+                resume=resume,
+                steps=[step.name for step in stuck],
+            )
+        )
+        for step in stuck:
+            self.resume_step(step, s.steps[step.name])
+        self.advance()
+
+    def refusal(self, ask: Intervene) -> str | None:
+        s = self.s
+        if ask.action == "resolve":
+            if s.status is not SagaStatus.NEEDS_ATTENTION:
+                return f"only a saga that needs attention can be resolved; this one is {s.status}"
+            return None
+        if ask.action == "retry":
+            if s.status is not SagaStatus.NEEDS_ATTENTION:
+                return (
+                    f"only a saga that needs attention is retried by hand; this one is {s.status}"
+                )
+            return None
+        if s.status not in {SagaStatus.RUNNING, SagaStatus.NEEDS_ATTENTION}:
+            return f"the saga is {s.status}"
+        if s.undoing:
+            return None if s.status is SagaStatus.NEEDS_ATTENTION else "it is compensating already"
+        pivot = next((st for st in self.definition.steps if st.kind is StepKind.PIVOT), None)
+        if (
+            pivot is not None
+            and s.steps.get(pivot.name)
+            and (s.steps[pivot.name].status is StepStatus.SUCCEEDED)
+        ):
+            return f"the pivot {pivot.name} committed; this saga can only go forward"
+        return None
+
+    def resume_step(self, step: Step, st: StepState) -> None:
+        """Try a stuck step again, as an operator asked."""
+        if st.status in {StepStatus.FAILED, StepStatus.TIMED_OUT}:
+            if self.s.status is SagaStatus.RUNNING:
+                self.emit(
+                    RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=self.now)
+                )
+                self.request(step, st)
+        elif st.status is StepStatus.COMPENSATING:
+            attempt = st.compensation_attempt
+            self.emit(
+                RetryScheduled(step=step.name, op="compensation", attempt=attempt, due_at=self.now)
+            )
+            self.request_compensation(step, st)
+        elif st.status is StepStatus.COMPENSATION_WAIT:
+            self.request_compensation(step, st)
+
     # ------------------------------------------------------------------ policy
 
     def retry_or_give_up(self, step: Step, st: StepState, reason: str) -> None:
         policy = step.policy
-        if policy.allows_another(st.attempt):
-            due = self.now + policy.delay(st.attempt).total_seconds()
+        if policy.allows_another(st.attempts_counted):
+            due = self.now + policy.delay(st.attempts_counted).total_seconds()
             self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
             return
-        self.give_up(step, f"{reason} after {st.attempt} attempts", refused=False)
+        self.give_up(step, f"{reason} after {st.attempts_counted} attempts", refused=False)
 
     def give_up(self, step: Step, reason: str, *, refused: bool) -> None:
         """Stop trying ``step``. ``refused`` means the participant said no for good (its
@@ -252,9 +348,9 @@ class _Decider:
 
     def retry_compensation_or_escalate(self, step: Step, st: StepState, reason: str) -> None:
         policy = step.compensation_retry
-        if policy.allows_another(st.compensation_attempt):
+        if policy.allows_another(st.compensations_counted):
             attempt = st.compensation_attempt
-            due = self.now + policy.delay(attempt).total_seconds()
+            due = self.now + policy.delay(st.compensations_counted).total_seconds()
             self.emit(
                 RetryScheduled(step=step.name, op="compensation", attempt=attempt, due_at=due)
             )
@@ -262,7 +358,7 @@ class _Decider:
         self.emit(
             SagaNeedsAttention(
                 reason=f"compensation of {step.name} keeps failing "
-                f"({reason}, {st.compensation_attempt} attempts)",
+                f"({reason}, {st.compensations_counted} attempts)",
                 step=step.name,
             )
         )
@@ -409,4 +505,6 @@ def decide(
             decider.on_reply(trigger)
         case Tick():
             decider.on_tick()
+        case Intervene():
+            decider.on_intervene(trigger)
     return decision

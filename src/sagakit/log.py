@@ -25,13 +25,21 @@ class SagaStatus(StrEnum):
     COMPLETED = "completed"
     COMPENSATED = "compensated"
     NEEDS_ATTENTION = "needs_attention"
+    RESOLVED = "resolved"
 
     @property
     def terminal(self) -> bool:
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.NEEDS_ATTENTION})
+_TERMINAL = frozenset(
+    {
+        SagaStatus.COMPLETED,
+        SagaStatus.COMPENSATED,
+        SagaStatus.NEEDS_ATTENTION,
+        SagaStatus.RESOLVED,
+    }
+)
 
 
 class StepStatus(StrEnum):
@@ -149,6 +157,22 @@ class SagaNeedsAttention(SagaEvent):
     step: str | None = None
 
 
+class OperatorIntervened(SagaEvent):
+    """A person acted on the saga: retry, compensate or resolve, with who and why.
+
+    ``refused`` says why the action could not apply (the saga had moved on); otherwise
+    the saga goes on as ``resume`` says, and ``steps`` get a fresh retry budget.
+    """
+
+    event_type: ClassVar[str] = "OperatorIntervened"
+    action: Literal["retry", "compensate", "resolve"]
+    who: str
+    note: str
+    resume: SagaStatus | None = None
+    steps: list[str] = []
+    refused: str | None = None
+
+
 class ReplyIgnored(SagaEvent):
     """A reply that changes nothing: a duplicate, a stale attempt, or a zombie."""
 
@@ -177,6 +201,7 @@ EVENT_TYPES: dict[str, type[SagaEvent]] = {
         SagaCompleted,
         SagaCompensated,
         SagaNeedsAttention,
+        OperatorIntervened,
         ReplyIgnored,
     )
 }
@@ -258,6 +283,17 @@ class StepState:
     retry_at: float | None = None
     final_failure: bool = False
     error: str | None = None
+    #: Attempts made before an operator's retry; the retry budget counts from here.
+    attempt_base: int = 0
+    compensation_base: int = 0
+
+    @property
+    def attempts_counted(self) -> int:
+        return self.attempt - self.attempt_base
+
+    @property
+    def compensations_counted(self) -> int:
+        return self.compensation_attempt - self.compensation_base
 
 
 @dataclass(slots=True)
@@ -275,6 +311,8 @@ class SagaState:
     started_at: float = 0.0
     updated_at: float = 0.0
     reason: str | None = None
+    #: True once the saga turned around to compensate (it never turns forward again).
+    undoing: bool = False
 
     def step(self, name: str) -> StepState:
         state = self.steps.get(name)
@@ -316,7 +354,7 @@ class IllegalTransition(SagaError):
 _STATE_ADAPTER: TypeAdapter[SagaState] = TypeAdapter(SagaState)
 
 #: Bump when SagaState's shape changes; older snapshots are then ignored and logs refolded.
-SNAPSHOT_SCHEMA = 1
+SNAPSHOT_SCHEMA = 2
 
 
 def state_to_json(state: SagaState) -> str:
@@ -378,6 +416,10 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
     if isinstance(event, ReplyIgnored):
         _advance(state, at)
         return
+    if isinstance(event, OperatorIntervened):
+        _intervene(state, event)
+        _advance(state, at)
+        return
     saga_move = _SAGA_MOVES.get(kind)
     if saga_move is not None:
         sources, target = saga_move
@@ -385,6 +427,7 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
             raise IllegalTransition(f"saga {state.saga_id}: {kind} from {state.status}")
         state.status = target
         state.reason = getattr(event, "reason", None) or state.reason
+        state.undoing = state.undoing or target is SagaStatus.COMPENSATING
         if target.terminal:
             for step in state.steps.values():
                 step.deadline = step.retry_at = None
@@ -404,6 +447,39 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
     if step_target is not None:
         step.status = step_target
     _advance(state, at)
+
+
+_RESUMABLE = {
+    SagaStatus.NEEDS_ATTENTION: frozenset(
+        {SagaStatus.RUNNING, SagaStatus.COMPENSATING, SagaStatus.RESOLVED}
+    ),
+    SagaStatus.RUNNING: frozenset({SagaStatus.COMPENSATING}),
+}
+
+
+def _intervene(state: SagaState, event: OperatorIntervened) -> None:
+    if event.refused is not None or event.resume is None:
+        return
+    if event.resume not in _RESUMABLE.get(state.status, frozenset()):
+        raise IllegalTransition(
+            f"saga {state.saga_id}: operator {event.action} from {state.status} to {event.resume}"
+        )
+    if event.resume is SagaStatus.RUNNING and state.undoing:
+        raise IllegalTransition(f"saga {state.saga_id}: a compensating saga never runs forward")
+    state.status = event.resume
+    if event.resume is SagaStatus.COMPENSATING and not state.undoing:
+        state.reason = f"{event.who} asked to compensate" + (
+            f": {event.note}" if event.note else ""
+        )
+    elif event.resume is SagaStatus.RESOLVED:
+        state.reason = f"resolved by {event.who}" + (f": {event.note}" if event.note else "")
+    state.undoing = state.undoing or event.resume is SagaStatus.COMPENSATING
+    for name in event.steps:
+        step = state.step(name)
+        step.attempt_base, step.compensation_base = step.attempt, step.compensation_attempt
+    if event.resume.terminal:
+        for step in state.steps.values():
+            step.deadline = step.retry_at = None
 
 
 def _apply_step(step: StepState, event: SagaEvent) -> None:
@@ -521,6 +597,11 @@ def describe(event: SagaEvent) -> str:
             return f"needs attention: {r}"
         case ReplyIgnored(step=s, op=op, why=why):
             return f"{s}: {op} reply ignored ({why})"
+        case OperatorIntervened(action=a, who=who, note=note, refused=refused):
+            said = f" ({note})" if note else ""
+            if refused:
+                return f"{who} asked to {a}{said}; refused: {refused}"
+            return f"{who}: {a}{said}"
     return event.event_type
 
 

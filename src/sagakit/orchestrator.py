@@ -12,15 +12,16 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
-from sagakit.decide import Decision, Reply, Start, Tick, Trigger, decide
+from sagakit.decide import Decision, Intervene, Reply, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.log import (
+    OperatorIntervened,
     ReplyIgnored,
     SagaCompleted,
     SagaEvent,
@@ -64,6 +65,9 @@ class Orchestrator:
     ) -> None:
         self.store = store
         self.group = group
+        # Without a clock of its own, decisions take the time from the store's
+        # transaction: the database's clock on PostgreSQL.
+        self._own_clock = clock
         self.clock: Clock = clock or SystemClock()
         self.reply_queue = reply_queue(group)
         self.consumer = f"orchestrator:{group}"
@@ -130,7 +134,7 @@ class Orchestrator:
             try:
                 async with self.store.unit() as unit:
                     existing = await unit.load(ids)
-                    now = self.clock.now()
+                    now = await self._now(unit)
                     decisions: dict[str, Decision] = {}
                     for definition, request, saga_id in planned:
                         if saga_id in existing.states or saga_id in existing.broken:
@@ -192,7 +196,7 @@ class Orchestrator:
     ) -> list[Decision]:
         fresh = await unit.claim(self.consumer, [env.message_id for _, env in replies])
         loaded = await unit.load([env.saga_id for _, env in replies if env.message_id in fresh])
-        now = self.clock.now()
+        now = await self._now(unit)
         decisions: dict[str, Decision] = {}
         seen: set[str] = set()
         for delivery, env in replies:
@@ -205,6 +209,9 @@ class Orchestrator:
                 if started is not None:
                     decisions[env.saga_id] = started
                 continue
+            trigger: Reply | Intervene = (
+                _intervention(env) if env.type == OPERATOR_TYPE else Reply.of(env)
+            )
             state = decisions[env.saga_id].state if env.saga_id in decisions else None
             state = state or loaded.states.get(env.saga_id)
             if state is None:
@@ -220,7 +227,7 @@ class Orchestrator:
             except LookupError as exc:
                 delivery.reject("unknown_definition", str(exc))
                 continue
-            decision = self._decide(definition, state, Reply.of(env), now, env.traceparent)
+            decision = self._decide(definition, state, trigger, now, env.traceparent)
             decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
         await unit.append(list(decisions.values()))
         return list(decisions.values())
@@ -252,7 +259,7 @@ class Orchestrator:
         return sum(1 for decision in decided if decision.events)
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
-        now = self.clock.now()
+        now = await self._now(unit)
         ids = await unit.due(now, limit)
         if not ids:
             return []
@@ -272,6 +279,9 @@ class Orchestrator:
         return decisions
 
     # ------------------------------------------------------------------ plumbing
+
+    async def _now(self, unit: UnitOfWork) -> float:
+        return self._own_clock.now() if self._own_clock is not None else await unit.now()
 
     def _decide(
         self,
@@ -311,6 +321,44 @@ class Orchestrator:
 
 #: The type of a message that starts a saga (see Orchestrator.start_message).
 START_TYPE = "sagakit.start"
+#: The type of a message carrying an operator's retry, compensate or resolve.
+OPERATOR_TYPE = "sagakit.operator"
+
+
+class OperatorBody(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["retry", "compensate", "resolve"]
+    who: str = Field(min_length=1, max_length=200)
+    note: str = Field(default="", max_length=2000)
+
+
+def operator_message(
+    saga_id: str,
+    action: Literal["retry", "compensate", "resolve"],
+    *,
+    who: str,
+    note: str = "",
+    group: str = "orchestrator",
+) -> Outgoing:
+    """A person's retry, compensate or resolve for one saga, addressed to its
+    orchestrator. Enqueue it in the saga store's outbox and the relay delivers it; the
+    orchestrator decides it like any other message and records who asked and why."""
+    body = OperatorBody(action=action, who=who, note=note)
+    envelope = Envelope(
+        message_id=new_id(),
+        type=OPERATOR_TYPE,
+        kind=MessageKind.COMMAND,
+        saga_id=saga_id,
+        created_at=time.time(),
+        payload=body.model_dump(),
+    )
+    return Outgoing(reply_queue(group), envelope)
+
+
+def _intervention(envelope: Envelope) -> Intervene:
+    body = OperatorBody.model_validate(envelope.payload)
+    return Intervene(action=body.action, who=body.who, note=body.note)
 
 
 class StartBody(BaseModel):
@@ -355,12 +403,13 @@ def start_message(
 
 
 def _check_incoming(envelope: Envelope) -> None:
-    """Refuse, as poison, anything that is neither a well-formed reply nor a start."""
-    if envelope.kind is MessageKind.COMMAND and envelope.type == START_TYPE:
+    """Refuse, as poison, anything that is not a well-formed reply, start or operator
+    action."""
+    if envelope.kind is MessageKind.COMMAND and envelope.type in _BODIES:
         try:
-            StartBody.model_validate(envelope.payload)
+            _BODIES[envelope.type].model_validate(envelope.payload)
         except ValueError as exc:
-            raise PoisonMessageError("schema", f"start payload: {exc}") from exc
+            raise PoisonMessageError("schema", f"{envelope.type} payload: {exc}") from exc
         return
     if envelope.kind is not MessageKind.REPLY or not envelope.step or not envelope.op:
         raise PoisonMessageError(
@@ -370,6 +419,9 @@ def _check_incoming(envelope: Envelope) -> None:
         Reply.of(envelope)
     except ValueError as exc:
         raise PoisonMessageError("schema", f"reply payload: {exc}") from exc
+
+
+_BODIES: dict[str, type[BaseModel]] = {START_TYPE: StartBody, OPERATOR_TYPE: OperatorBody}
 
 
 def _merge(first: Decision | None, later: Decision) -> Decision:
@@ -387,7 +439,9 @@ def _log_event(state: SagaState, event: SagaEvent) -> None:
     kind = outcome(event)
     if kind == "failed":
         level = logging.WARNING
-    elif kind == "undo" or isinstance(event, SagaCompleted | StepFailed | ReplyIgnored):
+    elif kind == "undo" or isinstance(
+        event, SagaCompleted | StepFailed | ReplyIgnored | OperatorIntervened
+    ):
         level = logging.INFO
     else:
         level = logging.DEBUG

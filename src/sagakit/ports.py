@@ -59,6 +59,12 @@ class UnitOfWork(Protocol):
         """The transaction's connection, for a participant's own business writes."""
         ...
 
+    async def now(self) -> float:
+        """The time decisions in this transaction use: the database's clock where the
+        store keeps one (PostgreSQL), so processes whose clocks disagree agree on
+        deadlines; otherwise the store's clock."""
+        ...
+
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         """Insert inbox rows; return the keys that were new (the rest are duplicates)."""
         ...

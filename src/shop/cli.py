@@ -133,8 +133,10 @@ def up(
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mail server trouble.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for the trouble.")] = 7,
 ) -> None:
-    """Run the shop distributed: a process per service, the orchestrator and the relay,
-    each restarted if it dies. Ctrl-C stops them all."""
+    """Run the shop distributed: a process per service, orchestrator and relay, restarted
+    if they die.
+
+    Ctrl-C stops them all."""
     from sagakit.errors import SagaError
     from sagakit.logs import configure
     from shop.distributed import PROCESSES, Child, child_argv, prepare, supervise

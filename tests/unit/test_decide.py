@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
-from sagakit.decide import Decision, Reply, Start, Tick, decide
+import pytest
+
+from sagakit.decide import Decision, Intervene, Reply, Start, Tick, decide
 from sagakit.definition import SagaDefinition
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.messages import ReplyBody
@@ -350,3 +352,109 @@ def test_every_decision_is_a_legal_forward_history() -> None:
     d.reply("pay")
     events: Iterable = [e for dec in d.decisions for e in dec.events]
     assert [e.event_type for e in events][-1] == "SagaCompleted"
+
+
+# -- a person acting on the saga ------------------------------------------------------
+
+
+def stuck_compensation(d: Driver) -> None:
+    d.start()
+    d.reply("reserve")
+    d.reply("charge", ok=False)
+    attempts = ORDER.step("reserve").compensation_retry.attempts
+    assert attempts is not None
+    for _ in range(attempts - 1):
+        d.reply("reserve", op="compensation", ok=False, reason="warehouse offline")
+        d.tick(60.0)
+    d.reply("reserve", op="compensation", ok=False, reason="warehouse offline")
+    assert d.state is not None and d.state.status is SagaStatus.NEEDS_ATTENTION
+
+
+def intervene(d: Driver, action: str, note: str = "") -> Decision:
+    return d._decide(Intervene(action, "ops@example.com", note))  # type: ignore[arg-type]
+
+
+def test_retry_resumes_a_stuck_compensation_with_a_fresh_budget() -> None:
+    d = Driver(ORDER)
+    stuck_compensation(d)
+    retried = intervene(d, "retry", "warehouse is back")
+    assert types(retried)[:3] == ["OperatorIntervened", "RetryScheduled", "CompensationRequested"]
+    assert sent(retried) == ["inventory.release/compensation"]
+    event = retried.events[0]
+    assert (event.who, event.note, event.resume) == (  # type: ignore[attr-defined]
+        "ops@example.com",
+        "warehouse is back",
+        SagaStatus.COMPENSATING,
+    )
+    # the budget starts again: a failure now schedules a retry instead of giving up
+    again = d.reply("reserve", op="compensation", ok=False, reason="still flaky")
+    assert types(again) == ["CompensationFailed", "RetryScheduled"]
+    d.tick(60.0)
+    assert types(d.reply("reserve", op="compensation"))[-1] == "SagaCompensated"
+
+
+def test_resolve_closes_a_saga_that_needs_attention() -> None:
+    d = Driver(ORDER)
+    stuck_compensation(d)
+    resolved = intervene(d, "resolve", "released the stock by hand")
+    assert types(resolved) == ["OperatorIntervened"]
+    assert d.state is not None and d.state.status is SagaStatus.RESOLVED
+    assert d.state.reason == "resolved by ops@example.com: released the stock by hand"
+    assert d.state.status.terminal and d.state.wake_at is None
+
+
+def test_compensate_turns_a_running_saga_around() -> None:
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    undo = intervene(d, "compensate", "customer cancelled by phone")
+    assert types(undo)[0] == "OperatorIntervened"
+    # the charge was in flight: its outcome is unknown, so it is undone first
+    assert sent(undo) == ["payment.refund/compensation"]
+    d.reply("charge", op="compensation")
+    assert types(d.reply("reserve", op="compensation"))[-1] == "SagaCompensated"
+    assert d.state is not None
+    assert d.state.reason == "ops@example.com asked to compensate: customer cancelled by phone"
+
+
+def test_compensate_is_refused_after_the_pivot_committed() -> None:
+    d = Driver(ORDER)
+    d.start()
+    for step in ("reserve", "charge", "ship"):
+        d.reply(step)
+    refused = intervene(d, "compensate")
+    assert types(refused) == ["OperatorIntervened"]
+    assert "the pivot ship committed" in (refused.events[0].refused or "")  # type: ignore[attr-defined]
+    assert d.state is not None and d.state.status is SagaStatus.RUNNING
+
+
+def test_an_unknown_pivot_can_be_retried_or_compensated_by_a_person() -> None:
+    for action, expected in (
+        ("retry", ["shipping.ship/action"]),
+        ("compensate", ["payment.refund/compensation"]),
+    ):
+        d = Driver(ORDER)
+        d.start()
+        d.reply("reserve")
+        d.reply("charge")
+        for _ in range(2):
+            d.tick(31.0)
+            d.tick(1.0)
+        d.tick(31.0)
+        assert d.state is not None and d.state.status is SagaStatus.NEEDS_ATTENTION
+        assert sent(intervene(d, action)) == expected
+
+
+@pytest.mark.parametrize(
+    ("action", "why"),
+    [
+        ("resolve", "only a saga that needs attention"),
+        ("retry", "only a saga that needs attention"),
+    ],
+)
+def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) -> None:
+    d = Driver(ORDER)
+    d.start()
+    refused = intervene(d, action)
+    assert types(refused) == ["OperatorIntervened"]
+    assert why in (refused.events[0].refused or "")  # type: ignore[attr-defined]

@@ -50,11 +50,20 @@ class PostgresSagaStore(SqlSagaStore):
             asyncpg_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
         )
         super().__init__(url, engine, insert=pg_insert, clock=clock, snapshot_every=snapshot_every)
+        # With no clock given, deadlines come from the database: every orchestrator and
+        # reaper process then measures time against the same clock.
+        self.clock_from_database = clock is None
         self._listener: Any = None
         self._listen_lock = asyncio.Lock()
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
+
+    async def database_now(self, conn: AsyncConnection) -> float:
+        if not self.clock_from_database:
+            return self.clock.now()
+        now = await conn.scalar(text("SELECT extract(epoch from clock_timestamp())"))
+        return float(now)
 
     async def _notify(self, conn: AsyncConnection) -> None:
         await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))

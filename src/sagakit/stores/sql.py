@@ -62,11 +62,17 @@ class SqlUnit:
     def __init__(self, store: SqlSagaStore, conn: AsyncConnection) -> None:
         self._store = store
         self._conn = conn
+        self._now: float | None = None
         self.enqueued = 0
 
     @property
     def connection(self) -> AsyncConnection:
         return self._conn
+
+    async def now(self) -> float:
+        if self._now is None:
+            self._now = await self._store.database_now(self._conn)
+        return self._now
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
@@ -323,6 +329,10 @@ class SqlSagaStore:
                 await self._notify(conn)
         if unit.enqueued:
             self._outbox_event.set()
+
+    async def database_now(self, conn: AsyncConnection) -> float:
+        """The clock decisions use (see UnitOfWork.now); the store's own by default."""
+        return self.clock.now()
 
     def _translate(self, exc: DBAPIError | OSError) -> Exception:
         """Driver errors become sagakit's, with the URL (never its password) attached."""

@@ -1,0 +1,103 @@
+"""``sagakit retry / compensate / resolve``: a person acting on a saga, on the record.
+
+The action travels to the orchestrator as a message through the saga store's outbox,
+so it works the same embedded and distributed, and the orchestrator records it in the
+saga's log with who asked and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from typing import Annotated, Literal
+
+import typer
+
+from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
+from sagakit.errors import UnknownSagaError
+from sagakit.log import OperatorIntervened, decode
+from sagakit.orchestrator import operator_message
+from sagakit.stores.sql import SqlSagaStore
+
+Action = Literal["retry", "compensate", "resolve"]
+
+WhoOption = Annotated[
+    str | None, typer.Option("--who", help="Who is acting (default: your user name).")
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(min=0, max=3600, help="Seconds to wait for the orchestrator to act (0: don't)."),
+]
+GroupOption = Annotated[str, typer.Option(help="The orchestrator group that runs the saga.")]
+SagaArgument = Annotated[str, typer.Argument(help="The saga's id, or a unique start of it.")]
+
+
+def act(
+    action: Action, saga: str, *, db: str, note: str, who: str | None, wait: float, group: str
+) -> None:
+    person = who or getpass.getuser()
+
+    async def go(store: SqlSagaStore) -> str:
+        try:
+            saga_id = await store.resolve(saga)
+        except UnknownSagaError as exc:
+            raise fail(str(exc)) from exc
+        before = len(await store.history(saga_id))
+        async with store.unit() as unit:
+            await unit.enqueue(
+                [operator_message(saga_id, action, who=person, note=note, group=group)]
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            for stored in (await store.history(saga_id))[before:]:
+                event = decode(stored)
+                if isinstance(event, OperatorIntervened) and event.who == person:
+                    if event.refused:
+                        raise fail(f"{saga_id}: {action} refused: {event.refused}")
+                    return f"{saga_id}: {action} done; the saga is now {event.resume}"
+            await asyncio.sleep(0.1)
+        return f"{saga_id}: {action} queued for the orchestrator (it has not acted yet)"
+
+    console.print(with_store(db, go))
+
+
+@app.command()
+def retry(
+    saga: SagaArgument,
+    note: Annotated[str, typer.Option(help="Why (goes into the saga's log).")] = "",
+    db: DbOption = DEFAULT_DB,
+    who: WhoOption = None,
+    wait: WaitOption = 10.0,
+    group: GroupOption = "orchestrator",
+) -> None:
+    """Try again what a saga that needs attention is stuck on, with a fresh retry budget."""
+    act("retry", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command()
+def compensate(
+    saga: SagaArgument,
+    note: Annotated[str, typer.Option(help="Why (goes into the saga's log).")] = "",
+    db: DbOption = DEFAULT_DB,
+    who: WhoOption = None,
+    wait: WaitOption = 10.0,
+    group: GroupOption = "orchestrator",
+) -> None:
+    """Undo a saga: compensate what it did, in reverse (not once its pivot committed)."""
+    act("compensate", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command()
+def resolve(
+    saga: SagaArgument,
+    note: Annotated[str, typer.Option(help="What was done by hand (required).")],
+    db: DbOption = DEFAULT_DB,
+    who: WhoOption = None,
+    wait: WaitOption = 10.0,
+    group: GroupOption = "orchestrator",
+) -> None:
+    """Close a saga that needs attention after handling it by hand."""
+    if not note.strip():
+        raise typer.BadParameter("say what was done", param_hint="'--note'")
+    act("resolve", saga, db=db, note=note, who=who, wait=wait, group=group)
