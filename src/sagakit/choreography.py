@@ -14,10 +14,12 @@ decision code the orchestrator uses (sending nothing), so the saga log and proje
 read the same in both flavours and ``sagakit list`` / ``sagakit show`` work unchanged.
 
 What choreography cannot do, by its nature, is said here rather than discovered later:
-a parallel group needs someone to join its branches, so a definition with one must run
-orchestrated; and there is no coordinator to time a step out, so a step that never
-answers shows as running (and its messages, after the transport's delivery limit, as
-dead letters) until a person looks.
+a parallel group needs someone to join its branches, and an approval someone to take
+a person's answer, so a definition with either must run orchestrated; routing rules
+need someone to evaluate them, so optional steps never run choreographed; and there
+is no coordinator to time a step out, so a step that never answers shows as running
+(and its messages, after the transport's delivery limit, as dead letters) until a
+person looks.
 """
 
 from __future__ import annotations
@@ -93,9 +95,10 @@ def routing_key(definition: str, step: str | None, outcome: str) -> str:
 
 
 def compile_routes(definition: SagaDefinition) -> list[Route]:
-    """The event routes that run ``definition`` without a coordinator."""
+    """The event routes that run ``definition`` without a coordinator. Optional steps are
+    left out: with no coordinator to evaluate routing rules, they never run."""
     check_choreographable(definition)
-    steps = definition.steps
+    steps = [step for step in definition.steps if not step.optional]
     routes: list[Route] = []
     for index, step in enumerate(steps):
         before = None if index == 0 else steps[index - 1].name
@@ -129,6 +132,12 @@ def check_choreographable(definition: SagaDefinition) -> None:
                 f"{where}: parallel group {names} needs a coordinator to join its branches; "
                 "run this saga orchestrated"
             )
+        for step in stage:
+            if step.kind is StepKind.APPROVAL and not step.optional:
+                raise DefinitionError(
+                    f"{where}: approval {step.name!r} waits for a person's answer, which only a "
+                    "coordinator can take; run this saga orchestrated"
+                )
 
 
 def saga_event(

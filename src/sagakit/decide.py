@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.log import (
+    ApprovalRequested,
     CompensationFailed,
     CompensationRequested,
     CompensationStarted,
@@ -37,6 +38,7 @@ from sagakit.log import (
     StepCompensated,
     StepFailed,
     StepRequested,
+    StepSkipped,
     StepState,
     StepStatus,
     StepSucceeded,
@@ -46,6 +48,7 @@ from sagakit.log import (
 )
 from sagakit.messages import Envelope, MessageKind, Op, Outgoing, ReplyBody, command_queue
 from sagakit.messages import new_id as random_id
+from sagakit.rules import RuleFailed, RuleSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +93,20 @@ class Intervene:
     note: str = ""
 
 
-Trigger = Start | Reply | Tick | Intervene
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A person's answer to the saga's pending approval."""
+
+    decision: Literal["approve", "reject"]
+    who: str
+    note: str = ""
+
+
+Trigger = Start | Reply | Tick | Intervene | Signal
 
 _IN_FLIGHT = {StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT, StepStatus.FAILED}
+#: A stage is done when every step in it is one of these.
+_DONE = {StepStatus.SUCCEEDED, StepStatus.SKIPPED}
 #: Where a step can be left when its saga needs attention, waiting for a person.
 _STUCK = {
     StepStatus.FAILED,
@@ -130,8 +144,10 @@ class _Decider:
         causation_id: str | None,
         traceparent: str | None,
         timers: bool = True,
+        rules: RuleSet | None = None,
     ) -> None:
         self.timers = timers
+        self.rules = rules
         self.definition = definition
         self.d = decision
         self.s = decision.state
@@ -231,11 +247,61 @@ class _Decider:
             elif st.deadline is not None and st.deadline <= self.now:
                 if st.status is StepStatus.RUNNING and self.s.status is SagaStatus.RUNNING:
                     self.emit(StepTimedOut(step=step.name, op="action", attempt=st.attempt))
-                    self.retry_or_give_up(step, st, "timed out")
+                    if step.kind is StepKind.APPROVAL:
+                        self.approval_expired(step, st)
+                    else:
+                        self.retry_or_give_up(step, st, "timed out")
                 elif st.status is StepStatus.COMPENSATING:
                     attempt = st.compensation_attempt
                     self.emit(StepTimedOut(step=step.name, op="compensation", attempt=attempt))
                     self.retry_compensation_or_escalate(step, st, "compensation timed out")
+        self.advance()
+
+    def approval_expired(self, step: Step, st: StepState) -> None:
+        waited = f"no answer within {step.timeout}"
+        if step.on_timeout == "approve":
+            self.emit(
+                StepSucceeded(step=step.name, attempt=st.attempt, data={"approved_by": "timeout"})
+            )
+        elif step.on_timeout == "needs_attention":
+            self.emit(SagaNeedsAttention(reason=f"{step.name}: {waited}", step=step.name))
+        else:
+            self.emit(
+                StepFailed(step=step.name, attempt=st.attempt, reason=waited, retryable=False)
+            )
+            self.give_up(step, waited, refused=True)
+
+    def on_signal(self, answer: Signal) -> None:
+        pending = next(
+            (
+                step
+                for step in self.definition.steps
+                if step.kind is StepKind.APPROVAL
+                and self.s.steps.get(step.name) is not None
+                and self.s.steps[step.name].status is StepStatus.RUNNING
+            ),
+            None,
+        )
+        said = OperatorIntervened(action=answer.decision, who=answer.who, note=answer.note)
+        if pending is None or self.s.status is not SagaStatus.RUNNING:
+            why = (
+                f"the saga is {self.s.status}"
+                if self.s.status.terminal
+                else "no approval is pending"
+            )
+            self.emit(said.model_copy(update={"refused": why}))
+            return
+        self.emit(said)
+        st = self.s.steps[pending.name]
+        if answer.decision == "approve":
+            data = {f"{pending.name}_by": answer.who}
+            self.emit(StepSucceeded(step=pending.name, attempt=st.attempt, data=data))
+        else:
+            reason = f"rejected by {answer.who}" + (f": {answer.note}" if answer.note else "")
+            self.emit(
+                StepFailed(step=pending.name, attempt=st.attempt, reason=reason, retryable=False)
+            )
+            self.give_up(pending, reason, refused=True)
         self.advance()
 
     def on_intervene(self, ask: Intervene) -> None:
@@ -374,13 +440,37 @@ class _Decider:
     def advance_forward(self) -> None:
         for stage in self.definition.stages:
             states = [self.s.steps.get(step.name) for step in stage]
-            if all(st is not None and st.status is StepStatus.SUCCEEDED for st in states):
+            if all(st is not None and st.status in _DONE for st in states):
                 continue
             for step, st in zip(stage, states, strict=True):
-                if st is None or st.status is StepStatus.PENDING:
-                    self.request(step, self.s.step(step.name))
+                waiting = st is None or st.status is StepStatus.PENDING
+                if waiting and not self.route(step):
+                    return  # a rule could not be evaluated: the saga needs attention
+            if all(self.s.steps[step.name].status in _DONE for step in stage):
+                continue  # every step of the stage was skipped
             return
         self.emit(SagaCompleted())
+
+    def route(self, step: Step) -> bool:
+        """Run or skip ``step`` as the saga's pinned rules say; False when they failed."""
+        verdict, because = "run", "default"
+        if self.rules is not None or step.optional:
+            try:
+                verdict, because = self.verdict(step)
+            except RuleFailed as exc:
+                self.emit(SagaNeedsAttention(reason=str(exc), step=step.name))
+                return False
+        if verdict == "skip":
+            self.emit(StepSkipped(step=step.name, rule=because))
+        else:
+            self.request(step, self.s.step(step.name))
+        return True
+
+    def verdict(self, step: Step) -> tuple[str, str]:
+        if self.rules is None:
+            return "skip", "optional, and no rules are published"
+        saga = {"id": self.s.saga_id, "key": self.s.key, "definition": self.s.definition}
+        return self.rules.verdict(step, self.s.data, saga)
 
     def advance_backward(self) -> None:
         for stage in reversed(self.definition.stages):
@@ -405,9 +495,12 @@ class _Decider:
         )
 
     def request(self, step: Step, st: StepState) -> None:
+        deadline = self.now + step.timeout.total_seconds() if self.timers else None
+        if step.kind is StepKind.APPROVAL:
+            self.emit(ApprovalRequested(step=step.name, deadline=deadline))
+            return  # no command: the saga waits for a person's signal
         attempt = st.attempt + 1
         message_id = self.new_id()
-        deadline = self.now + step.timeout.total_seconds() if self.timers else None
         self.emit(
             StepRequested(step=step.name, attempt=attempt, message_id=message_id, deadline=deadline)
         )
@@ -464,6 +557,7 @@ def decide(
     new_id: Callable[[], str] = random_id,
     traceparent: str | None = None,
     timers: bool = True,
+    rules: RuleSet | None = None,
 ) -> Decision:
     """Work out what ``trigger`` means for the saga in ``state``; ``state`` is updated in place.
 
@@ -480,6 +574,7 @@ def decide(
             definition_version=definition.version,
             data=dict(trigger.data),
             key=trigger.key,
+            rules_version=rules.version if rules is not None else None,
         )
         state = start_state(trigger.saga_id, started, now)
         decision = Decision(state=state, expected_version=0, events=[started], recorded_at=now)
@@ -497,6 +592,7 @@ def decide(
         causation_id=causation,
         traceparent=traceparent,
         timers=timers,
+        rules=rules,
     )
     match trigger:
         case Start():
@@ -507,4 +603,6 @@ def decide(
             decider.on_tick()
         case Intervene():
             decider.on_intervene(trigger)
+        case Signal():
+            decider.on_signal(trigger)
     return decision

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Literal
 
 from sagakit.errors import DefinitionError
 
@@ -16,6 +17,8 @@ class StepKind(StrEnum):
     COMPENSATABLE = "compensatable"
     PIVOT = "pivot"
     RETRIABLE = "retriable"
+    #: Waits for a person to approve or reject; nothing to undo. Comes before the pivot.
+    APPROVAL = "approval"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +73,10 @@ class Step:
     compensation_retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(attempts=8, cap=timedelta(seconds=10))
     )
+    #: Runs only when a routing rule requires it (otherwise skipped).
+    optional: bool = False
+    #: For an approval: what an unanswered request becomes when its timeout passes.
+    on_timeout: Literal["reject", "approve", "needs_attention"] = "reject"
 
     @property
     def policy(self) -> RetryPolicy:
@@ -83,6 +90,30 @@ class Parallel:
     """Steps that run concurrently and are compensated together as one group."""
 
     steps: tuple[Step, ...]
+
+
+def approval(
+    name: str,
+    *,
+    timeout: timedelta = timedelta(hours=24),
+    on_timeout: Literal["reject", "approve", "needs_attention"] = "reject",
+    optional: bool = False,
+) -> Step:
+    """A step that waits for a person to approve or reject the saga (``sagakit approve``).
+
+    Rejecting, or no answer within ``timeout`` when ``on_timeout`` is ``reject``,
+    compensates what came before; ``approve`` lets it through; ``needs_attention``
+    hands it to an operator.
+    """
+    return Step(
+        name=name,
+        participant="person",
+        command="approve",
+        kind=StepKind.APPROVAL,
+        timeout=timeout,
+        optional=optional,
+        on_timeout=on_timeout,
+    )
 
 
 def parallel(*steps: Step) -> Parallel:
@@ -136,6 +167,7 @@ class SagaDefinition:
             for position, step in enumerate(stage):
                 marker = f"{index:>2}." if position == 0 else "   "
                 group = " (parallel)" if len(stage) > 1 else ""
+                group += " (optional)" if step.optional else ""
                 undo = (
                     f"  undo: {step.participant}.{step.compensation}" if step.compensation else ""
                 )
@@ -153,6 +185,7 @@ class SagaDefinition:
             StepKind.COMPENSATABLE: ("[", "]"),
             StepKind.PIVOT: ("{{", "}}"),
             StepKind.RETRIABLE: ("([", "])"),
+            StepKind.APPROVAL: ("[/", "/]"),
         }
         for step in self.steps:
             left, right = shapes[step.kind]
@@ -221,15 +254,15 @@ def _validate(definition: SagaDefinition) -> None:
                         f"{retriable_seen.name!r}"
                     )
                 pivot = step
-            elif step.kind is StepKind.COMPENSATABLE:
+            elif step.kind in (StepKind.COMPENSATABLE, StepKind.APPROVAL):
                 if pivot is not None:
                     raise DefinitionError(
-                        f"{where}: compensatable step {step.name!r} comes after the pivot "
+                        f"{where}: {step.kind} step {step.name!r} comes after the pivot "
                         f"{pivot.name!r}; once the pivot commits nothing may be undone"
                     )
                 if retriable_seen is not None:
                     raise DefinitionError(
-                        f"{where}: compensatable step {step.name!r} comes after retriable step "
+                        f"{where}: {step.kind} step {step.name!r} comes after retriable step "
                         f"{retriable_seen.name!r}, which cannot be undone"
                     )
             else:
@@ -239,6 +272,8 @@ def _validate(definition: SagaDefinition) -> None:
 def _check_stage(where: str, stage: Sequence[Step]) -> None:
     if len(stage) > 1:
         kinds = {step.kind for step in stage}
+        if StepKind.APPROVAL in kinds:
+            raise DefinitionError(f"{where}: an approval cannot be in a parallel group")
         if StepKind.PIVOT in kinds:
             pivot = next(s for s in stage if s.kind is StepKind.PIVOT)
             raise DefinitionError(
@@ -257,6 +292,8 @@ def _check_step(where: str, step: Step) -> None:
         raise DefinitionError(f"{where}: step {step.name!r} needs a participant and a command")
     if step.timeout <= timedelta(0):
         raise DefinitionError(f"{where}: step {step.name!r} needs a positive timeout")
+    if step.kind is StepKind.APPROVAL and step.compensation:
+        raise DefinitionError(f"{where}: approval {step.name!r} has nothing to compensate")
     if step.kind is StepKind.COMPENSATABLE and not step.compensation:
         raise DefinitionError(
             f"{where}: compensatable step {step.name!r} has no compensation; "

@@ -52,6 +52,7 @@ class StepStatus(StrEnum):
     COMPENSATING = "compensating"
     COMPENSATION_WAIT = "compensation_wait"
     COMPENSATED = "compensated"
+    SKIPPED = "skipped"
 
 
 # ---------------------------------------------------------------------------- events
@@ -66,11 +67,30 @@ class SagaEvent(BaseModel):
 
 
 class SagaStarted(SagaEvent):
+    """``rules_version`` pins the routing rules the saga runs under for its whole life."""
+
     event_type: ClassVar[str] = "SagaStarted"
     definition: str
     definition_version: int
     data: dict[str, Any]
     key: str | None = None
+    rules_version: int | None = None
+
+
+class StepSkipped(SagaEvent):
+    """A routing rule said this step does not run for this saga."""
+
+    event_type: ClassVar[str] = "StepSkipped"
+    step: str
+    rule: str
+
+
+class ApprovalRequested(SagaEvent):
+    """The saga waits for a person to approve or reject, until ``deadline``."""
+
+    event_type: ClassVar[str] = "ApprovalRequested"
+    step: str
+    deadline: float | None = None
 
 
 class StepRequested(SagaEvent):
@@ -165,7 +185,7 @@ class OperatorIntervened(SagaEvent):
     """
 
     event_type: ClassVar[str] = "OperatorIntervened"
-    action: Literal["retry", "compensate", "resolve"]
+    action: Literal["retry", "compensate", "resolve", "approve", "reject"]
     who: str
     note: str
     resume: SagaStatus | None = None
@@ -189,6 +209,8 @@ EVENT_TYPES: dict[str, type[SagaEvent]] = {
     cls.event_type: cls
     for cls in (
         SagaStarted,
+        StepSkipped,
+        ApprovalRequested,
         StepRequested,
         StepSucceeded,
         StepFailed,
@@ -313,6 +335,7 @@ class SagaState:
     reason: str | None = None
     #: True once the saga turned around to compensate (it never turns forward again).
     undoing: bool = False
+    rules_version: int | None = None
 
     def step(self, name: str) -> StepState:
         state = self.steps.get(name)
@@ -370,6 +393,8 @@ _WORKING = {_S.RUNNING, _S.RETRY_WAIT, _S.FAILED, _S.TIMED_OUT}
 _STEP_MOVES: dict[str, tuple[frozenset[StepStatus], StepStatus | None]] = {
     # event (and op) -> (states it may come from, state it leads to; None keeps the state)
     "StepRequested": (frozenset({_S.PENDING, _S.RETRY_WAIT}), _S.RUNNING),
+    "StepSkipped": (frozenset({_S.PENDING}), _S.SKIPPED),
+    "ApprovalRequested": (frozenset({_S.PENDING, _S.RETRY_WAIT}), _S.RUNNING),
     "StepSucceeded": (frozenset(_WORKING), _S.SUCCEEDED),
     "StepFailed": (frozenset(_WORKING), _S.FAILED),
     "StepTimedOut/action": (frozenset({_S.RUNNING}), _S.TIMED_OUT),
@@ -405,6 +430,7 @@ def start_state(saga_id: str, event: SagaStarted, at: float) -> SagaState:
         version=1,
         started_at=at,
         updated_at=at,
+        rules_version=event.rules_version,
     )
 
 
@@ -494,6 +520,10 @@ def _apply_step(step: StepState, event: SagaEvent) -> None:
         case StepSucceeded():
             step.deadline = step.retry_at = None
             step.error = None
+        case StepSkipped():
+            pass
+        case ApprovalRequested(deadline=deadline):
+            step.attempt, step.deadline = step.attempt + 1, deadline
         case StepFailed(reason=reason, retryable=retryable):
             step.deadline = step.retry_at = None
             step.error = reason
@@ -597,6 +627,10 @@ def describe(event: SagaEvent) -> str:
             return f"needs attention: {r}"
         case ReplyIgnored(step=s, op=op, why=why):
             return f"{s}: {op} reply ignored ({why})"
+        case StepSkipped(step=s, rule=rule):
+            return f"{s}: skipped ({rule})"
+        case ApprovalRequested(step=s):
+            return f"{s}: waiting for a person to approve"
         case OperatorIntervened(action=a, who=who, note=note, refused=refused):
             said = f" ({note})" if note else ""
             if refused:

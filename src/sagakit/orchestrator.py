@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
-from sagakit.decide import Decision, Intervene, Reply, Start, Tick, Trigger, decide
+from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.log import (
@@ -33,6 +33,7 @@ from sagakit.log import (
 from sagakit.logs import get_logger
 from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
+from sagakit.rules import RuleBook, RuleSet
 
 log = get_logger("sagakit.orchestrator")
 _story = logging.getLogger("sagakit.orchestrator")
@@ -62,8 +63,12 @@ class Orchestrator:
         *,
         group: str = "orchestrator",
         clock: Clock | None = None,
+        rules: bool = True,
     ) -> None:
         self.store = store
+        # Routing rules published in the store; each saga is pinned to the version
+        # current when it starts.
+        self.rulebook = RuleBook() if rules else None
         self.group = group
         # Without a clock of its own, decisions take the time from the store's
         # transaction: the database's clock on PostgreSQL.
@@ -144,7 +149,10 @@ class Orchestrator:
                         trigger = Start(
                             saga_id, dict(request.data), request.key, request.traceparent
                         )
-                        decisions[saga_id] = self._decide(definition, None, trigger, now)
+                        rules = await self._current_rules(unit, definition.name)
+                        decisions[saga_id] = self._decide(
+                            definition, None, trigger, now=now, rules=rules
+                        )
                     await unit.append(list(decisions.values()))
                 self._tell(decisions.values())
                 return ids
@@ -205,13 +213,13 @@ class Orchestrator:
                 continue
             seen.add(env.message_id)
             if env.type == START_TYPE:
-                started = self._start_from(delivery, env, loaded, decisions, now)
+                started = await self._start_from(
+                    unit, delivery, env, loaded=loaded, decisions=decisions, now=now
+                )
                 if started is not None:
                     decisions[env.saga_id] = started
                 continue
-            trigger: Reply | Intervene = (
-                _intervention(env) if env.type == OPERATOR_TYPE else Reply.of(env)
-            )
+            trigger = _trigger(env)
             state = decisions[env.saga_id].state if env.saga_id in decisions else None
             state = state or loaded.states.get(env.saga_id)
             if state is None:
@@ -227,15 +235,20 @@ class Orchestrator:
             except LookupError as exc:
                 delivery.reject("unknown_definition", str(exc))
                 continue
-            decision = self._decide(definition, state, trigger, now, env.traceparent)
+            rules = await self._pinned_rules(unit, state)
+            decision = self._decide(
+                definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
+            )
             decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
         await unit.append(list(decisions.values()))
         return list(decisions.values())
 
-    def _start_from(
+    async def _start_from(
         self,
+        unit: UnitOfWork,
         delivery: Delivery,
         env: Envelope,
+        *,
         loaded: Loaded,
         decisions: dict[str, Decision],
         now: float,
@@ -249,7 +262,8 @@ class Orchestrator:
             delivery.reject("unknown_definition", str(exc))
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
-        return self._decide(definition, None, trigger, now)
+        rules = await self._current_rules(unit, definition.name)
+        return self._decide(definition, None, trigger, now=now, rules=rules)
 
     # ------------------------------------------------------------------ timers
 
@@ -274,7 +288,8 @@ class Orchestrator:
                 definition = self.definition(state.definition, state.definition_version)
             except LookupError:
                 continue  # another orchestrator group owns this definition
-            decisions.append(self._decide(definition, state, Tick(), now))
+            rules = await self._pinned_rules(unit, state)
+            decisions.append(self._decide(definition, state, Tick(), now=now, rules=rules))
         await unit.append(decisions)
         return decisions
 
@@ -283,16 +298,35 @@ class Orchestrator:
     async def _now(self, unit: UnitOfWork) -> float:
         return self._own_clock.now() if self._own_clock is not None else await unit.now()
 
+    async def _current_rules(self, unit: UnitOfWork, saga: str) -> RuleSet | None:
+        if self.rulebook is None:
+            return None
+        version = await self.rulebook.latest(unit.connection, saga)
+        return None if version is None else await self.rulebook.get(unit.connection, saga, version)
+
+    async def _pinned_rules(self, unit: UnitOfWork, state: SagaState) -> RuleSet | None:
+        if self.rulebook is None or state.rules_version is None:
+            return None
+        return await self.rulebook.get(unit.connection, state.definition, state.rules_version)
+
     def _decide(
         self,
         definition: SagaDefinition,
         state: SagaState | None,
         trigger: Trigger,
+        *,
         now: float,
         traceparent: str | None = None,
+        rules: RuleSet | None = None,
     ) -> Decision:
         return decide(
-            definition, state, trigger, now=now, reply_to=self.reply_queue, traceparent=traceparent
+            definition,
+            state,
+            trigger,
+            now=now,
+            reply_to=self.reply_queue,
+            traceparent=traceparent,
+            rules=rules,
         )
 
     async def _retrying(self, work: Any) -> list[Decision]:
@@ -323,6 +357,46 @@ class Orchestrator:
 START_TYPE = "sagakit.start"
 #: The type of a message carrying an operator's retry, compensate or resolve.
 OPERATOR_TYPE = "sagakit.operator"
+#: The type of a message carrying a person's answer to a pending approval.
+SIGNAL_TYPE = "sagakit.signal"
+
+
+class SignalBody(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    who: str = Field(min_length=1, max_length=200)
+    note: str = Field(default="", max_length=2000)
+
+
+def signal_message(
+    saga_id: str,
+    decision: Literal["approve", "reject"],
+    *,
+    who: str,
+    note: str = "",
+    group: str = "orchestrator",
+) -> Outgoing:
+    """A person's approve or reject for a saga waiting on an approval step."""
+    body = SignalBody(decision=decision, who=who, note=note)
+    envelope = Envelope(
+        message_id=new_id(),
+        type=SIGNAL_TYPE,
+        kind=MessageKind.COMMAND,
+        saga_id=saga_id,
+        created_at=time.time(),
+        payload=body.model_dump(),
+    )
+    return Outgoing(reply_queue(group), envelope)
+
+
+def _trigger(envelope: Envelope) -> Reply | Intervene | Signal:
+    if envelope.type == OPERATOR_TYPE:
+        return _intervention(envelope)
+    if envelope.type == SIGNAL_TYPE:
+        body = SignalBody.model_validate(envelope.payload)
+        return Signal(decision=body.decision, who=body.who, note=body.note)
+    return Reply.of(envelope)
 
 
 class OperatorBody(BaseModel):
@@ -421,7 +495,11 @@ def _check_incoming(envelope: Envelope) -> None:
         raise PoisonMessageError("schema", f"reply payload: {exc}") from exc
 
 
-_BODIES: dict[str, type[BaseModel]] = {START_TYPE: StartBody, OPERATOR_TYPE: OperatorBody}
+_BODIES: dict[str, type[BaseModel]] = {
+    START_TYPE: StartBody,
+    OPERATOR_TYPE: OperatorBody,
+    SIGNAL_TYPE: SignalBody,
+}
 
 
 def _merge(first: Decision | None, later: Decision) -> Decision:

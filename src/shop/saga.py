@@ -1,10 +1,13 @@
-"""The order saga: create, reserve, charge, ship (the pivot), notify, approve."""
+"""The order saga: create, screen, (approve), reserve, charge, ship (the pivot), notify,
+approve."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
+from sagakit.definition import approval
 
 _QUICK = RetryPolicy(attempts=3, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=2))
 _PATIENT = RetryPolicy(attempts=None, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=5))
@@ -21,6 +24,17 @@ ORDER_SAGA = SagaDefinition(
             timeout=timedelta(seconds=10),
             retry=_QUICK,
         ),
+        # Routing rules (shop/rules/order.toml) let VIPs skip the screening...
+        Step(
+            name="fraud_check",
+            participant="payment",
+            command="screen",
+            compensation="clear",
+            timeout=timedelta(seconds=10),
+            retry=_QUICK,
+        ),
+        # ...and make large orders wait for a person; without rules it is skipped.
+        approval("manual_approval", optional=True, timeout=timedelta(hours=1)),
         Step(
             name="reserve_stock",
             participant="inventory",
@@ -63,3 +77,7 @@ ORDER_SAGA = SagaDefinition(
         ),
     ],
 )
+
+
+#: The shop's routing rules; publish them with ``sagakit rules publish`` (lab 10 does).
+RULES_FILE = Path(__file__).parent / "rules" / "order.toml"

@@ -24,6 +24,7 @@ class Customer:
     credit_limit_cents: int = 0
     card_declined: bool = False
     vip: bool = False
+    flagged: bool = False  # the fraud screening turns this customer away
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ def default_world(*, orders: int = 100) -> World:
         ),
         Customer("c-trudy", "Trudy", "trudy@example.com", "us", 5_00),
         Customer("c-penguin", "Pingu", "pingu@example.com", "antarctica", 10_000_00),
+        Customer("c-eve", "Eve", "eve@example.com", "eu", 10_000_00, flagged=True),
     )
     items = (
         Item("lamp", "desk lamp", 25_00, 4 * depth),
@@ -88,10 +90,13 @@ def plan_orders(world: World, count: int, *, fail_rate: float, seed: int) -> lis
     good = [
         c
         for c in world.customers
-        if not c.card_declined and c.region in SUPPORTED_REGIONS and c.balance_cents > 100_00
+        if not c.card_declined
+        and not c.flagged
+        and c.region in SUPPORTED_REGIONS
+        and c.balance_cents > 100_00
     ]
     everyday = [i for i in world.items if i.sku != "globe"]
-    causes = ["stock", "declined", "funds", "region"]
+    causes = ["stock", "declined", "funds", "region", "fraud"]
     plan = []
     for _ in range(count):
         if rng.random() >= fail_rate:
@@ -105,8 +110,10 @@ def plan_orders(world: World, count: int, *, fail_rate: float, seed: int) -> lis
             plan.append(OrderRequest("c-mallory", "mug", 1, "compensated", cause))
         elif cause == "funds":
             plan.append(OrderRequest("c-trudy", "chair", 1, "compensated", cause))
-        else:
+        elif cause == "region":
             plan.append(OrderRequest("c-penguin", "lamp", 1, "compensated", cause))
+        else:
+            plan.append(OrderRequest("c-eve", "mug", 2, "compensated", cause))
     return plan
 
 

@@ -56,12 +56,14 @@ async def test_lab1_one_order_flows_event_by_event_to_completed(
 ) -> None:
     figures = await LABS[1].run(tmp_path, story=False)
     order_id = figures["order_id"]
-    steps = [step.name for step in ORDER_SAGA.steps]
+    # optional steps never run choreographed: no one is there to evaluate routing rules
+    choreographed = [step for step in ORDER_SAGA.steps if not step.optional]
+    steps = [step.name for step in choreographed]
     assert figures["events"] == ["order.started", *(f"order.{s}.succeeded" for s in steps)]
     # each step ran because of the event just before it, in the service that owns it
     chain = [(r["event"], r["service"], r["step"]) for r in figures["reactions"]]
     triggers = ["order.started", *(f"order.{s}.succeeded" for s in steps[:-1])]
-    owners = [step.participant for step in ORDER_SAGA.steps]
+    owners = [step.participant for step in choreographed]
     assert chain == list(zip(triggers, owners, steps, strict=True))
     # the tracker's log and the order service agree with what the lab reports
     history = await stores[SAGA].history(order_id)

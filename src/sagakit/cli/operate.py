@@ -16,10 +16,10 @@ import typer
 from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
 from sagakit.errors import UnknownSagaError
 from sagakit.log import OperatorIntervened, decode
-from sagakit.orchestrator import operator_message
+from sagakit.orchestrator import operator_message, signal_message
 from sagakit.stores.sql import SqlSagaStore
 
-Action = Literal["retry", "compensate", "resolve"]
+Action = Literal["retry", "compensate", "resolve", "approve", "reject"]
 
 WhoOption = Annotated[
     str | None, typer.Option("--who", help="Who is acting (default: your user name).")
@@ -43,10 +43,12 @@ def act(
         except UnknownSagaError as exc:
             raise fail(str(exc)) from exc
         before = len(await store.history(saga_id))
+        if action == "approve" or action == "reject":  # noqa: PLR1714 - narrows the Literal
+            message = signal_message(saga_id, action, who=person, note=note, group=group)
+        else:
+            message = operator_message(saga_id, action, who=person, note=note, group=group)
         async with store.unit() as unit:
-            await unit.enqueue(
-                [operator_message(saga_id, action, who=person, note=note, group=group)]
-            )
+            await unit.enqueue([message])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
@@ -55,7 +57,8 @@ def act(
                 if isinstance(event, OperatorIntervened) and event.who == person:
                     if event.refused:
                         raise fail(f"{saga_id}: {action} refused: {event.refused}")
-                    return f"{saga_id}: {action} done; the saga is now {event.resume}"
+                    now = event.resume or (await store.get(saga_id)).status
+                    return f"{saga_id}: {action} done; the saga is now {now}"
             await asyncio.sleep(0.1)
         return f"{saga_id}: {action} queued for the orchestrator (it has not acted yet)"
 
@@ -101,3 +104,31 @@ def resolve(
     if not note.strip():
         raise typer.BadParameter("say what was done", param_hint="'--note'")
     act("resolve", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command()
+def approve(
+    saga: SagaArgument,
+    note: Annotated[str, typer.Option(help="Why (goes into the saga's log).")] = "",
+    db: DbOption = DEFAULT_DB,
+    who: WhoOption = None,
+    wait: WaitOption = 10.0,
+    group: GroupOption = "orchestrator",
+) -> None:
+    """Approve a saga waiting on an approval step; it goes on."""
+    act("approve", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command()
+def reject(
+    saga: SagaArgument,
+    note: Annotated[str, typer.Option(help="Why (required; goes into the saga's log).")],
+    db: DbOption = DEFAULT_DB,
+    who: WhoOption = None,
+    wait: WaitOption = 10.0,
+    group: GroupOption = "orchestrator",
+) -> None:
+    """Reject a saga waiting on an approval step; it compensates."""
+    if not note.strip():
+        raise typer.BadParameter("say why", param_hint="'--note'")
+    act("reject", saga, db=db, note=note, who=who, wait=wait, group=group)

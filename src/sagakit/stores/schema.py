@@ -114,3 +114,12 @@ saga_dead_letters = Table(
     Column("dead_at", Float, nullable=False),
     Index("ix_saga_dead_letters_dead_at", "dead_at"),
 )
+
+saga_rules = Table(
+    "saga_rules",
+    metadata,
+    Column("saga", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("published_at", Float, nullable=False),
+)

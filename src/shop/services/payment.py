@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    delete,
     insert,
     select,
     update,
@@ -37,6 +38,16 @@ accounts = Table(
     Column("initial_cents", Integer, nullable=False),
     Column("credit_limit_cents", Integer, nullable=False),
     Column("card_declined", Boolean, nullable=False),
+    Column("flagged", Boolean, nullable=False, default=False),
+)
+
+screenings = Table(
+    "screenings",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("at", Float, nullable=False),
 )
 
 payments = Table(
@@ -57,6 +68,8 @@ class PaymentService(Service):
     metadata = metadata
 
     def register(self) -> None:
+        self.participant.on("screen", self.screen)
+        self.participant.on("clear", self.clear)
         self.participant.on("charge", self.charge)
         self.participant.on("refund", self.refund)
 
@@ -70,9 +83,35 @@ class PaymentService(Service):
                     "initial_cents": c.balance_cents,
                     "credit_limit_cents": c.credit_limit_cents,
                     "card_declined": c.card_declined,
+                    "flagged": c.flagged,
                 }
                 for c in world.customers
             ],
+        )
+
+    async def screen(self, ctx: StepContext) -> None:
+        """The fraud check: a customer flagged before is turned away here."""
+        p = ctx.payload
+        account = (
+            await ctx.connection.execute(
+                select(accounts).where(accounts.c.customer_id == p["customer_id"])
+            )
+        ).first()
+        if account is not None and account.flagged:
+            raise StepRejected(f"fraud screening flagged {p['customer']}")
+        await ctx.connection.execute(
+            insert(screenings).values(
+                order_id=p["order_id"],
+                customer_id=p["customer_id"],
+                verdict="clear",
+                at=time.time(),
+            )
+        )
+        ctx.log.info(f"Screened order #{p['number']}: clear")
+
+    async def clear(self, ctx: StepContext) -> None:
+        await ctx.connection.execute(
+            delete(screenings).where(screenings.c.order_id == ctx.payload["order_id"])
         )
 
     async def charge(self, ctx: StepContext) -> dict[str, int]:

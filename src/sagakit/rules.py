@@ -1,0 +1,364 @@
+"""Routing rules: which steps a saga runs, decided at run time by CEL expressions.
+
+A rule file names the saga it routes, carries a version, and lists rules; each rule has
+a CEL condition over the saga's data and the steps it ``skip``s or ``require``s
+(an optional step runs only when some rule requires it)::
+
+    saga = "order"
+    version = 2
+
+    [[rule]]
+    name = "VIPs skip the fraud check"
+    when = "data.vip"
+    skip = ["fraud_check"]
+
+    [[rule]]
+    name = "large orders wait for a person"
+    when = "data.amount_cents > 100000"
+    require = ["manual_approval"]
+
+    [[sample]]
+    name = "a VIP's small order"
+    data = { vip = true, amount_cents = 2500 }
+
+Rule sets are published to the store with increasing versions. A saga is pinned to
+the version that was current when it started, so publishing new rules never changes
+a saga already running. When a step is reached, the rules that name it are evaluated
+against the saga's data as it is then: a ``require`` that holds wins over a ``skip``.
+A rule that cannot be evaluated for a saga (a missing field, a type error) sends that
+saga to needs-attention, never the process down. Invalid files are refused when
+loaded, with the line and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sagakit.definition import SagaDefinition, Step, StepKind
+from sagakit.errors import SagaError
+
+Verdict = Literal["run", "skip"]
+
+_RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
+_SAMPLE_HEADER = re.compile(r"^\s*\[\[\s*sample\s*\]\]")
+_TOP_KEYS = {"saga", "version", "rule", "sample"}
+_RULE_KEYS = {"name", "when", "skip", "require"}
+
+
+class RuleError(SagaError):
+    """A rule file is invalid; ``line`` points at the problem."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source = source
+        self.line = line
+        self.reason = reason
+
+
+class RuleFailed(SagaError):
+    """A valid rule could not be evaluated for one saga's data."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(f"rule {rule!r} could not be evaluated: {reason}")
+        self.rule = rule
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: str
+    skip: tuple[str, ...]
+    require: tuple[str, ...]
+    line: int
+    program: Any = field(repr=False, compare=False)
+
+    def holds(self, data: Mapping[str, Any], saga: Mapping[str, Any]) -> bool:
+        from celpy.adapter import json_to_cel
+        from celpy.celtypes import BoolType
+        from celpy.evaluation import CELEvalError
+
+        try:
+            result = self.program.evaluate(
+                {"data": json_to_cel(dict(data)), "saga": json_to_cel(dict(saga))}
+            )
+        except Exception as exc:  # celpy raises its own errors and Python's alike
+            raise RuleFailed(self.name, _cel_reason(exc)) from exc
+        if isinstance(result, CELEvalError):
+            raise RuleFailed(self.name, _cel_reason(result))
+        if not isinstance(result, bool | BoolType):
+            raise RuleFailed(self.name, f"the condition gave {result!r}, not true or false")
+        return bool(result)
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A versioned set of routing rules for one saga definition."""
+
+    saga: str
+    version: int
+    rules: tuple[Rule, ...]
+    samples: tuple[Sample, ...] = ()
+    source: str = ""
+
+    def verdict(
+        self, step: Step, data: Mapping[str, Any], saga: Mapping[str, Any] | None = None
+    ) -> tuple[Verdict, str]:
+        """Whether ``step`` runs for this data, and which rule (or default) said so."""
+        context = saga or {}
+        required = [r for r in self.rules if step.name in r.require]
+        for rule in required:
+            if rule.holds(data, context):
+                return "run", rule.name
+        for rule in (r for r in self.rules if step.name in r.skip):
+            if rule.holds(data, context):
+                return "skip", rule.name
+        if step.optional:
+            return "skip", "optional, and no rule requires it"
+        return "run", "default"
+
+    def plan(
+        self, definition: SagaDefinition, data: Mapping[str, Any]
+    ) -> list[tuple[str, str, str]]:
+        """A dry run: ``(step, verdict, because)`` for every step, against ``data``."""
+        out: list[tuple[str, str, str]] = []
+        for step in definition.steps:
+            try:
+                verdict, why = self.verdict(step, data)
+            except RuleFailed as exc:
+                out.append((step.name, "error", str(exc)))
+                continue
+            out.append((step.name, verdict, why))
+        return out
+
+    @classmethod
+    def parse(
+        cls,
+        text: str,
+        *,
+        source: str = "<rules>",
+        definition: SagaDefinition | None = None,
+    ) -> RuleSet:
+        """Read and check a rule file; raise RuleError naming the line and the reason."""
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            match = re.search(r"line (\d+)", str(exc))
+            raise RuleError(source, int(match.group(1)) if match else 1, str(exc)) from exc
+        lines = text.splitlines()
+        rule_lines = [n for n, line in enumerate(lines, 1) if _RULE_HEADER.match(line)]
+        sample_lines = [n for n, line in enumerate(lines, 1) if _SAMPLE_HEADER.match(line)]
+        unknown = set(doc) - _TOP_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise RuleError(source, _line_of(lines, key), f"unknown setting {key!r}")
+        saga = doc.get("saga")
+        if not isinstance(saga, str) or not saga:
+            raise RuleError(source, _line_of(lines, "saga"), 'say which saga: saga = "name"')
+        if definition is not None and definition.name != saga:
+            raise RuleError(
+                source,
+                _line_of(lines, "saga"),
+                f"these rules are for saga {saga!r}, not {definition.name!r}",
+            )
+        version = doc.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RuleError(
+                source, _line_of(lines, "version"), "version must be a whole number >= 1"
+            )
+        raw_rules = doc.get("rule", [])
+        if not isinstance(raw_rules, list):
+            raise RuleError(source, _line_of(lines, "rule"), "rules are written as [[rule]] tables")
+        rules = tuple(
+            _rule(raw, source, lines, rule_lines[i] if i < len(rule_lines) else 1, definition)
+            for i, raw in enumerate(raw_rules)
+        )
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise RuleError(source, rule.line, f"two rules are named {rule.name!r}")
+            seen.add(rule.name)
+        samples = tuple(
+            _sample(raw, source, sample_lines[i] if i < len(sample_lines) else 1)
+            for i, raw in enumerate(doc.get("sample", []))
+        )
+        return cls(saga, version, rules, samples, text)
+
+
+def _line_of(lines: Sequence[str], key: str, start: int = 1) -> int:
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for number in range(start, len(lines) + 1):
+        if pattern.match(lines[number - 1]):
+            return number
+    return start
+
+
+def _rule(
+    raw: Any,
+    source: str,
+    lines: Sequence[str],
+    header: int,
+    definition: SagaDefinition | None,
+) -> Rule:
+    import celpy
+
+    if not isinstance(raw, dict):
+        raise RuleError(source, header, "a rule is a table of name, when, skip and require")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise RuleError(source, _line_of(lines, key, header), f"unknown rule setting {key!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RuleError(source, header, "every rule needs a name")
+    when = raw.get("when")
+    when_line = _line_of(lines, "when", header)
+    if not isinstance(when, str) or not when.strip():
+        raise RuleError(source, when_line, f'rule {name!r} needs a condition: when = "..."')
+    steps: dict[str, tuple[str, ...]] = {}
+    for key in ("skip", "require"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RuleError(source, _line_of(lines, key, header), f"{key} is a list of step names")
+        steps[key] = tuple(value)
+    if not steps["skip"] and not steps["require"]:
+        raise RuleError(source, header, f"rule {name!r} neither skips nor requires a step")
+    if definition is not None:
+        _check_steps(name, steps, definition=definition, source=source, lines=lines, header=header)
+    env = celpy.Environment()
+    try:
+        program = env.program(env.compile(when))
+    except Exception as exc:  # celpy's parse errors carry the column in their text
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuleError(
+            source, when_line, f"rule {name!r}: the condition does not parse: {detail}"
+        ) from exc
+    return Rule(name, when, steps["skip"], steps["require"], header, program)
+
+
+def _check_steps(
+    name: str,
+    steps: dict[str, tuple[str, ...]],
+    *,
+    definition: SagaDefinition,
+    source: str,
+    lines: Sequence[str],
+    header: int,
+) -> None:
+    known = {step.name: step for step in definition.steps}
+    for key, names in steps.items():
+        line = _line_of(lines, key, header)
+        for step_name in names:
+            step = known.get(step_name)
+            if step is None:
+                raise RuleError(
+                    source,
+                    line,
+                    f"rule {name!r}: saga {definition.name!r} has no step {step_name!r}",
+                )
+            if key == "skip" and step.kind is StepKind.PIVOT:
+                raise RuleError(
+                    source, line, f"rule {name!r}: the pivot {step_name!r} cannot be skipped"
+                )
+            if key == "require" and not step.optional:
+                raise RuleError(
+                    source,
+                    line,
+                    f"rule {name!r}: {step_name!r} always runs; require is for optional steps",
+                )
+
+
+def _sample(raw: Any, source: str, header: int) -> Sample:
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("name"), str)
+        or not isinstance(raw.get("data"), dict)
+    ):
+        raise RuleError(source, header, "a sample is a table with a name and a data table")
+    return Sample(raw["name"], dict(raw["data"]))
+
+
+def _cel_reason(exc: object) -> str:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], str):
+        return args[0]
+    return str(exc)
+
+
+# ---------------------------------------------------------------------------- the book
+
+
+class RuleBook:
+    """Published rule sets in a store: the latest is pinned to each saga as it starts."""
+
+    def __init__(self, *, refresh: float = 1.0) -> None:
+        self.refresh = refresh
+        self._sets: dict[tuple[str, int], RuleSet] = {}
+        self._latest: dict[str, tuple[float, int | None]] = {}
+
+    async def latest(self, conn: AsyncConnection, saga: str) -> int | None:
+        """The newest published version for ``saga`` (looked up at most every ``refresh``
+        seconds)."""
+        from sagakit.stores.schema import saga_rules
+
+        seen = self._latest.get(saga)
+        now = time.monotonic()
+        if seen is not None and now - seen[0] < self.refresh:
+            return seen[1]
+        version = await conn.scalar(
+            select(func.max(saga_rules.c.version)).where(saga_rules.c.saga == saga)
+        )
+        self._latest[saga] = (now, int(version) if version is not None else None)
+        return self._latest[saga][1]
+
+    async def get(self, conn: AsyncConnection, saga: str, version: int) -> RuleSet:
+        from sagakit.stores.schema import saga_rules
+
+        found = self._sets.get((saga, version))
+        if found is None:
+            row = (
+                await conn.execute(
+                    select(saga_rules.c.source).where(
+                        saga_rules.c.saga == saga, saga_rules.c.version == version
+                    )
+                )
+            ).first()
+            if row is None:
+                raise RuleFailed(f"{saga} v{version}", "that rule set is not in the store")
+            found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+            self._sets[(saga, version)] = found  # published sets never change
+        return found
+
+
+async def publish(conn: AsyncConnection, rules: RuleSet) -> None:
+    """Add a rule set to the store; its version must be newer than any published."""
+    from sagakit.stores.schema import saga_rules
+
+    newest = await conn.scalar(
+        select(func.max(saga_rules.c.version)).where(saga_rules.c.saga == rules.saga)
+    )
+    if newest is not None and rules.version <= newest:
+        raise RuleError(
+            f"{rules.saga} rules",
+            1,
+            f"version {rules.version} is not newer than the published {newest}",
+        )
+    await conn.execute(
+        insert(saga_rules).values(
+            saga=rules.saga, version=rules.version, source=rules.source, published_at=time.time()
+        )
+    )

@@ -1,0 +1,182 @@
+"""Routing rules: refused with the line and the reason when invalid, pinned when valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagakit.decide import Signal, Start, Tick, decide
+from sagakit.log import SagaStatus
+from sagakit.rules import RuleError, RuleFailed, RuleSet
+from tests.sagas import CHECKOUT, CHECKOUT_RULES
+
+RULES = RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT)
+
+
+def verdicts(data: dict[str, object]) -> dict[str, str]:
+    return {step: verdict for step, verdict, _ in RULES.plan(CHECKOUT, data)}
+
+
+def test_rules_route_steps_by_the_sagas_data() -> None:
+    assert verdicts({"vip": True, "amount": 20}) == {
+        "screen": "skip",
+        "manual_approval": "skip",
+        "charge": "run",
+        "ship": "run",
+    }
+    assert verdicts({"vip": False, "amount": 5000}) == {
+        "screen": "run",
+        "manual_approval": "run",
+        "charge": "run",
+        "ship": "run",
+    }
+    [(_, _, because)] = [
+        p for p in RULES.plan(CHECKOUT, {"vip": True, "amount": 20}) if p[0] == "screen"
+    ]
+    assert because == "VIPs skip the fraud check"
+
+
+def test_a_rule_that_cannot_be_evaluated_says_which_and_why() -> None:
+    with pytest.raises(RuleFailed, match=r"'VIPs skip the fraud check'.*vip"):
+        RULES.verdict(CHECKOUT.step("screen"), {"amount": 3})
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "reason"),
+    [
+        (('when = "data.vip"', 'when = "data.vip ==== 1"'), 6, "does not parse"),
+        (('skip = ["screen"]', 'skip = ["teleport"]'), 7, "has no step 'teleport'"),
+        (('skip = ["screen"]', 'skip = ["ship"]'), 7, "the pivot 'ship' cannot be skipped"),
+        (
+            ('require = ["manual_approval"]', 'require = ["charge"]'),
+            12,
+            "'charge' always runs; require is for optional steps",
+        ),
+        (("version = 1", "version = 0"), 2, "version must be a whole number"),
+        (('saga = "checkout"', 'saga = "order"'), 1, "these rules are for saga 'order'"),
+        (
+            ('[[rule]]\nname = "VIPs', '[[rule]]\nflavour = 3\nname = "VIPs'),
+            5,
+            "unknown rule setting 'flavour'",
+        ),
+        (("version = 1", 'version = 1\nowner = "me"'), 3, "unknown setting 'owner'"),
+        (("version = 1", "version = 1 1"), 2, "line 2"),
+        (
+            ('name = "large orders wait for a person"', 'name = "VIPs skip the fraud check"'),
+            9,
+            "two rules are named",
+        ),
+    ],
+)
+def test_invalid_rules_are_refused_with_the_line_and_the_reason(
+    change: tuple[str, str], line: int, reason: str
+) -> None:
+    broken = CHECKOUT_RULES.replace(*change, 1)
+    with pytest.raises(RuleError) as caught:
+        RuleSet.parse(broken, source="checkout.toml", definition=CHECKOUT)
+    assert caught.value.line == line, str(caught.value)
+    assert reason in str(caught.value)
+    assert str(caught.value).startswith(f"checkout.toml:{line}: ")
+
+
+def run(data: dict[str, object], rules: RuleSet | None = RULES):  # type: ignore[no-untyped-def]
+    return decide(CHECKOUT, None, Start("s", data), now=0.0, reply_to="r", rules=rules)
+
+
+def test_a_vip_skips_the_check_and_no_one_is_asked_to_approve() -> None:
+    first = run({"vip": True, "amount": 20})
+    assert [e.event_type for e in first.events] == [
+        "SagaStarted",
+        "StepSkipped",
+        "StepSkipped",
+        "StepRequested",
+    ]
+    assert first.events[0].rules_version == 1  # type: ignore[attr-defined]
+    assert [c.envelope.type for c in first.commands] == ["payment.charge"]
+
+
+def test_without_rules_optional_steps_are_skipped_and_the_rest_run() -> None:
+    first = run({"vip": True, "amount": 5000}, rules=None)
+    assert [c.envelope.type for c in first.commands] == ["fraud.screen"]
+
+
+def approve_path(decision: str) -> list[str]:
+    from sagakit.decide import Reply
+    from sagakit.messages import ReplyBody
+
+    first = run({"vip": False, "amount": 5000})
+    state = first.state
+    screened = decide(
+        CHECKOUT,
+        state,
+        Reply("screen", "action", 1, "m1", ReplyBody(ok=True)),
+        now=1.0,
+        reply_to="r",
+        rules=RULES,
+    )
+    assert [e.event_type for e in screened.events] == ["StepSucceeded", "ApprovalRequested"]
+    assert screened.commands == []  # waiting for a person, not for a service
+    answered = decide(
+        CHECKOUT,
+        state,
+        Signal(decision, "alice", "checked the customer"),  # type: ignore[arg-type]
+        now=2.0,
+        reply_to="r",
+        rules=RULES,
+    )
+    return [e.event_type for e in answered.events] + [c.envelope.type for c in answered.commands]
+
+
+def test_an_approval_lets_the_saga_go_on() -> None:
+    assert approve_path("approve") == [
+        "OperatorIntervened",
+        "StepSucceeded",
+        "StepRequested",
+        "payment.charge",
+    ]
+
+
+def test_a_rejection_compensates_what_came_before() -> None:
+    assert approve_path("reject") == [
+        "OperatorIntervened",
+        "StepFailed",
+        "CompensationStarted",
+        "CompensationRequested",
+        "fraud.clear",
+    ]
+
+
+def test_an_unanswered_approval_follows_its_timeout_policy() -> None:
+    from sagakit.decide import Reply
+    from sagakit.messages import ReplyBody
+
+    first = run({"vip": False, "amount": 5000})
+    decide(
+        CHECKOUT,
+        first.state,
+        Reply("screen", "action", 1, "m1", ReplyBody(ok=True)),
+        now=1.0,
+        reply_to="r",
+        rules=RULES,
+    )
+    expired = decide(CHECKOUT, first.state, Tick(), now=3700.0, reply_to="r", rules=RULES)
+    assert [e.event_type for e in expired.events][:3] == [
+        "StepTimedOut",
+        "StepFailed",
+        "CompensationStarted",
+    ]
+    assert "no answer within 1:00:00" in (first.state.reason or "")
+
+
+def test_a_rule_that_fails_for_one_saga_sends_it_to_needs_attention() -> None:
+    first = run({"amount": 5000})  # no "vip" field: the VIP rule cannot be evaluated
+    assert [e.event_type for e in first.events] == ["SagaStarted", "SagaNeedsAttention"]
+    assert first.state.status is SagaStatus.NEEDS_ATTENTION
+    assert "VIPs skip the fraud check" in (first.state.reason or "")
+
+
+def test_a_signal_with_nothing_pending_is_recorded_as_refused() -> None:
+    first = run({"vip": True, "amount": 20})
+    answered = decide(
+        CHECKOUT, first.state, Signal("approve", "bob"), now=1.0, reply_to="r", rules=RULES
+    )
+    assert answered.events[0].refused == "no approval is pending"  # type: ignore[attr-defined]
