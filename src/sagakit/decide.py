@@ -25,6 +25,7 @@ from sagakit.log import (
     CompensationFailed,
     CompensationRequested,
     CompensationStarted,
+    LocksReleased,
     OperatorIntervened,
     ReplyIgnored,
     RetryScheduled,
@@ -46,7 +47,15 @@ from sagakit.log import (
     apply,
     start_state,
 )
-from sagakit.messages import Envelope, MessageKind, Op, Outgoing, ReplyBody, command_queue
+from sagakit.messages import (
+    RELEASE,
+    Envelope,
+    MessageKind,
+    Op,
+    Outgoing,
+    ReplyBody,
+    command_queue,
+)
 from sagakit.messages import new_id as random_id
 from sagakit.rules import RuleFailed, RuleSet
 
@@ -105,6 +114,8 @@ class Signal:
 Trigger = Start | Reply | Tick | Intervene | Signal
 
 _IN_FLIGHT = {StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT, StepStatus.FAILED}
+#: Events that end a saga (for now or for good): its semantic locks are released first.
+_ENDINGS = (SagaCompleted, SagaCompensated, SagaNeedsAttention)
 #: A stage is done when every step in it is one of these.
 _DONE = {StepStatus.SUCCEEDED, StepStatus.SKIPPED}
 #: Where a step can be left when its saga needs attention, waiting for a person.
@@ -158,8 +169,26 @@ class _Decider:
         self.traceparent = traceparent
 
     def emit(self, event: SagaEvent) -> None:
+        if isinstance(event, _ENDINGS) and self.s.lock_holders:
+            self.release_locks()
         apply(self.s, event, self.now)
         self.d.events.append(event)
+
+    def release_locks(self) -> None:
+        """Before the saga ends, however it ends, free the records it marked as its own."""
+        holders = list(self.s.lock_holders)
+        self.emit(LocksReleased(participants=holders))
+        for participant in holders:
+            envelope = Envelope(
+                message_id=self.new_id(),
+                type=f"{participant}.{RELEASE}",
+                kind=MessageKind.COMMAND,
+                saga_id=self.s.saga_id,
+                causation_id=self.causation_id,
+                created_at=self.now,
+                traceparent=self.traceparent,
+            )
+            self.d.commands.append(Outgoing(command_queue(participant), envelope))
 
     # ------------------------------------------------------------------ triggers
 
@@ -201,8 +230,13 @@ class _Decider:
             if st.status in _UNDOING or st.status is StepStatus.COMPENSATED:
                 return "zombie: the step is being compensated"
             return f"step is {st.status} while the saga is {self.s.status}"
+        locks_at = step.participant if body.locks else None
         if body.ok:
-            self.emit(StepSucceeded(step=step.name, attempt=reply.attempt, data=body.data))
+            self.emit(
+                StepSucceeded(
+                    step=step.name, attempt=reply.attempt, data=body.data, locks_at=locks_at
+                )
+            )
             return None
         if body.retryable and reply.attempt != st.attempt:
             return f"stale: attempt {reply.attempt} was superseded by attempt {st.attempt}"

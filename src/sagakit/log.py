@@ -102,10 +102,13 @@ class StepRequested(SagaEvent):
 
 
 class StepSucceeded(SagaEvent):
+    """``locks_at`` names the participant if it now holds semantic locks for the saga."""
+
     event_type: ClassVar[str] = "StepSucceeded"
     step: str
     attempt: int
     data: dict[str, Any] = {}
+    locks_at: str | None = None
 
 
 class StepFailed(SagaEvent):
@@ -117,6 +120,7 @@ class StepFailed(SagaEvent):
     attempt: int
     reason: str
     retryable: bool
+    locks_at: str | None = None
 
 
 class StepTimedOut(SagaEvent):
@@ -193,6 +197,13 @@ class OperatorIntervened(SagaEvent):
     refused: str | None = None
 
 
+class LocksReleased(SagaEvent):
+    """The saga is ending: its semantic locks at these participants are released."""
+
+    event_type: ClassVar[str] = "LocksReleased"
+    participants: list[str]
+
+
 class ReplyIgnored(SagaEvent):
     """A reply that changes nothing: a duplicate, a stale attempt, or a zombie."""
 
@@ -224,6 +235,7 @@ EVENT_TYPES: dict[str, type[SagaEvent]] = {
         SagaCompensated,
         SagaNeedsAttention,
         OperatorIntervened,
+        LocksReleased,
         ReplyIgnored,
     )
 }
@@ -336,6 +348,8 @@ class SagaState:
     #: True once the saga turned around to compensate (it never turns forward again).
     undoing: bool = False
     rules_version: int | None = None
+    #: Participants holding semantic locks for this saga, released when it ends.
+    lock_holders: list[str] = field(default_factory=list)
 
     def step(self, name: str) -> StepState:
         state = self.steps.get(name)
@@ -446,6 +460,10 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
         _intervene(state, event)
         _advance(state, at)
         return
+    if isinstance(event, LocksReleased):
+        state.lock_holders = [p for p in state.lock_holders if p not in event.participants]
+        _advance(state, at)
+        return
     saga_move = _SAGA_MOVES.get(kind)
     if saga_move is not None:
         sources, target = saga_move
@@ -470,6 +488,9 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
     _apply_step(step, event)
     if isinstance(event, StepSucceeded):
         state.data.update(event.data)
+    holder = getattr(event, "locks_at", None)
+    if holder is not None and holder not in state.lock_holders:
+        state.lock_holders.append(holder)
     if step_target is not None:
         step.status = step_target
     _advance(state, at)
@@ -629,6 +650,8 @@ def describe(event: SagaEvent) -> str:
             return f"{s}: {op} reply ignored ({why})"
         case StepSkipped(step=s, rule=rule):
             return f"{s}: skipped ({rule})"
+        case LocksReleased(participants=ps):
+            return f"semantic locks released at {', '.join(ps)}"
         case ApprovalRequested(step=s):
             return f"{s}: waiting for a person to approve"
         case OperatorIntervened(action=a, who=who, note=note, refused=refused):

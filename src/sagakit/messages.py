@@ -83,6 +83,9 @@ class ReplyBody(BaseModel):
     reason: str | None = None
     retryable: bool = False
     duplicate: bool = False
+    #: The participant holds (or waits for) semantic locks for this saga: release them
+    #: there when the saga ends.
+    locks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,11 @@ def _match(pattern: list[str], words: list[str]) -> bool:
     if not words:
         return False
     return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
+#: The command an orchestrator sends a participant to release a finished saga's
+#: semantic locks (see sagakit.locks).
+RELEASE = "sagakit.release_locks"
 
 
 def command_queue(participant: str) -> str:

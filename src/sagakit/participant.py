@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 from sagakit.clock import SystemClock
 from sagakit.decide import REASON_KEY
 from sagakit.errors import PoisonMessageError, SagaError, StepRejected
+from sagakit.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
 from sagakit.logs import get_logger
 from sagakit.messages import (
+    RELEASE,
     Envelope,
     MessageKind,
     Op,
@@ -59,6 +61,8 @@ class StepContext:
     payload: Mapping[str, Any]
     connection: AsyncConnection
     log: structlog.stdlib.BoundLogger
+    #: Semantic locks on this participant's records, held by this saga.
+    locks: Locks
 
     @property
     def reason(self) -> str | None:
@@ -115,18 +119,25 @@ class Participant:
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Run a batch of commands in one transaction, each in its own savepoint."""
         commands: list[tuple[Envelope, Handler]] = []
+        releases: list[str] = []
         for delivery in deliveries:
             try:
                 envelope = Envelope.from_bytes(delivery.message.body)
+                if envelope.type == f"{self.name}.{RELEASE}":
+                    releases.append(envelope.saga_id)
+                    continue
                 handler = self._handler_for(envelope)
             except PoisonMessageError as exc:
                 self.log.warning(f"rejected a message: {exc}")
                 delivery.reject(exc.reason, exc.detail)
                 continue
             commands.append((envelope, handler))
-        if not commands:
+        if not commands and not releases:
             return
         async with self.store.unit() as unit:
+            for saga_id in releases:
+                released = await release_saga(unit.connection, saga_id, self.name)
+                self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
             replies = [await self._run(unit, env, handler) for env, handler in commands]
             await unit.enqueue(replies)
 
@@ -218,13 +229,23 @@ class Participant:
             payload=env.payload,
             connection=unit.connection,
             log=self.log.bind(saga_id=env.saga_id, step=env.step),
+            locks=Locks(
+                unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
+            ),
         )
         try:
             async with unit.savepoint():
                 data = await handler(ctx)
         except StepRejected as exc:
             ctx.log.warning(f"{env.step}: refused: {exc.reason}")
-            return ReplyBody(ok=False, reason=exc.reason, data=exc.data)
+            return ReplyBody(ok=False, reason=exc.reason, data=exc.data, locks=ctx.locks.touched)
+        except LockBusy as exc:
+            ctx.log.info(f"{env.step}: waiting, {exc}")
+            if exc.policy is LockPolicy.QUEUE:
+                # Outside the rolled-back savepoint: the place in line must survive it.
+                await queue_for(unit.connection, exc.resource, env.saga_id)
+            queued = exc.policy is LockPolicy.QUEUE
+            return ReplyBody(ok=False, reason=str(exc), retryable=True, locks=queued)
         except SagaError as exc:
             ctx.log.warning(f"{env.step}: failed ({exc}); retryable={exc.retryable}")
             return ReplyBody(ok=False, reason=str(exc), retryable=True)
@@ -234,7 +255,7 @@ class Participant:
                 exc_info=logging.getLogger(self._logger_name).isEnabledFor(logging.DEBUG),
             )
             return ReplyBody(ok=False, reason=f"{type(exc).__name__}: {exc}", retryable=True)
-        return ReplyBody(ok=True, data=dict(data or {}))
+        return ReplyBody(ok=True, data=dict(data or {}), locks=ctx.locks.touched)
 
     def _reply(self, command: Envelope, body: ReplyBody) -> Outgoing:
         envelope = Envelope(

@@ -123,3 +123,23 @@ saga_rules = Table(
     Column("source", Text, nullable=False),
     Column("published_at", Float, nullable=False),
 )
+
+saga_locks = Table(
+    "saga_locks",
+    metadata,
+    Column("resource", String(300), primary_key=True),
+    Column("saga_id", String(128), nullable=False),
+    Column("participant", String(200), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Index("ix_saga_locks_saga", "saga_id"),
+)
+
+saga_lock_waiters = Table(
+    "saga_lock_waiters",
+    metadata,
+    Column("resource", String(300), primary_key=True),
+    Column("saga_id", String(128), primary_key=True),
+    Column("since", Float, nullable=False),
+    Index("ix_saga_lock_waiters_saga", "saga_id"),
+)
