@@ -243,10 +243,19 @@ class _Decider:
         reason = body.reason or "failed"
         self.emit(
             StepFailed(
-                step=step.name, attempt=reply.attempt, reason=reason, retryable=body.retryable
+                step=step.name,
+                attempt=reply.attempt,
+                reason=reason,
+                retryable=body.retryable,
+                locks_at=locks_at,
+                deferred=body.deferred,
             )
         )
-        if body.retryable:
+        if body.deferred:
+            # A dependency is down, not the step: come back when it may be up again.
+            due = self.now + max(body.retry_after or 0.0, 0.0)
+            self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
+        elif body.retryable:
             self.retry_or_give_up(step, st, reason)
         else:
             self.give_up(step, reason, refused=True)

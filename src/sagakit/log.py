@@ -121,6 +121,8 @@ class StepFailed(SagaEvent):
     reason: str
     retryable: bool
     locks_at: str | None = None
+    #: A dependency was unavailable (an open breaker): this try does not count.
+    deferred: bool = False
 
 
 class StepTimedOut(SagaEvent):
@@ -545,10 +547,12 @@ def _apply_step(step: StepState, event: SagaEvent) -> None:
             pass
         case ApprovalRequested(deadline=deadline):
             step.attempt, step.deadline = step.attempt + 1, deadline
-        case StepFailed(reason=reason, retryable=retryable):
+        case StepFailed(reason=reason, retryable=retryable, deferred=deferred):
             step.deadline = step.retry_at = None
             step.error = reason
             step.final_failure = not retryable
+            if deferred:
+                step.attempt_base += 1
         case StepTimedOut(op=op):
             step.deadline = None
             step.error = f"{op} timed out"

@@ -86,6 +86,10 @@ class ReplyBody(BaseModel):
     #: The participant holds (or waits for) semantic locks for this saga: release them
     #: there when the saga ends.
     locks: bool = False
+    #: Not a failure of the step: a dependency is unavailable (an open circuit breaker).
+    #: Retry after ``retry_after`` seconds without spending the step's retry budget.
+    deferred: bool = False
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

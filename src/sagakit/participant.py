@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sagakit.breakers import BreakerOpen, CircuitBreaker
+from sagakit.breakers import load as load_breakers
+from sagakit.breakers import save as save_breakers
 from sagakit.clock import SystemClock
 from sagakit.decide import REASON_KEY
 from sagakit.errors import PoisonMessageError, SagaError, StepRejected
@@ -63,6 +66,8 @@ class StepContext:
     log: structlog.stdlib.BoundLogger
     #: Semantic locks on this participant's records, held by this saga.
     locks: Locks
+    #: The participant's circuit breakers, by name (``async with ctx.breakers["gw"]:``).
+    breakers: Mapping[str, CircuitBreaker]
 
     @property
     def reason(self) -> str | None:
@@ -84,8 +89,11 @@ class Participant:
         *,
         clock: Clock | None = None,
         service_log: str | None = None,
+        breakers: Sequence[CircuitBreaker] = (),
     ) -> None:
         self.name = name
+        self.breakers = {breaker.name: breaker for breaker in breakers}
+        self._breakers_loaded = not self.breakers
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.queue = command_queue(name)
@@ -135,11 +143,15 @@ class Participant:
         if not commands and not releases:
             return
         async with self.store.unit() as unit:
+            if not self._breakers_loaded:
+                await load_breakers(unit.connection, list(self.breakers.values()))
+                self._breakers_loaded = True
             for saga_id in releases:
                 released = await release_saga(unit.connection, saga_id, self.name)
                 self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
             replies = [await self._run(unit, env, handler) for env, handler in commands]
             await unit.enqueue(replies)
+            await save_breakers(unit.connection, list(self.breakers.values()))
 
     def _handler_for(self, envelope: Envelope) -> Handler:
         prefix = f"{self.name}."
@@ -232,6 +244,7 @@ class Participant:
             locks=Locks(
                 unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
             ),
+            breakers=self.breakers,
         )
         try:
             async with unit.savepoint():
@@ -239,6 +252,15 @@ class Participant:
         except StepRejected as exc:
             ctx.log.warning(f"{env.step}: refused: {exc.reason}")
             return ReplyBody(ok=False, reason=exc.reason, data=exc.data, locks=ctx.locks.touched)
+        except BreakerOpen as exc:
+            ctx.log.info(f"{env.step}: deferred, {exc}")
+            return ReplyBody(
+                ok=False,
+                reason=str(exc),
+                retryable=True,
+                deferred=True,
+                retry_after=exc.retry_after,
+            )
         except LockBusy as exc:
             ctx.log.info(f"{env.step}: waiting, {exc}")
             if exc.policy is LockPolicy.QUEUE:

@@ -199,7 +199,7 @@ def show(
 
 
 def _load_cli_modules() -> None:
-    from sagakit.cli import dlq, operate, rules  # noqa: F401 - they register their commands
+    from sagakit.cli import breakers, dlq, operate, rules  # noqa: F401 - they register commands
 
     with contextlib.suppress(ImportError):  # sagakit installed without the shop
         from shop import cli  # noqa: F401 - the reference shop adds demo, up, service, ...

@@ -143,3 +143,13 @@ saga_lock_waiters = Table(
     Column("since", Float, nullable=False),
     Index("ix_saga_lock_waiters_saga", "saga_id"),
 )
+
+saga_breakers = Table(
+    "saga_breakers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("opened_at", Float),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,208 @@
+"""Saga-aware circuit breakers for the outside systems participants call.
+
+A participant that calls a payment gateway or a carrier's API wraps the call in a
+breaker. After ``failures`` failures within ``window`` the breaker opens: calls fail
+at once, without touching the dependency, for ``cooldown``; then one trial call is let
+through (half-open), and its outcome closes or reopens the breaker.
+
+What makes it saga-aware is what an open breaker does to the step: it fails as
+*deferred* - retryable, with the time the breaker will let a trial through - so the
+orchestrator retries the step then, without spending the step's retry budget. A
+healthy order is neither compensated nor stuck because a dependency was down for a
+minute, and the dependency is not hammered while it recovers.
+
+Breakers decide in memory (a call pays no database round trip) and their state is
+written to the participant's database in the transaction of each batch that changed
+it, so ``sagakit breakers`` can show it and a restarted process keeps a breaker open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sagakit.errors import TransientError
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class BreakerOpen(TransientError):
+    """The breaker is open: the dependency is not called; try again after ``retry_after``
+    seconds. The step is deferred, not failed."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        super().__init__(f"circuit breaker {name!r} is open; retry in {retry_after:.1f}s")
+        self.name = name
+        self.retry_after = retry_after
+
+
+@dataclass
+class CircuitBreaker:
+    """One breaker, named after the dependency it protects.
+
+    ``counts`` decides which exceptions are the dependency's failures (by default every
+    exception but a business refusal); the others pass through untouched.
+    """
+
+    name: str
+    failures: int = 5
+    window: timedelta = timedelta(seconds=30)
+    cooldown: timedelta = timedelta(seconds=10)
+    counts: Callable[[BaseException], bool] = field(default=lambda exc: dependency_failure(exc))  # noqa: PLW0108 - defined below the class
+    clock: Callable[[], float] = time.time
+    state: BreakerState = BreakerState.CLOSED
+    recent: list[float] = field(default_factory=list)
+    opened_at: float | None = None
+    trial_running: bool = False
+    changed: bool = False
+    calls: int = 0
+    rejected: int = 0
+    transitions: int = 0
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError("a breaker needs a failure threshold of at least 1")
+
+    # -- the state machine --------------------------------------------------------------
+
+    def check(self) -> None:
+        """Let a call through, or raise BreakerOpen."""
+        now = self.clock()
+        if self.state is BreakerState.OPEN:
+            assert self.opened_at is not None
+            wait = self.opened_at + self.cooldown.total_seconds() - now
+            if wait > 0:
+                self.rejected += 1
+                raise BreakerOpen(self.name, wait)
+            self._move(BreakerState.HALF_OPEN)
+        if self.state is BreakerState.HALF_OPEN:
+            if self.trial_running:
+                self.rejected += 1
+                raise BreakerOpen(self.name, min(1.0, self.cooldown.total_seconds()))
+            self.trial_running = True
+        self.calls += 1
+
+    def succeeded(self) -> None:
+        self.trial_running = False
+        if self.state is not BreakerState.CLOSED:
+            self.recent.clear()
+            self._move(BreakerState.CLOSED)
+
+    def failed(self) -> None:
+        now = self.clock()
+        self.trial_running = False
+        if self.state is BreakerState.HALF_OPEN:
+            self._open(now)
+            return
+        horizon = now - self.window.total_seconds()
+        self.recent = [t for t in self.recent if t > horizon] + [now]
+        self.changed = True
+        if len(self.recent) >= self.failures:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self.opened_at = now
+        self.recent.clear()
+        self._move(BreakerState.OPEN)
+
+    def _move(self, state: BreakerState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.transitions += 1
+        self.changed = True
+
+    # -- use as ``async with breaker:`` ---------------------------------------------------
+
+    async def __aenter__(self) -> CircuitBreaker:
+        self.check()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.succeeded()
+        elif self.counts(exc):
+            self.failed()
+        else:
+            self.trial_running = False  # not the dependency's fault; the trial is over
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "failures": len(self.recent),
+            "opened_at": self.opened_at,
+            "updated_at": self.clock(),
+        }
+
+    def restore(self, row: Any) -> None:
+        self.state = BreakerState(row.state)
+        self.opened_at = row.opened_at
+        if self.state is BreakerState.HALF_OPEN:
+            self.state = BreakerState.OPEN  # the trial in flight died with the process
+
+
+def dependency_failure(exc: BaseException) -> bool:
+    """The default for what a breaker counts: anything but a business refusal."""
+    from sagakit.errors import StepRejected
+
+    return not isinstance(exc, StepRejected | BreakerOpen)
+
+
+async def save(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> None:
+    """Write the state of the breakers that changed, in the caller's transaction."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from sagakit.stores.schema import saga_breakers
+
+    changed = [b for b in breakers if b.changed]
+    if not changed:
+        return
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(saga_breakers)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={
+            c: getattr(stmt.excluded, c) for c in ("state", "failures", "opened_at", "updated_at")
+        },
+    )
+    await conn.execute(stmt, [b.row() for b in changed])
+    for breaker in changed:
+        breaker.changed = False
+
+
+async def load(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> None:
+    """Pick up where a previous process left the breakers (an open one stays open)."""
+    from sagakit.stores.schema import saga_breakers
+
+    by_name = {b.name: b for b in breakers}
+    result = await conn.execute(
+        select(saga_breakers).where(saga_breakers.c.name.in_(list(by_name)))
+    )
+    for row in result:
+        by_name[row.name].restore(row)
+
+
+async def read_all(conn: AsyncConnection) -> list[dict[str, Any]]:
+    from sagakit.stores.schema import saga_breakers
+
+    result = await conn.execute(select(saga_breakers).order_by(saga_breakers.c.name))
+    return [dict(row._mapping) for row in result]

@@ -1,0 +1,64 @@
+"""``sagakit breakers``: the circuit breakers participants keep, and their state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from sagakit.breakers import read_all
+from sagakit.cli.app import app, console, fail, open_existing
+from sagakit.cli.render import when
+from sagakit.errors import SagaError
+
+_STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
+
+
+@app.command()
+def breakers(
+    db: Annotated[
+        list[str],
+        typer.Option(
+            "--db",
+            envvar="SAGAKIT_DB",
+            help="A participant's store (repeat for several: each keeps its own breakers).",
+        ),
+    ],
+) -> None:
+    """Show each circuit breaker: closed, open (failing fast) or half-open (one trial)."""
+
+    async def go() -> list[tuple[str, dict[str, object]]]:
+        rows: list[tuple[str, dict[str, object]]] = []
+        for url in db:
+            store = open_existing(url)
+            try:
+                async with store.unit() as unit:
+                    rows.extend((store.url_safe, row) for row in await read_all(unit.connection))
+            except SagaError as exc:
+                raise fail(str(exc)) from exc
+            finally:
+                await store.close()
+        return rows
+
+    rows = asyncio.run(go())
+    if not rows:
+        console.print("no circuit breakers have been used")
+        return
+    table = Table(title="circuit breakers", title_justify="left", header_style="bold")
+    for column in ("store", "breaker", "state", "recent failures", "opened", "updated"):
+        table.add_column(column, no_wrap=column in {"breaker", "state"})
+    for store, row in rows:
+        state = str(row["state"])
+        opened = row["opened_at"]
+        table.add_row(
+            store,
+            str(row["name"]),
+            Text(state, style=_STYLE.get(state, "")),
+            str(row["failures"]),
+            when(float(opened)) if isinstance(opened, float) else "-",
+            when(float(row["updated_at"])),  # type: ignore[arg-type]
+        )
+    console.print(table)
