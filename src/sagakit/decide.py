@@ -166,7 +166,9 @@ class _Decider:
         self.new_id = new_id
         self.reply_to = reply_to
         self.causation_id = causation_id
-        self.traceparent = traceparent
+        # Every hop joins the saga's trace; a hop with a trace of its own (a reply that
+        # carried one) continues that.
+        self.traceparent = traceparent or decision.state.traceparent
 
     def emit(self, event: SagaEvent) -> None:
         if isinstance(event, _ENDINGS) and self.s.lock_holders:
@@ -618,6 +620,7 @@ def decide(
             data=dict(trigger.data),
             key=trigger.key,
             rules_version=rules.version if rules is not None else None,
+            traceparent=trigger.traceparent,
         )
         state = start_state(trigger.saga_id, started, now)
         decision = Decision(state=state, expected_version=0, events=[started], recorded_at=now)

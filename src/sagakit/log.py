@@ -75,6 +75,8 @@ class SagaStarted(SagaEvent):
     data: dict[str, Any]
     key: str | None = None
     rules_version: int | None = None
+    #: W3C trace context of the saga's trace: every hop of the saga joins it.
+    traceparent: str | None = None
 
 
 class StepSkipped(SagaEvent):
@@ -317,6 +319,8 @@ class StepState:
     message_id: str | None = None
     deadline: float | None = None
     retry_at: float | None = None
+    #: When the outstanding request (or compensation) was made: step latency starts here.
+    requested_at: float | None = None
     final_failure: bool = False
     error: str | None = None
     #: Attempts made before an operator's retry; the retry budget counts from here.
@@ -352,6 +356,7 @@ class SagaState:
     rules_version: int | None = None
     #: Participants holding semantic locks for this saga, released when it ends.
     lock_holders: list[str] = field(default_factory=list)
+    traceparent: str | None = None
 
     def step(self, name: str) -> StepState:
         state = self.steps.get(name)
@@ -393,7 +398,7 @@ class IllegalTransition(SagaError):
 _STATE_ADAPTER: TypeAdapter[SagaState] = TypeAdapter(SagaState)
 
 #: Bump when SagaState's shape changes; older snapshots are then ignored and logs refolded.
-SNAPSHOT_SCHEMA = 2
+SNAPSHOT_SCHEMA = 3
 
 
 def state_to_json(state: SagaState) -> str:
@@ -447,6 +452,7 @@ def start_state(saga_id: str, event: SagaStarted, at: float) -> SagaState:
         started_at=at,
         updated_at=at,
         rules_version=event.rules_version,
+        traceparent=event.traceparent,
     )
 
 
@@ -488,6 +494,8 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
     if step.status not in sources_:
         raise IllegalTransition(f"saga {state.saga_id} step {name}: {kind} from {step.status}")
     _apply_step(step, event)
+    if isinstance(event, StepRequested | CompensationRequested | ApprovalRequested):
+        step.requested_at = at
     if isinstance(event, StepSucceeded):
         state.data.update(event.data)
     holder = getattr(event, "locks_at", None)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,9 @@ from sagakit.log import (
 from sagakit.logs import get_logger
 from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
+
+if TYPE_CHECKING:
+    from sagakit.metrics import Metrics
 from sagakit.rules import RuleBook, RuleSet
 
 log = get_logger("sagakit.orchestrator")
@@ -64,8 +67,10 @@ class Orchestrator:
         group: str = "orchestrator",
         clock: Clock | None = None,
         rules: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         # Routing rules published in the store; each saga is pinned to the version
         # current when it starts.
         self.rulebook = RuleBook() if rules else None
@@ -346,6 +351,10 @@ class Orchestrator:
         raise ConcurrencyError("a batch kept conflicting with another orchestrator")
 
     def _tell(self, decisions: Iterable[Decision]) -> None:
+        """After a commit: count it, and tell its story."""
+        if self.metrics is not None:
+            decisions = list(decisions)
+            self.metrics.observe(decisions)
         if not _story.isEnabledFor(logging.INFO):
             return  # nothing below info is worth the formatting on a busy path
         for decision in decisions:

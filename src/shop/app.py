@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sagakit import Orchestrator
 from sagakit.choreography import Choreography
+from sagakit.metrics import Metrics
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.runtime import Consumer
@@ -61,6 +62,7 @@ class Shop:
     services: dict[str, Service] = field(init=False)
     orchestrator: Orchestrator | None = field(init=False, default=None)
     choreography: Choreography | None = field(init=False, default=None)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,7 +76,9 @@ class Shop:
         }
         if self.mode == "orchestration":
             if SAGA in self.stores:
-                self.orchestrator = Orchestrator(self.stores[SAGA], [ORDER_SAGA])
+                self.orchestrator = Orchestrator(
+                    self.stores[SAGA], [ORDER_SAGA], metrics=self.metrics
+                )
         else:
             self.choreography = Choreography([ORDER_SAGA])
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from sagakit.cli.app import app, console, fail
 from shop.app import MODES, Mode
+
+if TYPE_CHECKING:
+    from sagakit.api.auth import Token
 
 ModeOption = Annotated[
     str, typer.Option("--mode", help="orchestration (a coordinator) or choreography (events).")
@@ -32,7 +35,12 @@ def demo(
     serve: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Keep the order API up afterwards.")
     ] = False,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for --serve.")] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1, max=65534, help="Port of the dashboard and admin API (the order API: +1)."
+        ),
+    ] = 8000,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the services keep their SQLite files.")
     ] = Path(".sagakit/shop"),
@@ -44,8 +52,13 @@ def demo(
     chosen = _check_mode(mode)
     configure("quiet" if as_json else "story")
 
-    def serving(url: str) -> None:
-        console.print(f"\n[bold]order API[/] at {url}/docs  (Ctrl-C to stop)")
+    def serving(admin: str, orders_api: str, tokens: list[Token]) -> None:
+        console.print()
+        for token in tokens:
+            url = f"{admin}/?token={token.secret}"
+            console.print(f"[bold]dashboard[/] ({token.role}): {url}", soft_wrap=True)
+        console.print(f"[bold]admin API[/] docs: {admin}/api/docs")
+        console.print(f"[bold]order API[/] docs: {orders_api}/docs   (Ctrl-C to stop)")
 
     result = asyncio.run(
         run_demo(

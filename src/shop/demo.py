@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sagakit.ports import DeadLetterQueue
 from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from shop.app import SAGA, Mode, Shop, embedded_files, embedded_urls, open_stores
+from shop.saga import ORDER_SAGA
 from shop.verify import Report, in_flight, verify
 from shop.world import default_world, plan_orders
 
@@ -51,10 +53,9 @@ async def run_demo(
     world = default_world(orders=orders)
     await shop.setup(world)
     # In one process nothing survives a crash anyway, so redeliveries need not wait long.
+    dead_letters = SqlDeadLetters(shop.stores[SAGA])
     transport = MemoryTransport(
-        retry_tiers=(0.1, 0.3, 1.0, 3.0),
-        max_deliveries=10,
-        dead_letters=SqlDeadLetters(shop.stores[SAGA]),
+        retry_tiers=(0.1, 0.3, 1.0, 3.0), max_deliveries=10, dead_letters=dead_letters
     )
     runtime = Runtime(transport).add(*shop.components())
     plan = plan_orders(world, orders, fail_rate=fail_rate, seed=seed)
@@ -71,7 +72,7 @@ async def run_demo(
             await runtime.wait_for(shop.saga_store, ids, timeout=timeout)
         elapsed = time.perf_counter() - started
         if serve is not None:
-            await _serve(shop, serve, on_serving)
+            await _serve(shop, dead_letters, serve, on_serving)
     report = await verify(shop.stores)
     statuses = Counter(report.sagas)
     summary = {
@@ -98,14 +99,37 @@ def _fresh(directory: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-async def _serve(shop: Shop, where: tuple[str, int], on_serving: Any) -> None:
+async def _serve(
+    shop: Shop, dead_letters: DeadLetterQueue, where: tuple[str, int], on_serving: Any
+) -> None:
+    """The dashboard and admin API on ``port``, the order API on ``port + 1``, until
+    Ctrl-C. Tokens come from SAGAKIT_TOKENS, or are made up for this run."""
     import uvicorn
 
+    from sagakit.api import AdminConfig, create_admin_app
+    from sagakit.api.auth import fresh_tokens, tokens_from
     from shop.api import create_app
 
     host, port = where
-    config = uvicorn.Config(create_app(shop), host=host, port=port, log_level="warning")
-    server = uvicorn.Server(config)
+    tokens = tokens_from() or fresh_tokens()
+    admin = create_admin_app(
+        AdminConfig(
+            saga_store=shop.saga_store,
+            definitions=[ORDER_SAGA],
+            tokens=tokens,
+            stores=[store for name, store in shop.stores.items() if name != SAGA],
+            dead_letters=dead_letters,
+            metrics=shop.metrics,
+        )
+    )
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host=host, port=at, log_level="warning"))
+        for app, at in ((admin, port), (create_app(shop), port + 1))
+    ]
     if on_serving is not None:
-        on_serving(f"http://{host}:{port}")
-    await server.serve()
+        on_serving(f"http://{host}:{port}", f"http://{host}:{port + 1}", tokens)
+    running = [asyncio.create_task(server.serve()) for server in servers]
+    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:  # Ctrl-C reaches one of them; stop the other too
+        server.should_exit = True
+    await asyncio.gather(*running, return_exceptions=True)

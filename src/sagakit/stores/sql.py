@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -63,6 +63,7 @@ class SqlUnit:
         self._store = store
         self._conn = conn
         self._now: float | None = None
+        self._savepoints = 0
         self.enqueued = 0
 
     @property
@@ -79,13 +80,8 @@ class SqlUnit:
         if not unique:
             return set()
         now = self._store.clock.now()
-        stmt = (
-            self._store.insert(saga_inbox)
-            .on_conflict_do_nothing(index_elements=["consumer", "key"])
-            .returning(saga_inbox.c.key)
-        )
         rows = [{"consumer": consumer, "key": k, "reply": None, "received_at": now} for k in unique]
-        result = await self._conn.execute(stmt, rows)
+        result = await self._conn.execute(self._store.statements.claim, rows)
         return {row[0] for row in result}
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
@@ -100,14 +96,13 @@ class SqlUnit:
 
     async def set_reply(self, consumer: str, key: str, reply: str) -> None:
         await self._conn.execute(
-            update(saga_inbox)
-            .where(saga_inbox.c.consumer == consumer, saga_inbox.c.key == key)
-            .values(reply=reply)
+            self._store.statements.set_reply,
+            {"b_consumer": consumer, "b_key": key, "b_reply": reply},
         )
 
     async def forget(self, consumer: str, key: str) -> None:
         await self._conn.execute(
-            delete(saga_inbox).where(saga_inbox.c.consumer == consumer, saga_inbox.c.key == key)
+            self._store.statements.forget, {"b_consumer": consumer, "b_key": key}
         )
 
     async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
@@ -215,8 +210,18 @@ class SqlUnit:
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        async with self._conn.begin_nested():
+        # Plain SAVEPOINT / ROLLBACK TO rather than SQLAlchemy's nested transactions: a
+        # participant opens one per command, and the bookkeeping cost as much Python as
+        # the handler. It is never released: RELEASE would be one more round trip, and
+        # the transaction's end releases it anyway.
+        self._savepoints += 1
+        name = f"sagakit_sp{self._savepoints}"
+        await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
+        try:
             yield
+        except BaseException:
+            await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
 
     async def _upsert(
         self,
@@ -232,6 +237,24 @@ class SqlUnit:
             index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns}
         )
         await self._conn.execute(stmt, rows)
+
+
+class _Statements:
+    """The inbox statements every command runs, built once per store: building them
+    anew each time cost more Python than executing them."""
+
+    def __init__(self, insert: InsertFactory) -> None:
+        same = (
+            saga_inbox.c.consumer == bindparam("b_consumer"),
+            saga_inbox.c.key == bindparam("b_key"),
+        )
+        self.claim = (
+            insert(saga_inbox)
+            .on_conflict_do_nothing(index_elements=["consumer", "key"])
+            .returning(saga_inbox.c.key)
+        )
+        self.set_reply = update(saga_inbox).where(*same).values(reply=bindparam("b_reply"))
+        self.forget = delete(saga_inbox).where(*same)
 
 
 def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
@@ -294,6 +317,10 @@ class SqlSagaStore:
         self.clock: Clock = clock or SystemClock()
         self.snapshot_every = snapshot_every
         self._outbox_event = asyncio.Event()
+        self.statements = _Statements(insert)
+        #: Whether committing outbox rows wakes relays in other processes (NOTIFY). A
+        #: runtime that runs its own outbox (the fused one) turns it off.
+        self.notify_outbox = True
 
     # ------------------------------------------------------------------ transactions
 
@@ -325,7 +352,7 @@ class SqlSagaStore:
         async with self._begin() as conn:
             unit = SqlUnit(self, conn)
             yield unit
-            if unit.enqueued:
+            if unit.enqueued and self.notify_outbox:
                 await self._notify(conn)
         if unit.enqueued:
             self._outbox_event.set()
@@ -486,37 +513,56 @@ class SqlSagaStore:
         status: str | None = None,
         definition: str | None = None,
         since: float | None = None,
+        until: float | None = None,
         key: str | None = None,
+        steps: Sequence[str] | None = None,
         limit: int = 100,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> list[SagaRow]:
-        query = select(sagas).order_by(sagas.c.updated_at.desc(), sagas.c.saga_id)
-        if status:
-            query = query.where(sagas.c.status == status)
-        if definition:
-            query = query.where(sagas.c.definition == definition)
-        if since is not None:
-            query = query.where(sagas.c.updated_at >= since)
-        if key:
-            query = query.where(sagas.c.key == key)
+        """Sagas from the projection, newest change first (or oldest, for a watcher)."""
+        order = (
+            (sagas.c.updated_at, sagas.c.saga_id)
+            if oldest_first
+            else (
+                sagas.c.updated_at.desc(),
+                sagas.c.saga_id,
+            )
+        )
+        query = _filtered(
+            select(sagas), status, definition, since=since, until=until, key=key, steps=steps
+        ).order_by(*order)
         async with self._read() as conn:
             result = await conn.execute(query.limit(limit).offset(offset))
-            return [
-                SagaRow(
-                    saga_id=r.saga_id,
-                    definition=r.definition,
-                    definition_version=r.definition_version,
-                    key=r.key,
-                    status=r.status,
-                    current_step=r.current_step,
-                    deadline=r.deadline,
-                    version=r.version,
-                    created_at=r.created_at,
-                    updated_at=r.updated_at,
-                    reason=r.reason,
-                )
-                for r in result
-            ]
+            return [_row(r) for r in result]
+
+    async def row(self, saga_id: str) -> SagaRow | None:
+        """One saga's projection row, if it exists."""
+        async with self._read() as conn:
+            found = (await conn.execute(select(sagas).where(sagas.c.saga_id == saga_id))).first()
+        return _row(found) if found is not None else None
+
+    async def count_sagas(
+        self,
+        *,
+        status: str | None = None,
+        definition: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+        steps: Sequence[str] | None = None,
+    ) -> int:
+        query = _filtered(
+            select(func.count()).select_from(sagas),
+            status,
+            definition,
+            since=since,
+            until=until,
+            key=key,
+            steps=steps,
+        )
+        async with self._read() as conn:
+            return int(await conn.scalar(query) or 0)
 
     async def count_by_status(self) -> dict[str, int]:
         async with self._read() as conn:
@@ -606,6 +652,47 @@ class SqlSagaStore:
                 delete(saga_outbox).where(saga_outbox.c.sent_at < sent_before)
             )
         return int(result.rowcount or 0)
+
+
+def _filtered(
+    query: Any,
+    status: str | None,
+    definition: str | None,
+    *,
+    since: float | None,
+    until: float | None,
+    key: str | None,
+    steps: Sequence[str] | None,
+) -> Any:
+    if status:
+        query = query.where(sagas.c.status == status)
+    if definition:
+        query = query.where(sagas.c.definition == definition)
+    if since is not None:
+        query = query.where(sagas.c.updated_at >= since)
+    if until is not None:
+        query = query.where(sagas.c.updated_at <= until)
+    if key:
+        query = query.where(sagas.c.key == key)
+    if steps is not None:
+        query = query.where(sagas.c.current_step.in_(list(steps)))
+    return query
+
+
+def _row(r: Any) -> SagaRow:
+    return SagaRow(
+        saga_id=r.saga_id,
+        definition=r.definition,
+        definition_version=r.definition_version,
+        key=r.key,
+        status=r.status,
+        current_step=r.current_step,
+        deadline=r.deadline,
+        version=r.version,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        reason=r.reason,
+    )
 
 
 def _outbox_rows(result: Any) -> list[OutboxRow]:
