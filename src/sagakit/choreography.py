@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sagakit import tracing
 from sagakit.clock import SystemClock
 from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.definition import SagaDefinition, Step, StepKind
@@ -214,7 +215,16 @@ class Choreography:
         saga = self.definition(definition)
         saga_id = saga_id or new_id()
         body = SagaEventBody(data=dict(data), key=key, version=saga.version)
-        await unit.enqueue([saga_event(saga, saga_id, None, "started", body, now=self.clock.now())])
+        started = saga_event(
+            saga,
+            saga_id,
+            None,
+            "started",
+            body,
+            now=self.clock.now(),
+            traceparent=tracing.current_traceparent(),
+        )
+        await unit.enqueue([started])
         return saga_id
 
     async def start(
@@ -308,7 +318,8 @@ class ChoreographedParticipant:
             payload=_command_payload(body, route.op, _saga_reason(event, body)),
         )
         handler = self.participant.handler(route.command)
-        result = await self.participant.execute(unit, command, handler)
+        with self.participant.step_span(command) as hop:
+            result = await self.participant.execute(unit, command, handler)
         if result.duplicate:
             return None  # the first run published its outcome in its own transaction
         if result.retryable:
@@ -336,7 +347,7 @@ class ChoreographedParticipant:
             reply,
             now=self.clock.now(),
             causation_id=event.message_id,
-            traceparent=event.traceparent,
+            traceparent=hop or event.traceparent,
             op=route.op,
         )
 

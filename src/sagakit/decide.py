@@ -620,11 +620,11 @@ def decide(
             data=dict(trigger.data),
             key=trigger.key,
             rules_version=rules.version if rules is not None else None,
-            traceparent=trigger.traceparent,
+            traceparent=traceparent or trigger.traceparent,
         )
         state = start_state(trigger.saga_id, started, now)
         decision = Decision(state=state, expected_version=0, events=[started], recorded_at=now)
-        traceparent = trigger.traceparent
+        traceparent = traceparent or trigger.traceparent
     else:
         if state is None:
             raise ValueError("only Start may decide without a state")

@@ -36,6 +36,7 @@ from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:
     from sagakit.metrics import Metrics
+from sagakit import tracing
 from sagakit.rules import RuleBook, RuleSet
 
 log = get_logger("sagakit.orchestrator")
@@ -324,15 +325,31 @@ class Orchestrator:
         traceparent: str | None = None,
         rules: RuleSet | None = None,
     ) -> Decision:
-        return decide(
-            definition,
-            state,
-            trigger,
-            now=now,
-            reply_to=self.reply_queue,
-            traceparent=traceparent,
-            rules=rules,
+        saga_id = (
+            trigger.saga_id if isinstance(trigger, Start) else state.saga_id if state else None
         )
+        name = "saga.start" if isinstance(trigger, Start) else "saga.decide"
+        parent = traceparent or (state.traceparent if state else None)
+        attributes = {
+            "saga.id": saga_id,
+            "saga.definition": definition.name,
+            "saga.trigger": type(trigger).__name__,
+            "saga.step": getattr(trigger, "step", None),
+        }
+        with tracing.span(name, parent, attributes) as (span, hop):
+            decision = decide(
+                definition,
+                state,
+                trigger,
+                now=now,
+                reply_to=self.reply_queue,
+                traceparent=hop,
+                rules=rules,
+            )
+            if span.is_recording():
+                span.set_attribute("saga.events", [e.event_type for e in decision.events])
+                span.set_attribute("saga.status", decision.state.status.value)
+        return decision
 
     async def _retrying(self, work: Any) -> list[Decision]:
         for attempt in range(1, _MAX_CONFLICT_RETRIES + 1):

@@ -19,10 +19,12 @@ makes it the barrier as well:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sagakit import tracing
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -171,7 +173,20 @@ class Participant:
         return handler
 
     async def _run(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> Outgoing:
-        return self._reply(env, await self.execute(unit, env, handler))
+        with self.step_span(env) as hop:
+            return self._reply(env, await self.execute(unit, env, handler), traceparent=hop)
+
+    def step_span(self, command: Envelope) -> AbstractContextManager[str | None]:
+        """A ``saga.step`` span under the command's trace context; yields the context the
+        outcome should carry on."""
+        attributes = {
+            "saga.id": command.saga_id,
+            "saga.step": command.step,
+            "saga.op": command.op,
+            "saga.participant": self.name,
+            "messaging.message.id": command.message_id,
+        }
+        return _hop(tracing.span("saga.step", command.traceparent, attributes))
 
     def handler(self, command: str) -> Handler:
         """The handler registered for ``command``; KeyError if there is none."""
@@ -279,7 +294,9 @@ class Participant:
             return ReplyBody(ok=False, reason=f"{type(exc).__name__}: {exc}", retryable=True)
         return ReplyBody(ok=True, data=dict(data or {}), locks=ctx.locks.touched)
 
-    def _reply(self, command: Envelope, body: ReplyBody) -> Outgoing:
+    def _reply(
+        self, command: Envelope, body: ReplyBody, *, traceparent: str | None = None
+    ) -> Outgoing:
         envelope = Envelope(
             message_id=new_id(),
             type=f"{command.type}.reply",
@@ -287,13 +304,21 @@ class Participant:
             saga_id=command.saga_id,
             causation_id=command.message_id,
             created_at=self.clock.now(),
-            traceparent=command.traceparent,
+            traceparent=traceparent or command.traceparent,
             step=command.step,
             op=command.op,
             attempt=command.attempt,
             payload=body.model_dump(),
         )
         return Outgoing(command.reply_to or "", envelope)
+
+
+@contextmanager
+def _hop(
+    opened: AbstractContextManager[tuple[Any, str | None]],
+) -> Iterator[str | None]:
+    with opened as (_, traceparent):
+        yield traceparent
 
 
 def _retry_later() -> ReplyBody:

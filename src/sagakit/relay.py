@@ -11,6 +11,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
+from opentelemetry.trace import SpanKind
+
+from sagakit import tracing
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
 from sagakit.ports import OutboxRow, PublishResult, SagaStore, Transport
@@ -112,7 +115,15 @@ class OutboxRelay:
                     claimed.set_result(len(ids))
                 if not ids:
                     return 0
-                result = await self.transport.publish([row.message for row in claim.rows])
+                traces = [row.message.headers.get("traceparent") for row in claim.rows[:64]]
+                with tracing.span(
+                    "outbox.publish",
+                    None,
+                    {"messaging.batch.message_count": len(ids)},
+                    kind=SpanKind.PRODUCER,
+                    links=traces,
+                ):
+                    result = await self.transport.publish([row.message for row in claim.rows])
                 sent = [r.id for r in claim.rows if r.message.message_id in result.confirmed]
                 claim.mark_sent(sent)
                 self._cool_refused(result, claim.rows)

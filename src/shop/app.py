@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Orchestrator
+from sagakit import Orchestrator, tracing
 from sagakit.choreography import Choreography
 from sagakit.metrics import Metrics
 from sagakit.orchestrator import start_message
@@ -128,11 +128,21 @@ class Shop:
                 unit, ORDER_SAGA.name, data, saga_id=order_id, key=order_id
             )
         else:
-            await unit.enqueue([start_message(ORDER_SAGA, data, saga_id=order_id, key=order_id)])
+            message = start_message(
+                ORDER_SAGA,
+                data,
+                saga_id=order_id,
+                key=order_id,
+                traceparent=tracing.current_traceparent(),
+            )
+            await unit.enqueue([message])
 
     async def place(self, customer_id: str, sku: str, quantity: int) -> PlacedOrder:
-        """Place an order: the order row and the start of its saga, in one transaction."""
-        return await self.orders.place(customer_id, sku, quantity, start=self._start)
+        """Place an order: the order row and the start of its saga, in one transaction.
+        The order's trace begins here."""
+        attributes = {"order.customer": customer_id, "order.sku": sku}
+        with tracing.span("order.place", None, attributes):
+            return await self.orders.place(customer_id, sku, quantity, start=self._start)
 
     async def close(self) -> None:
         for store in self.stores.values():

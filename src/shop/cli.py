@@ -51,6 +51,9 @@ def demo(
 
     chosen = _check_mode(mode)
     configure("quiet" if as_json else "story")
+    from sagakit import tracing
+
+    tracing.configure(service="shop-demo")
 
     def serving(admin: str, orders_api: str, tokens: list[Token]) -> None:
         console.print()
@@ -210,6 +213,9 @@ def service(
     if name not in PROCESSES:
         raise typer.BadParameter(f"choose one of {', '.join(PROCESSES)}", param_hint="'NAME'")
     configure("story")
+    from sagakit import tracing
+
+    tracing.configure(service=f"shop-{name}")
     asyncio.run(
         run_service(
             name, db=db, broker=broker, mode=chosen, port=port, fail_rate=fail_rate, seed=seed

@@ -107,11 +107,12 @@ async def distributed() -> AsyncIterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("mode", ["orchestration", "choreography"])
 async def test_the_distributed_shop_survives_a_killed_service_and_balances(
-    distributed: tuple[str, str], mode: str, unused_tcp_port: int
+    distributed: tuple[str, str], mode: str, unused_tcp_port: int, tmp_path: Path
 ) -> None:
     stem, broker = distributed
     db = PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}"
     api = f"http://127.0.0.1:{unused_tcp_port}"
+    spans = tmp_path / "spans"
     up = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -128,7 +129,7 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         "--fail-rate",
         "0.2",
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "SAGAKIT_TRACE_FILE": f"{spans}/{{pid}}.jsonl"},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -188,3 +189,13 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
             await asyncio.wait_for(up.wait(), 30)
     assert up.returncode == 0
     assert pids_of(stem, "payment") == [] and pids_of(stem, "order") == []
+    # One order is one trace, across every service process that touched it.
+    records = [
+        json.loads(line) for f in spans.glob("*.jsonl") for line in f.read_text().splitlines()
+    ]
+    first = [r for r in records if r["attributes"].get("saga.id") == "order-101"]
+    assert len({r["trace_id"] for r in first}) == 1, first
+    processes = {r["service"] for r in first}
+    assert {"shop-saga", "shop-order", "shop-payment", "shop-shipping"} <= processes or (
+        mode == "choreography" and {"shop-order", "shop-payment", "shop-shipping"} <= processes
+    ), processes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -201,9 +201,15 @@ def show(
 def _load_cli_modules() -> None:
     from sagakit.cli import breakers, dlq, operate, rules  # noqa: F401 - they register commands
 
-    with contextlib.suppress(ImportError):  # sagakit installed without the shop
-        from shop import cli  # noqa: F401 - the reference shop adds demo, up, service, ...
-        from shop.labs import cli as labs_cli  # noqa: F401 - sagakit lab list/run
+    # Each optional part registers its own commands; one missing never hides another.
+    # `shop` is the reference shop (demo, up, service, ...), `shop.labs` the labs,
+    # `shop.chaos` the fault-injection harness, and `bench` (a source checkout) the benchmark.
+    for module in ("shop.cli", "shop.labs.cli", "shop.chaos.cli", "bench.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise  # the part is there but broken: say so rather than hide its commands
 
 
 _load_cli_modules()

@@ -1,0 +1,53 @@
+"""Tracing: one saga is one trace, through every hop, timers and operators included."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from sagakit import tracing
+from sagakit.testing import SagaHarness
+from tests.integration.shop import create_effects, order_participants
+from tests.sagas import ORDER
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def provider() -> None:
+    # The OpenTelemetry provider is set once per process; this test installs it.
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        sdk = TracerProvider()
+        sdk.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(sdk)
+
+
+async def test_every_hop_of_a_saga_shares_its_trace() -> None:
+    EXPORTER.clear()
+    harness = SagaHarness([ORDER])
+    harness.add(*order_participants(harness.store, flaky={"charge"}))
+    async with harness as h:
+        await create_effects(h.store)
+        with tracing.span("checkout.request", None) as (_, request):
+            saga_id = await h.start("order", {"far": True}, saga_id="traced")
+        await h.run_until_terminal([saga_id])
+        state = await h.state(saga_id)
+    spans = EXPORTER.get_finished_spans()
+    ours = [s for s in spans if (s.attributes or {}).get("saga.id") == saga_id]
+    names = {s.name for s in ours}
+    assert {"saga.start", "saga.decide", "saga.step"} <= names
+    assert {s.context.trace_id for s in ours} == {int(tracing.trace_id(request), 16)}
+    assert tracing.trace_id(state.traceparent) == tracing.trace_id(request)
+    steps = {(s.attributes or {}).get("saga.step") for s in ours if s.name == "saga.step"}
+    assert {"reserve", "charge", "ship"} <= steps  # ship failed, then the undoing
+    ops = {(s.attributes or {}).get("saga.op") for s in ours if s.name == "saga.step"}
+    assert ops == {"action", "compensation"}
+    # a retry fired by the timer loop, with no message to carry context, joins it too
+    timer = [s for s in ours if (s.attributes or {}).get("saga.trigger") == "Tick"]
+    assert timer, "the transient charge failure should have been retried by a timer"
+    publishes = [s for s in spans if s.name == "outbox.publish"]
+    linked = {link.context.trace_id for s in publishes for link in s.links}
+    assert int(tracing.trace_id(request), 16) in linked
