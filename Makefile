@@ -4,8 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# The dashboard: npm ci when the lock file changes, the Vite build (into the admin API's
+# static directory) when its sources change. npm writes node_modules/.package-lock.json.
+NODE_DEPS := dashboard/node_modules/.package-lock.json
+DASHBOARD_BUILD := src/sagakit/api/static/index.html
+DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/index.html dashboard/package.json \
+	dashboard/tsconfig.json dashboard/vite.config.ts -type f 2>/dev/null)
 
-.PHONY: demo test lint typecheck unit setup clean
+.PHONY: demo test lint typecheck unit vitest dashboard setup clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +20,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP)
+$(NODE_DEPS): dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund
+	touch $@
 
-demo: $(STAMP)
+$(DASHBOARD_BUILD): $(NODE_DEPS) $(DASHBOARD_SOURCES)
+	cd dashboard && npm run build
+	touch $@
+
+dashboard: $(DASHBOARD_BUILD)
+
+setup: $(STAMP) $(DASHBOARD_BUILD)
+
+demo: setup
 	$(BIN)/sagakit demo
 
 lint: $(STAMP)
@@ -26,10 +42,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+vitest: $(NODE_DEPS)
+	cd dashboard && npx vitest run
+
+unit: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit
+test: lint typecheck vitest unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .sagakit
+	rm -rf dashboard/node_modules src/sagakit/api/static

@@ -1,0 +1,302 @@
+// The one door to the admin API (docs/api.md): its shapes, the token, requests, and the
+// live feed of saga changes. Nothing else in the dashboard calls fetch or EventSource.
+
+export const STATUSES = [
+  "running",
+  "compensating",
+  "completed",
+  "compensated",
+  "needs_attention",
+  "resolved",
+] as const;
+export type SagaStatus = (typeof STATUSES)[number];
+
+export interface SagaRow {
+  saga_id: string;
+  definition: string;
+  definition_version: number;
+  key: string | null;
+  status: SagaStatus;
+  current_step: string | null;
+  deadline: number | null;
+  version: number;
+  created_at: number;
+  updated_at: number;
+  reason: string | null;
+}
+
+/** ok is green, failed red, undo a compensation (drawn going back), info grey. */
+export type Outcome = "ok" | "failed" | "undo" | "info";
+
+export interface SagaEvent {
+  seq: number;
+  type: string;
+  at: number;
+  elapsed_ms: number;
+  step: string | null;
+  participant: string | null;
+  outcome: Outcome;
+  text: string;
+}
+
+export interface SagaDetail {
+  saga: SagaRow;
+  trace_id: string | null;
+  events: SagaEvent[];
+}
+
+export interface Page<T> {
+  items: T[];
+  total: number;
+}
+
+export type Role = "viewer" | "operator";
+
+export interface Me {
+  name: string;
+  role: Role;
+}
+
+export interface Stats {
+  sagas: Partial<Record<SagaStatus, number>>;
+  in_flight: number;
+  needs_attention: number;
+  waiting_approval: number;
+  dead_letters: number;
+  outbox_lag_s: Record<string, number>;
+}
+
+export interface DeadLetter {
+  id: string;
+  queue: string;
+  reason: string;
+  detail: string;
+  attempts: number;
+  dead_at: number;
+  message_id: string;
+  type: string | null;
+  saga_id: string | null;
+  body: string;
+}
+
+export interface Breaker {
+  store: string;
+  name: string;
+  state: string;
+  failures: number;
+  opened_at: number | null;
+  updated_at: number | null;
+}
+
+export interface OutboxLag {
+  store: string;
+  lag_s: number;
+  unsent: number;
+}
+
+export interface SagaQuery {
+  status?: SagaStatus | undefined;
+  definition?: string | undefined;
+  key?: string | undefined;
+  since?: number | undefined;
+  limit: number;
+  offset: number;
+}
+
+export type SagaAction = "retry" | "compensate" | "resolve" | "approve" | "reject";
+
+/** The actions whose note (the "why" written to the saga's log) the API requires. */
+export const NOTE_REQUIRED: ReadonlySet<string> = new Set(["resolve", "reject"]);
+export const NOTE_MAX = 2000;
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+// ------------------------------------------------------------------------------- the token
+
+const TOKEN_KEY = "sagakit.token";
+
+/** Take `?token=` from the page's address once: keep it for this tab, drop it from the bar
+ * (and so from the history and from anything copied out of it). */
+export function adoptToken(): string | null {
+  const url = new URL(window.location.href);
+  const given = url.searchParams.get("token");
+  if (given !== null) {
+    if (given) sessionStorage.setItem(TOKEN_KEY, given);
+    url.searchParams.delete("token");
+    window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+  }
+  return currentToken();
+}
+
+export function currentToken(): string | null {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function saveToken(token: string): void {
+  sessionStorage.setItem(TOKEN_KEY, token.trim());
+}
+
+let unauthorized: () => void = () => {};
+
+/** Who hears that the API answered 401 (the token is missing or wrong): the app. */
+export function onUnauthorized(listener: () => void): void {
+  unauthorized = listener;
+}
+
+// ---------------------------------------------------------------------------- requests
+
+async function request<T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  const token = currentToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "the admin API cannot be reached");
+  }
+  if (!response.ok) {
+    if (response.status === 401) unauthorized();
+    throw new ApiError(response.status, await errorText(response));
+  }
+  return (await response.json()) as T;
+}
+
+interface Detail {
+  loc?: unknown[];
+  msg?: string;
+}
+
+/** FastAPI says why in `detail`: a sentence, or for a 422 a list of field errors. */
+async function errorText(response: Response): Promise<string> {
+  try {
+    const { detail } = (await response.json()) as { detail?: string | Detail[] };
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail.map((d) => `${(d.loc ?? []).slice(1).join(".")}: ${d.msg ?? ""}`).join("; ");
+    }
+  } catch {
+    // not JSON: fall through to the status line
+  }
+  return `${response.status} ${response.statusText}`.trim();
+}
+
+export function sagasPath(query: SagaQuery): string {
+  const params = new URLSearchParams();
+  if (query.status) params.set("status", query.status);
+  if (query.definition) params.set("definition", query.definition);
+  if (query.key) params.set("key", query.key);
+  if (query.since !== undefined) params.set("since", String(query.since));
+  params.set("limit", String(query.limit));
+  params.set("offset", String(query.offset));
+  return `/api/sagas?${params.toString()}`;
+}
+
+const id = encodeURIComponent;
+
+/** The note travels only when given: an empty one would be recorded as a blank "why". */
+const why = (note: string): { note?: string } => (note.trim() ? { note: note.trim() } : {});
+
+export const api = {
+  me: () => request<Me>("GET", "/api/me"),
+  stats: () => request<Stats>("GET", "/api/stats"),
+  sagas: (query: SagaQuery) => request<Page<SagaRow>>("GET", sagasPath(query)),
+  saga: (sagaId: string) => request<SagaDetail>("GET", `/api/sagas/${id(sagaId)}`),
+  deadLetters: () => request<{ items: DeadLetter[]; depth: number }>("GET", "/api/dead-letters"),
+  approvals: () => request<{ items: SagaRow[] }>("GET", "/api/approvals"),
+  breakers: () => request<{ items: Breaker[] }>("GET", "/api/breakers"),
+  outbox: () => request<{ items: OutboxLag[] }>("GET", "/api/outbox"),
+  act: (sagaId: string, action: SagaAction, note: string) =>
+    request<{ accepted: boolean; saga_id: string }>(
+      "POST",
+      `/api/sagas/${id(sagaId)}/${action}`,
+      why(note),
+    ),
+  replay: (deadLetterId: string, note: string) =>
+    request<{ replayed: number }>("POST", `/api/dead-letters/${id(deadLetterId)}/replay`, why(note)),
+};
+
+// ---------------------------------------------------------------------------- the feed
+
+export type FeedMode = "connecting" | "live" | "polling";
+
+/** Saga changes as they happen, from `/api/stream`. When the stream drops the feed says
+ * "polling" (the views then poll the API themselves) and tries the stream again later. */
+export class SagaFeed {
+  mode: FeedMode = "connecting";
+  private source: EventSource | null = null;
+  private retry: ReturnType<typeof setTimeout> | undefined;
+  private readonly rowListeners = new Set<(row: SagaRow) => void>();
+  private readonly modeListeners = new Set<(mode: FeedMode) => void>();
+
+  constructor(private readonly retryMs = 15_000) {}
+
+  start(): void {
+    this.close();
+    if (typeof EventSource === "undefined") {
+      this.setMode("polling");
+      return;
+    }
+    const token = encodeURIComponent(currentToken() ?? "");
+    const source = new EventSource(`/api/stream?token=${token}`);
+    this.source = source;
+    source.addEventListener("open", () => this.setMode("live"));
+    source.addEventListener("saga", (event) => {
+      let row: SagaRow;
+      try {
+        row = JSON.parse((event as MessageEvent<string>).data) as SagaRow;
+      } catch {
+        return; // a garbled change is skipped; the next poll or change corrects the view
+      }
+      for (const listener of this.rowListeners) listener(row);
+    });
+    source.addEventListener("error", () => {
+      this.close();
+      this.setMode("polling");
+      this.retry = setTimeout(() => this.start(), this.retryMs);
+    });
+  }
+
+  stop(): void {
+    this.close();
+  }
+
+  onRow(listener: (row: SagaRow) => void): () => void {
+    this.rowListeners.add(listener);
+    return () => {
+      this.rowListeners.delete(listener);
+    };
+  }
+
+  onMode(listener: (mode: FeedMode) => void): () => void {
+    this.modeListeners.add(listener);
+    return () => {
+      this.modeListeners.delete(listener);
+    };
+  }
+
+  private close(): void {
+    clearTimeout(this.retry);
+    this.source?.close();
+    this.source = null;
+  }
+
+  private setMode(mode: FeedMode): void {
+    if (mode === this.mode) return;
+    this.mode = mode;
+    for (const listener of this.modeListeners) listener(mode);
+  }
+}
