@@ -1,0 +1,1 @@
+"""The systems under test: sagakit in its modes, the peers, and the raw limit."""

@@ -1,0 +1,561 @@
+"""The fused fast path: sagas whose participants all live in the orchestrator's process
+and share its store.
+
+When a participant's tables and the orchestrator's log are in one database, the hop
+between them needs no transport and no second transaction. :class:`FusedRuntime` runs
+each step as ONE local transaction holding, together: the participant's inbox row (the
+barrier), its business writes, the orchestrator's decision on the outcome (log events,
+projection) and the next command in the outbox. Many sagas' steps share a transaction
+under load, so a saga of N steps costs at most N commits, and far fewer per saga when
+many run at once.
+
+Nothing about the guarantees changes; the transaction boundaries only widen:
+
+* the next command is still written to the outbox before the transaction commits, and
+  the transaction that runs it marks it sent; a process killed in between finds the row
+  unsent on restart and runs it then (the inbox turns a second run into the stored
+  outcome);
+* saga states are cached between steps, but every append is checked against the log's
+  version (a primary key), so a timer or another process that moved a saga meanwhile
+  makes the batch roll back and run again from the store;
+* retries and deadlines are fired by the orchestrator's own timer code, whose commands
+  are picked up from the outbox.
+
+It decides with the orchestrator's own pieces (its clock, its routing rules, the pure
+:func:`sagakit.decide.decide`), reaching for three of its private helpers until the
+orchestrator offers "decide these outcomes inside this unit" as public API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import select, update
+
+from sagakit.decide import Decision, Reply, Start, decide
+from sagakit.errors import ConcurrencyError, StoreError
+from sagakit.log import SagaState, SagaStatus
+from sagakit.logs import get_logger
+from sagakit.messages import Envelope, command_queue, new_id
+from sagakit.orchestrator import Orchestrator
+from sagakit.participant import Participant
+from sagakit.ports import UnitOfWork
+from sagakit.stores.schema import saga_outbox
+
+log = get_logger("sagakit.fused")
+
+_FAILED_BATCH_PAUSE = 0.05
+
+
+@dataclass(slots=True)
+class _Start:
+    definition: str
+    data: Mapping[str, Any]
+    saga_id: str
+    key: str | None
+    version: int | None
+    done: asyncio.Future[str]
+
+
+@dataclass(slots=True)
+class _Batch:
+    starts: list[_Start] = field(default_factory=list)
+    commands: list[Envelope] = field(default_factory=list)
+
+
+class FusedRuntime:
+    """Runs an orchestrator and its participants in one process, one transaction a step.
+
+    Every participant of every definition must be given, and every one must use the
+    orchestrator's store. ``batch`` bounds the steps one transaction carries;
+    ``workers`` transactions run at once (more overlap database waits with Python work).
+    """
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        participants: Iterable[Participant],
+        *,
+        batch: int = 128,
+        workers: int = 1,
+        timer_interval: float = 0.1,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.store = orchestrator.store
+        self.participants = {p.name: p for p in participants}
+        missing = orchestrator.participants - set(self.participants)
+        if missing:
+            raise ValueError(f"the fused runtime needs every participant; missing {missing}")
+        for participant in self.participants.values():
+            if participant.store is not self.store:
+                raise ValueError(
+                    f"participant {participant.name!r} has a store of its own; the fused "
+                    "runtime needs every participant on the orchestrator's store"
+                )
+        if hasattr(self.store, "notify_outbox"):
+            # No relay publishes our commands (it would run them twice), so there is no
+            # other process to wake when they are written.
+            self.store.notify_outbox = False
+        self.batch = batch
+        self.workers = workers
+        self.timer_interval = timer_interval
+        self.sweep_interval = sweep_interval
+        self._destinations = {command_queue(name): name for name in self.participants}
+        self._starts: deque[_Start] = deque()
+        self._commands: deque[Envelope] = deque()
+        self._known: set[str] = set()  # command ids queued or running here
+        self._recent: set[str] = set()  # command ids run since the last sweep began
+        self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
+        self._states: dict[str, SagaState] = {}
+        self._waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.transactions = 0
+
+    # ------------------------------------------------------------------ public
+
+    async def start(self) -> None:
+        """Pick up unsent commands left by an earlier process, then start working."""
+        await self._sweep()
+        for number in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"fused:{number}"))
+        self._tasks.append(asyncio.create_task(self._timers(), name="fused:timers"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def __aenter__(self) -> FusedRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def begin(
+        self,
+        definition: str,
+        data: Mapping[str, Any],
+        *,
+        saga_id: str | None = None,
+        key: str | None = None,
+        version: int | None = None,
+    ) -> str:
+        """Start a saga (its first step runs in the same transaction); return its id once
+        that transaction committed. Starting an id that exists does nothing."""
+        self.orchestrator.definition(definition, version)  # refuse unknown names now
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        item = _Start(definition, data, saga_id or new_id(), key, version, done)
+        self._starts.append(item)
+        self._wake.set()
+        return await done
+
+    def wait(self, saga_id: str) -> asyncio.Future[str]:
+        """A future for the saga's final status (completed, compensated, needs_attention)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(saga_id, []).append(future)
+        return future
+
+    async def run(
+        self,
+        definition: str,
+        data: Mapping[str, Any],
+        *,
+        saga_id: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Start a saga and return its final status."""
+        saga_id = saga_id or new_id()
+        ended = self.wait(saga_id)
+        try:
+            await self.begin(definition, data, saga_id=saga_id, key=key)
+        except BaseException:
+            self._drop_waiter(saga_id, ended)
+            raise
+        return await ended
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch.starts and not batch.commands:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._run_batch(batch)
+            finally:
+                self._busy.difference_update(e.saga_id for e in batch.commands)
+                self._busy.difference_update(s.saga_id for s in batch.starts)
+                if self._commands or self._starts:
+                    self._wake.set()
+
+    def _take(self) -> _Batch:
+        """Up to ``batch`` steps, none of a saga another worker holds (a saga's cached
+        state is only ever changed by one transaction at a time)."""
+        batch = _Batch()
+        held: list[Envelope] = []
+        mine: set[str] = set()
+        while self._commands and len(batch.commands) < self.batch:
+            env = self._commands.popleft()
+            if env.saga_id in self._busy and env.saga_id not in mine:
+                held.append(env)
+                continue
+            self._busy.add(env.saga_id)
+            mine.add(env.saga_id)
+            batch.commands.append(env)
+        self._commands.extendleft(reversed(held))
+        waiting: list[_Start] = []
+        while self._starts and len(batch.starts) + len(batch.commands) < self.batch:
+            item = self._starts.popleft()
+            if item.saga_id in self._busy:
+                waiting.append(item)
+                continue
+            self._busy.add(item.saga_id)
+            batch.starts.append(item)
+        self._starts.extendleft(reversed(waiting))
+        return batch
+
+    async def _run_batch(self, batch: _Batch) -> None:
+        try:
+            decisions = await self._transaction(batch)
+        except (ConcurrencyError, StoreError) as exc:
+            # Another writer moved a saga, or the database hiccuped: forget what is
+            # cached about these sagas and run the batch again from the store.
+            retry = isinstance(exc, ConcurrencyError) or exc.retryable
+            self._forget(batch)
+            if not retry:
+                log.exception("fused batch failed; trying it again shortly")
+            self._requeue(batch)
+            await asyncio.sleep(0 if retry else _FAILED_BATCH_PAUSE)
+            return
+        except Exception as exc:
+            log.exception("fused batch failed; trying it again shortly")
+            self._forget(batch)
+            for item in batch.starts:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            batch.starts.clear()
+            self._requeue(batch)
+            await asyncio.sleep(_FAILED_BATCH_PAUSE)
+            return
+        self.transactions += 1
+        for env in batch.commands:
+            self._known.discard(env.message_id)
+            self._recent.add(env.message_id)
+        for item in batch.starts:
+            if not item.done.done():
+                item.done.set_result(item.saga_id)
+        self._after_commit(decisions)
+
+    def _after_commit(self, decisions: Iterable[Decision]) -> None:
+        for decision in decisions:
+            state = decision.state
+            if state.status.terminal:
+                self._states.pop(state.saga_id, None)
+                self._resolve(state.saga_id, state.status)
+            else:
+                self._states[state.saga_id] = state
+            for out in decision.commands:
+                if out.destination in self._destinations:
+                    self._known.add(out.envelope.message_id)
+                    self._commands.append(out.envelope)
+        if self._commands:
+            self._wake.set()
+
+    def _forget(self, batch: _Batch) -> None:
+        for env in batch.commands:
+            self._states.pop(env.saga_id, None)
+        for item in batch.starts:
+            self._states.pop(item.saga_id, None)
+
+    def _requeue(self, batch: _Batch) -> None:
+        self._commands.extendleft(reversed(batch.commands))
+        self._starts.extendleft(reversed(batch.starts))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ one transaction
+
+    async def _transaction(self, batch: _Batch) -> list[Decision]:
+        async with self.store.unit() as unit:
+            decisions: dict[str, Decision] = {}
+            chained = await self._decide_starts(unit, batch.starts, decisions)
+            commands = [*chained, *batch.commands]
+            inbox = _BatchInbox(unit)
+            if len(commands) > 1:
+                await self._preclaim(inbox, commands)
+            outcomes = [await self._execute(inbox.unit, env) for env in commands]
+            await inbox.flush()
+            inbox.check_used()
+            if batch.commands:
+                await unit.connection.execute(
+                    update(saga_outbox)
+                    .where(saga_outbox.c.message_id.in_([e.message_id for e in batch.commands]))
+                    .values(sent_at=await self._now(unit))
+                )
+            await self._decide_outcomes(unit, outcomes, decisions)
+            await unit.append(list(decisions.values()))
+        return list(decisions.values())
+
+    async def _decide_starts(
+        self, unit: UnitOfWork, starts: Sequence[_Start], decisions: dict[str, Decision]
+    ) -> list[Envelope]:
+        """Decide each new saga and hand back its first commands, to run in this same
+        transaction (they never need an outbox row)."""
+        if not starts:
+            return []
+        existing = await unit.load([s.saga_id for s in starts])
+        now = await self._now(unit)
+        chained: list[Envelope] = []
+        for item in starts:
+            if item.saga_id in existing.states or item.saga_id in existing.broken:
+                continue  # already started: starting is idempotent
+            if item.saga_id in decisions:
+                continue
+            definition = self.orchestrator.definition(item.definition, item.version)
+            trigger = Start(item.saga_id, dict(item.data), item.key)
+            rules = await self.orchestrator._current_rules(unit, definition.name)
+            decision = decide(
+                definition,
+                None,
+                trigger,
+                now=now,
+                reply_to=self.orchestrator.reply_queue,
+                rules=rules,
+            )
+            local = [c for c in decision.commands if c.destination in self._destinations]
+            decision.commands = [c for c in decision.commands if c not in local]
+            chained.extend(c.envelope for c in local)
+            decisions[item.saga_id] = decision
+        return chained
+
+    async def _preclaim(self, inbox: _BatchInbox, commands: Sequence[Envelope]) -> None:
+        by_consumer: dict[str, list[str]] = {}
+        for env in commands:
+            participant = self.participants[self._destinations[_queue_of(env)]]
+            # The participant's inbox key for a saga command (see Participant.execute).
+            by_consumer.setdefault(participant.consumer, []).append(
+                f"{env.saga_id}/{env.step}/{env.op}"
+            )
+        for consumer, keys in by_consumer.items():
+            await inbox.preclaim(consumer, keys)
+
+    async def _execute(self, unit: UnitOfWork, env: Envelope) -> tuple[Envelope, Reply]:
+        participant = self.participants[self._destinations[_queue_of(env)]]
+        command = env.type.split(".", 1)[1]
+        body = await participant.execute(unit, env, participant.handler(command))
+        reply = Reply(
+            step=env.step or "",
+            op=env.op or "action",
+            attempt=env.attempt,
+            message_id=new_id(),
+            body=body,
+        )
+        return env, reply
+
+    async def _decide_outcomes(
+        self,
+        unit: UnitOfWork,
+        outcomes: Sequence[tuple[Envelope, Reply]],
+        decisions: dict[str, Decision],
+    ) -> None:
+        wanted = {env.saga_id for env, _ in outcomes} - decisions.keys() - self._states.keys()
+        loaded = await unit.load(sorted(wanted)) if wanted else None
+        now = await self._now(unit)
+        for env, reply in outcomes:
+            prior = decisions.get(env.saga_id)
+            state = prior.state if prior is not None else self._state(env.saga_id, loaded)
+            if state is None:
+                log.error("a command for a saga that is not in the store", saga_id=env.saga_id)
+                continue
+            definition = self.orchestrator.definition(state.definition, state.definition_version)
+            rules = await self.orchestrator._pinned_rules(unit, state)
+            decision = decide(
+                definition,
+                state,
+                reply,
+                now=now,
+                reply_to=self.orchestrator.reply_queue,
+                traceparent=env.traceparent,
+                rules=rules,
+            )
+            decisions[env.saga_id] = _merge(prior, decision)
+
+    async def _now(self, unit: UnitOfWork) -> float:
+        # The orchestrator's clock: its own if it has one, else the transaction's (the
+        # database's on PostgreSQL), read once per transaction.
+        return await self.orchestrator._now(unit)
+
+    def _state(self, saga_id: str, loaded: Any) -> SagaState | None:
+        cached = self._states.get(saga_id)
+        if cached is not None:
+            return cached
+        if loaded is None:
+            return None
+        state: SagaState | None = loaded.states.get(saga_id)
+        return state
+
+    # ------------------------------------------------------------------ timers, recovery
+
+    async def _timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self.sweep_interval
+        while True:
+            await asyncio.sleep(self.timer_interval)
+            try:
+                moved = await self.orchestrator.tick()
+                if moved:
+                    # The timer decided outside our cache: read those sagas afresh.
+                    self._states.clear()
+                    await self._sweep()
+                    await self._resolve_from_store()
+                elif loop.time() >= next_sweep:
+                    await self._sweep()
+                    next_sweep = loop.time() + self.sweep_interval
+            except (StoreError, ConcurrencyError) as exc:
+                log.warning(f"fused timers: {exc}; trying again")
+
+    async def _sweep(self) -> None:
+        """Queue every unsent command for our participants that is not queued already."""
+        query = (
+            select(saga_outbox.c.message_id, saga_outbox.c.body)
+            .where(saga_outbox.c.sent_at.is_(None))
+            .where(saga_outbox.c.destination.in_(list(self._destinations)))
+            .order_by(saga_outbox.c.id)
+        )
+        self._recent = set()
+        async with self.store.unit() as unit:
+            rows = list(await unit.connection.execute(query))
+        found = 0
+        for message_id, body in rows:
+            if message_id in self._known or message_id in self._recent:
+                continue
+            self._known.add(message_id)
+            self._commands.append(Envelope.from_bytes(body.encode()))
+            found += 1
+        if found:
+            self._wake.set()
+
+    async def _resolve_from_store(self) -> None:
+        if not self._waiters:
+            return
+        statuses = await self.store.statuses(list(self._waiters))
+        for saga_id, status in statuses.items():
+            if SagaStatus(status).terminal:
+                self._resolve(saga_id, SagaStatus(status))
+
+    def _resolve(self, saga_id: str, status: SagaStatus) -> None:
+        for future in self._waiters.pop(saga_id, []):
+            if not future.done():
+                future.set_result(status.value)
+
+    def _drop_waiter(self, saga_id: str, future: asyncio.Future[str]) -> None:
+        waiting = self._waiters.get(saga_id, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._waiters.pop(saga_id, None)
+
+
+class _BatchInbox:
+    """The batch's unit as participants see it, with their inbox work done in bulk.
+
+    Every command's inbox key is claimed up front, one INSERT per participant, and the
+    replies they store are written in one statement before the decisions: two round
+    trips per batch instead of two per command. Each participant still asks for its key
+    as usual and gets the answer the bulk claim found; anything else (a compensation
+    claiming its action's key, reading stored replies, forgetting a key) goes to the
+    store as it is, after the pending replies are written.
+    """
+
+    def __init__(self, unit: UnitOfWork) -> None:
+        self._unit = unit
+        self._claimed: dict[tuple[str, str], bool] = {}
+        self._pending: list[tuple[str, str, str]] = []
+        self.unit = cast(UnitOfWork, _InboxView(self, unit))
+
+    async def preclaim(self, consumer: str, keys: Sequence[str]) -> None:
+        fresh = await self._unit.claim(consumer, keys)
+        for key in keys:
+            self._claimed[(consumer, key)] = key in fresh
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        if len(keys) == 1 and (consumer, keys[0]) in self._claimed:
+            return {keys[0]} if self._claimed.pop((consumer, keys[0])) else set()
+        await self.flush()
+        return await self._unit.claim(consumer, keys)
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        self._pending.append((consumer, key, reply))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        statements = getattr(getattr(self._unit, "_store", None), "statements", None)
+        if statements is None or len(pending) == 1:
+            for consumer, key, reply in pending:
+                await self._unit.set_reply(consumer, key, reply)
+            return
+        if pending:
+            await self._unit.connection.execute(
+                statements.set_reply,
+                [{"b_consumer": c, "b_key": k, "b_reply": r} for c, k, r in pending],
+            )
+
+    def check_used(self) -> None:
+        """Every key claimed up front must have been asked for: if not, the participant's
+        key format changed and the claims would be wrong, so the batch must not commit."""
+        if self._claimed:
+            unused = ", ".join(key for _, key in list(self._claimed)[:3])
+            raise RuntimeError(f"inbox keys claimed for participants that never asked: {unused}")
+
+
+class _InboxView:
+    """What a participant gets as its unit inside a fused batch (see _BatchInbox)."""
+
+    def __init__(self, inbox: _BatchInbox, unit: UnitOfWork) -> None:
+        self._inbox = inbox
+        self._unit = unit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._unit, name)
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        return await self._inbox.claim(consumer, keys)
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        await self._inbox.set_reply(consumer, key, reply)
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        await self._inbox.flush()
+        return await self._unit.replies(consumer, keys)
+
+    async def forget(self, consumer: str, key: str) -> None:
+        await self._inbox.flush()
+        await self._unit.forget(consumer, key)
+
+
+def _queue_of(env: Envelope) -> str:
+    return command_queue(env.type.split(".", 1)[0])
+
+
+def _merge(first: Decision | None, later: Decision) -> Decision:
+    if first is None:
+        return later
+    first.events.extend(later.events)
+    first.commands.extend(later.commands)
+    first.state = later.state
+    return first
+
+
+__all__ = ["FusedRuntime"]

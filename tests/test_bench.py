@@ -1,0 +1,73 @@
+"""The benchmark's sagakit side, at its smallest: it runs, the invariants hold, the crash
+column passes, and the results carry the keys bench/README.md documents."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture
+async def reachable_postgres() -> str:
+    # The bench makes databases of its own; this only proves the server answers (or
+    # skips, or fails in CI, as every PostgreSQL test does).
+    await drop_pg_database(await create_pg_database())
+    return PG_ADMIN
+
+
+async def test_the_smallest_bench_runs_and_reports(tmp_path: Path, reachable_postgres: str) -> None:
+    from bench.report import RUN_KEYS
+    from bench.runner import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        systems=["sagakit-fastpath", "sagakit-embedded"],
+        concurrencies=[4],
+        duration=0.5,
+        warmup=0,
+        rate=20.0,
+        open_duration=0.5,
+        crash=True,
+        crash_after=0.8,
+        crash_concurrency=8,
+        recover_timeout=30.0,
+        settle=0.3,
+        orders_per_second=400,
+        quick=True,
+        out=tmp_path,
+        pg=reachable_postgres,
+    )
+    cfg_quick_crash = ("sagakit-fastpath",)
+    results = await run_bench(cfg, show=False)
+
+    for system in cfg.systems:
+        entry = results["systems"][system]
+        assert "skipped" not in entry, entry
+        for run in [*entry["runs"], entry["open"]]:
+            assert "error" not in run, run
+            assert set(RUN_KEYS) <= set(run)
+            assert run["completed"] > 0
+            assert run["errors"] == 0
+            assert run["invariants"]["passed"], run["invariants"]
+            assert run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"]
+    fast = results["systems"]["sagakit-fastpath"]["runs"][0]
+    assert fast["commits_per_saga"] is not None
+    assert fast["commits_per_saga"] > 0
+    for system in cfg_quick_crash:
+        crash = results["systems"][system]["crash"]
+        assert crash["passed"], crash
+
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert {"run_id", "config", "machine", "systems", "targets"} <= set(written)
+    table = (tmp_path / "results.md").read_text()
+    assert "| system | concurrency | sagas/s |" in table
+    assert "## Crash column" in table
+    if importlib.util.find_spec("matplotlib") is not None:  # plots come with the bench extra
+        assert (tmp_path / "throughput.png").stat().st_size > 0
+        assert (tmp_path / "latency_cdf.png").stat().st_size > 0
