@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,10 +58,7 @@ def demo(
 
     def serving(admin: str, orders_api: str, tokens: list[Token]) -> None:
         console.print()
-        for token in tokens:
-            url = f"{admin}/?token={token.secret}"
-            console.print(f"[bold]dashboard[/] ({token.role}): {url}", soft_wrap=True)
-        console.print(f"[bold]admin API[/] docs: {admin}/api/docs")
+        print_dashboard(admin, tokens)
         console.print(f"[bold]order API[/] docs: {orders_api}/docs   (Ctrl-C to stop)")
 
     result = asyncio.run(
@@ -81,6 +79,15 @@ def demo(
         _report(result)
     if not result.report.ok or result.summary["in_flight"]:
         raise fail("the shop's books do not balance (see above)")
+
+
+def print_dashboard(admin: str, tokens: list[Token]) -> None:
+    """The dashboard's address with each token (it keeps the token and drops it from the
+    address bar), and where the admin API's documentation is."""
+    for token in tokens:
+        url = f"{admin}/?token={token.secret}"
+        console.print(f"[bold]dashboard[/] ({token.role}): {url}", soft_wrap=True)
+    console.print(f"[bold]admin API[/] docs: {admin}/api/docs")
 
 
 def _report(result: object) -> None:
@@ -146,19 +153,35 @@ def up(
     broker: BrokerOption = DEFAULT_BROKER,
     mode: ModeOption = "orchestration",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
+    admin_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Port of the dashboard and admin API (default: --port + 1)."
+        ),
+    ] = None,
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mail server trouble.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for the trouble.")] = 7,
 ) -> None:
     """Run the shop distributed: a process per service, orchestrator and relay, restarted
-    if they die.
+    if they die; the dashboard and admin API run in this process.
 
-    Ctrl-C stops them all."""
+    Tokens come from SAGAKIT_TOKENS, or are made up for this run. Ctrl-C stops them all."""
+    from sagakit.api.auth import fresh_tokens, tokens_from
     from sagakit.errors import SagaError
     from sagakit.logs import configure
     from shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
 
     _check_mode(mode)
     _check_postgres(db)
+    try:
+        tokens = tokens_from() or fresh_tokens()
+    except ValueError as exc:
+        raise fail(f"SAGAKIT_TOKENS: {exc}", 2) from exc
+    admin_at = admin_port or (port + 1 if port < 65535 else port - 1)
+    try:  # bound now, so a port in use stops us before any service starts
+        listener = socket.create_server(("127.0.0.1", admin_at))
+    except OSError as exc:
+        raise fail(f"cannot serve the dashboard on port {admin_at}: {exc}") from exc
     configure("story")
     try:
         asyncio.run(prepare(db))
@@ -178,6 +201,7 @@ def up(
         f"place an order: [bold]sagakit order place --customer c-ada --sku lamp --api http://127.0.0.1:{port}[/]"
     )
     console.print(f"check the books: [bold]sagakit verify --db {db}[/]")
+    print_dashboard(f"http://127.0.0.1:{admin_at}", tokens)
 
     async def go() -> None:
         import signal as signals
@@ -186,9 +210,54 @@ def up(
         loop = asyncio.get_running_loop()
         for sig in (signals.SIGINT, signals.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        admin = asyncio.create_task(_serve_admin(db, broker, listener, tokens, stop))
         await supervise(children, stop=stop)
+        await admin
 
     asyncio.run(go())
+
+
+async def _serve_admin(
+    db: str, broker: str, listener: socket.socket, tokens: list[Token], stop: asyncio.Event
+) -> None:
+    """The admin API and dashboard over the distributed shop's databases and broker, until
+    ``stop``. Trouble here is reported and leaves the services running."""
+    import uvicorn
+
+    from sagakit.api import AdminConfig, create_admin_app
+    from sagakit.logs import get_logger
+    from sagakit.transports import open_transport
+    from shop.app import SAGA, open_stores
+    from shop.distributed import database_urls
+    from shop.saga import ORDER_SAGA
+
+    stores = open_stores(database_urls(db))
+    transport = open_transport(broker)
+    try:
+        await transport.start()
+        app = create_admin_app(
+            AdminConfig(
+                saga_store=stores[SAGA],
+                definitions=[ORDER_SAGA],
+                tokens=tokens,
+                stores=[store for name, store in stores.items() if name != SAGA],
+                dead_letters=transport.dead_letters,
+            )
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+        stopping.cancel()
+    except Exception as exc:  # the shop keeps running without its dashboard
+        get_logger("shop.up", service="up").error(f"the admin API stopped: {exc!r}")
+    finally:
+        listener.close()
+        await transport.close()
+        for store in stores.values():
+            await store.close()
 
 
 @app.command()

@@ -112,7 +112,10 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
     stem, broker = distributed
     db = PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}"
     api = f"http://127.0.0.1:{unused_tcp_port}"
+    admin = f"http://127.0.0.1:{unused_tcp_port + 1}"
+    viewer = "e2e-viewer-secret-0123456789"
     spans = tmp_path / "spans"
+    output = (tmp_path / "up.log").open("wb")  # the services' logs too: a pipe could fill
     up = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -129,8 +132,13 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         "--fail-rate",
         "0.2",
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200", "SAGAKIT_TRACE_FILE": f"{spans}/{{pid}}.jsonl"},
-        stdout=asyncio.subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "COLUMNS": "200",
+            "SAGAKIT_TRACE_FILE": f"{spans}/{{pid}}.jsonl",
+            "SAGAKIT_TOKENS": f"viewer:e2e:{viewer}",
+        },
+        stdout=output,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -164,6 +172,12 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         # per batch of ten: six go through; a declined card, an unserved region, a
         # thousand globes and an empty purse do not
         assert report.sagas == {"completed": 18, "compensated": 12}
+        # The dashboard's admin API, served by `sagakit up` itself, sees the same sagas.
+        async with httpx.AsyncClient(timeout=10) as client:
+            token = {"Authorization": f"Bearer {viewer}"}
+            stats = (await client.get(f"{admin}/api/stats", headers=token)).json()
+            assert stats["sagas"] == {"completed": 18, "compensated": 12}
+            assert (await client.get(f"{admin}/api/stats")).status_code == 401
         checked = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -187,7 +201,10 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         if up.returncode is None:
             up.send_signal(signal.SIGTERM)
             await asyncio.wait_for(up.wait(), 30)
+    output.close()
     assert up.returncode == 0
+    printed = (tmp_path / "up.log").read_text(errors="replace")
+    assert f"dashboard (viewer): {admin}/?token={viewer}" in printed
     assert pids_of(stem, "payment") == [] and pids_of(stem, "order") == []
     # One order is one trace, across every service process that touched it.
     records = [
