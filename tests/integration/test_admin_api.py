@@ -238,3 +238,72 @@ def test_tokens_are_checked_when_read() -> None:
     with pytest.raises(ValueError, match="too short"):
         parse_tokens("viewer:bob:short")
     assert "secret" not in repr(TOKENS[0]) and OPERATOR not in repr(TOKENS)
+
+
+async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
+    world: tuple[SagaHarness, httpx.AsyncClient, Metrics],
+) -> None:
+    """Each route the API documents, each access rule: nothing happens unless allowed."""
+    h, client, _ = world
+    saga_id = await h.start("checkout", {"vip": True, "amount": 10}, saga_id="s1")
+    await h.run_until_terminal([saga_id])
+    junk = TransportMessage("sagakit.commands.payment", "junk-2", b"{not json")
+    await asyncio.wait_for(h.memory.publish([junk]), 5)
+    [letter] = (await client.get("/api/dead-letters", headers=headers(VIEWER))).json()["items"]
+    spec = (await client.get("/api/openapi.json")).json()
+    routes = [
+        (method.upper(), path.format(saga_id=saga_id, letter_id=letter["id"]))
+        for path, methods in spec["paths"].items()
+        for method in methods
+    ]
+    reads = [path for method, path in routes if method == "GET"]
+    acts = [path for method, path in routes if method == "POST"]
+    assert "/api/stream" in reads and "/metrics" in reads and len(reads) == 10
+    assert {p.rsplit("/", 1)[1] for p in acts} == {
+        "retry",
+        "compensate",
+        "resolve",
+        "approve",
+        "reject",
+        "replay",
+    }
+    body = {"note": "why not"}
+    for method, path in routes:
+        for given in ({}, headers("not-the-token-at-all"), {"Authorization": OPERATOR}):
+            answer = await client.request(method, path, headers=given, json=body)
+            assert answer.status_code == 401, (method, path, given)
+            assert answer.headers["www-authenticate"] == "Bearer"
+        # Only the stream takes a token in the address (EventSource sends no headers).
+        if path != "/api/stream":
+            sneaky = await client.request(method, f"{path}?token={OPERATOR}", json=body)
+            assert sneaky.status_code == 401, (method, path)
+    for path in reads:
+        if path != "/api/stream":  # endless; test_the_stream_... reads it with a token
+            assert (await client.get(path, headers=headers(VIEWER))).status_code == 200, path
+    for path in acts:
+        refused = await client.post(path, headers=headers(VIEWER), json=body)
+        assert refused.status_code == 403, path
+        assert refused.json()["detail"] == "bob may read but not act"
+    # None of that queued a thing, touched the saga, or took the dead letter away.
+    assert await h.store.unsent_count() == 0
+    assert "OperatorIntervened" not in [e.type for e in await h.history(saga_id)]
+    assert (await client.get("/api/dead-letters", headers=headers(VIEWER))).json()["depth"] == 1
+    for path in acts:
+        answer = await client.post(path, headers=headers(OPERATOR), json=body)
+        if path.endswith("/replay"):
+            assert (answer.status_code, answer.json()) == (200, {"replayed": 1})
+        else:
+            assert (answer.status_code, answer.json()) == (202, {"accepted": True, "saga_id": "s1"})
+    for _ in range(300):  # the orchestrator takes each action in turn and records it
+        said = [
+            json.loads(e.data) for e in await h.history(saga_id) if e.type == "OperatorIntervened"
+        ]
+        if len(said) == 5:
+            break
+        await asyncio.sleep(0.01)
+    # On a completed saga each is refused, but on the record with who asked and why.
+    assert [(s["action"], s["who"], s["note"]) for s in said] == [
+        (action, "alice", "why not")
+        for action in ("retry", "compensate", "resolve", "approve", "reject")
+    ]
+    assert all(s["refused"] for s in said)
