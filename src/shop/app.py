@@ -21,6 +21,7 @@ from sagakit.ports import UnitOfWork
 from sagakit.runtime import Consumer
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
+from shop.outside import OutsideSystems
 from shop.saga import ORDER_SAGA
 from shop.services import SERVICES, OrderService, Service
 from shop.services.order import PlacedOrder
@@ -53,12 +54,16 @@ def open_stores(urls: Mapping[str, str]) -> dict[str, SqlSagaStore]:
 
 @dataclass
 class Shop:
-    """The five services and the order saga, over the given stores."""
+    """The five services and the order saga, over the given stores.
+
+    ``outside`` is how payment and shipping reach the payment gateway and the carrier;
+    by default both run in this process."""
 
     stores: dict[str, SqlSagaStore]
     mode: Mode = "orchestration"
     fail_rate: float = 0.0
     seed: int = 0
+    outside: OutsideSystems | None = None
     services: dict[str, Service] = field(init=False)
     orchestrator: Orchestrator | None = field(init=False, default=None)
     choreography: Choreography | None = field(init=False, default=None)
@@ -69,8 +74,15 @@ class Shop:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         # A process may hold only some of the stores (a distributed service holds its own);
         # it gets the services, and the orchestrator, whose stores it has.
+        if self.outside is None and {"payment", "shipping"} & set(self.stores):
+            self.outside = OutsideSystems.connect(seed=self.seed)
         self.services = {
-            name: cls(self.stores[name], fail_rate=self.fail_rate, seed=self.seed + index)
+            name: cls(
+                self.stores[name],
+                fail_rate=self.fail_rate,
+                seed=self.seed + index,
+                outside=self.outside,
+            )
             for index, (name, cls) in enumerate(SERVICES.items())
             if name in self.stores
         }
@@ -147,3 +159,5 @@ class Shop:
     async def close(self) -> None:
         for store in self.stores.values():
             await store.close()
+        if self.outside is not None:
+            await self.outside.close()

@@ -11,6 +11,12 @@ from sagakit.definition import approval
 
 _QUICK = RetryPolicy(attempts=3, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=2))
 _PATIENT = RetryPolicy(attempts=None, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=5))
+# Steps that call an outside system (the gateway, the carrier) meet its failures before
+# their breaker opens, and its half-open trials: more tries than a step of our own.
+_OUTSIDE = RetryPolicy(attempts=8, backoff=timedelta(milliseconds=200), cap=timedelta(seconds=3))
+_OUTSIDE_UNDO = RetryPolicy(
+    attempts=16, backoff=timedelta(milliseconds=200), cap=timedelta(seconds=5)
+)
 
 ORDER_SAGA = SagaDefinition(
     "order",
@@ -49,7 +55,8 @@ ORDER_SAGA = SagaDefinition(
             command="charge",
             compensation="refund",
             timeout=timedelta(seconds=10),
-            retry=_QUICK,
+            retry=_OUTSIDE,
+            compensation_retry=_OUTSIDE_UNDO,
         ),
         Step(
             name="schedule_shipment",
@@ -57,7 +64,7 @@ ORDER_SAGA = SagaDefinition(
             command="schedule",
             kind=StepKind.PIVOT,
             timeout=timedelta(seconds=10),
-            retry=_QUICK,
+            retry=_OUTSIDE,
         ),
         Step(
             name="notify_customer",

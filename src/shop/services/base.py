@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,6 +12,10 @@ from sagakit import Participant
 from sagakit.stores.sql import SqlSagaStore
 from shop.world import World
 
+if TYPE_CHECKING:
+    from sagakit.breakers import CircuitBreaker
+    from shop.outside import OutsideSystems
+
 
 class Service:
     """A service of the shop. Subclasses declare their tables and register handlers."""
@@ -19,12 +23,37 @@ class Service:
     name: ClassVar[str]
     metadata: ClassVar[MetaData]
 
-    def __init__(self, store: SqlSagaStore, *, fail_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        store: SqlSagaStore,
+        *,
+        fail_rate: float = 0.0,
+        seed: int = 0,
+        outside: OutsideSystems | None = None,
+    ) -> None:
         self.store = store
         self.fail_rate = fail_rate
+        self._seed = seed
         self.rng = random.Random(seed)  # noqa: S311 - seeded trouble for demos, not security
-        self.participant = Participant(self.name, store, service_log=f"shop.{self.name}")
+        self._outside = outside
+        self.participant = Participant(
+            self.name, store, service_log=f"shop.{self.name}", breakers=self.breakers()
+        )
         self.register()
+
+    @property
+    def outside(self) -> OutsideSystems:
+        """The outside systems this service calls (in-process ones unless it was given
+        others)."""
+        if self._outside is None:
+            from shop.outside import OutsideSystems
+
+            self._outside = OutsideSystems.connect(seed=self._seed)
+        return self._outside
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """The circuit breakers in front of the outside systems this service calls."""
+        return []
 
     def register(self) -> None:
         """Register the participant's command handlers."""

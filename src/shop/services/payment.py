@@ -1,7 +1,9 @@
 """The payment service: accounts with a balance and a credit limit, charges and refunds.
 
 A payment row is unique per (order, kind): a second charge or refund for an order is
-impossible by key, not by luck.
+impossible by key, not by luck. A charge is authorized at the outside payment gateway,
+through the ``payment-gateway`` circuit breaker, with an idempotency key per order; a
+refund voids that authorization.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
+from sagakit.breakers import CircuitBreaker
+from shop.outside import GATEWAY_BREAKER
 from shop.services.base import Service
 from shop.world import World, dollars
 
@@ -62,6 +66,17 @@ payments = Table(
     UniqueConstraint("order_id", "kind", name="uq_payments_order_kind"),
 )
 
+#: What the gateway holds for each charged order (voided when the charge is refunded).
+authorizations = Table(
+    "gateway_authorizations",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("authorization_id", String(64), nullable=False, unique=True),
+    Column("amount_cents", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+)
+
 
 class PaymentService(Service):
     name = "payment"
@@ -72,6 +87,9 @@ class PaymentService(Service):
         self.participant.on("clear", self.clear)
         self.participant.on("charge", self.charge)
         self.participant.on("refund", self.refund)
+
+    def breakers(self) -> list[CircuitBreaker]:
+        return [self.outside.breaker(GATEWAY_BREAKER)]
 
     async def seed(self, conn: AsyncConnection, world: World) -> None:
         await conn.execute(
@@ -136,6 +154,24 @@ class PaymentService(Service):
         )
         if not charged.rowcount:
             raise StepRejected(f"insufficient funds for {dollars(amount)}")
+        # Last, so a refusal above never holds money at the gateway. The key is the order's:
+        # a retry after this transaction rolled back gets the same authorization back.
+        async with ctx.breakers[GATEWAY_BREAKER]:
+            held = await self.outside.payment_gateway.authorize(
+                key=f"{p['order_id']}/charge",
+                order_id=p["order_id"],
+                customer_id=p["customer_id"],
+                amount_cents=amount,
+            )
+        await ctx.connection.execute(
+            insert(authorizations).values(
+                order_id=p["order_id"],
+                authorization_id=held.id,
+                amount_cents=amount,
+                status="authorized",
+                at=time.time(),
+            )
+        )
         await ctx.connection.execute(
             insert(payments).values(
                 order_id=p["order_id"],
@@ -145,12 +181,25 @@ class PaymentService(Service):
                 at=time.time(),
             )
         )
-        ctx.log.info(f"Charged {dollars(amount)} for order #{p['number']}")
+        ctx.log.info(f"Charged {dollars(amount)} for order #{p['number']} ({held.id})")
         return {"charged_cents": amount}
 
     async def refund(self, ctx: StepContext) -> None:
         p = ctx.payload
         amount = int(p["amount_cents"])
+        held = (
+            await ctx.connection.execute(
+                select(authorizations).where(authorizations.c.order_id == p["order_id"])
+            )
+        ).first()
+        if held is not None and held.status == "authorized":
+            async with ctx.breakers[GATEWAY_BREAKER]:
+                await self.outside.payment_gateway.void(held.authorization_id)
+            await ctx.connection.execute(
+                update(authorizations)
+                .where(authorizations.c.order_id == p["order_id"])
+                .values(status="voided", at=time.time())
+            )
         await ctx.connection.execute(
             update(accounts)
             .where(accounts.c.customer_id == p["customer_id"])

@@ -1,5 +1,9 @@
 """The shipping service: shipments. Scheduling one is the saga's pivot: once a parcel is
-booked with the carrier, the order goes through."""
+booked with the carrier, the order goes through.
+
+The carrier is an outside system: its quote (price and time, or a refusal for a region
+it does not serve) is asked over HTTP through the ``carrier-quote`` circuit breaker, and
+kept with the shipment."""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import time
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
-from sagakit import StepContext, StepRejected
+from sagakit import StepContext
+from sagakit.breakers import CircuitBreaker
+from shop.outside import CARRIER_BREAKER
 from shop.services.base import Service
-from shop.world import SUPPORTED_REGIONS
 
 metadata = MetaData()
 
@@ -23,6 +28,17 @@ shipments = Table(
     Column("scheduled_at", Float, nullable=False),
 )
 
+#: The carrier's quote each shipment was booked on.
+quotes = Table(
+    "carrier_quotes",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("quote_id", String(64), nullable=False),
+    Column("price_cents", Integer, nullable=False),
+    Column("eta_days", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+)
+
 
 class ShippingService(Service):
     name = "shipping"
@@ -31,10 +47,16 @@ class ShippingService(Service):
     def register(self) -> None:
         self.participant.on("schedule", self.schedule)
 
+    def breakers(self) -> list[CircuitBreaker]:
+        return [self.outside.breaker(CARRIER_BREAKER)]
+
     async def schedule(self, ctx: StepContext) -> dict[str, str]:
         p = ctx.payload
-        if p["region"] not in SUPPORTED_REGIONS:
-            raise StepRejected(f"we do not ship to {p['region']}")
+        # A region the carrier does not serve is its refusal (StepRejected), not a failure.
+        async with ctx.breakers[CARRIER_BREAKER]:
+            quote = await self.outside.carrier_quotes.quote(
+                order_id=p["order_id"], region=p["region"], sku=p["sku"], quantity=p["quantity"]
+            )
         await ctx.connection.execute(
             insert(shipments).values(
                 order_id=p["order_id"],
@@ -44,5 +66,15 @@ class ShippingService(Service):
                 scheduled_at=time.time(),
             )
         )
-        ctx.log.info(f"Shipment scheduled for order #{p['number']} to {p['region']}")
+        await ctx.connection.execute(
+            insert(quotes).values(
+                order_id=p["order_id"],
+                quote_id=quote.id,
+                price_cents=quote.price_cents,
+                eta_days=quote.eta_days,
+                at=time.time(),
+            )
+        )
+        eta = f"{quote.eta_days} days"
+        ctx.log.info(f"Shipment scheduled for order #{p['number']} to {p['region']} ({eta})")
         return {"tracking": f"TRK-{p['number']}"}
