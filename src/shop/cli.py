@@ -45,6 +45,23 @@ def demo(
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the services keep their SQLite files.")
     ] = Path(".sagakit/shop"),
+    gateway_outage: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=3600.0,
+            help="Take the payment gateway down for this many seconds from the start: "
+            "its circuit breaker opens and charges wait instead of failing.",
+        ),
+    ] = 0.0,
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(help="A payment gateway to call (by default one runs in-process)."),
+    ] = None,
+    carrier_url: Annotated[
+        str | None,
+        typer.Option(help="A carrier quote service to call (by default one runs in-process)."),
+    ] = None,
 ) -> None:
     """Run the shop on the embedded default: orders through the saga, then the check."""
     from sagakit.logs import configure
@@ -71,6 +88,9 @@ def demo(
             mode=chosen,
             serve=("127.0.0.1", port) if serve else None,
             on_serving=serving,
+            gateway_outage=gateway_outage,
+            gateway_url=gateway_url,
+            carrier_url=carrier_url,
         )
     )
     if as_json:
@@ -107,11 +127,18 @@ def _report(result: object) -> None:
         mark = "[green]holds[/]" if ok else "[bold red]VIOLATED[/]"
         checks.add_row(name, mark, "; ".join(result.report.violations[name][:3]))
     console.print(checks)
+    breakers = Table(title="circuit breakers", title_justify="left", show_header=False)
+    for name, breaker in summary["breakers"].items():
+        deferred = f"{breaker['deferred']} step(s) deferred while open"
+        breakers.add_row(name, breaker["state"], deferred)
+    console.print(breakers)
     db = result.saga_db
     console.print(f"inspect: [bold]sagakit list --db {db}[/]")
     for sample in (result.sample_failed, result.sample_done):
         if sample:
             console.print(f"         [bold]sagakit show {sample} --db {db}[/]")
+    keepers = " ".join(f"--db {url}" for url in result.breaker_dbs)
+    console.print(f"         [bold]sagakit breakers {keepers}[/]", soft_wrap=True)
 
 
 # ------------------------------------------------------------------ distributed

@@ -4,6 +4,10 @@ Five services, each with its own SQLite file, take a batch of orders through the
 saga. Some orders are set up to fail (no stock, a declined card, no funds, a region
 the carrier does not serve) and the mail server is sometimes busy. The story of every
 order prints as it happens; then a summary, and the check that nothing was lost.
+
+The payment gateway and the carrier run in-process unless their URLs are given. A
+gateway outage (``--gateway-outage SECONDS``) shows the circuit breaker open, the charges
+deferred rather than compensated, and the breaker close again once the gateway is back.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from shop.app import SAGA, Mode, Shop, embedded_files, embedded_urls, open_stores
+from shop.outside import OutsideSystems, Trouble
 from shop.saga import ORDER_SAGA
 from shop.verify import Report, in_flight, verify
 from shop.world import default_world, plan_orders
@@ -33,6 +38,8 @@ class DemoResult:
     saga_db: str
     sample_failed: str | None
     sample_done: str | None
+    #: The stores of the services that keep circuit breakers (for ``sagakit breakers``).
+    breaker_dbs: list[str]
 
 
 async def run_demo(
@@ -46,10 +53,14 @@ async def run_demo(
     timeout: float = 300.0,
     serve: tuple[str, int] | None = None,
     on_serving: Any = None,
+    gateway_outage: float = 0.0,
+    gateway_url: str | None = None,
+    carrier_url: str | None = None,
 ) -> DemoResult:
     await asyncio.to_thread(_fresh, directory)
     urls = embedded_urls(directory)
-    shop = Shop(open_stores(urls), mode=mode, fail_rate=fail_rate, seed=seed)
+    outside = OutsideSystems.connect(gateway_url=gateway_url, carrier_url=carrier_url, seed=seed)
+    shop = Shop(open_stores(urls), mode=mode, fail_rate=fail_rate, seed=seed, outside=outside)
     world = default_world(orders=orders)
     await shop.setup(world)
     # In one process nothing survives a crash anyway, so redeliveries need not wait long.
@@ -59,6 +70,8 @@ async def run_demo(
     )
     runtime = Runtime(transport).add(*shop.components())
     plan = plan_orders(world, orders, fail_rate=fail_rate, seed=seed)
+    if gateway_outage > 0:
+        await outside.payment_gateway.set_trouble(Trouble(down_for_s=gateway_outage))
     started = time.perf_counter()
     async with runtime:
         gate = asyncio.Semaphore(concurrency)
@@ -84,12 +97,28 @@ async def run_demo(
         "invariants": report.holds(),
         "elapsed_s": round(elapsed, 3),
         "sagas_per_s": round(orders / elapsed, 1) if elapsed else 0.0,
+        "breakers": _breakers(shop),
     }
     rows = await shop.saga_store.list_sagas(limit=orders)
     failed = next((r.saga_id for r in rows if r.status == "compensated"), None)
     done = next((r.saga_id for r in rows if r.status == "completed"), None)
     await shop.close()
-    return DemoResult(summary, report, urls[SAGA], failed, done)
+    keepers = [urls[n] for n, service in shop.services.items() if service.participant.breakers]
+    return DemoResult(summary, report, urls[SAGA], failed, done, keepers)
+
+
+def _breakers(shop: Shop) -> dict[str, dict[str, Any]]:
+    """Each breaker in front of an outside system: where it stands, how often it changed
+    state, and how many steps it deferred while open."""
+    return {
+        name: {
+            "state": breaker.state.value,
+            "transitions": breaker.transitions,
+            "deferred": breaker.rejected,
+        }
+        for service in shop.services.values()
+        for name, breaker in service.participant.breakers.items()
+    }
 
 
 def _fresh(directory: Path) -> None:

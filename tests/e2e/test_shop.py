@@ -48,6 +48,7 @@ def test_demo_json_reports_every_order_ended_and_the_books_balance(
         "invariants",
         "elapsed_s",
         "sagas_per_s",
+        "breakers",
     }
     assert report["orders"] == 40
     assert report["completed"] + report["compensated"] == 40
@@ -55,6 +56,11 @@ def test_demo_json_reports_every_order_ended_and_the_books_balance(
     assert (report["needs_attention"], report["in_flight"]) == (0, 0)
     assert report["invariants"] == {"money": True, "stock": True, "once": True, "terminal": True}
     assert report["sagas_per_s"] > 0
+    # a healthy gateway and carrier: their breakers never opened
+    assert report["breakers"] == {
+        name: {"state": "closed", "transitions": 0, "deferred": 0}
+        for name in ("payment-gateway", "carrier-quote")
+    }
 
 
 def test_demo_tells_the_story_and_the_commands_it_prints_work(tmp_path: Path) -> None:
