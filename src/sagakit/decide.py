@@ -435,7 +435,9 @@ class _Decider:
             due = self.now + policy.delay(st.attempts_counted).total_seconds()
             self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
             return
-        self.give_up(step, f"{reason} after {st.attempts_counted} attempts", refused=False)
+        tries = st.attempts_counted
+        plural = "attempt" if tries == 1 else "attempts"
+        self.give_up(step, f"{reason} after {tries} {plural}", refused=False)
 
     def give_up(self, step: Step, reason: str, *, refused: bool) -> None:
         """Stop trying ``step``. ``refused`` means the participant said no for good (its

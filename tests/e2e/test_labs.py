@@ -327,7 +327,7 @@ def test_lab_list_shows_the_ready_and_the_pending_labs(tmp_path: Path) -> None:
         row = next(line for line in lines if line.split("│")[1:2] == [f" {number} ".ljust(4)])
         assert lab.title[:20] in row
         assert ("ready" if lab.ready else "pending") in row
-    assert [n for n, lab in LABS.items() if not lab.ready] == [7, 8, 9, 10]
+    assert [n for n, lab in LABS.items() if not lab.ready] == [9]
 
 
 def test_lab_run_json_prints_one_object_and_keeps_other_files(tmp_path: Path) -> None:
@@ -356,14 +356,14 @@ def test_lab_run_tells_the_story(tmp_path: Path) -> None:
 
 def test_pending_and_unknown_labs_are_refused_clearly(tmp_path: Path) -> None:
     pending, zero, eleven, word = sagakit_many(
-        ("lab", "run", "7"),
+        ("lab", "run", "9"),
         ("lab", "run", "0"),
         ("lab", "run", "11"),
         ("lab", "run", "x"),
         cwd=tmp_path,
     )
     assert pending.code == 1, pending
-    assert "lab 7 (Timeouts and the dead letter) is pending" in pending.err
+    assert "lab 9 (Tracing dashboard) is pending" in pending.err
     for refused in (zero, eleven, word):
         assert refused.code == 2, refused
         assert "Invalid value for 'number'" in refused.err

@@ -19,7 +19,10 @@ from shop.labs import (
     happy_path,
     idempotent_consumer,
     outbox,
+    overbooked_flight,
+    routing,
     state_table,
+    timeouts,
 )
 
 
@@ -55,29 +58,14 @@ LABS: dict[int, Lab] = {
         ),
         Lab(5, outbox.TITLE, outbox.LESSON, outbox.run),
         Lab(6, event_log.TITLE, event_log.LESSON, event_log.run),
-        Lab(
-            7,
-            "Timeouts and the dead letter",
-            "A participant too slow to answer: the orchestrator's timer fires, the saga "
-            "compensates or waits for a person, and a late reply is a zombie.",
-        ),
-        Lab(
-            8,
-            "Concurrent sagas and isolation",
-            "Two sagas on the same stock or account at once: the lost update, and the "
-            "semantic lock that prevents it.",
-        ),
+        Lab(7, timeouts.TITLE, timeouts.LESSON, timeouts.run),
+        Lab(8, overbooked_flight.TITLE, overbooked_flight.LESSON, overbooked_flight.run),
         Lab(
             9,
             "Tracing dashboard",
             "One saga's path across every service: which steps ran, failed or were undone, "
             "and how long each took.",
         ),
-        Lab(
-            10,
-            "Dynamic routing",
-            "The next step decided by rules at run time: VIPs skip a check, large orders "
-            "wait for approval.",
-        ),
+        Lab(10, routing.TITLE, routing.LESSON, routing.run),
     )
 }
