@@ -15,16 +15,30 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+from opentelemetry import trace
 
 Mode = Literal["story", "json", "quiet"]
 
+
+def add_trace_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Put the current span's trace id on the line (unless the caller bound one from
+    the message it handles), so logs and traces of one order can be joined."""
+    if event_dict.get("trace_id") is None:
+        event_dict.pop("trace_id", None)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event_dict["trace_id"] = format(context.trace_id, "032x")
+    return event_dict
+
+
 _PROCESSORS: list[Any] = [
     structlog.stdlib.filter_by_level,
+    add_trace_id,
     structlog.stdlib.render_to_log_kwargs,
 ]
 
 #: Record attributes of every LogRecord; anything else on a record is our context.
-_CONTEXT = ("service", "saga_id", "step", "event_type")
+_CONTEXT = ("service", "saga_id", "step", "event_type", "trace_id")
 
 _COLOURS = ["cyan", "magenta", "yellow", "blue", "green", "bright_red", "bright_cyan"]
 _LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "critical": "bold red"}

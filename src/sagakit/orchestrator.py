@@ -557,4 +557,5 @@ def _log_event(state: SagaState, event: SagaEvent) -> None:
         saga_id=state.saga_id,
         step=getattr(event, "step", None),
         event_type=event.event_type,
+        trace_id=tracing.trace_id(state.traceparent),
     )

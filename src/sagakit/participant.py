@@ -255,7 +255,9 @@ class Participant:
             message_id=env.message_id,
             payload=env.payload,
             connection=unit.connection,
-            log=self.log.bind(saga_id=env.saga_id, step=env.step),
+            log=self.log.bind(
+                saga_id=env.saga_id, step=env.step, trace_id=tracing.trace_id(env.traceparent)
+            ),
             locks=Locks(
                 unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
             ),

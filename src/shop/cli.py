@@ -299,6 +299,14 @@ def service(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
     seed: Annotated[int, typer.Option()] = 7,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="SAGAKIT_LOG_FORMAT",
+            help="story (coloured lines for people) or json (one object per line, with "
+            "saga_id, step and trace_id, for a log pipeline).",
+        ),
+    ] = "story",
 ) -> None:
     """Run one process of the distributed shop (what `sagakit up` starts for each)."""
     from sagakit.logs import configure
@@ -308,7 +316,9 @@ def service(
     _check_postgres(db)
     if name not in PROCESSES:
         raise typer.BadParameter(f"choose one of {', '.join(PROCESSES)}", param_hint="'NAME'")
-    configure("story")
+    if log_format not in ("story", "json"):
+        raise typer.BadParameter("choose story or json", param_hint="'--log-format'")
+    configure("json" if log_format == "json" else "story")
     from sagakit import tracing
 
     tracing.configure(service=f"shop-{name}")

@@ -51,3 +51,30 @@ async def test_every_hop_of_a_saga_shares_its_trace() -> None:
     publishes = [s for s in spans if s.name == "outbox.publish"]
     linked = {link.context.trace_id for s in publishes for link in s.links}
     assert int(tracing.trace_id(request), 16) in linked
+
+
+async def test_json_logs_carry_the_saga_the_step_and_the_trace() -> None:
+    import io
+    import json
+
+    from sagakit.logs import configure
+
+    lines = io.StringIO()
+    configure("json", stream=lines)
+    try:
+        harness = SagaHarness([ORDER])
+        harness.add(*order_participants(harness.store, flaky={"charge"}))
+        async with harness as h:
+            await create_effects(h.store)
+            with tracing.span("checkout.request", None) as (_, request):
+                saga_id = await h.start("order", {"far": True}, saga_id="logged")
+            await h.run_until_terminal([saga_id])
+    finally:
+        configure("quiet")
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    ours = [r for r in records if r.get("saga_id") == saga_id]
+    assert ours, records[:5]
+    # the orchestrator's story (a failure, the undoing) and a participant's own lines
+    by = {(r["logger"], r.get("step")) for r in ours}
+    assert {("sagakit.orchestrator", "ship"), ("sagakit.participant.payment", "charge")} <= by
+    assert {r.get("trace_id") for r in ours} == {tracing.trace_id(request)}
