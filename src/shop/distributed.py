@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,9 @@ from shop.world import default_world
 if TYPE_CHECKING:
     import uvicorn
 
+    from sagakit.ports import Transport
+    from shop.chaos.wire import ServiceChaos
+
 log = get_logger("shop.up", service="up")
 
 #: Every process `sagakit up` runs: the saga keeper, the five services, the relay.
@@ -44,6 +48,9 @@ PROCESSES: tuple[str, ...] = (
     "notification",
     "relay",
 )
+
+#: Set by the supervisor in every child's environment: the child dies with it.
+PARENT_ENV = "SAGAKIT_PARENT_PID"
 
 
 def database_urls(base: str) -> dict[str, str]:
@@ -102,14 +109,22 @@ async def run_service(
     port: int = 8000,
     fail_rate: float = 0.0,
     seed: int = 0,
+    chaos: ServiceChaos | None = None,
 ) -> None:
-    """Run one process of the distributed shop until SIGTERM or SIGINT."""
+    """Run one process of the distributed shop until SIGTERM or SIGINT.
+
+    ``chaos`` (by default read from the environment, where ``sagakit chaos`` puts it for
+    its children) injects wire faults or plants a bug: test tooling, off unless asked."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
+    _exit_with_parent()
+    chaos = chaos or _chaos_from_env()
     urls = database_urls(db)
     wanted = list(STORE_NAMES) if name == "relay" else [name]
     shop = Shop({n: open_store(urls[n]) for n in wanted}, mode=mode, fail_rate=fail_rate, seed=seed)
     transport = open_transport(broker)
+    if chaos is not None:
+        transport = _with_chaos(chaos, name, shop, transport)
     if name == "relay":
         runtime = Runtime(transport).relay(*shop.stores.values())
     else:
@@ -133,6 +148,40 @@ async def run_service(
     await shop.close()
 
 
+def _chaos_from_env() -> ServiceChaos | None:
+    from shop.chaos.wire import CHAOS_ENV, ServiceChaos
+
+    value = os.environ.get(CHAOS_ENV)
+    return ServiceChaos.from_env(value) if value else None
+
+
+def _with_chaos(chaos: ServiceChaos, name: str, shop: Shop, transport: Transport) -> Transport:
+    """The transport with the asked-for wire faults, and the planted bug installed."""
+    from sagakit.testing.plant import plant
+    from shop.chaos.wire import wrap
+
+    faulty: Transport = wrap(transport, name, chaos)
+    if chaos.plant and name != "relay":
+        participants = [service.participant for service in shop.services.values()]
+        plant(chaos.plant, participants=participants, stores=shop.stores.values(), transport=faulty)
+    return faulty
+
+
+def _exit_with_parent() -> None:
+    """Under a supervisor that asked for it, die when it dies (even by SIGKILL), so a
+    killed supervisor never leaves its services running."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before we asked
+        os._exit(1)
+
+
 def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
     import uvicorn
 
@@ -146,9 +195,24 @@ def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
 class Child:
     name: str
     argv: list[str]
+    #: The child's environment (this process's when None); the supervisor adds PARENT_ENV.
+    env: dict[str, str] | None = None
+    #: Where the child's stdout and stderr go (inherited when None).
+    output: IO[Any] | None = None
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        env = {**(self.env if self.env is not None else os.environ), PARENT_ENV: str(os.getpid())}
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=env,
+            stdout=self.output,
+            stderr=asyncio.subprocess.STDOUT if self.output is not None else None,
+        )
+        self.started_at = time.monotonic()
+        return self.process
 
 
 async def supervise(
@@ -158,16 +222,15 @@ async def supervise(
 
     async def keep(child: Child) -> None:
         while not stop.is_set():
-            child.process = await asyncio.create_subprocess_exec(*child.argv)
-            child.started_at = time.monotonic()
-            waiter = asyncio.create_task(child.process.wait())
+            process = await child.spawn()
+            waiter = asyncio.create_task(process.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if stop.is_set():
                 waiter.cancel()
                 return
-            code = child.process.returncode
+            code = process.returncode
             child.restarts += 1
             log.warning(f"{child.name} exited with {code}; starting it again")
             # A child that dies at once is not helped by being restarted in a hot loop.
