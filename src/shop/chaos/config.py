@@ -20,10 +20,12 @@ RETRY_TIERS = "0.2,0.5,1,2,4"
 MAX_DELIVERIES = 500
 
 #: The quick tier (``--quick``, what ``make test`` runs): >= 1,000 sagas, >= 20 kills,
-#: a broker restart, a PostgreSQL restart and one database cut off past the timeouts.
+#: a broker restart and a PostgreSQL restart, in under a minute of load. Cutting a
+#: database off outlasts the step timeouts, so it is left to the long tier (and to the
+#: planted ``no-barrier`` run that needs it).
 QUICK_SAGAS = 1100
-QUICK_RATE = 16.0
-QUICK_CADENCE = Cadence(kill=2.5, pause=12.0, broker=600.0, postgres=600.0, isolate=600.0)
+QUICK_RATE = 22.0
+QUICK_CADENCE = Cadence(kill=1.6, pause=10.0, broker=600.0, postgres=600.0, isolate=0.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
