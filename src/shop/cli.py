@@ -71,7 +71,8 @@ def demo(
     configure("quiet" if as_json else "story")
     from sagakit import tracing
 
-    tracing.configure(service="shop-demo")
+    if not tracing.configure(service="shop-demo") and serve:
+        _trace_ids_for_the_dashboard()
 
     def serving(admin: str, orders_api: str, tokens: list[Token]) -> None:
         console.print()
@@ -99,6 +100,17 @@ def demo(
         _report(result)
     if not result.report.ok or result.summary["in_flight"]:
         raise fail("the shop's books do not balance (see above)")
+
+
+def _trace_ids_for_the_dashboard() -> None:
+    """Spans kept nowhere, so every saga still gets a trace id the dashboard can show.
+    (Without the SDK, the 'otel' extra, there are no trace ids to show.)"""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return
+    trace.set_tracer_provider(TracerProvider())
 
 
 def print_dashboard(admin: str, tokens: list[Token]) -> None:
