@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -200,15 +201,25 @@ def up(
     ] = None,
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mail server trouble.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for the trouble.")] = 7,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port of the payment gateway (default: --port + 2)."),
+    ] = None,
+    carrier_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port of the carrier (default: --port + 3)."),
+    ] = None,
 ) -> None:
-    """Run the shop distributed: a process per service, orchestrator and relay, restarted
-    if they die; the dashboard and admin API run in this process.
+    """Run the shop distributed: a process per service, orchestrator and relay, and the
+    payment gateway and carrier it calls, restarted if they die; the dashboard and admin
+    API run in this process.
 
     Tokens come from SAGAKIT_TOKENS, or are made up for this run. Ctrl-C stops them all."""
     from sagakit.api.auth import fresh_tokens, tokens_from
     from sagakit.errors import SagaError
     from sagakit.logs import configure
     from shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
+    from shop.outside import outside_ports
 
     _check_mode(mode)
     _check_postgres(db)
@@ -226,20 +237,31 @@ def up(
         asyncio.run(prepare(db))
     except (OSError, SagaError) as exc:
         raise fail(f"cannot prepare the databases: {exc}") from exc
+    ports = outside_ports(port)
+    ports.update({k: v for k, v in (("gateway", gateway_port), ("carrier", carrier_port)) if v})
+    where = {name: f"http://127.0.0.1:{at}" for name, at in ports.items()}
+    calls_out = ["--gateway-url", where["gateway"], "--carrier-url", where["carrier"]]
     children = [
         Child(
             name,
             child_argv(
                 name, db=db, broker=broker, mode=mode, port=port, fail_rate=fail_rate, seed=seed
-            ),
+            )
+            + (calls_out if name in {"payment", "shipping"} else []),
         )
         for name in PROCESSES
+    ]
+    children += [
+        Child(name, [sys.executable, "-m", "sagakit", "service", name, "--port", str(at)])
+        for name, at in ports.items()
     ]
     console.print(f"[bold]order API[/] at http://127.0.0.1:{port}/docs   ({mode})")
     console.print(
         f"place an order: [bold]sagakit order place --customer c-ada --sku lamp --api http://127.0.0.1:{port}[/]"
     )
     console.print(f"check the books: [bold]sagakit verify --db {db}[/]")
+    for name, url in where.items():
+        console.print(f"{name} at {url}/docs; trouble: PUT {url}/trouble", soft_wrap=True)
     print_dashboard(f"http://127.0.0.1:{admin_at}", tokens)
 
     async def go() -> None:
@@ -303,14 +325,45 @@ async def _serve_admin(
 def service(
     name: Annotated[
         str,
-        typer.Argument(help="saga, order, inventory, payment, shipping, notification or relay."),
+        typer.Argument(
+            help="saga, order, inventory, payment, shipping, notification or relay; "
+            "or gateway or carrier, the outside systems the shop calls."
+        ),
     ],
     db: BaseDbOption = DEFAULT_PG,
     broker: BrokerOption = DEFAULT_BROKER,
     mode: ModeOption = "orchestration",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
-    fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1, max=65535, help="Port of the order API (gateway, carrier: their own port)."
+        ),
+    ] = 8000,
+    fail_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Mail server trouble (gateway, carrier: share of 503s)."
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option()] = 7,
+    delay: Annotated[
+        float,
+        typer.Option(min=0.0, max=60.0, help="Gateway, carrier: seconds before each answer."),
+    ] = 0.0,
+    gateway_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAKIT_GATEWAY_URL",
+            help="The payment gateway payment calls (one in-process when not given).",
+        ),
+    ] = None,
+    carrier_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SAGAKIT_CARRIER_URL",
+            help="The carrier shipping calls (one in-process when not given).",
+        ),
+    ] = None,
     log_format: Annotated[
         str,
         typer.Option(
@@ -323,20 +376,37 @@ def service(
     """Run one process of the distributed shop (what `sagakit up` starts for each)."""
     from sagakit.logs import configure
     from shop.distributed import PROCESSES, run_service
+    from shop.outside import OUTSIDE, Trouble, serve_outside
 
     chosen = _check_mode(mode)
     _check_postgres(db)
-    if name not in PROCESSES:
-        raise typer.BadParameter(f"choose one of {', '.join(PROCESSES)}", param_hint="'NAME'")
+    if name not in (*PROCESSES, *OUTSIDE):
+        choices = ", ".join((*PROCESSES, *OUTSIDE))
+        raise typer.BadParameter(f"choose one of {choices}", param_hint="'NAME'")
     if log_format not in ("story", "json"):
         raise typer.BadParameter("choose story or json", param_hint="'--log-format'")
     configure("json" if log_format == "json" else "story")
+    if name in OUTSIDE:
+        from shop.distributed import _exit_with_parent
+
+        _exit_with_parent()  # as the shop's own processes do under `sagakit up`
+        trouble = Trouble(fail_rate=fail_rate, delay_s=delay)
+        asyncio.run(serve_outside(name, host="127.0.0.1", port=port, trouble=trouble, seed=seed))
+        return
     from sagakit import tracing
 
     tracing.configure(service=f"shop-{name}")
     asyncio.run(
         run_service(
-            name, db=db, broker=broker, mode=chosen, port=port, fail_rate=fail_rate, seed=seed
+            name,
+            db=db,
+            broker=broker,
+            mode=chosen,
+            port=port,
+            fail_rate=fail_rate,
+            seed=seed,
+            gateway_url=gateway_url,
+            carrier_url=carrier_url,
         )
     )
 

@@ -28,6 +28,7 @@ from sagakit.runtime import Runtime
 from sagakit.stores import open_store
 from sagakit.transports import open_transport
 from shop.app import SAGA, STORE_NAMES, Mode, Shop
+from shop.outside import OutsideSystems
 from shop.world import default_world
 
 if TYPE_CHECKING:
@@ -110,18 +111,24 @@ async def run_service(
     fail_rate: float = 0.0,
     seed: int = 0,
     chaos: ServiceChaos | None = None,
+    gateway_url: str | None = None,
+    carrier_url: str | None = None,
 ) -> None:
     """Run one process of the distributed shop until SIGTERM or SIGINT.
 
     ``chaos`` (by default read from the environment, where ``sagakit chaos`` puts it for
-    its children) injects wire faults or plants a bug: test tooling, off unless asked."""
+    its children) injects wire faults or plants a bug: test tooling, off unless asked.
+    Payment and shipping call the gateway and the carrier at the URLs given (in-process
+    ones otherwise)."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
     _exit_with_parent()
     chaos = chaos or _chaos_from_env()
     urls = database_urls(db)
     wanted = list(STORE_NAMES) if name == "relay" else [name]
-    shop = Shop({n: open_store(urls[n]) for n in wanted}, mode=mode, fail_rate=fail_rate, seed=seed)
+    outside = OutsideSystems.connect(gateway_url=gateway_url, carrier_url=carrier_url, seed=seed)
+    stores = {n: open_store(urls[n]) for n in wanted}
+    shop = Shop(stores, mode=mode, fail_rate=fail_rate, seed=seed, outside=outside)
     transport = open_transport(broker)
     if chaos is not None:
         transport = _with_chaos(chaos, name, shop, transport)

@@ -463,9 +463,10 @@ def _client(url: str | None, app: FastAPI | None, timeout: float) -> httpx.Async
     )
 
 
-def outside_urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
-    """Where ``sagakit up`` runs the outside systems: next to the order API's port."""
-    return {"gateway": f"http://{host}:{port + 1}", "carrier": f"http://{host}:{port + 2}"}
+def outside_ports(port: int) -> dict[str, int]:
+    """Where ``sagakit up`` runs the outside systems by default: after the order API's
+    port and the dashboard's."""
+    return {"gateway": port + 2, "carrier": port + 3}
 
 
 async def serve_outside(
