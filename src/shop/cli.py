@@ -305,7 +305,9 @@ async def _serve_admin(
                 dead_letters=transport.dead_letters,
             )
         )
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+        server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -152,7 +152,12 @@ async def _serve(
         )
     )
     servers = [
-        uvicorn.Server(uvicorn.Config(app, host=host, port=at, log_level="warning"))
+        # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s
+        uvicorn.Server(
+            uvicorn.Config(
+                app, host=host, port=at, log_level="warning", timeout_graceful_shutdown=2
+            )
+        )
         for app, at in ((admin, port), (create_app(shop), port + 1))
     ]
     if on_serving is not None:

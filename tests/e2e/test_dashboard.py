@@ -351,3 +351,47 @@ async def test_an_operator_replays_a_dead_letter(served: Served, browser: Browse
         await asyncio.sleep(0.05)
     assert served.flaky.handled == ["flaky-1"]  # delivered again, to the fixed handler
     assert await served.dead_letters.depth() == 0
+
+
+async def test_demo_serve_prints_an_address_with_a_token_that_opens_the_dashboard(
+    tmp_path: Path, browser: Browser
+) -> None:
+    import signal
+    import sys
+
+    from playwright.async_api import expect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "demo.out"
+    env = {k: v for k, v in os.environ.items() if k != "SAGAKIT_TOKENS"}  # made up per run
+    with output.open("wb") as out:
+        demo = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "sagakit", "demo", "--serve", "--orders", "3"),
+            *("--port", str(port), "--dir", str(tmp_path / "shop")),
+            cwd=tmp_path,
+            env={**env, "COLUMNS": "200"},
+            stdout=out,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    try:
+        printed: dict[str, str] = {}
+        for _ in range(600):
+            assert demo.returncode is None, output.read_text()
+            found = re.findall(r"dashboard \((\w+)\): (\S+)", output.read_text())
+            if len(found) == 2:
+                printed = dict(found)
+                break
+            await asyncio.sleep(0.05)
+        assert set(printed) == {"operator", "viewer"}, output.read_text()
+        assert printed["viewer"].startswith(f"http://127.0.0.1:{port}/?token=")
+        assert printed["viewer"] != printed["operator"]
+        page = await browser.new_page()
+        await page.goto(printed["viewer"])
+        await expect(page.locator(".role")).to_have_text("viewer", timeout=WAIT_MS)
+        await expect(page.get_by_role("link", name="order-103", exact=True)).to_be_visible()
+    finally:
+        # Ctrl-C ends it, though the dashboard's stream is still open (the wait fails if not)
+        demo.send_signal(signal.SIGINT)
+        await asyncio.wait_for(demo.wait(), 30)

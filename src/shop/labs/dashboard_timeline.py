@@ -253,7 +253,9 @@ class _Serving:
         import uvicorn
 
         self._listener = socket.create_server(("127.0.0.1", port))
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
