@@ -61,10 +61,15 @@ class Service:
 
     async def install(self, world: World) -> None:
         """Create this service's tables and seed its share of the world, in one
-        transaction: a crash leaves both or neither."""
+        transaction: a crash leaves both or neither. A database from before a table was
+        added gets the new table and keeps its data (it was seeded then)."""
         async with self.store.unit() as unit:
+            seeded = await unit.connection.run_sync(
+                lambda conn: any(inspect(conn).has_table(t) for t in self.metadata.tables)
+            )
             await unit.connection.run_sync(self.metadata.create_all)
-            await self.seed(unit.connection, world)
+            if not seeded:
+                await self.seed(unit.connection, world)
 
     async def seed(self, conn: AsyncConnection, world: World) -> None:
         """Put this service's share of the starting world into its tables."""

@@ -154,11 +154,11 @@ class PaymentService(Service):
         )
         if not charged.rowcount:
             raise StepRejected(f"insufficient funds for {dollars(amount)}")
-        # Last, so a refusal above never holds money at the gateway. The key is the order's:
-        # a retry after this transaction rolled back gets the same authorization back.
+        # Last, so a refusal above never holds money at the gateway. The key is the saga's
+        # step: a retry after this transaction rolled back gets the same authorization.
         async with ctx.breakers[GATEWAY_BREAKER]:
             held = await self.outside.payment_gateway.authorize(
-                key=f"{p['order_id']}/charge",
+                key=f"{ctx.saga_id}/{ctx.step}",
                 order_id=p["order_id"],
                 customer_id=p["customer_id"],
                 amount_cents=amount,
