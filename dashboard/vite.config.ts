@@ -21,5 +21,7 @@ export default defineConfig({
     setupFiles: ["./test/setup.ts"],
     include: ["test/**/*.test.{ts,tsx}"],
     restoreMocks: true,
+    // jsdom renders slowly on a busy two-core machine; a stuck test still fails.
+    testTimeout: 20_000,
   },
 });

@@ -22,7 +22,12 @@ export interface StepNode {
 
 const COMPENSATION = new Set(["CompensationRequested", "StepCompensated", "CompensationFailed"]);
 // Saga-level facts that happen to name a step: they are in the log, not on a step's node.
-const NOT_ON_A_NODE = new Set(["CompensationStarted", "ReplyIgnored", "OperatorIntervened"]);
+const NOT_ON_A_NODE = new Set([
+  "CompensationStarted",
+  "ReplyIgnored",
+  "OperatorIntervened",
+  "SagaNeedsAttention",
+]);
 
 /** The steps in the order they first ran, each with its forward and compensation ends. */
 export function stepNodes(events: readonly SagaEvent[]): StepNode[] {

@@ -3,7 +3,8 @@ import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SagaFeed } from "../src/api";
 import { App } from "../src/App";
-import { fakeApi, installEventSource, OPERATOR, overviewRoutes, sagaRow, VIEWER } from "./fakes";
+import { clock } from "../src/format";
+import { fakeApi, installEventSource, NOW_S, OPERATOR, overviewRoutes, sagaRow, VIEWER } from "./fakes";
 
 const SAGAS = [
   sagaRow({ saga_id: "order-103", status: "needs_attention", current_step: "charge_payment", reason: "refund keeps failing" }),
@@ -94,6 +95,40 @@ describe("an operator", () => {
       "Not allowed (403): this token may look but not act. viewers may not act",
     );
     expect(screen.getByRole("status")).toHaveTextContent("Approve order-107: Not allowed (403)");
+  });
+});
+
+describe("the panels", () => {
+  it("show each breaker's state in colour and the outbox lag per store", async () => {
+    const opened = NOW_S - 20;
+    fakeApi(
+      overviewRoutes(VIEWER, SAGAS, [
+        [
+          "GET",
+          /^\/api\/breakers$/,
+          () => ({
+            items: [
+              { store: "payment", name: "card-gateway", state: "open", failures: 5, opened_at: opened, updated_at: opened },
+              { store: "shipping", name: "carrier", state: "closed", failures: 0, opened_at: null, updated_at: null },
+            ],
+          }),
+        ],
+        ["GET", /^\/api\/outbox$/, () => ({ items: [{ store: "payment", lag_s: 75, unsent: 12 }] })],
+      ]),
+    );
+    render(<App feed={new SagaFeed()} />);
+    const breakers = await waitFor(() => panel(/^Circuit breakers$/));
+    const open = await within(breakers).findByText("open");
+
+    expect(open).toHaveClass("breaker-open");
+    expect(within(breakers).getByText("closed")).toHaveClass("breaker-closed");
+    const gateway = open.closest("tr") as HTMLElement;
+    expect(within(gateway).getAllByRole("cell").map((td) => td.textContent)).toEqual([
+      "card-gateway", "payment", "open", "5", clock(opened), clock(opened),
+    ]);
+    const lagging = await within(panel(/^Outbox lag$/)).findByRole("row", { name: /payment/ });
+    expect(lagging).toHaveClass("lagging");
+    expect(within(lagging).getAllByRole("cell").map((td) => td.textContent)).toEqual(["payment", "1m 15s", "12"]);
   });
 });
 

@@ -137,6 +137,36 @@ describe("one saga", () => {
     expect(screen.queryAllByRole("button")).toEqual([]);
   });
 
+  it("shows a compensation that keeps failing in red, under the step that had succeeded", async () => {
+    const stuck: SagaDetail = {
+      saga: sagaRow({ saga_id: "order-501", status: "needs_attention", reason: "refund keeps failing" }),
+      trace_id: null,
+      events: [
+        event("SagaStarted", 0, "info"),
+        event("StepRequested", 0, "info", "charge_payment", "payment"),
+        event("StepSucceeded", 450, "ok", "charge_payment", "payment", "charge_payment: succeeded"),
+        event("StepRequested", 450, "info", "reserve_stock", "inventory"),
+        event("StepFailed", 600, "failed", "reserve_stock", "inventory", "reserve_stock: failed (none left)"),
+        event("CompensationStarted", 600, "undo", "reserve_stock"),
+        event("CompensationRequested", 600, "undo", "charge_payment", "payment"),
+        event("CompensationFailed", 2500, "failed", "charge_payment", "payment", "charge_payment: compensation failed"),
+        event("SagaNeedsAttention", 2500, "failed", "charge_payment", null, "needs attention: refund keeps failing"),
+      ],
+    };
+    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => stuck]]);
+    await renderDetail();
+
+    const [payment, inventory] = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem") as [HTMLElement, HTMLElement];
+    // The charge did succeed: the saga's being stuck is its refund's story, told below it.
+    expect(node(payment, /succeeded \(450ms\)/)).toHaveAttribute("data-outcome", "ok");
+    const refund = node(payment, /COMPENSATION FAILED \(2\.5s\)/);
+    expect(refund).toHaveClass("back");
+    expect(refund).toHaveAttribute("data-outcome", "failed");
+    expect(node(inventory, /FAILED \(600ms\)/)).toHaveAttribute("data-outcome", "failed");
+    expect(screen.getByText("needs attention", { selector: "h2 .status" })).toHaveClass("status-needs_attention");
+    expect(screen.getAllByRole("button").map((b) => b.textContent)).toEqual(["Retry", "Compensate", "Resolve"]);
+  });
+
   it("says when a saga does not exist", async () => {
     fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => ({ status: 404, body: { detail: "no saga 'order-501'" } })]]);
     render(<SagaDetailView id="order-501" feed={new SagaFeed()} mode="live" />);
