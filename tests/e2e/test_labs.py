@@ -319,15 +319,15 @@ async def test_lab6_replays_snapshots_and_upcasts_the_saga_log(
 # ---------------------------------------------------------------------------- the commands
 
 
-def test_lab_list_shows_the_ready_and_the_pending_labs(tmp_path: Path) -> None:
+def test_lab_list_shows_every_lab_and_its_lesson(tmp_path: Path) -> None:
     done = sagakit("lab", "list", cwd=tmp_path)
     assert done.code == 0, done
     lines = done.out.splitlines()
     for number, lab in LABS.items():
         row = next(line for line in lines if line.split("│")[1:2] == [f" {number} ".ljust(4)])
         assert lab.title[:20] in row
-        assert ("ready" if lab.ready else "pending") in row
-    assert [n for n, lab in LABS.items() if not lab.ready] == [9]
+        assert lab.lesson[:15] in row
+    assert sorted(LABS) == list(range(1, 11))
 
 
 def test_lab_run_json_prints_one_object_and_keeps_other_files(tmp_path: Path) -> None:
@@ -354,19 +354,16 @@ def test_lab_run_tells_the_story(tmp_path: Path) -> None:
     assert "sagakit list --db sqlite:///.sagakit/labs/5/saga.db" in five.out
 
 
-def test_pending_and_unknown_labs_are_refused_clearly(tmp_path: Path) -> None:
-    pending, zero, eleven, word = sagakit_many(
-        ("lab", "run", "9"),
+def test_unknown_labs_are_refused_clearly(tmp_path: Path) -> None:
+    zero, eleven, word = sagakit_many(
         ("lab", "run", "0"),
         ("lab", "run", "11"),
         ("lab", "run", "x"),
         cwd=tmp_path,
     )
-    assert pending.code == 1, pending
-    assert "lab 9 (Tracing dashboard) is pending" in pending.err
     for refused in (zero, eleven, word):
         assert refused.code == 2, refused
         assert "Invalid value for 'number'" in refused.err
-    for result in (pending, zero, eleven, word):
+    for result in (zero, eleven, word):
         no_traceback(result)
     assert not (tmp_path / ".sagakit").exists()

@@ -20,21 +20,20 @@ lab_app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 
-#: Labs are numbered 1..LAST; the pending ones say so when run.
+#: Labs are numbered 1..LAST.
 LAST = 10
 
 
 @lab_app.command("list")
 def list_labs() -> None:
-    """List the labs, which run today and which are pending, and what each teaches."""
+    """List the labs and what each teaches."""
     from shop.labs.registry import LABS
 
     out = Table(title="saga labs", title_justify="left", header_style="bold")
-    for column in ("#", "lab", "status", "lesson"):
-        out.add_column(column, no_wrap=column in {"#", "status"})
+    for column in ("#", "lab", "lesson"):
+        out.add_column(column, no_wrap=column == "#")
     for lab in LABS.values():
-        status = "[green]ready[/]" if lab.ready else "[yellow]pending[/]"
-        out.add_row(str(lab.number), lab.title, status, lab.lesson)
+        out.add_row(str(lab.number), lab.title, lab.lesson)
     console.print(out)
     console.print("[dim]run one: sagakit lab run N  (--json for its figures only)[/]")
 
@@ -57,12 +56,6 @@ def run_lab(
     from shop.labs.registry import LABS
 
     lab = LABS[number]
-    if lab.run is None:
-        ready = ", ".join(str(n) for n, known in LABS.items() if known.ready)
-        raise fail(
-            f"lab {number} ({lab.title}) is pending: it arrives with later work. "
-            f"Labs ready to run: {ready}."
-        )
     where = directory if directory is not None else Path(".sagakit/labs") / str(number)
     configure("quiet" if as_json else "story")
     if not as_json:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from shop.labs import (
     compensation,
+    dashboard_timeline,
     event_log,
     happy_path,
     idempotent_consumer,
@@ -35,12 +36,8 @@ class Lab:
     number: int
     title: str
     lesson: str
-    run: LabRun | None = None  # None: pending, it arrives with later work
+    run: LabRun
     saga_log: bool = True  # whether its sagas are left in saga.db to inspect
-
-    @property
-    def ready(self) -> bool:
-        return self.run is not None
 
 
 LABS: dict[int, Lab] = {
@@ -60,12 +57,7 @@ LABS: dict[int, Lab] = {
         Lab(6, event_log.TITLE, event_log.LESSON, event_log.run),
         Lab(7, timeouts.TITLE, timeouts.LESSON, timeouts.run),
         Lab(8, overbooked_flight.TITLE, overbooked_flight.LESSON, overbooked_flight.run),
-        Lab(
-            9,
-            "Tracing dashboard",
-            "One saga's path across every service: which steps ran, failed or were undone, "
-            "and how long each took.",
-        ),
+        Lab(9, dashboard_timeline.TITLE, dashboard_timeline.LESSON, dashboard_timeline.run),
         Lab(10, routing.TITLE, routing.LESSON, routing.run),
     )
 }
