@@ -19,7 +19,11 @@ Nothing about the guarantees changes; the transaction boundaries only widen:
   version (a primary key), so a timer or another process that moved a saga meanwhile
   makes the batch roll back and run again from the store;
 * retries and deadlines are fired by the orchestrator's own timer code, whose commands
-  are picked up from the outbox.
+  are picked up from the outbox;
+* a handler runs without its own savepoint (one round trip, and one subtransaction, per
+  step saved). A handler that fails before it touched the connection has nothing to undo;
+  one that fails after it did aborts the whole batch, which runs again with a savepoint
+  around that step alone.
 
 It decides with the orchestrator's own pieces (its clock, its routing rules, the pure
 :func:`sagakit.decide.decide`), reaching for three of its private helpers until the
@@ -31,17 +35,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import select, update
 
+from sagakit.breakers import load as load_breakers
+from sagakit.breakers import save as save_breakers
 from sagakit.decide import Decision, Reply, Start, decide
+from sagakit.definition import StepKind
 from sagakit.errors import ConcurrencyError, StoreError
+from sagakit.locks import release_saga
 from sagakit.log import SagaState, SagaStatus
 from sagakit.logs import get_logger
-from sagakit.messages import Envelope, command_queue, new_id
+from sagakit.messages import RELEASE, Envelope, command_queue, new_id
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import UnitOfWork
@@ -50,6 +58,20 @@ from sagakit.stores.schema import saga_outbox
 log = get_logger("sagakit.fused")
 
 _FAILED_BATCH_PAUSE = 0.05
+_RELEASE = f".{RELEASE}"
+
+
+class _Rerun(BaseException):
+    """A handler failed after it wrote, with no savepoint to undo its writes: the batch
+    must roll back and run again with a savepoint around that step.
+
+    A BaseException so that it passes through the participant's catch-all, which would
+    otherwise turn it into the step's failure and let the batch commit half a write.
+    """
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step)
+        self.step = step
 
 
 @dataclass(slots=True)
@@ -89,7 +111,13 @@ class FusedRuntime:
         self.orchestrator = orchestrator
         self.store = orchestrator.store
         self.participants = {p.name: p for p in participants}
-        missing = orchestrator.participants - set(self.participants)
+        needed = {
+            step.participant
+            for definition in orchestrator.definitions
+            for step in definition.steps
+            if step.kind is not StepKind.APPROVAL  # a person answers those, not a participant
+        }
+        missing = needed - set(self.participants)
         if missing:
             raise ValueError(f"the fused runtime needs every participant; missing {missing}")
         for participant in self.participants.values():
@@ -113,6 +141,8 @@ class FusedRuntime:
         self._recent: set[str] = set()  # command ids run since the last sweep began
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
+        self._guarded: set[str] = set()  # steps whose handler needs a savepoint (_Rerun)
+        self._breakers_loaded: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,6 +214,11 @@ class FusedRuntime:
             raise
         return await ended
 
+    @property
+    def cached_sagas(self) -> int:
+        """Sagas whose state is held in memory now: only those with a step queued here."""
+        return len(self._states)
+
     # ------------------------------------------------------------------ the loop
 
     async def _work(self) -> None:
@@ -230,6 +265,11 @@ class FusedRuntime:
     async def _run_batch(self, batch: _Batch) -> None:
         try:
             decisions = await self._transaction(batch)
+        except _Rerun as rerun:
+            self._guarded.add(rerun.step)
+            self._forget(batch)
+            self._requeue(batch)
+            return
         except (ConcurrencyError, StoreError) as exc:
             # Another writer moved a saga, or the database hiccuped: forget what is
             # cached about these sagas and run the batch again from the store.
@@ -251,6 +291,8 @@ class FusedRuntime:
             await asyncio.sleep(_FAILED_BATCH_PAUSE)
             return
         self.transactions += 1
+        if self._guarded:
+            self._guarded.difference_update(_step_key(e) for e in batch.commands)
         for env in batch.commands:
             self._known.discard(env.message_id)
             self._recent.add(env.message_id)
@@ -263,14 +305,18 @@ class FusedRuntime:
         for decision in decisions:
             state = decision.state
             if state.status.terminal:
-                self._states.pop(state.saga_id, None)
                 self._resolve(state.saga_id, state.status)
-            else:
+            local = [c for c in decision.commands if c.destination in self._destinations]
+            # Only a saga whose next step runs here keeps its state in memory: one that
+            # waits (an approval, a retry's backoff, a long timer) is read back from the
+            # store when it moves, so waiting sagas cost no memory here.
+            if local and not state.status.terminal:
                 self._states[state.saga_id] = state
-            for out in decision.commands:
-                if out.destination in self._destinations:
-                    self._known.add(out.envelope.message_id)
-                    self._commands.append(out.envelope)
+            else:
+                self._states.pop(state.saga_id, None)
+            for out in local:
+                self._known.add(out.envelope.message_id)
+                self._commands.append(out.envelope)
         if self._commands:
             self._wake.set()
 
@@ -292,12 +338,19 @@ class FusedRuntime:
             decisions: dict[str, Decision] = {}
             chained = await self._decide_starts(unit, batch.starts, decisions)
             commands = [*chained, *batch.commands]
-            inbox = _BatchInbox(unit)
+            releases = [env for env in commands if env.type.endswith(_RELEASE)]
+            if releases:
+                commands = [env for env in commands if not env.type.endswith(_RELEASE)]
+                await self._release(unit, releases)
+            await self._load_breakers(unit, commands)
+            inbox = _BatchInbox(unit, self._guarded)
             if len(commands) > 1:
                 await self._preclaim(inbox, commands)
             outcomes = [await self._execute(inbox.unit, env) for env in commands]
             await inbox.flush()
             inbox.check_used()
+            for participant in self.participants.values():
+                await save_breakers(unit.connection, list(participant.breakers.values()))
             if batch.commands:
                 await unit.connection.execute(
                     update(saga_outbox)
@@ -307,6 +360,22 @@ class FusedRuntime:
             await self._decide_outcomes(unit, outcomes, decisions)
             await unit.append(list(decisions.values()))
         return list(decisions.values())
+
+    async def _release(self, unit: UnitOfWork, releases: Sequence[Envelope]) -> None:
+        """A finished saga's semantic locks, freed at each participant that held one (what
+        Participant.handle does with the same command)."""
+        for env in releases:
+            name = self._destinations[_queue_of(env)]
+            await release_saga(unit.connection, env.saga_id, name)
+
+    async def _load_breakers(self, unit: UnitOfWork, commands: Sequence[Envelope]) -> None:
+        """Each participant's circuit breakers as a previous process left them, once."""
+        for env in commands:
+            participant = self.participants[self._destinations[_queue_of(env)]]
+            if participant.name in self._breakers_loaded or not participant.breakers:
+                continue
+            await load_breakers(unit.connection, list(participant.breakers.values()))
+            self._breakers_loaded.add(participant.name)
 
     async def _decide_starts(
         self, unit: UnitOfWork, starts: Sequence[_Start], decisions: dict[str, Decision]
@@ -341,19 +410,32 @@ class FusedRuntime:
         return chained
 
     async def _preclaim(self, inbox: _BatchInbox, commands: Sequence[Envelope]) -> None:
+        """Claim every command's inbox key in bulk, and for each compensation whose key
+        was fresh, its action's key too (and the action's stored reply where the action
+        had run): what Participant.execute asks for, one statement per participant."""
         by_consumer: dict[str, list[str]] = {}
         for env in commands:
-            participant = self.participants[self._destinations[_queue_of(env)]]
-            # The participant's inbox key for a saga command (see Participant.execute).
-            by_consumer.setdefault(participant.consumer, []).append(
-                f"{env.saga_id}/{env.step}/{env.op}"
-            )
+            by_consumer.setdefault(self._consumer_of(env), []).append(_inbox_key(env, env.op))
         for consumer, keys in by_consumer.items():
             await inbox.preclaim(consumer, keys)
+        undo: dict[str, list[str]] = {}
+        for env in commands:
+            consumer = self._consumer_of(env)
+            if env.op == "compensation" and inbox.fresh(consumer, _inbox_key(env, env.op)):
+                undo.setdefault(consumer, []).append(_inbox_key(env, "action"))
+        for consumer, keys in undo.items():
+            await inbox.preclaim(consumer, keys)
+            ran = [key for key in keys if not inbox.fresh(consumer, key)]
+            if ran:
+                await inbox.prefetch(consumer, ran)
+
+    def _consumer_of(self, env: Envelope) -> str:
+        return self.participants[self._destinations[_queue_of(env)]].consumer
 
     async def _execute(self, unit: UnitOfWork, env: Envelope) -> tuple[Envelope, Reply]:
         participant = self.participants[self._destinations[_queue_of(env)]]
         command = env.type.split(".", 1)[1]
+        cast(_InboxView, unit).step = _step_key(env)
         body = await participant.execute(unit, env, participant.handler(command))
         reply = Reply(
             step=env.step or "",
@@ -479,16 +561,35 @@ class _BatchInbox:
     store as it is, after the pending replies are written.
     """
 
-    def __init__(self, unit: UnitOfWork) -> None:
+    def __init__(self, unit: UnitOfWork, guarded: set[str]) -> None:
         self._unit = unit
         self._claimed: dict[tuple[str, str], bool] = {}
         self._pending: list[tuple[str, str, str]] = []
+        self._fetched: dict[tuple[str, str], str | None] = {}
+        self.guarded = guarded
         self.unit = cast(UnitOfWork, _InboxView(self, unit))
 
     async def preclaim(self, consumer: str, keys: Sequence[str]) -> None:
         fresh = await self._unit.claim(consumer, keys)
         for key in keys:
             self._claimed[(consumer, key)] = key in fresh
+
+    def fresh(self, consumer: str, key: str) -> bool:
+        """Whether the bulk claim found ``key`` new (False if it was not claimed)."""
+        return self._claimed.get((consumer, key), False)
+
+    async def prefetch(self, consumer: str, keys: Sequence[str]) -> None:
+        found = await self._unit.replies(consumer, keys)
+        for key in keys:
+            self._fetched[(consumer, key)] = found.get(key)
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        written = {(c, k) for c, k, _ in self._pending}
+        wanted = [(consumer, key) for key in keys]
+        if all(w in self._fetched and w not in written for w in wanted):
+            return {key: self._fetched.pop((consumer, key)) for key in keys}
+        await self.flush()
+        return await self._unit.replies(consumer, keys)
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         if len(keys) == 1 and (consumer, keys[0]) in self._claimed:
@@ -521,14 +622,35 @@ class _BatchInbox:
 
 
 class _InboxView:
-    """What a participant gets as its unit inside a fused batch (see _BatchInbox)."""
+    """What a participant gets as its unit inside a fused batch (see _BatchInbox), with
+    savepoints only where a step needs one (see _Rerun)."""
 
     def __init__(self, inbox: _BatchInbox, unit: UnitOfWork) -> None:
         self._inbox = inbox
         self._unit = unit
+        self._watched = _WatchedConnection(unit.connection)
+        self.step = ""  # the step running now (_step_key)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._unit, name)
+
+    @property
+    def connection(self) -> Any:
+        return self._watched
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        if self.step in self._inbox.guarded:
+            async with self._unit.savepoint():
+                yield
+            return
+        uses = self._watched.uses
+        try:
+            yield
+        except Exception:
+            if self._watched.uses != uses:
+                raise _Rerun(self.step) from None
+            raise
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         return await self._inbox.claim(consumer, keys)
@@ -537,12 +659,33 @@ class _InboxView:
         await self._inbox.set_reply(consumer, key, reply)
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        await self._inbox.flush()
-        return await self._unit.replies(consumer, keys)
+        return await self._inbox.replies(consumer, keys)
 
     async def forget(self, consumer: str, key: str) -> None:
         await self._inbox.flush()
         await self._unit.forget(consumer, key)
+
+
+class _WatchedConnection:
+    """The transaction's connection as handlers see it; counts every use, so a failed
+    handler that never touched it is known to have written nothing."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.uses = 0
+
+    def __getattr__(self, name: str) -> Any:
+        self.uses += 1
+        return getattr(self._connection, name)
+
+
+def _inbox_key(env: Envelope, op: str | None) -> str:
+    # The participant's inbox key for a saga command (see Participant.execute).
+    return f"{env.saga_id}/{env.step}/{op}"
+
+
+def _step_key(env: Envelope) -> str:
+    return f"{env.saga_id}/{env.step}/{env.op}/{env.attempt}"
 
 
 def _queue_of(env: Envelope) -> str:
