@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -41,8 +42,19 @@ def bench(
         str, typer.Option(envvar="BENCH_AMQP", help="RabbitMQ URL.")
     ] = "amqp://guest:guest@127.0.0.1:5672/%2F",
     seed: Annotated[int, typer.Option(help="Seed for the orders (which fail).")] = 7,
+    waiting: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Instead: start this many sagas that wait on an approval, and report the "
+            "orchestrator's memory (the target: 100000 under 200 MB).",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark sagakit against DBOS, Temporal and sagaz on the same PostgreSQL."""
+    if waiting is not None:
+        _waiting(db, waiting, seed, out)
+        return
     chosen = _split(systems)
     unknown = [s for s in chosen if s not in ALL_SYSTEMS]
     if unknown:
@@ -67,6 +79,32 @@ def bench(
         and any(not r.get("invariants", {}).get("passed", False) for r in entry.get("runs", []))
     ]
     if failed:
+        raise typer.Exit(1)
+
+
+#: The memory target: the orchestrator's resident set with 100,000 sagas waiting.
+WAITING_RSS_MB = 200.0
+
+
+def _waiting(db: str, count: int, seed: int, out: Path) -> None:
+    from bench import waiting
+
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    result = asyncio.run(waiting.measure(db, count, seed, out / "logs"))
+    (out / "waiting.json").write_text(json.dumps(result, indent=1))
+    held = result["waiting"] == count
+    ok = held and result["rss_mb"] < WAITING_RSS_MB
+    console.print(
+        f"{result['waiting']:,} of {count:,} sagas waiting on an approval; orchestrator RSS "
+        f"{result['rss_mb']:.1f} MB (peak {result['peak_rss_mb']:.1f}, "
+        f"{result['rss_before_mb']:.1f} before the first start); "
+        f"started at {result['starts_per_s']:,.0f}/s"
+    )
+    console.print(
+        f"[{'green' if ok else 'red'}]{'holds' if ok else 'does not hold'}[/]: "
+        f"under {WAITING_RSS_MB:g} MB with every saga waiting"
+    )
+    if not ok:
         raise typer.Exit(1)
 
 
