@@ -18,11 +18,13 @@ EXPORTER = InMemorySpanExporter()
 
 @pytest.fixture(scope="module", autouse=True)
 def provider() -> None:
-    # The OpenTelemetry provider is set once per process; this test installs it.
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+    # The OpenTelemetry provider is set once per process: this test installs it, or adds
+    # its exporter to the one an earlier test installed.
+    sdk = trace.get_tracer_provider()
+    if not isinstance(sdk, TracerProvider):
         sdk = TracerProvider()
-        sdk.add_span_processor(SimpleSpanProcessor(EXPORTER))
         trace.set_tracer_provider(sdk)
+    sdk.add_span_processor(SimpleSpanProcessor(EXPORTER))
 
 
 async def test_every_hop_of_a_saga_shares_its_trace() -> None:
