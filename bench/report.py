@@ -133,26 +133,33 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _raw_share(results: dict[str, Any], mode: str) -> list[dict[str, Any]]:
+    """The raw-commit target, read two ways: with the commits a saga needs when each
+    step commits on its own (N+1), and with the commits it was measured to make (which
+    batching pushes below one, so the ceiling it implies is far beyond any saga)."""
     raw = {r["concurrency"]: r for r in _runs(results, "raw-asyncpg")}
-    shares = []
-    for run in _runs(results, mode):
-        limit = raw.get(run["concurrency"])
-        cps = run["commits_per_saga"]
-        if limit is None or not cps:
+    found = []
+    for reading, needed in (("N+1 commits", lambda _cps: float(STEPS + 1)),
+                            ("measured commits", float)):  # fmt: skip
+        shares = []
+        for run in _runs(results, mode):
+            limit = raw.get(run["concurrency"])
+            cps = run["commits_per_saga"]
+            if limit is None or not cps:
+                continue
+            ceiling = limit["throughput"] / needed(cps)
+            shares.append((run["throughput"] / ceiling, run["concurrency"], ceiling))
+        if not shares:
             continue
-        ceiling = limit["throughput"] / cps
-        shares.append((run["throughput"] / ceiling, run["concurrency"], ceiling))
-    if not shares:
-        return []
-    share, concurrency, ceiling = max(shares)
-    return [
-        _target(
-            f"{mode} >= {RAW_SHARE:.0%} of raw commits/s / commits per saga",
-            share,
-            RAW_SHARE,
-            f"best at concurrency {concurrency} (ceiling {ceiling:.0f} sagas/s)",
+        share, concurrency, ceiling = max(shares)
+        found.append(
+            _target(
+                f"{mode} >= {RAW_SHARE:.0%} of raw commits/s / commits per saga ({reading})",
+                share,
+                RAW_SHARE,
+                f"best at concurrency {concurrency} (ceiling {ceiling:.0f} sagas/s)",
+            )
         )
-    ]
+    return found
 
 
 def _target(
