@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ WAITING = SagaDefinition(
 )
 #: Starts in flight at once (each waits for the transaction that carries it).
 _IN_FLIGHT = 1024
+#: Sagas per start_many call for the ordinary runtime.
+_CHUNK = 500
 
 
 def rss_mb() -> float:
@@ -49,17 +52,24 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def hold(url: str, count: int, seed: int, settle: float) -> dict[str, Any]:
-    """Start ``count`` waiting sagas in this process and report its memory."""
-    from sagakit import Orchestrator
+async def hold(url: str, count: int, seed: int, settle: float, runtime: str) -> dict[str, Any]:
+    """Start ``count`` waiting sagas in this process and report its memory: with the
+    fused runtime (``fused``), or an orchestrator, its participant and their relays in
+    the ordinary runtime over the in-process transport (``plain``)."""
+    from sagakit import Orchestrator, Runtime, StartRequest
     from sagakit.fused import FusedRuntime
     from sagakit.stores.postgres import PostgresSagaStore
+    from sagakit.transports.memory import MemoryTransport
 
     store = PostgresSagaStore(url, pool_size=4)
     await store.migrate()
     orchestrator = Orchestrator(store, [WAITING])
-    fused = FusedRuntime(orchestrator, participants(store, ["orders"]), batch=512)
-    await fused.start()
+    running: FusedRuntime | Runtime
+    if runtime == "fused":
+        running = FusedRuntime(orchestrator, participants(store, ["orders"]), batch=512)
+    else:
+        running = Runtime(MemoryTransport()).add(orchestrator, *participants(store, ["orders"]))
+    await running.start()
     gc.collect()
     before = rss_mb()
     started = time.perf_counter()
@@ -68,11 +78,22 @@ async def hold(url: str, count: int, seed: int, settle: float) -> dict[str, Any]
     async def starter() -> None:
         # A fixed set of starters, so the process never holds one object per saga.
         for order_id in ids:
-            order = workload.plan(seed, order_id)
-            await fused.begin(WAITING.name, order.as_dict(), saga_id=str(order_id))
+            order = workload.plan(seed, order_id).as_dict()
+            assert isinstance(running, FusedRuntime)
+            await running.begin(WAITING.name, order, saga_id=str(order_id))
+
+    async def chunks() -> None:
+        while chunk := [
+            StartRequest(WAITING.name, workload.plan(seed, i).as_dict(), saga_id=str(i))
+            for i in itertools.islice(ids, _CHUNK)
+        ]:
+            await orchestrator.start_many(chunk)
 
     try:
-        await asyncio.gather(*(starter() for _ in range(_IN_FLIGHT)))
+        if runtime == "fused":
+            await asyncio.gather(*(starter() for _ in range(_IN_FLIGHT)))
+        else:
+            await asyncio.gather(*(chunks() for _ in range(4)))
         start_s = time.perf_counter() - started
         await asyncio.sleep(settle)  # timers and sweeps run over the waiting sagas
         gc.collect()
@@ -91,14 +112,16 @@ async def hold(url: str, count: int, seed: int, settle: float) -> dict[str, Any]
             "rss_before_mb": round(before, 1),
             "rss_mb": round(rss_mb(), 1),
             "peak_rss_mb": round(procs.peak_rss_mb(os.getpid()), 1),
-            "cached_states": fused.cached_sagas,
+            "runtime": runtime,
         }
     finally:
-        await fused.stop()
+        await running.stop()
         await store.close()
 
 
-async def measure(admin: str, count: int, seed: int, logs: Path) -> dict[str, Any]:
+async def measure(
+    admin: str, count: int, seed: int, logs: Path, runtime: str = "fused"
+) -> dict[str, Any]:
     """Make a database, run :func:`hold` in a child process, drop the database."""
     from bench.runner import ROOT, child_env, tail
 
@@ -111,7 +134,7 @@ async def measure(admin: str, count: int, seed: int, logs: Path) -> dict[str, An
         with log.open("ab") as err:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.waiting", "--db", url, "--count", str(count),
-                "--seed", str(seed),
+                "--seed", str(seed), "--runtime", runtime,
                 stdout=asyncio.subprocess.PIPE, stderr=err, env=child_env(), cwd=ROOT,
             )  # fmt: skip
             out, _ = await process.communicate()
@@ -129,10 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--runtime", choices=("fused", "plain"), default="fused")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("sagakit").setLevel(logging.ERROR)
-    result = asyncio.run(hold(args.db, args.count, args.seed, args.settle))
+    result = asyncio.run(hold(args.db, args.count, args.seed, args.settle, args.runtime))
     sys.stdout.write(json.dumps(result) + "\n")
 
 
