@@ -284,6 +284,7 @@ class FusedRuntime:
             log.exception("fused batch failed; trying it again shortly")
             self._forget(batch)
             for item in batch.starts:
+                self._busy.discard(item.saga_id)
                 if not item.done.done():
                     item.done.set_exception(exc)
             batch.starts.clear()
@@ -292,7 +293,9 @@ class FusedRuntime:
             return
         self.transactions += 1
         if self._guarded:
-            self._guarded.difference_update(_step_key(e) for e in batch.commands)
+            # A guarded step that committed is done with (its next try has a new key).
+            done = {d.state.saga_id for d in decisions}
+            self._guarded = {k for k in self._guarded if k.split("/", 1)[0] not in done}
         for env in batch.commands:
             self._known.discard(env.message_id)
             self._recent.add(env.message_id)
@@ -452,12 +455,17 @@ class FusedRuntime:
         outcomes: Sequence[tuple[Envelope, Reply]],
         decisions: dict[str, Decision],
     ) -> None:
-        wanted = {env.saga_id for env, _ in outcomes} - decisions.keys() - self._states.keys()
+        # What the cache holds is taken now: the timer loop may clear it while this
+        # awaits, and a saga missing from both would go undecided. A stale state is
+        # safe: its append conflicts and the batch runs again from the store.
+        ids = {env.saga_id for env, _ in outcomes} - decisions.keys()
+        cached = {sid: self._states[sid] for sid in ids if sid in self._states}
+        wanted = ids - cached.keys()
         loaded = await unit.load(sorted(wanted)) if wanted else None
         now = await self._now(unit)
         for env, reply in outcomes:
             prior = decisions.get(env.saga_id)
-            state = prior.state if prior is not None else self._state(env.saga_id, loaded)
+            state = prior.state if prior is not None else _state(env.saga_id, cached, loaded)
             if state is None:
                 log.error("a command for a saga that is not in the store", saga_id=env.saga_id)
                 continue
@@ -478,15 +486,6 @@ class FusedRuntime:
         # The orchestrator's clock: its own if it has one, else the transaction's (the
         # database's on PostgreSQL), read once per transaction.
         return await self.orchestrator._now(unit)
-
-    def _state(self, saga_id: str, loaded: Any) -> SagaState | None:
-        cached = self._states.get(saga_id)
-        if cached is not None:
-            return cached
-        if loaded is None:
-            return None
-        state: SagaState | None = loaded.states.get(saga_id)
-        return state
 
     # ------------------------------------------------------------------ timers, recovery
 
@@ -677,6 +676,15 @@ class _WatchedConnection:
     def __getattr__(self, name: str) -> Any:
         self.uses += 1
         return getattr(self._connection, name)
+
+
+def _state(saga_id: str, cached: Mapping[str, SagaState], loaded: Any) -> SagaState | None:
+    if saga_id in cached:
+        return cached[saga_id]
+    if loaded is None:
+        return None
+    state: SagaState | None = loaded.states.get(saga_id)
+    return state
 
 
 def _inbox_key(env: Envelope, op: str | None) -> str:
