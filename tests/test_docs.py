@@ -27,6 +27,7 @@ def blocks(page: Path, language: str) -> list[str]:
     return [body for lang, body in BLOCK.findall(page.read_text()) if lang == language]
 
 
+@pytest.mark.timeout(300)  # a page may run a dozen CLI commands, each a fresh process
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 async def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
