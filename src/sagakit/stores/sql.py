@@ -213,15 +213,21 @@ class SqlUnit:
         # Plain SAVEPOINT / ROLLBACK TO rather than SQLAlchemy's nested transactions: a
         # participant opens one per command, and the bookkeeping cost as much Python as
         # the handler. It is never released: RELEASE would be one more round trip, and
-        # the transaction's end releases it anyway.
+        # the transaction's end releases it anyway. Its name is its nesting depth, not a
+        # counter: ROLLBACK TO goes to the latest savepoint of that name, which at one
+        # depth is this one, and a handful of names stay in the driver's statement cache
+        # where a counter made every command prepare two new statements.
         self._savepoints += 1
         name = f"sagakit_sp{self._savepoints}"
-        await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
         try:
-            yield
-        except BaseException:
-            await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-            raise
+            await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+        finally:
+            self._savepoints -= 1
 
     async def _upsert(
         self,
