@@ -411,10 +411,14 @@ async def run_system(
             progress.step(system, f"closed loop, {concurrency} at once")
             spec = {"mode": "closed", "concurrency": concurrency, "duration": cfg.duration}
             entry["runs"].append(await _guarded(measure(prepared, cfg, spec, logs, cfg.pg)))
+            if _hung(entry["runs"][-1]):
+                return entry  # a system that hangs once would hang at every phase
         if system != "raw-asyncpg" and cfg.open_duration > 0:
             progress.step(system, f"open loop, {cfg.rate:g}/s")
             spec = {"mode": "open", "rate": cfg.rate, "duration": cfg.open_duration}
             entry["open"] = await _guarded(measure(prepared, cfg, spec, logs, cfg.pg))
+            if _hung(entry["open"]):
+                return entry
         if cfg.crash and system != "raw-asyncpg" and (not cfg.quick or system in QUICK_CRASH):
             progress.step(system, "crash and recovery")
             entry["crash"] = await _guarded(crash(prepared, cfg, logs))
@@ -426,6 +430,10 @@ async def run_system(
 
 #: The systems whose crash column the quick version still runs.
 QUICK_CRASH = ("sagakit-fastpath",)
+
+
+def _hung(run: dict[str, Any]) -> bool:
+    return str(run.get("error", "")).startswith("TimeoutError")
 
 
 async def _guarded(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
