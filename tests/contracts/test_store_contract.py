@@ -263,6 +263,24 @@ async def test_list_filters_and_counts(store: SqlSagaStore) -> None:
         await store.resolve("zz")
 
 
+async def test_ids_resolve_whole_or_by_a_unique_start_whatever_their_characters(
+    store: SqlSagaStore,
+) -> None:
+    for saga_id in ("order_17", "order%18", "orderX19", "back\\slash"):
+        await start(store, saga_id, now=100)
+    for saga_id in ("order_17", "order%18", "orderX19", "back\\slash"):
+        assert await store.resolve(saga_id) == saga_id
+    assert await store.resolve("order_1") == "order_17"  # _ is a character, not a wildcard
+    assert await store.resolve("order%") == "order%18"
+    assert await store.resolve("back\\") == "back\\slash"
+    with pytest.raises(UnknownSagaError, match="several"):
+        await store.resolve("order")
+    assert await store.resolve("order_") == "order_17"
+    for absent in ("", "%", "_", "order__"):
+        with pytest.raises(UnknownSagaError):
+            await store.resolve(absent)
+
+
 async def test_relay_wakeup_fires_on_commit(store: SqlSagaStore) -> None:
     waiter = asyncio.create_task(store.wait_for_outbox(5.0))
     await asyncio.sleep(0.2)  # let PostgreSQL's LISTEN connection come up

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -399,7 +400,9 @@ class SqlSagaStore:
     # ------------------------------------------------------------------ migrations
 
     async def migrate(self) -> None:
-        async with self._begin() as conn:
+        # Alembic keeps the migration being run in module globals, so two stores of one
+        # process take turns (two processes are kept apart by _migration_lock).
+        async with _alembic_turn(), self._begin() as conn:
             await self._migration_lock(conn)
             await conn.run_sync(_upgrade)
 
@@ -485,14 +488,18 @@ class SqlSagaStore:
 
     async def resolve(self, prefix: str) -> str:
         """The full id of the one saga whose id is or starts with ``prefix``."""
-        if not prefix or "%" in prefix or "_" in prefix:
-            raise UnknownSagaError(f"no saga with id {prefix!r}")
+        if not prefix:
+            raise UnknownSagaError("no saga with an empty id")
         async with self._read() as conn:
             exact = await conn.scalar(select(sagas.c.saga_id).where(sagas.c.saga_id == prefix))
             if exact is not None:
                 return str(exact)
+            # the id's own _ and % are characters, not LIKE wildcards
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             result = await conn.execute(
-                select(sagas.c.saga_id).where(sagas.c.saga_id.like(prefix + "%")).limit(2)
+                select(sagas.c.saga_id)
+                .where(sagas.c.saga_id.like(escaped + "%", escape="\\"))
+                .limit(2)
             )
             found = [row[0] for row in result]
         if not found:
@@ -737,6 +744,19 @@ async def _in_saga_order(conn: AsyncConnection, rows: list[OutboxRow]) -> list[O
 
 def _mark_sent(ids: Sequence[int], now: float) -> Any:
     return update(saga_outbox).where(saga_outbox.c.id.in_(list(ids))).values(sent_at=now)
+
+
+_ALEMBIC_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _alembic_turn() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    turn = _ALEMBIC_TURNS.get(loop)
+    if turn is None:
+        turn = _ALEMBIC_TURNS[loop] = asyncio.Lock()
+    return turn
 
 
 def _alembic_config(connection: Any) -> Any:

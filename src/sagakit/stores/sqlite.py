@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,12 @@ from sagakit.ports import Clock
 from sagakit.stores.sql import SqlSagaStore
 
 _READ = "sagakit_read"
+
+#: The store whose first-use migration this task is running: its own connections must
+#: not wait for the migration they are part of.
+_MIGRATING: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "sagakit_sqlite_migrating", default=None
+)
 
 
 class SqliteSagaStore(SqlSagaStore):
@@ -75,18 +82,26 @@ class SqliteSagaStore(SqlSagaStore):
 
     async def _ensure_migrated(self) -> None:
         """Embedded mode migrates on first use, so a new file just works."""
-        if self._migrated or not self.auto_migrate:
+        if self._migrated or not self.auto_migrate or _MIGRATING.get() is self:
             return
-        async with self._migrating:
+        async with self._migrating:  # everyone else waits until the tables exist
             if self._migrated:
                 return
-            self._migrated = True  # set first: checking and migrating open connections too
+            token = _MIGRATING.set(self)
             try:
                 if not await self.is_migrated():
                     await self.migrate()
-            except BaseException:
-                self._migrated = False
-                raise
+                self._migrated = True
+            finally:
+                _MIGRATING.reset(token)
+
+    async def migrate(self) -> None:
+        token = _MIGRATING.set(self)  # its own connections need no first-use migration
+        try:
+            await super().migrate()
+            self._migrated = True
+        finally:
+            _MIGRATING.reset(token)
 
     @asynccontextmanager
     async def _open_write(self) -> AsyncIterator[AsyncConnection]:
