@@ -4,6 +4,8 @@ Define a saga, run participants that do its local transactions, and let an orche
 drive it to one of two ends: everything done, or everything undone.
 """
 
+from sagakit.breakers import CircuitBreaker
+from sagakit.choreography import Choreography
 from sagakit.clock import FakeClock, SystemClock
 from sagakit.decide import Decision, decide
 from sagakit.definition import (
@@ -12,6 +14,7 @@ from sagakit.definition import (
     SagaDefinition,
     Step,
     StepKind,
+    approval,
     parallel,
 )
 from sagakit.errors import (
@@ -26,6 +29,7 @@ from sagakit.errors import (
     TransportError,
     UnknownSagaError,
 )
+from sagakit.locks import LockPolicy
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.messages import Envelope, MessageKind, ReplyBody
 from sagakit.orchestrator import Orchestrator, StartRequest
@@ -37,12 +41,15 @@ from sagakit.transports import open_transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "Choreography",
+    "CircuitBreaker",
     "ConcurrencyError",
     "CorruptLogError",
     "Decision",
     "DefinitionError",
     "Envelope",
     "FakeClock",
+    "LockPolicy",
     "MessageKind",
     "Orchestrator",
     "Parallel",
@@ -67,6 +74,7 @@ __all__ = [
     "TransportError",
     "UnknownSagaError",
     "__version__",
+    "approval",
     "decide",
     "open_store",
     "open_transport",
