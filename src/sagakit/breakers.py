@@ -190,15 +190,21 @@ async def save(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> Non
 
 
 async def load(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> None:
-    """Pick up where a previous process left the breakers (an open one stays open)."""
+    """Pick up where a previous process left the breakers (an open one stays open). A
+    breaker the database has not seen is written with the batch, so ``sagakit breakers``
+    lists every breaker in use, not only those that ever tripped."""
     from sagakit.stores.schema import saga_breakers
 
     by_name = {b.name: b for b in breakers}
     result = await conn.execute(
         select(saga_breakers).where(saga_breakers.c.name.in_(list(by_name)))
     )
+    seen = set()
     for row in result:
         by_name[row.name].restore(row)
+        seen.add(row.name)
+    for name in by_name.keys() - seen:
+        by_name[name].changed = True
 
 
 async def read_all(conn: AsyncConnection) -> list[dict[str, Any]]:

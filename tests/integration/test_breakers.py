@@ -106,3 +106,34 @@ async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
     assert breaker.state is BreakerState.CLOSED
     assert gateway.calls <= calls_while_open + 20 + 2  # each saga charged once more at most
     assert deferred, "the open breaker should have deferred the step"
+
+
+async def test_a_breaker_that_never_tripped_is_listed_closed() -> None:
+    harness = SagaHarness([CHECKOUT])
+    breaker = CircuitBreaker("payment-gateway", clock=harness.clock.now)
+    payment = Participant("payment", harness.store, clock=harness.clock, breakers=[breaker])
+    shipping = Participant("shipping", harness.store, clock=harness.clock)
+
+    @payment.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        async with ctx.breakers["payment-gateway"]:
+            pass  # the gateway answers
+
+    @payment.command("refund")
+    async def refund(ctx: StepContext) -> None:
+        return None
+
+    @shipping.command("ship")
+    async def ship(ctx: StepContext) -> None:
+        return None
+
+    harness.add(payment, shipping)
+    async with harness as h:
+        saga_id = await h.start("gateway_checkout", {}, saga_id="healthy")
+        await h.run_until_terminal([saga_id])
+        shown = await asyncio.to_thread(
+            CliRunner().invoke, app, ["breakers", "--db", h.store.url], env={"COLUMNS": "200"}
+        )
+    assert shown.exit_code == 0, shown.output
+    row = next(line for line in shown.output.splitlines() if "payment-gateway" in line)
+    assert "closed" in row
