@@ -209,6 +209,14 @@ def up(
         int | None,
         typer.Option(min=1, max=65535, help="Port of the carrier (default: --port + 3)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port of the orchestrator's Prometheus metrics (default: --port + 4).",
+        ),
+    ] = None,
 ) -> None:
     """Run the shop distributed: a process per service, orchestrator and relay, and the
     payment gateway and carrier it calls, restarted if they die; the dashboard and admin
@@ -241,11 +249,19 @@ def up(
     ports.update({k: v for k, v in (("gateway", gateway_port), ("carrier", carrier_port)) if v})
     where = {name: f"http://127.0.0.1:{at}" for name, at in ports.items()}
     calls_out = ["--gateway-url", where["gateway"], "--carrier-url", where["carrier"]]
+    scraped_at = metrics_port or port + 4
     children = [
         Child(
             name,
             child_argv(
-                name, db=db, broker=broker, mode=mode, port=port, fail_rate=fail_rate, seed=seed
+                name,
+                db=db,
+                broker=broker,
+                mode=mode,
+                port=port,
+                fail_rate=fail_rate,
+                seed=seed,
+                metrics_port=scraped_at,
             )
             + (calls_out if name in {"payment", "shipping"} else []),
         )
@@ -262,6 +278,11 @@ def up(
     console.print(f"check the books: [bold]sagakit verify --db {db}[/]")
     for name, url in where.items():
         console.print(f"{name} at {url}/docs; trouble: PUT {url}/trouble", soft_wrap=True)
+    if mode == "orchestration":
+        console.print(
+            f"orchestrator metrics (sagas started and finished, step latencies) at "
+            f"http://127.0.0.1:{scraped_at}/metrics; the admin API's /metrics has the gauges"
+        )
     print_dashboard(f"http://127.0.0.1:{admin_at}", tokens)
 
     async def go() -> None:
@@ -366,6 +387,14 @@ def service(
             help="The carrier shipping calls (one in-process when not given).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="saga only: serve the orchestrator's Prometheus metrics on this port.",
+        ),
+    ] = None,
     log_format: Annotated[
         str,
         typer.Option(
@@ -409,6 +438,7 @@ def service(
             seed=seed,
             gateway_url=gateway_url,
             carrier_url=carrier_url,
+            metrics_port=metrics_port,
         )
     )
 

@@ -113,13 +113,16 @@ async def run_service(
     chaos: ServiceChaos | None = None,
     gateway_url: str | None = None,
     carrier_url: str | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run one process of the distributed shop until SIGTERM or SIGINT.
 
     ``chaos`` (by default read from the environment, where ``sagakit chaos`` puts it for
     its children) injects wire faults or plants a bug: test tooling, off unless asked.
     Payment and shipping call the gateway and the carrier at the URLs given (in-process
-    ones otherwise)."""
+    ones otherwise). With ``metrics_port``, the orchestrator's counters and histograms
+    (sagas started and finished, step latencies) are served for Prometheus at
+    ``/metrics`` there: they live in the process that decides."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
     _exit_with_parent()
@@ -140,6 +143,11 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    exporter = None
+    if metrics_port is not None and shop.orchestrator is not None:
+        from prometheus_client import start_http_server
+
+        exporter, _ = start_http_server(metrics_port, addr=host, registry=shop.metrics.registry)
     async with runtime:
         log.info(f"{name} is up ({mode})")
         api = _api(shop, host, port) if name == "order" else None
@@ -152,6 +160,8 @@ async def run_service(
             api.should_exit = True  # let the API finish its requests before the consumers stop
             await serving
         waiting.cancel()
+    if exporter is not None:
+        exporter.shutdown()
     await shop.close()
 
 
@@ -271,7 +281,15 @@ def queue_names(mode: Mode) -> list[str]:
 
 
 def child_argv(
-    name: str, *, db: str, broker: str, mode: str, port: int, fail_rate: float, seed: int
+    name: str,
+    *,
+    db: str,
+    broker: str,
+    mode: str,
+    port: int,
+    fail_rate: float,
+    seed: int,
+    metrics_port: int | None = None,
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -292,4 +310,6 @@ def child_argv(
     ]
     if name == "order":
         argv += ["--port", str(port)]
+    if name == SAGA and metrics_port is not None and mode == "orchestration":
+        argv += ["--metrics-port", str(metrics_port)]
     return argv

@@ -178,6 +178,16 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
             stats = (await client.get(f"{admin}/api/stats", headers=token)).json()
             assert stats["sagas"] == {"completed": 18, "compensated": 12}
             assert (await client.get(f"{admin}/api/stats")).status_code == 401
+            if mode == "orchestration":  # the deciding process serves its own counters
+                scraped = await client.get(f"http://127.0.0.1:{unused_tcp_port + 4}/metrics")
+                counted = {
+                    line.split(" ")[0]: float(line.split(" ")[1])
+                    for line in scraped.text.splitlines()
+                    if line.startswith("sagakit_sagas_") and not line.startswith("#")
+                }
+                assert counted['sagakit_sagas_started_total{definition="order"}'] == 30
+                finished = {k: v for k, v in counted.items() if "finished_total" in k}
+                assert sum(finished.values()) == 30, finished
         checked = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
