@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -31,6 +32,9 @@ pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("SAGAKIT_CHAOS_SEED", "20251126"))
+#: Chaos runs restart the shared broker and PostgreSQL, so two of them (two checkouts'
+#: test suites at once) never overlap: each would read the other's faults as its own.
+RUN_LOCK = Path(os.environ.get("SAGAKIT_CHAOS_LOCK", "/tmp/sagakit-chaos-run.lock"))
 NO_FAULTS = [f"--{kind}-every=0" for kind in ("kill", "pause", "broker", "postgres", "isolate")]
 
 
@@ -132,6 +136,16 @@ async def _clean(stem: str, prefix: str) -> None:
 
 
 async def chaos(tmp_path: Path, *args: str, limit: float) -> Run:
+    """Run ``sagakit chaos --json`` with ``args``, one chaos run on this machine at a time."""
+    lock = await asyncio.to_thread(RUN_LOCK.open, "a")
+    try:  # closing the file lets the next run go
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        return await _chaos(tmp_path, *args, limit=limit)
+    finally:
+        lock.close()
+
+
+async def _chaos(tmp_path: Path, *args: str, limit: float) -> Run:
     """Run ``sagakit chaos --json`` with ``args``; SIGTERM it (it cleans up) past ``limit``."""
     await _servers_up()
     run_id = uuid.uuid4().hex[:8]
