@@ -35,14 +35,19 @@ def demo(
     mode: ModeOption = "orchestration",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
     serve: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Keep the order API up afterwards.")
-    ] = False,
-    port: Annotated[
-        int,
+        bool,
         typer.Option(
-            min=1, max=65534, help="Port of the dashboard and admin API (the order API: +1)."
+            "--serve/--no-serve",
+            help="Keep the order API, the dashboard and the admin API up afterwards.",
         ),
-    ] = 8000,
+    ] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
+    admin_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Port of the dashboard and admin API (default: --port + 1)."
+        ),
+    ] = None,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the services keep their SQLite files.")
     ] = Path(".sagakit/shop"),
@@ -88,7 +93,9 @@ def demo(
             seed=seed,
             concurrency=concurrency,
             mode=chosen,
-            serve=("127.0.0.1", port) if serve else None,
+            serve=("127.0.0.1", port, admin_port or (port + 1 if port < 65535 else port - 1))
+            if serve
+            else None,
             on_serving=serving,
             gateway_outage=gateway_outage,
             gateway_url=gateway_url,
@@ -426,7 +433,10 @@ def service(
         return
     from sagakit import tracing
 
-    tracing.configure(service=f"shop-{name}")
+    if not tracing.configure(service=f"shop-{name}") and name == "order":
+        # Orders begin their traces here: with ids recorded (spans kept nowhere), the
+        # dashboard shows each saga's trace id even when nothing exports spans.
+        _trace_ids_for_the_dashboard()
     asyncio.run(
         run_service(
             name,

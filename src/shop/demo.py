@@ -51,7 +51,7 @@ async def run_demo(
     concurrency: int,
     mode: Mode,
     timeout: float = 300.0,
-    serve: tuple[str, int] | None = None,
+    serve: tuple[str, int, int] | None = None,
     on_serving: Any = None,
     gateway_outage: float = 0.0,
     gateway_url: str | None = None,
@@ -129,17 +129,18 @@ def _fresh(directory: Path) -> None:
 
 
 async def _serve(
-    shop: Shop, dead_letters: DeadLetterQueue, where: tuple[str, int], on_serving: Any
+    shop: Shop, dead_letters: DeadLetterQueue, where: tuple[str, int, int], on_serving: Any
 ) -> None:
-    """The dashboard and admin API on ``port``, the order API on ``port + 1``, until
-    Ctrl-C. Tokens come from SAGAKIT_TOKENS, or are made up for this run."""
+    """The order API and the dashboard with its admin API, on ``where``'s two ports
+    (order API first, as ``sagakit up`` has them), until Ctrl-C. Tokens come from
+    SAGAKIT_TOKENS, or are made up for this run."""
     import uvicorn
 
     from sagakit.api import AdminConfig, create_admin_app
     from sagakit.api.auth import fresh_tokens, tokens_from
     from shop.api import create_app
 
-    host, port = where
+    host, orders_at, admin_at = where
     tokens = tokens_from() or fresh_tokens()
     admin = create_admin_app(
         AdminConfig(
@@ -158,10 +159,10 @@ async def _serve(
                 app, host=host, port=at, log_level="warning", timeout_graceful_shutdown=2
             )
         )
-        for app, at in ((admin, port), (create_app(shop), port + 1))
+        for app, at in ((admin, admin_at), (create_app(shop), orders_at))
     ]
     if on_serving is not None:
-        on_serving(f"http://{host}:{port}", f"http://{host}:{port + 1}", tokens)
+        on_serving(f"http://{host}:{admin_at}", f"http://{host}:{orders_at}", tokens)
     running = [asyncio.create_task(server.serve()) for server in servers]
     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:  # Ctrl-C reaches one of them; stop the other too

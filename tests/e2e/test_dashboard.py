@@ -361,15 +361,17 @@ async def test_demo_serve_prints_an_address_with_a_token_that_opens_the_dashboar
 
     from playwright.async_api import expect
 
-    with socket.socket() as probe:
+    with socket.socket() as probe, socket.socket() as other:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        other.bind(("127.0.0.1", 0))
+        port, orders_port = probe.getsockname()[1], other.getsockname()[1]
     output = tmp_path / "demo.out"
     env = {k: v for k, v in os.environ.items() if k != "SAGAKIT_TOKENS"}  # made up per run
     with output.open("wb") as out:
         demo = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "sagakit", "demo", "--serve", "--orders", "3"),
-            *("--port", str(port), "--dir", str(tmp_path / "shop")),
+            *("--port", str(orders_port), "--admin-port", str(port)),
+            *("--dir", str(tmp_path / "shop")),
             cwd=tmp_path,
             env={**env, "COLUMNS": "200"},
             stdout=out,
