@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from sagakit.errors import UnknownSagaError
 from sagakit.orchestrator import signal_message
 from sagakit.rules import RuleSet, publish
 from sagakit.runtime import Runtime
@@ -115,7 +116,10 @@ def _then(rule: Any) -> str:
 
 async def _all_waiting(shop: Shop, ids: list[str]) -> bool:
     for saga_id in ids:
-        history = await shop.saga_store.history(saga_id)
+        try:
+            history = await shop.saga_store.history(saga_id)
+        except UnknownSagaError:
+            return False  # its start is still on the way to the orchestrator
         if not any(e.type == "ApprovalRequested" for e in history):
             return False
     return True
