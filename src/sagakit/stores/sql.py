@@ -479,6 +479,10 @@ class SqlSagaStore:
 
     async def get(self, saga_id: str) -> SagaState:
         async with self._read() as conn:
+            if conn.dialect.name == "postgresql":
+                # The head, the snapshot and the events must come from one snapshot of the
+                # database: read committed would let an append land between them.
+                await conn.execution_options(isolation_level="REPEATABLE READ")
             loaded = await self.load_on(conn, [saga_id], lock=False)
         if saga_id in loaded.broken:
             raise loaded.broken[saga_id]
