@@ -93,9 +93,7 @@ def demo(
             seed=seed,
             concurrency=concurrency,
             mode=chosen,
-            serve=("127.0.0.1", port, admin_port or (port + 1 if port < 65535 else port - 1))
-            if serve
-            else None,
+            serve=("127.0.0.1", port, _admin_port(port, admin_port)) if serve else None,
             on_serving=serving,
             gateway_outage=gateway_outage,
             gateway_url=gateway_url,
@@ -108,6 +106,11 @@ def demo(
         _report(result)
     if not result.report.ok or result.summary["in_flight"]:
         raise fail("the shop's books do not balance (see above)")
+
+
+def _admin_port(port: int, asked: int | None) -> int:
+    """The dashboard and admin API's port: the one asked for, or next to the order API's."""
+    return asked or (port + 1 if port < 65535 else port - 1)
 
 
 def _trace_ids_for_the_dashboard() -> None:
@@ -242,7 +245,7 @@ def up(
         tokens = tokens_from() or fresh_tokens()
     except ValueError as exc:
         raise fail(f"SAGAKIT_TOKENS: {exc}", 2) from exc
-    admin_at = admin_port or (port + 1 if port < 65535 else port - 1)
+    admin_at = _admin_port(port, admin_port)
     try:  # bound now, so a port in use stops us before any service starts
         listener = socket.create_server(("127.0.0.1", admin_at))
     except OSError as exc:

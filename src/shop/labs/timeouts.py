@@ -29,7 +29,15 @@ from sqlalchemy import select
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext
 from sagakit.cli.render import timeline
 from sagakit.runtime import Runtime
-from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, rows, until
+from shop.labs.kit import (
+    Narrator,
+    lab_transport,
+    never_published,
+    open_shop,
+    rows,
+    unsent,
+    until,
+)
 from shop.saga import ORDER_SAGA
 from shop.services.inventory import items
 from shop.services.payment import PaymentService, accounts, payments
@@ -95,14 +103,14 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
 
             # The saga has ended; the sleeping charge has not. Wait for its late reply.
             await until(zombie_seen, timeout=SLEEP_S + 10, what="the late charge's reply")
-            await until(lambda: _unsent_total(shop), timeout=10, what="every outbox row published")
+            await until(lambda: _all_published(shop), timeout=10, what="every outbox row published")
         history = await shop.saga_store.history(placed.order_id)
         state = await shop.saga_store.get(placed.order_id)
         moved = await rows(payment, select(payments).where(payments.c.order_id == placed.order_id))
         balance_after = await _balance(payment)
         stock_after = await _on_hand(inventory)
         order = await shop.orders.get(placed.order_id)
-        left = {name: await store.unsent_count() for name, store in shop.stores.items()}
+        left = await unsent(shop)
     finally:
         await shop.close()
     if story:
@@ -170,8 +178,8 @@ def _problems(f: dict[str, Any], zombies: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-async def _unsent_total(shop: Any) -> bool:
-    return all([await store.unsent_count() == 0 for store in shop.stores.values()])
+async def _all_published(shop: Any) -> bool:
+    return not any((await unsent(shop)).values())
 
 
 async def _balance(store: Any) -> int:
