@@ -23,7 +23,13 @@ Nothing about the guarantees changes; the transaction boundaries only widen:
 * a handler runs without its own savepoint (one round trip, and one subtransaction, per
   step saved). A handler that fails before it touched the connection has nothing to undo;
   one that fails after it did aborts the whole batch, which runs again with a savepoint
-  around that step alone.
+  around that step alone;
+* the writes handlers hand to :meth:`StepContext.write` wait in the batch and go out
+  grouped, each group of the same statement as one pipelined ``executemany``, before the
+  next statement on the connection or before the decisions: one round trip per kind of
+  write instead of one per step. A failed handler's waiting writes are dropped (nothing
+  to undo). A group that fails aborts the batch, which runs again with those sagas'
+  writes sent one by one, so the failure lands on the step that caused it.
 
 It decides with the orchestrator's own pieces (its clock, its routing rules, the pure
 :func:`sagakit.decide.decide`), reaching for three of its private helpers until the
@@ -34,12 +40,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import inspect
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -59,6 +67,15 @@ log = get_logger("sagakit.fused")
 
 _FAILED_BATCH_PAUSE = 0.05
 _RELEASE = f".{RELEASE}"
+
+
+class _Unbatch(BaseException):
+    """A group of batched writes failed: the batch must roll back and run again with
+    these sagas' writes sent one at a time, so the failure reaches its own step."""
+
+    def __init__(self, saga_ids: set[str], cause: BaseException) -> None:
+        super().__init__(f"a batched write failed: {cause}")
+        self.saga_ids = saga_ids
 
 
 class _Rerun(BaseException):
@@ -104,7 +121,7 @@ class FusedRuntime:
         participants: Iterable[Participant],
         *,
         batch: int = 128,
-        workers: int = 1,
+        workers: int = 2,
         timer_interval: float = 0.1,
         sweep_interval: float = 1.0,
     ) -> None:
@@ -135,6 +152,14 @@ class FusedRuntime:
         self.timer_interval = timer_interval
         self.sweep_interval = sweep_interval
         self._destinations = {command_queue(name): name for name in self.participants}
+        # How the store says "column among these values" (one statement for any number).
+        self._among: Callable[[Any, list[str]], Any] = getattr(
+            self.store, "among", lambda column, values: column.in_(values)
+        )
+        # How the store reads a driver error (a write failed, or the database did).
+        self._translate: Callable[[Any], Exception] = getattr(
+            self.store, "_translate", lambda exc: exc
+        )
         self._starts: deque[_Start] = deque()
         self._commands: deque[Envelope] = deque()
         self._known: set[str] = set()  # command ids queued or running here
@@ -142,11 +167,16 @@ class FusedRuntime:
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
         self._guarded: set[str] = set()  # steps whose handler needs a savepoint (_Rerun)
+        self._unbatched: set[str] = set()  # sagas whose writes go one by one (_Unbatch)
         self._breakers_loaded: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._wake = asyncio.Event()
+        self._turn = asyncio.Lock()  # the last stretch of a transaction (_transaction)
         self._tasks: list[asyncio.Task[None]] = []
         self.transactions = 0
+        #: Batches rolled back and run again, by why: "conflict" (another writer, or a
+        #: transient database error), "rerun" (_Rerun), "unbatch" (_Unbatch), "error".
+        self.retries: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public
 
@@ -266,7 +296,14 @@ class FusedRuntime:
         try:
             decisions = await self._transaction(batch)
         except _Rerun as rerun:
+            self.retries["rerun"] += 1
             self._guarded.add(rerun.step)
+            self._forget(batch)
+            self._requeue(batch)
+            return
+        except _Unbatch as unbatch:
+            self.retries["unbatch"] += 1
+            self._unbatched.update(unbatch.saga_ids)
             self._forget(batch)
             self._requeue(batch)
             return
@@ -274,6 +311,7 @@ class FusedRuntime:
             # Another writer moved a saga, or the database hiccuped: forget what is
             # cached about these sagas and run the batch again from the store.
             retry = isinstance(exc, ConcurrencyError) or exc.retryable
+            self.retries["conflict" if retry else "error"] += 1
             self._forget(batch)
             if not retry:
                 log.exception("fused batch failed; trying it again shortly")
@@ -281,6 +319,7 @@ class FusedRuntime:
             await asyncio.sleep(0 if retry else _FAILED_BATCH_PAUSE)
             return
         except Exception as exc:
+            self.retries["error"] += 1
             log.exception("fused batch failed; trying it again shortly")
             self._forget(batch)
             for item in batch.starts:
@@ -292,10 +331,11 @@ class FusedRuntime:
             await asyncio.sleep(_FAILED_BATCH_PAUSE)
             return
         self.transactions += 1
-        if self._guarded:
+        if self._guarded or self._unbatched:
             # A guarded step that committed is done with (its next try has a new key).
             done = {d.state.saga_id for d in decisions}
             self._guarded = {k for k in self._guarded if k.split("/", 1)[0] not in done}
+            self._unbatched -= done
         for env in batch.commands:
             self._known.discard(env.message_id)
             self._recent.add(env.message_id)
@@ -337,31 +377,43 @@ class FusedRuntime:
     # ------------------------------------------------------------------ one transaction
 
     async def _transaction(self, batch: _Batch) -> list[Decision]:
-        async with self.store.unit() as unit:
-            decisions: dict[str, Decision] = {}
-            chained = await self._decide_starts(unit, batch.starts, decisions)
-            commands = [*chained, *batch.commands]
-            releases = [env for env in commands if env.type.endswith(_RELEASE)]
-            if releases:
-                commands = [env for env in commands if not env.type.endswith(_RELEASE)]
-                await self._release(unit, releases)
-            await self._load_breakers(unit, commands)
-            inbox = _BatchInbox(unit, self._guarded)
-            if len(commands) > 1:
-                await self._preclaim(inbox, commands)
-            outcomes = [await self._execute(inbox.unit, env) for env in commands]
-            await inbox.flush()
-            inbox.check_used()
-            for participant in self.participants.values():
-                await save_breakers(unit.connection, list(participant.breakers.values()))
-            if batch.commands:
-                await unit.connection.execute(
-                    update(saga_outbox)
-                    .where(saga_outbox.c.message_id.in_([e.message_id for e in batch.commands]))
-                    .values(sent_at=await self._now(unit))
-                )
-            await self._decide_outcomes(unit, outcomes, decisions)
-            await unit.append(list(decisions.values()))
+        turn = False
+        try:
+            async with self.store.unit() as unit:
+                decisions: dict[str, Decision] = {}
+                chained = await self._decide_starts(unit, batch.starts, decisions)
+                commands = [*chained, *batch.commands]
+                releases = [env for env in commands if env.type.endswith(_RELEASE)]
+                if releases:
+                    commands = [env for env in commands if not env.type.endswith(_RELEASE)]
+                    await self._release(unit, releases)
+                await self._load_breakers(unit, commands)
+                inbox = _BatchInbox(unit, self._guarded, self._unbatched, self._translate)
+                if len(commands) > 1:
+                    await self._preclaim(inbox, commands)
+                outcomes = [await self._execute(inbox.unit, env) for env in commands]
+                await self._decide_outcomes(unit, outcomes, decisions)
+                await inbox.flush()
+                inbox.check_used()
+                if batch.commands:
+                    sent = [env.message_id for env in batch.commands]
+                    await unit.connection.execute(
+                        update(saga_outbox)
+                        .where(self._among(saga_outbox.c.message_id, sent))
+                        .values(sent_at=await self._now(unit))
+                    )
+                await unit.append(list(decisions.values()))
+                # Rows other sagas share (the held business writes, the breakers) are
+                # written last, by one transaction at a time from here to its commit:
+                # workers overlap everything else and never deadlock on those rows.
+                await self._turn.acquire()
+                turn = True
+                await inbox.flush_writes()
+                for participant in self.participants.values():
+                    await save_breakers(unit.connection, list(participant.breakers.values()))
+        finally:
+            if turn:
+                self._turn.release()
         return list(decisions.values())
 
     async def _release(self, unit: UnitOfWork, releases: Sequence[Envelope]) -> None:
@@ -560,13 +612,25 @@ class _BatchInbox:
     store as it is, after the pending replies are written.
     """
 
-    def __init__(self, unit: UnitOfWork, guarded: set[str]) -> None:
+    def __init__(
+        self,
+        unit: UnitOfWork,
+        guarded: set[str],
+        unbatched: set[str],
+        translate: Callable[[Any], Exception],
+    ) -> None:
         self._unit = unit
+        self.translate = translate
         self._claimed: dict[tuple[str, str], bool] = {}
         self._pending: list[tuple[str, str, str]] = []
         self._fetched: dict[tuple[str, str], str | None] = {}
         self.guarded = guarded
-        self.unit = cast(UnitOfWork, _InboxView(self, unit))
+        self.unbatched = unbatched
+        self._view = _InboxView(self, unit)
+        self.unit = cast(UnitOfWork, self._view)
+
+    async def flush_writes(self) -> None:
+        await self._view.connection.flush()
 
     async def preclaim(self, consumer: str, keys: Sequence[str]) -> None:
         fresh = await self._unit.claim(consumer, keys)
@@ -601,16 +665,10 @@ class _BatchInbox:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
-        statements = getattr(getattr(self._unit, "_store", None), "statements", None)
-        if statements is None or len(pending) == 1:
-            for consumer, key, reply in pending:
-                await self._unit.set_reply(consumer, key, reply)
-            return
-        if pending:
-            await self._unit.connection.execute(
-                statements.set_reply,
-                [{"b_consumer": c, "b_key": k, "b_reply": r} for c, k, r in pending],
-            )
+        if len(pending) == 1:
+            await self._unit.set_reply(*pending[0])
+        elif pending:
+            await self._unit.set_replies(pending)
 
     def check_used(self) -> None:
         """Every key claimed up front must have been asked for: if not, the participant's
@@ -627,14 +685,14 @@ class _InboxView:
     def __init__(self, inbox: _BatchInbox, unit: UnitOfWork) -> None:
         self._inbox = inbox
         self._unit = unit
-        self._watched = _WatchedConnection(unit.connection)
+        self._watched = _WatchedConnection(unit.connection, inbox.translate)
         self.step = ""  # the step running now (_step_key)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._unit, name)
 
     @property
-    def connection(self) -> Any:
+    def connection(self) -> _WatchedConnection:
         return self._watched
 
     @contextlib.asynccontextmanager
@@ -649,7 +707,16 @@ class _InboxView:
         except Exception:
             if self._watched.uses != uses:
                 raise _Rerun(self.step) from None
+            self._watched.drop(self.step)  # its writes never went out: nothing to undo
             raise
+
+    async def write_later(self, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
+        """StepContext.write inside a batch: held for a grouped send, unless this step
+        runs in a savepoint or this saga's writes must go one by one."""
+        if self.step in self._inbox.guarded or saga_id in self._inbox.unbatched:
+            await self._watched.execute(statement, params)
+        else:
+            self._watched.hold(self.step, saga_id, statement, params)
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         return await self._inbox.claim(consumer, keys)
@@ -666,16 +733,64 @@ class _InboxView:
 
 
 class _WatchedConnection:
-    """The transaction's connection as handlers see it; counts every use, so a failed
-    handler that never touched it is known to have written nothing."""
+    """The transaction's connection as handlers see it. It counts every use, so a failed
+    handler that never touched it is known to have written nothing, and it holds the
+    writes handlers leave for later (StepContext.write) until the next use or the end of
+    the handlers, then sends them grouped: the k-th held write of each saga in one round,
+    the same statement within a round as one ``executemany``. Rounds keep each saga's
+    writes in the order it made them; different sagas' writes may interleave, which one
+    transaction cannot tell apart."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, translate: Callable[[Any], Exception]) -> None:
         self._connection = connection
+        self._translate = translate
         self.uses = 0
+        self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
 
     def __getattr__(self, name: str) -> Any:
         self.uses += 1
-        return getattr(self._connection, name)
+        attribute = getattr(self._connection, name)
+        if self._held and inspect.iscoroutinefunction(attribute):
+
+            async def after_held(*args: Any, **kwargs: Any) -> Any:
+                await self.flush()
+                return await attribute(*args, **kwargs)
+
+            return after_held
+        return attribute
+
+    def hold(self, step: str, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
+        self._held.append((step, saga_id, statement, params))
+
+    def drop(self, step: str) -> None:
+        """Forget the held writes of a step whose handler failed."""
+        if self._held:
+            self._held = [held for held in self._held if held[0] != step]
+
+    async def flush(self) -> None:
+        held, self._held = self._held, []
+        if not held:
+            return
+        self.uses += 1  # from here on, these writes are in the transaction
+        rounds: dict[str, int] = {}
+        groups: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, list[dict[str, Any]]]] = {}
+        for _step, saga_id, statement, params in held:
+            number = rounds[saga_id] = rounds.get(saga_id, -1) + 1
+            key = (number, getattr(statement, "text", None) or id(statement), tuple(params))
+            groups.setdefault(key, (statement, []))[1].append(params)
+        try:
+            for key in sorted(groups, key=lambda k: k[0]):
+                statement, rows = groups[key]
+                if len(rows) > 1:
+                    # The same order in every transaction: two workers' batches that
+                    # update the same rows then lock them in the same order.
+                    rows.sort(key=lambda row: [repr(value) for value in row.values()])
+                await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+        except DBAPIError as exc:
+            error = self._translate(exc)
+            if isinstance(error, StoreError) and error.retryable:
+                raise error from exc  # a deadlock, a lost connection: not the writes' fault
+            raise _Unbatch({saga_id for _, saga_id, _, _ in held}, exc) from exc
 
 
 def _state(saga_id: str, cached: Mapping[str, SagaState], loaded: Any) -> SagaState | None:

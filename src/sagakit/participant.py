@@ -21,8 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Executable, text
 
 from sagakit import tracing
 from sagakit.breakers import BreakerOpen, CircuitBreaker
@@ -54,6 +57,10 @@ _PREVENTED = ReplyBody(
 ).model_dump_json()
 
 
+#: Takes a step's write for later: ``(saga_id, statement, params)``.
+Writer = Callable[[str, Executable, dict[str, Any]], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """What a handler gets: the command, and the transaction to do its work in."""
@@ -70,6 +77,8 @@ class StepContext:
     locks: Locks
     #: The participant's circuit breakers, by name (``async with ctx.breakers["gw"]:``).
     breakers: Mapping[str, CircuitBreaker]
+    #: Where :meth:`write` sends a write when the runtime batches them (None: at once).
+    writer: Writer | None = field(default=None, repr=False)
 
     @property
     def reason(self) -> str | None:
@@ -77,8 +86,33 @@ class StepContext:
         value = self.payload.get(REASON_KEY)
         return str(value) if value is not None else None
 
+    async def write(
+        self, statement: str | Executable, params: Mapping[str, Any] | None = None
+    ) -> None:
+        """Run a write (INSERT, UPDATE, DELETE) whose result the handler does not read.
+
+        It commits or vanishes with the step, like a statement on ``connection``, and it
+        runs before any later statement of this handler on ``connection``. A runtime that
+        can may send it together with the same write of other steps in the transaction:
+        the fused runtime sends each such group as one pipelined ``executemany`` just
+        before its next statement or before its commit. So prefer this to
+        ``connection.execute`` for writes whose row count or rows you do not inspect.
+        A write that fails fails the step as a statement on the connection would.
+        """
+        compiled = _text(statement) if isinstance(statement, str) else statement
+        values = dict(params or {})
+        if self.writer is None:
+            await self.connection.execute(compiled, values)
+        else:
+            await self.writer(self.saga_id, compiled, values)
+
 
 Handler = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
+
+
+@lru_cache(maxsize=512)
+def _text(sql: str) -> Executable:
+    return text(sql)
 
 
 class Participant:
@@ -262,6 +296,7 @@ class Participant:
                 unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
             ),
             breakers=self.breakers,
+            writer=getattr(unit, "write_later", None),
         )
         try:
             async with unit.savepoint():

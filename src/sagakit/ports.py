@@ -75,6 +75,10 @@ class UnitOfWork(Protocol):
 
     async def set_reply(self, consumer: str, key: str, reply: str) -> None: ...
 
+    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Many ``(consumer, key, reply)`` at once."""
+        ...
+
     async def forget(self, consumer: str, key: str) -> None:
         """Drop an inbox row claimed in this transaction (the work did not happen)."""
         ...

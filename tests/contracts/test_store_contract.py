@@ -201,6 +201,28 @@ async def test_inbox_claims_only_new_keys_and_keeps_replies(store: SqlSagaStore)
         assert await unit.claim("c", ["b"]) == {"b"}
 
 
+async def test_many_replies_are_set_at_once(store: SqlSagaStore) -> None:
+    async with store.unit() as unit:
+        await unit.claim("c", ["a", "b"])
+        await unit.claim("d", ["a"])
+        await unit.set_replies([("c", "a", "1"), ("c", "b", "2"), ("d", "a", "3")])
+    async with store.unit() as unit:
+        assert await unit.replies("c", ["a", "b"]) == {"a": "1", "b": "2"}
+        assert await unit.replies("d", ["a"]) == {"a": "3"}
+
+
+async def test_a_unit_that_opens_with_an_inbox_claim_rolls_it_back(store: SqlSagaStore) -> None:
+    # The claim is the unit's first statement: it must belong to the unit's transaction
+    # (a claim that outlived a rolled-back unit would block its command for ever).
+    with pytest.raises(RuntimeError, match="boom"):
+        async with store.unit() as unit:
+            assert await unit.claim("c", ["first"]) == {"first"}
+            await unit.set_replies([("c", "first", "kept?")])
+            raise RuntimeError("boom")
+    async with store.unit() as unit:
+        assert await unit.claim("c", ["first"]) == {"first"}
+
+
 def outgoing(n: int, saga: str = "s") -> Outgoing:
     env = Envelope(
         message_id=f"m{n}",

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, text
+import asyncpg
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    String,
+    Text,
+    any_,
+    bindparam,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from sagakit.errors import StoreError
 from sagakit.ports import Clock
-from sagakit.stores.sql import SqlSagaStore
+from sagakit.stores.sql import SqlSagaStore, SqlUnit
 
 #: The channel committing transactions notify when they wrote outbox rows.
 OUTBOX_CHANNEL = "sagakit_outbox"
@@ -28,6 +44,122 @@ def asyncpg_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+class PostgresUnit(SqlUnit):
+    """A unit whose hot statements go to asyncpg itself, on the transaction's connection.
+
+    Each one is a single fixed statement whatever the number of rows (arrays and
+    ``unnest`` instead of a VALUES list per row or an executemany), so it is prepared
+    once per connection and costs one round trip and little Python; what is not hot stays
+    with SQLAlchemy Core, as in :class:`SqlUnit`.
+    """
+
+    _driver: Any = None
+
+    async def _raw(self) -> Any:
+        if self._driver is None:
+            fairy = await self._conn.get_raw_connection()
+            self._driver = fairy.driver_connection
+        return self._driver
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        driver = await self._raw()
+        try:
+            if not driver.is_in_transaction():
+                # SQLAlchemy begins the transaction lazily, with the first statement it
+                # sends; sent straight to the driver, this one would commit on its own.
+                result = await self._conn.exec_driver_sql(sql, args)
+                return list(result) if result.returns_rows else []
+            return list(await driver.fetch(sql, *args))
+        except asyncpg.UniqueViolationError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise _driver_error(self._store, exc) from exc
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return set()
+        rows = await self._fetch(_CLAIM, consumer, unique, self._store.clock.now())
+        return {row[0] for row in rows}
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        if not keys:
+            return {}
+        rows = await self._fetch(_REPLIES, consumer, list(keys))
+        return {row[0]: row[1] for row in rows}
+
+    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        if rows:
+            await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
+
+    async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        await self._fetch(_bulk(table, tuple(rows[0])), *_columns(rows))
+
+    async def _upsert(
+        self,
+        table: Any,
+        keys: list[str],
+        rows: list[dict[str, Any]],
+        *,
+        keep: Sequence[str] = (),
+    ) -> None:
+        sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
+        await self._fetch(sql, *_columns(rows))
+
+
+# The inbox statements of PostgresUnit: every key of one consumer in one statement.
+_CLAIM = (
+    "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
+    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
+    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key"
+)
+_REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
+_SET_REPLIES = (
+    "UPDATE saga_inbox AS i SET reply = v.reply "
+    "FROM unnest($1::varchar[], $2::varchar[], $3::text[]) AS v (consumer, key, reply) "
+    "WHERE i.consumer = v.consumer AND i.key = v.key"
+)
+
+
+@functools.cache
+def _bulk(
+    table: Any, columns: tuple[str, ...], *, keys: tuple[str, ...] = (), keep: tuple[str, ...] = ()
+) -> str:
+    """``INSERT ... SELECT * FROM unnest(one array per column)``, an upsert with ``keys``."""
+    types = ", ".join(
+        f"${n}::{_PG_TYPES[type(table.c[c].type)]}[]" for n, c in enumerate(columns, start=1)
+    )
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({types})"
+    if keys:
+        changed = [c for c in columns if c not in keys and c not in keep]
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
+        sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
+    return sql
+
+
+_PG_TYPES = {
+    String: "varchar",
+    Text: "text",
+    Integer: "integer",
+    BigInteger: "bigint",
+    Float: "float8",
+}
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    names = list(rows[0])
+    return [[row[name] for row in rows] for name in names]
+
+
+def _driver_error(store: SqlSagaStore, exc: BaseException) -> Exception:
+    """An asyncpg error from a PostgresUnit statement, as the store's other errors read."""
+    error = StoreError(f"{store.url_safe}: {str(exc).strip().splitlines()[0] if str(exc) else exc}")
+    error.retryable = (
+        not isinstance(exc, asyncpg.PostgresError) or getattr(exc, "sqlstate", None) in _TRANSIENT
+    )
+    return error
+
+
 class PostgresSagaStore(SqlSagaStore):
     """A saga store in PostgreSQL; several processes may share it.
 
@@ -37,6 +169,8 @@ class PostgresSagaStore(SqlSagaStore):
     """
 
     row_locks = True
+    unit_class = PostgresUnit
+    conflicts = (IntegrityError, asyncpg.UniqueViolationError)
 
     def __init__(
         self,
@@ -58,6 +192,12 @@ class PostgresSagaStore(SqlSagaStore):
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
+
+    def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+        array = bindparam(
+            f"among_{column.name}", list(values), type_=ARRAY(column.type), unique=True
+        )
+        return column == any_(array)  # type: ignore[no-any-return]
 
     async def database_now(self, conn: AsyncConnection) -> float:
         if not self.clock_from_database:

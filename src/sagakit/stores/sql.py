@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -90,7 +90,7 @@ class SqlUnit:
             return {}
         result = await self._conn.execute(
             select(saga_inbox.c.key, saga_inbox.c.reply).where(
-                saga_inbox.c.consumer == consumer, saga_inbox.c.key.in_(list(keys))
+                saga_inbox.c.consumer == consumer, self._store.among(saga_inbox.c.key, keys)
             )
         )
         return {row.key: row.reply for row in result}
@@ -100,6 +100,14 @@ class SqlUnit:
             self._store.statements.set_reply,
             {"b_consumer": consumer, "b_key": key, "b_reply": reply},
         )
+
+    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Many ``(consumer, key, reply)`` at once (what set_reply does for each)."""
+        if rows:
+            await self._conn.execute(
+                self._store.statements.set_reply,
+                [{"b_consumer": c, "b_key": k, "b_reply": r} for c, k, r in rows],
+            )
 
     async def forget(self, consumer: str, key: str) -> None:
         await self._conn.execute(
@@ -167,8 +175,8 @@ class SqlUnit:
                 projection_rows.append(_projection(state, 0))
             messages.extend(d.commands)
         try:
-            await self._conn.execute(saga_events.insert(), event_rows)
-        except IntegrityError as exc:
+            await self._insert(saga_events, event_rows)
+        except self._store.conflicts as exc:
             ids = ", ".join(d.state.saga_id for d in changed)
             raise ConcurrencyError(f"another writer appended to saga(s) {ids} first") from exc
         if projection_rows:
@@ -198,7 +206,7 @@ class SqlUnit:
                     "sent_at": None,
                 }
             )
-        await self._conn.execute(saga_outbox.insert(), rows)
+        await self._insert(saga_outbox, rows)
         self.enqueued += len(rows)
 
     async def quarantine(self, reasons: dict[str, str]) -> None:
@@ -229,6 +237,9 @@ class SqlUnit:
                 raise
         finally:
             self._savepoints -= 1
+
+    async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        await self._conn.execute(table.insert(), rows)
 
     async def _upsert(
         self,
@@ -308,6 +319,10 @@ class SqlSagaStore:
 
     #: ``lock_skipping`` and ``claim_outbox`` hold row locks only where the database has them.
     row_locks = False
+    #: What a unit of this store is (an adapter may say its hot statements its own way).
+    unit_class: type[SqlUnit] = SqlUnit
+    #: What the driver raises when a row's key is taken (another writer got there first).
+    conflicts: tuple[type[BaseException], ...] = (IntegrityError,)
 
     def __init__(
         self,
@@ -357,7 +372,7 @@ class SqlSagaStore:
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
         async with self._begin() as conn:
-            unit = SqlUnit(self, conn)
+            unit = self.unit_class(self, conn)
             yield unit
             if unit.enqueued and self.notify_outbox:
                 await self._notify(conn)
@@ -389,6 +404,11 @@ class SqlSagaStore:
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query
+
+    def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column IN values``; PostgreSQL says it as ``= ANY(array)``, one statement
+        for any number of values, which the driver prepares once."""
+        return column.in_(list(values))  # type: ignore[no-any-return]
 
     @property
     def url_safe(self) -> str:
@@ -427,7 +447,7 @@ class SqlSagaStore:
             return loaded
         head_query = (
             select(sagas.c.saga_id, sagas.c.version, sagas.c.snapshot_version)
-            .where(sagas.c.saga_id.in_(ids))
+            .where(self.among(sagas.c.saga_id, ids))
             .order_by(sagas.c.saga_id)
         )
         if lock and self.row_locks:
@@ -440,7 +460,7 @@ class SqlSagaStore:
         if snapped:
             result = await conn.execute(
                 select(saga_snapshots.c.saga_id, saga_snapshots.c.version, saga_snapshots.c.state)
-                .where(saga_snapshots.c.saga_id.in_(snapped))
+                .where(self.among(saga_snapshots.c.saga_id, snapped))
                 .where(saga_snapshots.c.schema == SNAPSHOT_SCHEMA)
             )
             for row in result:
@@ -455,11 +475,11 @@ class SqlSagaStore:
             queries.append(
                 select(saga_events)
                 .join(sagas, sagas.c.saga_id == saga_events.c.saga_id)
-                .where(saga_events.c.saga_id.in_(usable))
+                .where(self.among(saga_events.c.saga_id, usable))
                 .where(saga_events.c.seq > sagas.c.snapshot_version)
             )
         if stale:
-            queries.append(select(saga_events).where(saga_events.c.saga_id.in_(stale)))
+            queries.append(select(saga_events).where(self.among(saga_events.c.saga_id, stale)))
         for query in queries:
             result = await conn.execute(query.order_by(saga_events.c.saga_id, saga_events.c.seq))
             for row in result:
