@@ -94,7 +94,7 @@ def _handler(command: str) -> Any:
         p = ctx.payload
         if command == "ship" and p["fails"]:
             raise StepRejected("shipment refused")
-        await ctx.connection.execute(
+        await ctx.write(
             statement, {"id": p["id"], "item": p["item"], "qty": p["qty"], "amount": p["amount"]}
         )
 
