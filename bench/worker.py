@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.load import Harness, LoadResult, closed_loop, open_loop
+from bench.load import Harness, LoadResult, closed_loop, open_loop, prepare
 
 #: Every system the bench knows, as ``module:class`` of its harness.
 SYSTEMS: dict[str, str] = {
@@ -84,6 +84,7 @@ async def run(system: str, db: str, options: dict[str, Any], spec: dict[str, Any
 async def _measured(harness: Harness, spec: dict[str, Any]) -> None:
     seed, first, budget = int(spec["seed"]), int(spec["first"]), int(spec["budget"])
     concurrency = int(spec.get("concurrency", 1))
+    prepare(seed, first, budget)
     await asyncio.sleep(float(spec.get("settle", 1.2)))  # let the commit counters catch up
     say("ready")
     await hear("go")

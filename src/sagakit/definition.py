@@ -132,29 +132,39 @@ class SagaDefinition:
     name: str
     version: int
     stages: tuple[tuple[Step, ...], ...]
+    # Looked up for every reply a saga gets: worked out once, not on every look.
+    _steps: tuple[Step, ...] = field(init=False, repr=False, compare=False)
+    _places: dict[str, tuple[Step, int]] = field(init=False, repr=False, compare=False)
 
     def __init__(self, name: str, *, version: int = 1, steps: Iterable[Step | Parallel]) -> None:
         stages = tuple((s,) if isinstance(s, Step) else s.steps for s in steps)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "version", version)
         object.__setattr__(self, "stages", stages)
+        flat = tuple(step for stage in stages for step in stage)
+        object.__setattr__(self, "_steps", flat)
+        places: dict[str, tuple[Step, int]] = {}
+        for index, stage in enumerate(stages):
+            for step in stage:
+                places.setdefault(step.name, (step, index))
+        object.__setattr__(self, "_places", places)
         _validate(self)
 
     @property
     def steps(self) -> tuple[Step, ...]:
-        return tuple(step for stage in self.stages for step in stage)
+        return self._steps
 
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(f"saga {self.name!r} v{self.version} has no step {name!r}")
+        place = self._places.get(name)
+        if place is None:
+            raise KeyError(f"saga {self.name!r} v{self.version} has no step {name!r}")
+        return place[0]
 
     def stage_of(self, name: str) -> int:
-        for index, stage in enumerate(self.stages):
-            if any(step.name == name for step in stage):
-                return index
-        raise KeyError(f"saga {self.name!r} v{self.version} has no step {name!r}")
+        place = self._places.get(name)
+        if place is None:
+            raise KeyError(f"saga {self.name!r} v{self.version} has no step {name!r}")
+        return place[1]
 
     @property
     def key(self) -> str:
