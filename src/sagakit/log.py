@@ -478,7 +478,7 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
         if state.status not in sources:
             raise IllegalTransition(f"saga {state.saga_id}: {kind} from {state.status}")
         state.status = target
-        state.reason = getattr(event, "reason", None) or state.reason
+        state.reason = _optional(event, "reason") or state.reason
         state.undoing = state.undoing or target is SagaStatus.COMPENSATING
         if target.terminal:
             for step in state.steps.values():
@@ -488,7 +488,7 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
     if state.status.terminal:
         raise IllegalTransition(f"saga {state.saga_id} is {state.status}; {kind} is too late")
     name: str = getattr(event, "step")  # noqa: B009 - every remaining event names its step
-    op = getattr(event, "op", None)
+    op = _optional(event, "op")
     sources_, step_target = _STEP_MOVES[f"{kind}/{op}" if op else kind]
     step = state.step(name)
     if step.status not in sources_:
@@ -498,12 +498,26 @@ def apply(state: SagaState, event: SagaEvent, at: float) -> None:
         step.requested_at = at
     if isinstance(event, StepSucceeded):
         state.data.update(event.data)
-    holder = getattr(event, "locks_at", None)
+    holder = _optional(event, "locks_at")
     if holder is not None and holder not in state.lock_holders:
         state.lock_holders.append(holder)
     if step_target is not None:
         step.status = step_target
     _advance(state, at)
+
+
+_FIELDS: dict[type[SagaEvent], frozenset[str]] = {}
+
+
+def _optional(event: SagaEvent, name: str) -> Any:
+    """The event's field ``name``, or None for a kind of event without it. (A missing
+    attribute of a pydantic model goes through its slow ``__getattr__``: a third of
+    folding an event, when asked for each one.)"""
+    kind = type(event)
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        fields = _FIELDS[kind] = frozenset(kind.model_fields)
+    return getattr(event, name) if name in fields else None
 
 
 _RESUMABLE = {
