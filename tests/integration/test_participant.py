@@ -216,3 +216,26 @@ async def test_poison_messages_are_rejected_and_good_ones_still_run(store: SqlSa
     assert no_step.rejection is not None and no_step.rejection[0] == "schema"
     assert good.rejection is None
     assert await effects(store) == {("s1", "charge", "action"): 1}
+
+
+async def test_ctx_write_outside_the_fused_runtime_runs_at_once_in_the_steps_transaction(
+    store: SqlSagaStore,
+) -> None:
+    await create_effects(store)
+    participant = Participant("payment", store)
+    seen: list[int] = []
+
+    @participant.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        await ctx.write(
+            "INSERT INTO effects (saga_id, step, op) VALUES (:s, :st, :op)",
+            {"s": ctx.saga_id, "st": ctx.step, "op": ctx.op},
+        )
+        seen.append(await ctx.connection.scalar(text("SELECT count(*) FROM effects")))
+        if ctx.payload.get("decline"):
+            raise StepRejected("card declined")
+
+    await participant.handle([command("charge", "action", saga="kept")])
+    await participant.handle([command("charge", "action", saga="gone", payload={"decline": True})])
+    assert seen == [1, 2]  # each write ran before the handler's next statement
+    assert await effects(store) == {("kept", "charge", "action"): 1}  # the refusal's was undone
