@@ -652,6 +652,8 @@ def describe(event: SagaEvent) -> str:
             return f"{s}: requested" + (f" (attempt {a})" if a > 1 else "")
         case StepSucceeded(step=s):
             return f"{s}: succeeded"
+        case StepFailed(step=s, reason=r, deferred=True):
+            return f"{s}: deferred ({r}) - tries again when the dependency is back"
         case StepFailed(step=s, reason=r, retryable=retryable):
             return f"{s}: failed ({r})" + (" - will retry if allowed" if retryable else "")
         case StepTimedOut(step=s, op=op, attempt=a):

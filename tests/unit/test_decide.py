@@ -458,3 +458,17 @@ def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) 
     refused = intervene(d, action)
     assert types(refused) == ["OperatorIntervened"]
     assert why in (refused.events[0].refused or "")  # type: ignore[attr-defined]
+
+
+def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
+    from sagakit.log import StepFailed, describe
+
+    deferred = StepFailed(
+        step="pay", attempt=1, reason="breaker gw is open", retryable=True, deferred=True
+    )
+    failed = StepFailed(step="pay", attempt=1, reason="timeout", retryable=True)
+    assert (
+        describe(deferred)
+        == "pay: deferred (breaker gw is open) - tries again when the dependency is back"
+    )
+    assert describe(failed) == "pay: failed (timeout) - will retry if allowed"
