@@ -65,6 +65,7 @@ async def _servers_up() -> None:
         unavailable("PostgreSQL", exc)
     await conn.close()
     probe = await open_rabbit(AMQP_URL)
+    await probe.teardown()  # its own dead-letter queue, declared on start
     await probe.close()
 
 
@@ -132,6 +133,7 @@ async def _clean(stem: str, prefix: str) -> None:
         for name in (n for n in exchanges if n.startswith(prefix)):
             await channel.exchange_delete(name)
     finally:
+        await transport.teardown()  # the cleaner's own dead-letter queue
         await transport.close()
 
 
