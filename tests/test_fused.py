@@ -173,6 +173,11 @@ def test_every_participant_must_be_local(store: SqlSagaStore) -> None:
         FusedRuntime(Orchestrator(store, [ORDER]), participants(store)[:1])
 
 
+async def labels(store: SqlSagaStore) -> int:
+    async with store.unit() as unit:
+        return int(await unit.connection.scalar(text("SELECT count(*) FROM labels")))
+
+
 def writing_participants(store: SqlSagaStore) -> list[Participant]:
     """The same steps, writing through ctx.write: held, and sent in groups."""
     stock, post = Participant("stock", store), Participant("post", store)
@@ -219,9 +224,7 @@ async def test_held_writes_go_in_groups_and_vanish_with_a_refused_step(
         else:  # the refused step's held writes were dropped, not undone
             assert (end, mine) == ("compensated", ["take", "put"])
     assert fused.retries["rerun"] == 0  # a held write needs no savepoint to undo
-    async with store.unit() as unit:
-        labels = await unit.connection.scalar(text("SELECT count(*) FROM labels"))
-    assert labels == 10
+    assert await labels(store) == 10
 
 
 async def test_a_held_write_that_fails_fails_its_own_step_only(store: SqlSagaStore) -> None:
@@ -246,6 +249,4 @@ async def test_a_held_write_that_fails_fails_its_own_step_only(store: SqlSagaSto
     done = await moves(store)
     assert [what for saga, what in done if saga == "dup"] == ["take"]
     assert sorted(saga for saga, what in done if what == "ship") == ids[1:]
-    async with store.unit() as unit:
-        labels = await unit.connection.scalar(text("SELECT count(*) FROM labels"))
-    assert labels == 10  # the old "dup" and nine new ones
+    assert await labels(store) == 10  # the old "dup" and nine new ones

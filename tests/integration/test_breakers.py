@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from sagakit import Participant, RetryPolicy, SagaDefinition, Step, StepContext, StepKind
@@ -41,6 +42,35 @@ class Gateway:
             raise ConnectionError("gateway: 503 Service Unavailable")
 
 
+def add_checkout(harness: SagaHarness, breaker: CircuitBreaker, gateway: Gateway) -> None:
+    """Payment (charging through ``gateway`` behind ``breaker``) and shipping, added to
+    ``harness``."""
+    payment = Participant("payment", harness.store, clock=harness.clock, breakers=[breaker])
+    shipping = Participant("shipping", harness.store, clock=harness.clock)
+
+    @payment.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        async with ctx.breakers[breaker.name]:
+            await gateway.authorize()
+
+    @payment.command("refund")
+    async def refund(ctx: StepContext) -> None:
+        return None
+
+    @shipping.command("ship")
+    async def ship(ctx: StepContext) -> None:
+        return None
+
+    harness.add(payment, shipping)
+
+
+async def show_breakers(harness: SagaHarness) -> Result:
+    """``sagakit breakers`` on the harness's store, wide enough for whole rows."""
+    return await asyncio.to_thread(
+        CliRunner().invoke, app, ["breakers", "--db", harness.store.url], env={"COLUMNS": "200"}
+    )
+
+
 def test_the_breaker_opens_fails_fast_then_lets_one_trial_through() -> None:
     now = [0.0]
     breaker = CircuitBreaker("gw", failures=3, cooldown=timedelta(seconds=10), clock=lambda: now[0])
@@ -66,23 +96,7 @@ async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
     breaker = CircuitBreaker(
         "payment-gateway", failures=3, cooldown=timedelta(seconds=5), clock=harness.clock.now
     )
-    payment = Participant("payment", harness.store, clock=harness.clock, breakers=[breaker])
-    shipping = Participant("shipping", harness.store, clock=harness.clock)
-
-    @payment.command("charge")
-    async def charge(ctx: StepContext) -> None:
-        async with ctx.breakers["payment-gateway"]:
-            await gateway.authorize()
-
-    @payment.command("refund")
-    async def refund(ctx: StepContext) -> None:
-        return None
-
-    @shipping.command("ship")
-    async def ship(ctx: StepContext) -> None:
-        return None
-
-    harness.add(payment, shipping)
+    add_checkout(harness, breaker, gateway)
     async with harness as h:
         gateway.down = True
         ids = [await h.start("gateway_checkout", {}, saga_id=f"o{i}") for i in range(20)]
@@ -94,9 +108,7 @@ async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
         await asyncio.sleep(0.3)  # let every saga meet the open breaker
         calls_while_open = gateway.calls
         assert calls_while_open <= 4  # three failures opened it; the rest never got through
-        shown = await asyncio.to_thread(
-            CliRunner().invoke, app, ["breakers", "--db", h.store.url], env={"COLUMNS": "200"}
-        )
+        shown = await show_breakers(h)
         assert shown.exit_code == 0, shown.output
         assert "payment-gateway" in shown.output and "open" in shown.output
         gateway.down = False  # the gateway recovers; after the cooldown a trial gets through
@@ -111,29 +123,11 @@ async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
 async def test_a_breaker_that_never_tripped_is_listed_closed() -> None:
     harness = SagaHarness([CHECKOUT])
     breaker = CircuitBreaker("payment-gateway", clock=harness.clock.now)
-    payment = Participant("payment", harness.store, clock=harness.clock, breakers=[breaker])
-    shipping = Participant("shipping", harness.store, clock=harness.clock)
-
-    @payment.command("charge")
-    async def charge(ctx: StepContext) -> None:
-        async with ctx.breakers["payment-gateway"]:
-            pass  # the gateway answers
-
-    @payment.command("refund")
-    async def refund(ctx: StepContext) -> None:
-        return None
-
-    @shipping.command("ship")
-    async def ship(ctx: StepContext) -> None:
-        return None
-
-    harness.add(payment, shipping)
+    add_checkout(harness, breaker, Gateway())  # the gateway answers
     async with harness as h:
         saga_id = await h.start("gateway_checkout", {}, saga_id="healthy")
         await h.run_until_terminal([saga_id])
-        shown = await asyncio.to_thread(
-            CliRunner().invoke, app, ["breakers", "--db", h.store.url], env={"COLUMNS": "200"}
-        )
+        shown = await show_breakers(h)
     assert shown.exit_code == 0, shown.output
     row = next(line for line in shown.output.splitlines() if "payment-gateway" in line)
     assert "closed" in row
