@@ -340,3 +340,44 @@ async def test_a_claim_never_jumps_ahead_of_a_sagas_earlier_message(pg_url: str)
     async with store.claim_outbox(limit=10) as third:
         assert [r.message.message_id for r in third.rows] == ["m3"]
     await store.close()
+
+
+async def test_postgres_connections_plan_for_rows_in_memory_and_plan_each_time(
+    pg_url: str,
+) -> None:
+    """The store's sessions carry its planner settings; ``settings=`` overrides one."""
+    from sagakit.stores.postgres import PostgresSagaStore
+
+    store = PostgresSagaStore(pg_url, settings={"random_page_cost": "2"})
+    async with store.unit() as unit:
+        shown = {
+            name: await unit.connection.scalar(text(f"SHOW {name}"))
+            for name in ("random_page_cost", "plan_cache_mode")
+        }
+    assert shown == {"random_page_cost": "2", "plan_cache_mode": "force_custom_plan"}
+    await store.close()
+
+
+async def test_a_connection_the_server_dropped_fails_one_unit_retryably_and_no_more(
+    pg_url: str,
+) -> None:
+    """No ping before each checkout: a dead pooled connection shows itself on its first
+    statement, as a retryable StoreError, and the pool then replaces all its peers."""
+    from sagakit import StoreError
+    from sagakit.stores import open_store
+
+    store = open_store(pg_url)
+    await store.migrate()
+    async with store.unit() as unit:
+        pid = await unit.connection.scalar(text("SELECT pg_backend_pid()"))
+    admin = open_store(pg_url)
+    async with admin.unit() as unit:
+        await unit.connection.execute(text(f"SELECT pg_terminate_backend({pid})"))
+    await admin.close()
+    with pytest.raises(StoreError) as dropped:
+        async with store.unit() as unit:
+            await unit.connection.execute(text("SELECT 1"))
+    assert dropped.value.retryable
+    await start(store, "after")  # a fresh connection: the store works again at once
+    assert (await store.get("after")).status == "running"
+    await store.close()
