@@ -40,15 +40,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError
 
+from sagakit.batching import BatchInbox, Rerun, Unbatch
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
 from sagakit.decide import Decision, Reply, Start, decide
@@ -67,28 +66,6 @@ log = get_logger("sagakit.fused")
 
 _FAILED_BATCH_PAUSE = 0.05
 _RELEASE = f".{RELEASE}"
-
-
-class _Unbatch(BaseException):
-    """A group of batched writes failed: the batch must roll back and run again with
-    these sagas' writes sent one at a time, so the failure reaches its own step."""
-
-    def __init__(self, saga_ids: set[str], cause: BaseException) -> None:
-        super().__init__(f"a batched write failed: {cause}")
-        self.saga_ids = saga_ids
-
-
-class _Rerun(BaseException):
-    """A handler failed after it wrote, with no savepoint to undo its writes: the batch
-    must roll back and run again with a savepoint around that step.
-
-    A BaseException so that it passes through the participant's catch-all, which would
-    otherwise turn it into the step's failure and let the batch commit half a write.
-    """
-
-    def __init__(self, step: str) -> None:
-        super().__init__(step)
-        self.step = step
 
 
 @dataclass(slots=True)
@@ -166,8 +143,8 @@ class FusedRuntime:
         self._recent: set[str] = set()  # command ids run since the last sweep began
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
-        self._guarded: set[str] = set()  # steps whose handler needs a savepoint (_Rerun)
-        self._unbatched: set[str] = set()  # sagas whose writes go one by one (_Unbatch)
+        self._guarded: set[str] = set()  # steps whose handler needs a savepoint (Rerun)
+        self._unbatched: set[str] = set()  # sagas whose writes go one by one (Unbatch)
         self._breakers_loaded: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._wake = asyncio.Event()
@@ -175,7 +152,7 @@ class FusedRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self.transactions = 0
         #: Batches rolled back and run again, by why: "conflict" (another writer, or a
-        #: transient database error), "rerun" (_Rerun), "unbatch" (_Unbatch), "error".
+        #: transient database error), "rerun" (Rerun), "unbatch" (Unbatch), "error".
         self.retries: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public
@@ -295,13 +272,13 @@ class FusedRuntime:
     async def _run_batch(self, batch: _Batch) -> None:
         try:
             decisions = await self._transaction(batch)
-        except _Rerun as rerun:
+        except Rerun as rerun:
             self.retries["rerun"] += 1
             self._guarded.add(rerun.step)
             self._forget(batch)
             self._requeue(batch)
             return
-        except _Unbatch as unbatch:
+        except Unbatch as unbatch:
             self.retries["unbatch"] += 1
             self._unbatched.update(unbatch.saga_ids)
             self._forget(batch)
@@ -388,10 +365,15 @@ class FusedRuntime:
                     commands = [env for env in commands if not env.type.endswith(_RELEASE)]
                     await self._release(unit, releases)
                 await self._load_breakers(unit, commands)
-                inbox = _BatchInbox(unit, self._guarded, self._unbatched, self._translate)
+                inbox = BatchInbox(
+                    unit,
+                    guarded=self._guarded,
+                    unbatched=self._unbatched,
+                    translate=self._translate,
+                )
                 if len(commands) > 1:
-                    await self._preclaim(inbox, commands)
-                outcomes = [await self._execute(inbox.unit, env) for env in commands]
+                    await inbox.preclaim_commands([(self._consumer_of(e), e) for e in commands])
+                outcomes = [await self._execute(inbox, env) for env in commands]
                 await self._decide_outcomes(unit, outcomes, decisions)
                 await inbox.flush()
                 inbox.check_used()
@@ -464,34 +446,14 @@ class FusedRuntime:
             decisions[item.saga_id] = decision
         return chained
 
-    async def _preclaim(self, inbox: _BatchInbox, commands: Sequence[Envelope]) -> None:
-        """Claim every command's inbox key in bulk, and for each compensation whose key
-        was fresh, its action's key too (and the action's stored reply where the action
-        had run): what Participant.execute asks for, one statement per participant."""
-        by_consumer: dict[str, list[str]] = {}
-        for env in commands:
-            by_consumer.setdefault(self._consumer_of(env), []).append(_inbox_key(env, env.op))
-        for consumer, keys in by_consumer.items():
-            await inbox.preclaim(consumer, keys)
-        undo: dict[str, list[str]] = {}
-        for env in commands:
-            consumer = self._consumer_of(env)
-            if env.op == "compensation" and inbox.fresh(consumer, _inbox_key(env, env.op)):
-                undo.setdefault(consumer, []).append(_inbox_key(env, "action"))
-        for consumer, keys in undo.items():
-            await inbox.preclaim(consumer, keys)
-            ran = [key for key in keys if not inbox.fresh(consumer, key)]
-            if ran:
-                await inbox.prefetch(consumer, ran)
-
     def _consumer_of(self, env: Envelope) -> str:
         return self.participants[self._destinations[_queue_of(env)]].consumer
 
-    async def _execute(self, unit: UnitOfWork, env: Envelope) -> tuple[Envelope, Reply]:
+    async def _execute(self, inbox: BatchInbox, env: Envelope) -> tuple[Envelope, Reply]:
         participant = self.participants[self._destinations[_queue_of(env)]]
         command = env.type.split(".", 1)[1]
-        cast(_InboxView, unit).step = _step_key(env)
-        body = await participant.execute(unit, env, participant.handler(command))
+        inbox.begin(env)
+        body = await participant.execute(inbox.unit, env, participant.handler(command))
         reply = Reply(
             step=env.step or "",
             op=env.op or "action",
@@ -601,198 +563,6 @@ class FusedRuntime:
             self._waiters.pop(saga_id, None)
 
 
-class _BatchInbox:
-    """The batch's unit as participants see it, with their inbox work done in bulk.
-
-    Every command's inbox key is claimed up front, one INSERT per participant, and the
-    replies they store are written in one statement before the decisions: two round
-    trips per batch instead of two per command. Each participant still asks for its key
-    as usual and gets the answer the bulk claim found; anything else (a compensation
-    claiming its action's key, reading stored replies, forgetting a key) goes to the
-    store as it is, after the pending replies are written.
-    """
-
-    def __init__(
-        self,
-        unit: UnitOfWork,
-        guarded: set[str],
-        unbatched: set[str],
-        translate: Callable[[Any], Exception],
-    ) -> None:
-        self._unit = unit
-        self.translate = translate
-        self._claimed: dict[tuple[str, str], bool] = {}
-        self._pending: list[tuple[str, str, str]] = []
-        self._fetched: dict[tuple[str, str], str | None] = {}
-        self.guarded = guarded
-        self.unbatched = unbatched
-        self._view = _InboxView(self, unit)
-        self.unit = cast(UnitOfWork, self._view)
-
-    async def flush_writes(self) -> None:
-        await self._view.connection.flush()
-
-    async def preclaim(self, consumer: str, keys: Sequence[str]) -> None:
-        fresh = await self._unit.claim(consumer, keys)
-        for key in keys:
-            self._claimed[(consumer, key)] = key in fresh
-
-    def fresh(self, consumer: str, key: str) -> bool:
-        """Whether the bulk claim found ``key`` new (False if it was not claimed)."""
-        return self._claimed.get((consumer, key), False)
-
-    async def prefetch(self, consumer: str, keys: Sequence[str]) -> None:
-        found = await self._unit.replies(consumer, keys)
-        for key in keys:
-            self._fetched[(consumer, key)] = found.get(key)
-
-    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        written = {(c, k) for c, k, _ in self._pending}
-        wanted = [(consumer, key) for key in keys]
-        if all(w in self._fetched and w not in written for w in wanted):
-            return {key: self._fetched.pop((consumer, key)) for key in keys}
-        await self.flush()
-        return await self._unit.replies(consumer, keys)
-
-    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
-        if len(keys) == 1 and (consumer, keys[0]) in self._claimed:
-            return {keys[0]} if self._claimed.pop((consumer, keys[0])) else set()
-        await self.flush()
-        return await self._unit.claim(consumer, keys)
-
-    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
-        self._pending.append((consumer, key, reply))
-
-    async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if len(pending) == 1:
-            await self._unit.set_reply(*pending[0])
-        elif pending:
-            await self._unit.set_replies(pending)
-
-    def check_used(self) -> None:
-        """Every key claimed up front must have been asked for: if not, the participant's
-        key format changed and the claims would be wrong, so the batch must not commit."""
-        if self._claimed:
-            unused = ", ".join(key for _, key in list(self._claimed)[:3])
-            raise RuntimeError(f"inbox keys claimed for participants that never asked: {unused}")
-
-
-class _InboxView:
-    """What a participant gets as its unit inside a fused batch (see _BatchInbox), with
-    savepoints only where a step needs one (see _Rerun)."""
-
-    def __init__(self, inbox: _BatchInbox, unit: UnitOfWork) -> None:
-        self._inbox = inbox
-        self._unit = unit
-        self._watched = _WatchedConnection(unit.connection, inbox.translate)
-        self.step = ""  # the step running now (_step_key)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._unit, name)
-
-    @property
-    def connection(self) -> _WatchedConnection:
-        return self._watched
-
-    @contextlib.asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        if self.step in self._inbox.guarded:
-            async with self._unit.savepoint():
-                yield
-            return
-        uses = self._watched.uses
-        try:
-            yield
-        except Exception:
-            if self._watched.uses != uses:
-                raise _Rerun(self.step) from None
-            self._watched.drop(self.step)  # its writes never went out: nothing to undo
-            raise
-
-    async def write_later(self, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
-        """StepContext.write inside a batch: held for a grouped send, unless this step
-        runs in a savepoint or this saga's writes must go one by one."""
-        if self.step in self._inbox.guarded or saga_id in self._inbox.unbatched:
-            await self._watched.execute(statement, params)
-        else:
-            self._watched.hold(self.step, saga_id, statement, params)
-
-    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
-        return await self._inbox.claim(consumer, keys)
-
-    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
-        await self._inbox.set_reply(consumer, key, reply)
-
-    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        return await self._inbox.replies(consumer, keys)
-
-    async def forget(self, consumer: str, key: str) -> None:
-        await self._inbox.flush()
-        await self._unit.forget(consumer, key)
-
-
-class _WatchedConnection:
-    """The transaction's connection as handlers see it. It counts every use, so a failed
-    handler that never touched it is known to have written nothing, and it holds the
-    writes handlers leave for later (StepContext.write) until the next use or the end of
-    the handlers, then sends them grouped: the k-th held write of each saga in one round,
-    the same statement within a round as one ``executemany``. Rounds keep each saga's
-    writes in the order it made them; different sagas' writes may interleave, which one
-    transaction cannot tell apart."""
-
-    def __init__(self, connection: Any, translate: Callable[[Any], Exception]) -> None:
-        self._connection = connection
-        self._translate = translate
-        self.uses = 0
-        self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        self.uses += 1
-        attribute = getattr(self._connection, name)
-        if self._held and inspect.iscoroutinefunction(attribute):
-
-            async def after_held(*args: Any, **kwargs: Any) -> Any:
-                await self.flush()
-                return await attribute(*args, **kwargs)
-
-            return after_held
-        return attribute
-
-    def hold(self, step: str, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
-        self._held.append((step, saga_id, statement, params))
-
-    def drop(self, step: str) -> None:
-        """Forget the held writes of a step whose handler failed."""
-        if self._held:
-            self._held = [held for held in self._held if held[0] != step]
-
-    async def flush(self) -> None:
-        held, self._held = self._held, []
-        if not held:
-            return
-        self.uses += 1  # from here on, these writes are in the transaction
-        rounds: dict[str, int] = {}
-        groups: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, list[dict[str, Any]]]] = {}
-        for _step, saga_id, statement, params in held:
-            number = rounds[saga_id] = rounds.get(saga_id, -1) + 1
-            key = (number, getattr(statement, "text", None) or id(statement), tuple(params))
-            groups.setdefault(key, (statement, []))[1].append(params)
-        try:
-            for key in sorted(groups, key=lambda k: k[0]):
-                statement, rows = groups[key]
-                if len(rows) > 1:
-                    # The same order in every transaction: two workers' batches that
-                    # update the same rows then lock them in the same order.
-                    rows.sort(key=lambda row: [repr(value) for value in row.values()])
-                await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
-        except DBAPIError as exc:
-            error = self._translate(exc)
-            if isinstance(error, StoreError) and error.retryable:
-                raise error from exc  # a deadlock, a lost connection: not the writes' fault
-            raise _Unbatch({saga_id for _, saga_id, _, _ in held}, exc) from exc
-
-
 def _state(saga_id: str, cached: Mapping[str, SagaState], loaded: Any) -> SagaState | None:
     if saga_id in cached:
         return cached[saga_id]
@@ -800,15 +570,6 @@ def _state(saga_id: str, cached: Mapping[str, SagaState], loaded: Any) -> SagaSt
         return None
     state: SagaState | None = loaded.states.get(saga_id)
     return state
-
-
-def _inbox_key(env: Envelope, op: str | None) -> str:
-    # The participant's inbox key for a saga command (see Participant.execute).
-    return f"{env.saga_id}/{env.step}/{op}"
-
-
-def _step_key(env: Envelope) -> str:
-    return f"{env.saga_id}/{env.step}/{env.op}/{env.attempt}"
 
 
 def _queue_of(env: Envelope) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Executable, text
 
 from sagakit import tracing
+from sagakit.batching import BatchInbox
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -161,7 +162,8 @@ class Participant:
         return sorted(self._handlers)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Run a batch of commands in one transaction, each in its own savepoint."""
+        """Run a batch of commands in one transaction, each in its own savepoint; their
+        inbox keys are claimed in one statement and their replies stored in another."""
         commands: list[tuple[Envelope, Handler]] = []
         releases: list[str] = []
         for delivery in deliveries:
@@ -185,9 +187,21 @@ class Participant:
             for saga_id in releases:
                 released = await release_saga(unit.connection, saga_id, self.name)
                 self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
-            replies = [await self._run(unit, env, handler) for env, handler in commands]
+            inbox = BatchInbox(unit)
+            if len(commands) > 1:
+                await self._preclaim(inbox, [env for env, _ in commands])
+            replies = []
+            for env, handler in commands:
+                inbox.begin(env)
+                replies.append(await self._run(inbox.unit, env, handler))
+            await inbox.flush()
+            inbox.check_used()
             await unit.enqueue(replies)
             await save_breakers(unit.connection, list(self.breakers.values()))
+
+    async def _preclaim(self, inbox: BatchInbox, commands: Sequence[Envelope]) -> None:
+        """Claim, in bulk, every inbox key that executing ``commands`` will ask for."""
+        await inbox.preclaim_commands([(self.consumer, env) for env in commands])
 
     def _handler_for(self, envelope: Envelope) -> Handler:
         prefix = f"{self.name}."

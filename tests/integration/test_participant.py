@@ -185,6 +185,53 @@ async def test_a_failing_compensation_is_retryable_and_retried_for_real(
     assert payments.calls == ["charge:1", "refund:1", "refund:2"]
 
 
+async def test_one_batch_of_every_case_ends_as_the_same_commands_sent_one_by_one(
+    store: SqlSagaStore,
+) -> None:
+    """A batch claims its inbox keys together and stores its replies together; each
+    command still gets the outcome it would get alone, in the order they came."""
+    await create_effects(store)
+    payments = Payments(store)
+    await payments.send(command("charge", "action", saga="ran"))
+    twice = command("charge", "action", saga="s1", mid="twice")
+    replies = await payments.send(
+        twice,
+        twice,  # the same message twice in one batch
+        command("charge", "compensation", kind="refund", saga="never"),  # null compensation
+        command("charge", "action", saga="never"),  # ...and its action, hanging
+        command("charge", "compensation", kind="refund", saga="ran"),
+        command("charge", "action", saga="declined", payload={"decline": True}),
+        command("charge", "action", saga="exploded", payload={"explode": True}),
+        command("charge", "action", saga="both"),  # an action and its undoing, in order
+        command("charge", "compensation", kind="refund", saga="both"),
+    )
+    seen = [(r.ok, r.duplicate, r.retryable, r.data, r.reason) for r in replies]
+    assert seen == [
+        (True, False, False, {"charge_id": "ch-s1"}, None),
+        (True, True, False, {"charge_id": "ch-s1"}, None),
+        (True, False, False, {"null_compensation": True}, None),
+        (False, True, False, {}, "prevented: compensated before it ran"),
+        (True, False, False, {}, None),
+        (False, False, False, {"code": "05"}, "card declined"),
+        (False, False, True, {}, "ConnectionError: gateway reset"),
+        (True, False, False, {"charge_id": "ch-both"}, None),
+        (True, False, False, {}, None),
+    ]
+    assert payments.calls == ["charge:1"] * 2 + ["refund:1"] + ["charge:1"] * 3 + ["refund:1"]
+    assert await effects(store) == {
+        ("ran", "charge", "action"): 1,
+        ("ran", "charge", "compensation"): 1,
+        ("s1", "charge", "action"): 1,
+        ("both", "charge", "action"): 1,
+        ("both", "charge", "compensation"): 1,
+    }
+    # the failed one forgot its key: its retry runs for real
+    [retried] = await payments.send(
+        command("charge", "action", saga="exploded", attempt=2, payload={"explode": True})
+    )
+    assert (retried.ok, retried.duplicate) == (True, False)
+
+
 async def test_poison_messages_are_rejected_and_good_ones_still_run(store: SqlSagaStore) -> None:
     await create_effects(store)
     payments = Payments(store)

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 
+from sagakit.batching import BatchInbox, inbox_key
 from sagakit.logs import get_logger
 from sagakit.messages import Envelope, Outgoing, ReplyBody, TransportMessage
 from sagakit.participant import Handler, Participant
@@ -58,7 +59,12 @@ def plant_no_barrier(participant: Participant) -> None:
             body = body.model_copy(update={"retryable": True})
         return body
 
+    async def preclaim(inbox: BatchInbox, commands: Sequence[Envelope]) -> None:
+        # Only each command's own key: nothing here will ask for an action's key.
+        await inbox.preclaim(consumer, [inbox_key(env, env.op) for env in commands])
+
     participant._compensate = compensate  # type: ignore[method-assign]
+    participant._preclaim = preclaim  # type: ignore[method-assign]
     log.warning(f"PLANTED BUG no-barrier in participant {participant.name}")
 
 

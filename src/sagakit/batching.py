@@ -1,0 +1,288 @@
+"""Many saga commands in one transaction: their inbox work in bulk, their writes grouped.
+
+A participant that runs a batch of commands in one transaction (Participant.handle, and
+the fused runtime's steps) would otherwise pay two round trips per command for its inbox
+alone: the claim of the command's key and the write of its stored reply. Here every
+key is claimed up front, one INSERT per consumer, and the replies are written in one
+statement before the transaction goes on: two round trips per batch.
+
+The participant's own code does not change: it runs against :class:`InboxView`, a unit
+that answers its claims from the bulk claim and keeps its replies for the bulk write.
+
+A runtime that can run a batch again (the fused one) may also let handlers run without
+a savepoint and hold their writes for grouped sends (see :class:`Rerun` and
+:class:`Unbatch`); a plain batch guards every step with a savepoint and sends each write
+at once, as a unit would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any, cast
+
+from sqlalchemy.exc import DBAPIError
+
+from sagakit.errors import StoreError
+from sagakit.messages import Envelope
+from sagakit.ports import UnitOfWork
+
+
+class Unbatch(BaseException):
+    """A group of batched writes failed: the batch must roll back and run again with
+    these sagas' writes sent one at a time, so the failure reaches its own step."""
+
+    def __init__(self, saga_ids: set[str], cause: BaseException) -> None:
+        super().__init__(f"a batched write failed: {cause}")
+        self.saga_ids = saga_ids
+
+
+class Rerun(BaseException):
+    """A handler failed after it wrote, with no savepoint to undo its writes: the batch
+    must roll back and run again with a savepoint around that step.
+
+    A BaseException so that it passes through the participant's catch-all, which would
+    otherwise turn it into the step's failure and let the batch commit half a write.
+    """
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+class BatchInbox:
+    """The batch's unit as participants see it, with their inbox work done in bulk.
+
+    Every command's inbox key is claimed up front, one INSERT per participant, and the
+    replies they store are written in one statement before the batch goes on: two round
+    trips per batch instead of two per command. Each participant still asks for its key
+    as usual and gets the answer the bulk claim found; anything else (a compensation
+    claiming its action's key, reading stored replies, forgetting a key) goes to the
+    store as it is, after the pending replies are written.
+
+    ``guarded`` names the steps (step_key) whose handler runs in a savepoint and writes
+    at once; None guards every step. Sagas in ``unbatched`` send their writes one by one.
+    """
+
+    def __init__(
+        self,
+        unit: UnitOfWork,
+        *,
+        guarded: Collection[str] | None = None,
+        unbatched: Collection[str] = (),
+        translate: Callable[[Any], Exception] = lambda exc: exc,
+    ) -> None:
+        self._unit = unit
+        self.translate = translate
+        self._claimed: dict[tuple[str, str], bool] = {}
+        self._pending: list[tuple[str, str, str]] = []
+        self._fetched: dict[tuple[str, str], str | None] = {}
+        self.guarded = guarded
+        self.unbatched = unbatched
+        self._view = InboxView(self, unit)
+        self.unit = cast(UnitOfWork, self._view)
+
+    def guards(self, step: str) -> bool:
+        """Whether ``step`` runs in a savepoint, its writes sent at once."""
+        return self.guarded is None or step in self.guarded
+
+    def begin(self, env: Envelope) -> None:
+        """The participant is about to run ``env``: its savepoint and writes are its."""
+        self._view.step = step_key(env)
+
+    async def preclaim_commands(self, commands: Sequence[tuple[str, Envelope]]) -> None:
+        """Claim every ``(consumer, command)``'s inbox key in bulk, and for each
+        compensation whose key was fresh, its action's key too (and the action's stored
+        reply where the action had run): what Participant.execute asks for, one statement
+        per consumer."""
+        by_consumer: dict[str, list[str]] = {}
+        for consumer, env in commands:
+            by_consumer.setdefault(consumer, []).append(inbox_key(env, env.op))
+        for consumer, keys in by_consumer.items():
+            await self.preclaim(consumer, keys)
+        undo: dict[str, list[str]] = {}
+        for consumer, env in commands:
+            if env.op == "compensation" and self.fresh(consumer, inbox_key(env, env.op)):
+                action = inbox_key(env, "action")
+                # An action of this batch holds that key: whichever of the two runs
+                # first takes the claim, and the other finds it taken, as one by one.
+                if (consumer, action) not in self._claimed:
+                    undo.setdefault(consumer, []).append(action)
+        for consumer, keys in undo.items():
+            await self.preclaim(consumer, keys)
+            ran = [key for key in keys if not self.fresh(consumer, key)]
+            if ran:
+                await self.prefetch(consumer, ran)
+
+    async def flush_writes(self) -> None:
+        await self._view.connection.flush()
+
+    async def preclaim(self, consumer: str, keys: Sequence[str]) -> None:
+        fresh = await self._unit.claim(consumer, keys)
+        for key in keys:
+            self._claimed[(consumer, key)] = key in fresh
+
+    def fresh(self, consumer: str, key: str) -> bool:
+        """Whether the bulk claim found ``key`` new (False if it was not claimed)."""
+        return self._claimed.get((consumer, key), False)
+
+    async def prefetch(self, consumer: str, keys: Sequence[str]) -> None:
+        found = await self._unit.replies(consumer, keys)
+        for key in keys:
+            self._fetched[(consumer, key)] = found.get(key)
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        written = {(c, k) for c, k, _ in self._pending}
+        wanted = [(consumer, key) for key in keys]
+        if all(w in self._fetched and w not in written for w in wanted):
+            return {key: self._fetched.pop((consumer, key)) for key in keys}
+        await self.flush()
+        return await self._unit.replies(consumer, keys)
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        if len(keys) == 1 and (consumer, keys[0]) in self._claimed:
+            return {keys[0]} if self._claimed.pop((consumer, keys[0])) else set()
+        await self.flush()
+        return await self._unit.claim(consumer, keys)
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        self._pending.append((consumer, key, reply))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if len(pending) == 1:
+            await self._unit.set_reply(*pending[0])
+        elif pending:
+            await self._unit.set_replies(pending)
+
+    def check_used(self) -> None:
+        """Every key claimed up front must have been asked for: if not, the participant's
+        key format changed and the claims would be wrong, so the batch must not commit."""
+        if self._claimed:
+            unused = ", ".join(key for _, key in list(self._claimed)[:3])
+            raise RuntimeError(f"inbox keys claimed for participants that never asked: {unused}")
+
+
+class InboxView:
+    """What a participant gets as its unit inside a fused batch (see BatchInbox), with
+    savepoints only where a step needs one (see Rerun)."""
+
+    def __init__(self, inbox: BatchInbox, unit: UnitOfWork) -> None:
+        self._inbox = inbox
+        self._unit = unit
+        self._watched = WatchedConnection(unit.connection, inbox.translate)
+        self.step = ""  # the step running now (step_key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._unit, name)
+
+    @property
+    def connection(self) -> WatchedConnection:
+        return self._watched
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        if self._inbox.guards(self.step):
+            async with self._unit.savepoint():
+                yield
+            return
+        uses = self._watched.uses
+        try:
+            yield
+        except Exception:
+            if self._watched.uses != uses:
+                raise Rerun(self.step) from None
+            self._watched.drop(self.step)  # its writes never went out: nothing to undo
+            raise
+
+    async def write_later(self, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
+        """StepContext.write inside a batch: held for a grouped send, unless this step
+        runs in a savepoint or this saga's writes must go one by one."""
+        if self._inbox.guards(self.step) or saga_id in self._inbox.unbatched:
+            await self._watched.execute(statement, params)
+        else:
+            self._watched.hold(self.step, saga_id, statement, params)
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        return await self._inbox.claim(consumer, keys)
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        await self._inbox.set_reply(consumer, key, reply)
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        return await self._inbox.replies(consumer, keys)
+
+    async def forget(self, consumer: str, key: str) -> None:
+        await self._inbox.flush()
+        await self._unit.forget(consumer, key)
+
+
+class WatchedConnection:
+    """The transaction's connection as handlers see it. It counts every use, so a failed
+    handler that never touched it is known to have written nothing, and it holds the
+    writes handlers leave for later (StepContext.write) until the next use or the end of
+    the handlers, then sends them grouped: the k-th held write of each saga in one round,
+    the same statement within a round as one ``executemany``. Rounds keep each saga's
+    writes in the order it made them; different sagas' writes may interleave, which one
+    transaction cannot tell apart."""
+
+    def __init__(self, connection: Any, translate: Callable[[Any], Exception]) -> None:
+        self._connection = connection
+        self._translate = translate
+        self.uses = 0
+        self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.uses += 1
+        attribute = getattr(self._connection, name)
+        if self._held and inspect.iscoroutinefunction(attribute):
+
+            async def after_held(*args: Any, **kwargs: Any) -> Any:
+                await self.flush()
+                return await attribute(*args, **kwargs)
+
+            return after_held
+        return attribute
+
+    def hold(self, step: str, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
+        self._held.append((step, saga_id, statement, params))
+
+    def drop(self, step: str) -> None:
+        """Forget the held writes of a step whose handler failed."""
+        if self._held:
+            self._held = [held for held in self._held if held[0] != step]
+
+    async def flush(self) -> None:
+        held, self._held = self._held, []
+        if not held:
+            return
+        self.uses += 1  # from here on, these writes are in the transaction
+        rounds: dict[str, int] = {}
+        groups: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, list[dict[str, Any]]]] = {}
+        for _step, saga_id, statement, params in held:
+            number = rounds[saga_id] = rounds.get(saga_id, -1) + 1
+            key = (number, getattr(statement, "text", None) or id(statement), tuple(params))
+            groups.setdefault(key, (statement, []))[1].append(params)
+        try:
+            for key in sorted(groups, key=lambda k: k[0]):
+                statement, rows = groups[key]
+                if len(rows) > 1:
+                    # The same order in every transaction: two workers' batches that
+                    # update the same rows then lock them in the same order.
+                    rows.sort(key=lambda row: [repr(value) for value in row.values()])
+                await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+        except DBAPIError as exc:
+            error = self._translate(exc)
+            if isinstance(error, StoreError) and error.retryable:
+                raise error from exc  # a deadlock, a lost connection: not the writes' fault
+            raise Unbatch({saga_id for _, saga_id, _, _ in held}, exc) from exc
+
+
+def inbox_key(env: Envelope, op: str | None) -> str:
+    # The participant's inbox key for a saga command (see Participant.execute).
+    return f"{env.saga_id}/{env.step}/{op}"
+
+
+def step_key(env: Envelope) -> str:
+    return f"{env.saga_id}/{env.step}/{env.op}/{env.attempt}"
