@@ -381,3 +381,28 @@ async def test_a_connection_the_server_dropped_fails_one_unit_retryably_and_no_m
     await start(store, "after")  # a fresh connection: the store works again at once
     assert (await store.get("after")).status == "running"
     await store.close()
+
+
+async def test_another_process_hears_of_committed_outbox_rows_and_not_of_rolled_back_ones(
+    pg_url: str,
+) -> None:
+    """The NOTIFY that wakes relays elsewhere rides on the outbox insert: it reaches a
+    second store (another process's) at commit, and never for a rollback."""
+    from sagakit.stores import open_store
+
+    writer, relay = open_store(pg_url), open_store(pg_url)
+    await writer.migrate()
+    waiter = asyncio.create_task(relay.wait_for_outbox(10.0))
+    await asyncio.sleep(0.3)  # let the relay's LISTEN connection come up
+    with pytest.raises(RuntimeError):
+        async with writer.unit() as unit:
+            await unit.enqueue([outgoing(1)])
+            raise RuntimeError("rolled back")
+    await asyncio.sleep(0.5)
+    assert not waiter.done()
+    async with writer.unit() as unit:
+        await unit.enqueue([outgoing(2)])
+        await unit.enqueue([outgoing(3)])  # one notification per transaction is enough
+    await asyncio.wait_for(waiter, 2.0)
+    await writer.close()
+    await relay.close()

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sagakit.errors import StoreError
 from sagakit.ports import Clock
+from sagakit.stores.schema import saga_outbox
 from sagakit.stores.sql import SqlSagaStore, SqlUnit
 
 #: The channel committing transactions notify when they wrote outbox rows.
@@ -108,7 +109,13 @@ class PostgresUnit(SqlUnit):
             await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
 
     async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        await self._fetch(_bulk(table, tuple(rows[0])), *_columns(rows))
+        sql = _bulk(table, tuple(rows[0]))
+        if table is saga_outbox and self._store.notify_outbox and not self.notified:
+            # The NOTIFY rides on the insert instead of a round trip of its own; it is
+            # delivered at commit, and never if the transaction rolls back.
+            sql = _notifying(sql)
+            self.notified = True
+        await self._fetch(sql, *_columns(rows))
 
     async def _upsert(
         self,
@@ -150,6 +157,11 @@ def _bulk(
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
         sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
     return sql
+
+
+@functools.cache
+def _notifying(insert: str) -> str:
+    return f"WITH written AS ({insert} RETURNING 1) SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
 
 
 _PG_TYPES = {

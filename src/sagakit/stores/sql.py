@@ -66,6 +66,8 @@ class SqlUnit:
         self._now: float | None = None
         self._savepoints = 0
         self.enqueued = 0
+        #: Whether this transaction already told other processes about its outbox rows.
+        self.notified = False
 
     @property
     def connection(self) -> AsyncConnection:
@@ -374,7 +376,7 @@ class SqlSagaStore:
         async with self._begin() as conn:
             unit = self.unit_class(self, conn)
             yield unit
-            if unit.enqueued and self.notify_outbox:
+            if unit.enqueued and self.notify_outbox and not unit.notified:
                 await self._notify(conn)
         if unit.enqueued:
             self._outbox_event.set()
