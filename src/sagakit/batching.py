@@ -28,6 +28,9 @@ from sagakit.errors import StoreError
 from sagakit.messages import Envelope
 from sagakit.ports import UnitOfWork
 
+#: Opens a savepoint (UnitOfWork.savepoint).
+Opener = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+
 
 class Unbatch(BaseException):
     """A group of batched writes failed: the batch must roll back and run again with
@@ -63,6 +66,9 @@ class BatchInbox:
 
     ``guarded`` names the steps (step_key) whose handler runs in a savepoint and writes
     at once; None guards every step. Sagas in ``unbatched`` send their writes one by one.
+    Any other step runs without a savepoint: with ``lazy``, one opens if the step
+    touches the connection (WatchedConnection.savepoint_on_use); without, a step that
+    fails after touching it raises Rerun.
     """
 
     def __init__(
@@ -72,8 +78,10 @@ class BatchInbox:
         guarded: Collection[str] | None = None,
         unbatched: Collection[str] = (),
         translate: Callable[[Any], Exception] = lambda exc: exc,
+        lazy: bool = False,
     ) -> None:
         self._unit = unit
+        self.lazy = lazy
         self.translate = translate
         self._claimed: dict[tuple[str, str], bool] = {}
         self._pending: list[tuple[str, str, str]] = []
@@ -187,6 +195,10 @@ class InboxView:
             async with self._unit.savepoint():
                 yield
             return
+        if self._inbox.lazy:
+            async with self._watched.savepoint_on_use(self.step, self._unit.savepoint):
+                yield
+            return
         uses = self._watched.uses
         try:
             yield
@@ -199,7 +211,11 @@ class InboxView:
     async def write_later(self, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
         """StepContext.write inside a batch: held for a grouped send, unless this step
         runs in a savepoint or this saga's writes must go one by one."""
-        if self._inbox.guards(self.step) or saga_id in self._inbox.unbatched:
+        if (
+            self._inbox.guards(self.step)
+            or saga_id in self._inbox.unbatched
+            or self._watched.in_savepoint(self.step)
+        ):
             await self._watched.execute(statement, params)
         else:
             self._watched.hold(self.step, saga_id, statement, params)
@@ -232,11 +248,24 @@ class WatchedConnection:
         self._translate = translate
         self.uses = 0
         self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
+        # The step whose savepoint opens when it first touches the connection, how to
+        # open one, and the one it opened (savepoint_on_use).
+        self._lazy: tuple[str, Opener] | None = None
+        self._opened: contextlib.AbstractAsyncContextManager[None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         self.uses += 1
         attribute = getattr(self._connection, name)
-        if self._held and inspect.iscoroutinefunction(attribute):
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        if self._lazy is not None and self._opened is None:
+
+            async def in_savepoint(*args: Any, **kwargs: Any) -> Any:
+                await self._open_savepoint()
+                return await attribute(*args, **kwargs)
+
+            return in_savepoint
+        if self._held:
 
             async def after_held(*args: Any, **kwargs: Any) -> Any:
                 await self.flush()
@@ -244,6 +273,42 @@ class WatchedConnection:
 
             return after_held
         return attribute
+
+    def in_savepoint(self, step: str) -> bool:
+        """Whether ``step`` runs in a savepoint its first use of the connection opened."""
+        return self._opened is not None and self._lazy is not None and self._lazy[0] == step
+
+    @contextlib.asynccontextmanager
+    async def savepoint_on_use(self, step: str, opener: Opener) -> AsyncIterator[None]:
+        """Run ``step`` with a savepoint that opens only when it first touches the
+        connection. A step that writes only through StepContext.write never does: its
+        writes wait for the grouped send, and are dropped if it fails. One that does
+        gets its savepoint just then, after the earlier steps' waiting writes went out
+        and before its own, so rolling it back undoes its writes and only its writes."""
+        self._lazy = (step, opener)
+        try:
+            yield
+        except BaseException as exc:
+            opened, self._lazy, self._opened = self._opened, None, None
+            self.drop(step)
+            if opened is not None:
+                await opened.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        opened, self._lazy, self._opened = self._opened, None, None
+        if opened is not None:
+            await opened.__aexit__(None, None, None)
+
+    async def _open_savepoint(self) -> None:
+        assert self._lazy is not None
+        step, opener = self._lazy
+        mine = [held for held in self._held if held[0] == step]
+        self._held = [held for held in self._held if held[0] != step]
+        await self.flush()
+        opened = opener()
+        await opened.__aenter__()
+        self._opened = opened
+        self._held = mine
+        await self.flush()
 
     def hold(self, step: str, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
         self._held.append((step, saga_id, statement, params))

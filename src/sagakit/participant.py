@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Executable, text
 
 from sagakit import tracing
-from sagakit.batching import BatchInbox
+from sagakit.batching import BatchInbox, Unbatch
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -93,12 +93,14 @@ class StepContext:
         """Run a write (INSERT, UPDATE, DELETE) whose result the handler does not read.
 
         It commits or vanishes with the step, like a statement on ``connection``, and it
-        runs before any later statement of this handler on ``connection``. A runtime that
-        can may send it together with the same write of other steps in the transaction:
-        the fused runtime sends each such group as one pipelined ``executemany`` just
-        before its next statement or before its commit. So prefer this to
-        ``connection.execute`` for writes whose row count or rows you do not inspect.
-        A write that fails fails the step as a statement on the connection would.
+        runs before any later statement of this handler on ``connection``. Until then it
+        waits, so that it can go out together with the same write of the other steps in
+        the batch: a participant's batch and the fused runtime send each such group as
+        one pipelined ``executemany`` just before the next statement on the connection
+        or after the last handler. A handler that writes only this way needs no
+        savepoint either. So prefer this to ``connection.execute`` for writes whose row
+        count or rows you do not inspect. A write that fails fails the step as a
+        statement on the connection would.
         """
         compiled = _text(statement) if isinstance(statement, str) else statement
         values = dict(params or {})
@@ -162,8 +164,16 @@ class Participant:
         return sorted(self._handlers)
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Run a batch of commands in one transaction, each in its own savepoint; their
-        inbox keys are claimed in one statement and their replies stored in another."""
+        """Run a batch of commands in one transaction.
+
+        Each handler runs in its own savepoint, opened when it first touches the
+        connection: a handler that writes only through :meth:`StepContext.write` needs
+        none, and its writes go out grouped with the other commands' (one
+        ``executemany`` per kind of write) after the last handler. The batch's inbox
+        keys are claimed in one statement and its replies stored in another. If a
+        grouped write fails, the batch rolls back and runs again with those sagas'
+        writes sent one by one, so the failure lands on its own step.
+        """
         commands: list[tuple[Envelope, Handler]] = []
         releases: list[str] = []
         for delivery in deliveries:
@@ -180,6 +190,20 @@ class Participant:
             commands.append((envelope, handler))
         if not commands and not releases:
             return
+        unbatched: set[str] = set()
+        while True:  # each round sends one more saga's writes one by one, so it ends
+            try:
+                await self._handle_once(commands, releases, unbatched)
+                return
+            except Unbatch as unbatch:
+                unbatched.update(unbatch.saga_ids)
+
+    async def _handle_once(
+        self,
+        commands: Sequence[tuple[Envelope, Handler]],
+        releases: Sequence[str],
+        unbatched: set[str],
+    ) -> None:
         async with self.store.unit() as unit:
             if not self._breakers_loaded:
                 await load_breakers(unit.connection, list(self.breakers.values()))
@@ -187,7 +211,13 @@ class Participant:
             for saga_id in releases:
                 released = await release_saga(unit.connection, saga_id, self.name)
                 self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
-            inbox = BatchInbox(unit)
+            inbox = BatchInbox(
+                unit,
+                guarded=(),
+                unbatched=unbatched,
+                translate=getattr(self.store, "_translate", lambda exc: exc),
+                lazy=True,
+            )
             if len(commands) > 1:
                 await self._preclaim(inbox, [env for env, _ in commands])
             replies = []
@@ -195,6 +225,7 @@ class Participant:
                 inbox.begin(env)
                 replies.append(await self._run(inbox.unit, env, handler))
             await inbox.flush()
+            await inbox.flush_writes()
             inbox.check_used()
             await unit.enqueue(replies)
             await save_breakers(unit.connection, list(self.breakers.values()))

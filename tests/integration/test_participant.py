@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from sagakit import Participant, StepContext, StepRejected
 from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
@@ -70,13 +70,18 @@ class Payments:
         await self._effect(ctx)
 
     async def send(self, *deliveries: Delivery) -> list[ReplyBody]:
-        await self.participant.handle(list(deliveries))
-        async with self.store.claim_outbox(limit=100) as claim:
-            claim.mark_sent([r.id for r in claim.rows])
-            return [
-                ReplyBody.model_validate(Envelope.from_bytes(r.message.body).payload)
-                for r in claim.rows
-            ]
+        return await send(self.participant, *deliveries)
+
+
+async def send(participant: Participant, *deliveries: Delivery) -> list[ReplyBody]:
+    """Hand ``deliveries`` to ``participant`` as one batch; the replies it sent, in order."""
+    await participant.handle(list(deliveries))
+    async with participant.store.claim_outbox(limit=100) as claim:
+        claim.mark_sent([r.id for r in claim.rows])
+        return [
+            ReplyBody.model_validate(Envelope.from_bytes(r.message.body).payload)
+            for r in claim.rows
+        ]
 
 
 async def test_one_message_delivered_ten_times_charges_once(store: SqlSagaStore) -> None:
@@ -265,7 +270,7 @@ async def test_poison_messages_are_rejected_and_good_ones_still_run(store: SqlSa
     assert await effects(store) == {("s1", "charge", "action"): 1}
 
 
-async def test_ctx_write_outside_the_fused_runtime_runs_at_once_in_the_steps_transaction(
+async def test_a_held_write_goes_out_before_the_handlers_next_statement_in_its_savepoint(
     store: SqlSagaStore,
 ) -> None:
     await create_effects(store)
@@ -286,3 +291,86 @@ async def test_ctx_write_outside_the_fused_runtime_runs_at_once_in_the_steps_tra
     await participant.handle([command("charge", "action", saga="gone", payload={"decline": True})])
     assert seen == [1, 2]  # each write ran before the handler's next statement
     assert await effects(store) == {("kept", "charge", "action"): 1}  # the refusal's was undone
+
+
+class Statements:
+    """Every statement SQLAlchemy sends on ``store``'s engine, and whether it was an
+    executemany (PostgreSQL's hot inbox and outbox statements go to asyncpg itself)."""
+
+    def __init__(self, store: SqlSagaStore) -> None:
+        self.sent: list[tuple[str, bool]] = []
+        self._engine = store.engine.sync_engine
+        event.listen(self._engine, "before_cursor_execute", self._seen)
+
+    def _seen(
+        self, _conn: Any, _cursor: Any, sql: str, _params: Any, _ctx: Any, many: bool
+    ) -> None:
+        self.sent.append((" ".join(sql.split()[:3]).upper(), many))
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._seen)
+
+
+async def test_a_batch_sends_its_held_writes_grouped_with_no_savepoints(
+    store: SqlSagaStore,
+) -> None:
+    """Handlers that write only through ctx.write need no savepoint: their writes go out
+    as one executemany after the last handler, and a refusal's write is dropped."""
+    await create_effects(store)
+    participant = Participant("payment", store)
+
+    @participant.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        await ctx.write(
+            "INSERT INTO effects (saga_id, step, op) VALUES (:s, :st, :op)",
+            {"s": ctx.saga_id, "st": ctx.step, "op": ctx.op},
+        )
+        if ctx.payload.get("decline"):
+            raise StepRejected("card declined")
+
+    watched = Statements(store)
+    try:
+        await participant.handle(
+            [
+                command("charge", "action", saga="a"),
+                command("charge", "action", saga="refused", payload={"decline": True}),
+                command("charge", "action", saga="b"),
+                command("charge", "action", saga="c"),
+            ]
+        )
+    finally:
+        watched.close()
+    inserts = [many for sql, many in watched.sent if sql == "INSERT INTO EFFECTS"]
+    assert inserts == [True]  # one executemany for the three that went through
+    assert not [sql for sql, _ in watched.sent if "SAVEPOINT" in sql]
+    assert await effects(store) == {(s, "charge", "action"): 1 for s in "abc"}
+
+
+async def test_a_grouped_write_that_fails_fails_its_own_step_and_no_other(
+    store: SqlSagaStore,
+) -> None:
+    """The group's failure rolls the batch back; it runs again with that saga's writes
+    sent one by one, each in its step's savepoint, so the failure reaches its step."""
+    async with store.unit() as unit:
+        await unit.connection.execute(
+            text("CREATE TABLE charges (saga_id VARCHAR(128) PRIMARY KEY)")
+        )
+        await unit.connection.execute(text("INSERT INTO charges VALUES ('taken')"))
+    participant = Participant("payment", store)
+    runs: list[str] = []
+
+    @participant.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        runs.append(ctx.saga_id)
+        await ctx.write("INSERT INTO charges (saga_id) VALUES (:s)", {"s": ctx.saga_id})
+
+    commands = [command("charge", "action", saga=s, mid=f"m-{s}") for s in ("a", "taken", "b")]
+    replies = await send(participant, *commands)
+    assert [(r.ok, r.retryable) for r in replies] == [(True, False), (False, True), (True, False)]
+    assert "IntegrityError" in (replies[1].reason or "")
+    async with store.unit() as unit:
+        kept = sorted(
+            r[0] for r in await unit.connection.execute(text("SELECT saga_id FROM charges"))
+        )
+    assert kept == ["a", "b", "taken"]
+    assert runs == ["a", "taken", "b"] * 2  # the batch ran twice: grouped, then one by one
