@@ -368,6 +368,41 @@ async def test_a_consumer_stopped_before_acking_leaves_the_message_for_the_next(
     assert (await publishing).confirmed == {sent.message_id}
 
 
+async def test_settled_batches_leave_nothing_for_the_next_consumer(
+    transport: Transport,
+) -> None:
+    """Batch after batch, with some deliveries dead-lettered and some retried, every
+    one is settled: a consumer that takes over finds nothing left."""
+    await transport.declare("settled")
+    sent = [message("settled") for _ in range(30)]
+    odd = {m.message_id: n % 3 for n, m in enumerate(sent) if n % 10 in (3, 7)}
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        for delivery in batch:
+            kind = odd.get(delivery.message.message_id)
+            if kind is not None and delivery.attempt == 1:
+                if kind == 0:
+                    delivery.reject("schema", "not for us")
+                else:
+                    delivery.retry("too early")
+            seen.append((delivery.message.message_id, delivery.attempt))
+
+    seen: list[tuple[str, int]] = []
+    publishing = await queued(transport, sent)
+    first = await transport.consume("settled", handler, prefetch=8)
+    retried = [i for i, kind in odd.items() if kind != 0]
+    expected = len(sent) + len(retried)
+    await eventually(until(lambda: len(seen) >= expected))
+    assert len((await publishing).confirmed) == len(sent)
+    await first.stop()
+    later = Recorder()
+    await transport.consume("settled", later)
+    await asyncio.sleep(TIERS[-1] * 1.5)
+    assert later.ids == []  # nothing was left unacked
+    assert sorted(seen) == sorted([(m.message_id, 1) for m in sent] + [(i, 2) for i in retried])
+    assert await transport.dead_letters.depth() == len(odd) - len(retried)
+
+
 # -- what only a broker has ----------------------------------------------------------
 
 
