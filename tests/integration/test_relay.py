@@ -109,3 +109,63 @@ async def test_notify_wakes_a_relay_in_another_process(pg_url: str) -> None:
     assert asyncio.get_running_loop().time() - started < 2.0
     await writer.close()
     await reader.close()
+
+
+class SlowToConfirm(MemoryTransport):
+    """Confirms a publish a little after its consumer handled it (an in-process
+    transport's confirm waits for the consumer; a broker's may come late)."""
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        result = await super().publish(messages)
+        await asyncio.sleep(0.1)
+        return result
+
+
+async def test_a_message_held_behind_its_sagas_earlier_one_goes_when_that_one_commits(
+    pg_url: str,
+) -> None:
+    """Over the in-process transport a publish returns once the consumer has handled the
+    message, so the next message the consumer wrote for the same saga is committed
+    before the relay marks the first one sent: a claim then leaves it behind the first
+    (saga order). It must go when that claim commits, not at the relay's next poll."""
+    store = open_store(pg_url)
+    await store.migrate()
+    transport = SlowToConfirm()
+    got: list[str] = []
+    answered = asyncio.Event()
+
+    async def answer(deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            got.append(delivery.message.message_id)
+            if delivery.message.message_id.endswith("-next"):
+                answered.set()
+            else:
+                saga = delivery.message.headers["saga_id"]
+                env = Envelope(
+                    message_id=f"{delivery.message.message_id}-next",
+                    type="t",
+                    kind=MessageKind.EVENT,
+                    saga_id=saga,
+                    created_at=0.0,
+                )
+                async with store.unit() as unit:
+                    await unit.enqueue([Outgoing("work", env)])
+
+    await transport.consume("work", answer)
+    relay = OutboxRelay(store, transport, poll_interval=30.0)  # a stall would be plain
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(10):
+        async with store.unit() as unit:
+            await unit.enqueue([message(n)])
+        await asyncio.wait_for(answered.wait(), 10.0)
+        answered.clear()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert got == [m for n in range(10) for m in (f"m{n}", f"m{n}-next")]
+    assert loop.time() - started < 5.0
+    await transport.close()
+    await store.close()

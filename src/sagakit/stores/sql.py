@@ -341,6 +341,9 @@ class SqlSagaStore:
         self.clock: Clock = clock or SystemClock()
         self.snapshot_every = snapshot_every
         self._outbox_event = asyncio.Event()
+        # Claims that committed (claim_outbox), and whether rows wait for the next one.
+        self._claims_released = 0
+        self._waiting_on_claims = False
         self.statements = _Statements(insert)
         #: Whether committing outbox rows wakes relays in other processes (NOTIFY). A
         #: runtime that runs its own outbox (the fused one) turns it off.
@@ -654,10 +657,19 @@ class SqlSagaStore:
             # Hold the rows for the whole publish: a relay that dies releases them at once.
             async with self._begin() as conn:
                 rows = _outbox_rows(await conn.execute(self.lock_skipping(query)))
-                claim = SqlOutboxClaim(await _in_saga_order(conn, rows))
+                released = self._claims_released
+                kept = await _in_saga_order(conn, rows)
+                if len(kept) < len(rows):
+                    self._held_back(released)
+                claim = SqlOutboxClaim(kept)
                 yield claim
                 if claim.sent:
                     await conn.execute(_mark_sent(claim.sent, self.clock.now()))
+            if claim.sent:
+                self._claims_released += 1
+                if self._waiting_on_claims:
+                    self._waiting_on_claims = False
+                    self._outbox_event.set()
             return
         async with self._read() as conn:
             claim = SqlOutboxClaim(_outbox_rows(await conn.execute(query)))
@@ -665,6 +677,16 @@ class SqlSagaStore:
         if claim.sent:
             async with self.unit() as unit:
                 await unit.connection.execute(_mark_sent(claim.sent, self.clock.now()))
+
+    def _held_back(self, released: int) -> None:
+        """A claim left rows behind an earlier row of their saga that another claim holds
+        (one of this process's relay batches, typically). They can go once that claim
+        commits, which wakes the relay here, rather than at its next poll; if a claim
+        committed while ours was reading (``released`` changed), at once."""
+        if self._claims_released != released:
+            self._outbox_event.set()
+        else:
+            self._waiting_on_claims = True
 
     async def wait_for_outbox(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
