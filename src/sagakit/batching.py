@@ -345,7 +345,7 @@ class WatchedConnection:
 
 
 def inbox_key(env: Envelope, op: str | None) -> str:
-    # The participant's inbox key for a saga command (see Participant.execute).
+    # The participant's inbox key for a saga command: one per saga, step and direction.
     return f"{env.saga_id}/{env.step}/{op}"
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Executable, text
 
 from sagakit import tracing
-from sagakit.batching import BatchInbox, Unbatch
+from sagakit.batching import BatchInbox, Unbatch, inbox_key
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -277,7 +277,7 @@ class Participant:
         the outcome into a reply (orchestration) or an event (choreography). A duplicate
         comes back as the stored outcome with ``duplicate`` set."""
         env = command
-        key = f"{env.saga_id}/{env.step}/{env.op}"
+        key = inbox_key(env, env.op)
         if not await unit.claim(self.consumer, [key]):
             stored = (await unit.replies(self.consumer, [key])).get(key)
             if stored == _PREVENTED:
@@ -302,7 +302,7 @@ class Participant:
     async def _compensate(
         self, unit: UnitOfWork, env: Envelope, handler: Handler, key: str
     ) -> ReplyBody:
-        action_key = f"{env.saga_id}/{env.step}/action"
+        action_key = inbox_key(env, "action")
         if await unit.claim(self.consumer, [action_key]):
             await unit.set_reply(self.consumer, action_key, _PREVENTED)
             body = ReplyBody(ok=True, data={"null_compensation": True})

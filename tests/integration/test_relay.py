@@ -16,9 +16,10 @@ from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport
 
 
-def message(n: int, queue: str = "work") -> Outgoing:
+def message(n: int, queue: str = "work", *, then: str = "") -> Outgoing:
+    """Saga ``s{n}``'s message ``m{n}``, or a later one of the same saga (``then``)."""
     env = Envelope(
-        message_id=f"m{n}", type="t", kind=MessageKind.EVENT, saga_id=f"s{n}", created_at=0.0
+        message_id=f"m{n}{then}", type="t", kind=MessageKind.EVENT, saga_id=f"s{n}", created_at=0.0
     )
     return Outgoing(queue, env)
 
@@ -140,16 +141,9 @@ async def test_a_message_held_behind_its_sagas_earlier_one_goes_when_that_one_co
             if delivery.message.message_id.endswith("-next"):
                 answered.set()
             else:
-                saga = delivery.message.headers["saga_id"]
-                env = Envelope(
-                    message_id=f"{delivery.message.message_id}-next",
-                    type="t",
-                    kind=MessageKind.EVENT,
-                    saga_id=saga,
-                    created_at=0.0,
-                )
+                n = int(delivery.message.message_id.removeprefix("m"))
                 async with store.unit() as unit:
-                    await unit.enqueue([Outgoing("work", env)])
+                    await unit.enqueue([message(n, then="-next")])
 
     await transport.consume("work", answer)
     relay = OutboxRelay(store, transport, poll_interval=30.0)  # a stall would be plain
