@@ -85,7 +85,9 @@ class DBOSHarness:
 
         self.workflow = order_saga
         self.ds = ds
-        await asyncio.to_thread(DBOS.launch)
+        # Launched from this event loop, DBOS adopts it: the workflows it recovers run
+        # here, beside the datasource's pool, instead of on its background loop.
+        DBOS.launch()
 
     async def submit(self, order: workload.Order) -> str:
         from dbos import SetWorkflowID
