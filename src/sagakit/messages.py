@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -27,8 +27,15 @@ class MessageKind(StrEnum):
 
 
 def new_id() -> str:
-    """A fresh message or saga id: a random UUID as 32 hex characters."""
-    return uuid.uuid4().hex
+    """A fresh message or saga id: a random (version 4) UUID as 32 hex characters.
+
+    Built from the random bytes directly: ``uuid.uuid4().hex`` costs twice as much, and
+    a saga takes a dozen ids.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 class Envelope(BaseModel):
