@@ -3,13 +3,16 @@
 A participant that calls a payment gateway or a carrier's API wraps the call in a
 breaker. After ``failures`` failures within ``window`` the breaker opens: calls fail
 at once, without touching the dependency, for ``cooldown``; then one trial call is let
-through (half-open), and its outcome closes or reopens the breaker.
+through (half-open), and its outcome closes or reopens the breaker. A trial that fails
+raises :class:`BreakerOpen` too (its cause chained): the outage was already known.
 
 What makes it saga-aware is what an open breaker does to the step: it fails as
 *deferred* - retryable, with the time the breaker will let a trial through - so the
-orchestrator retries the step then, without spending the step's retry budget. A
-healthy order is neither compensated nor stuck because a dependency was down for a
-minute, and the dependency is not hammered while it recovers.
+orchestrator retries the step then, without spending the step's retry budget. The same
+holds for a compensation: a refund owed while the gateway is down waits for it, and
+spends none of its own retries. A healthy order is neither compensated nor stuck
+because a dependency was down for a minute, an owed undo does not become a case for a
+person, and the dependency is not hammered while it recovers.
 
 Breakers decide in memory (a call pays no database round trip) and their state is
 written to the participant's database in the transaction of each batch that changed
@@ -42,8 +45,11 @@ class BreakerOpen(TransientError):
     """The breaker is open: the dependency is not called; try again after ``retry_after``
     seconds. The step is deferred, not failed."""
 
-    def __init__(self, name: str, retry_after: float) -> None:
-        super().__init__(f"circuit breaker {name!r} is open; retry in {retry_after:.1f}s")
+    def __init__(
+        self, name: str, retry_after: float, *, trial: BaseException | None = None
+    ) -> None:
+        why = f" again (its trial call failed: {type(trial).__name__}: {trial})" if trial else ""
+        super().__init__(f"circuit breaker {name!r} is open{why}; retry in {retry_after:.1f}s")
         self.name = name
         self.retry_after = retry_after
 
@@ -135,10 +141,16 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        trial = self.state is BreakerState.HALF_OPEN
         if exc is None:
             self.succeeded()
         elif self.counts(exc):
             self.failed()
+            if trial:
+                # The trial found the dependency still down and the breaker open again:
+                # the step that carried it is deferred like the ones it stood in for,
+                # not charged a try for an outage that is already known.
+                raise BreakerOpen(self.name, self.cooldown.total_seconds(), trial=exc) from exc
         else:
             self.trial_running = False  # not the dependency's fault; the trial is over
 

@@ -273,8 +273,23 @@ class _Decider:
         if reply.attempt != st.compensation_attempt or st.status is not StepStatus.COMPENSATING:
             return f"stale: compensation attempt {reply.attempt} was superseded"
         reason = reply.body.reason or "failed"
-        self.emit(CompensationFailed(step=step.name, attempt=reply.attempt, reason=reason))
-        self.retry_compensation_or_escalate(step, st, reason)
+        deferred = reply.body.deferred
+        self.emit(
+            CompensationFailed(
+                step=step.name, attempt=reply.attempt, reason=reason, deferred=deferred
+            )
+        )
+        if deferred:
+            # The undo waits for its dependency as an action does, spending no tries:
+            # an outage must not turn an owed refund into a case for a person.
+            due = self.now + max(reply.body.retry_after or 0.0, 0.0)
+            self.emit(
+                RetryScheduled(
+                    step=step.name, op="compensation", attempt=st.compensation_attempt, due_at=due
+                )
+            )
+        else:
+            self.retry_compensation_or_escalate(step, st, reason)
         return None
 
     def on_tick(self) -> None:

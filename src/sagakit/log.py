@@ -168,6 +168,8 @@ class CompensationFailed(SagaEvent):
     step: str
     attempt: int
     reason: str
+    #: A dependency was unavailable (an open breaker): this try does not count.
+    deferred: bool = False
 
 
 class SagaCompleted(SagaEvent):
@@ -585,9 +587,11 @@ def _apply_step(step: StepState, event: SagaEvent) -> None:
             step.deadline, step.retry_at = deadline, None
         case StepCompensated():
             step.deadline = step.retry_at = None
-        case CompensationFailed(reason=reason):
+        case CompensationFailed(reason=reason, deferred=deferred):
             step.deadline = None
             step.error = reason
+            if deferred:
+                step.compensation_base += 1
         case _:
             raise IllegalTransition(f"no step rule for {event.event_type}")
 
@@ -666,6 +670,8 @@ def describe(event: SagaEvent) -> str:
             return f"{s}: compensation requested" + (f" (attempt {a})" if a > 1 else "")
         case StepCompensated(step=s, null=null):
             return f"{s}: compensated" + (" (nothing to undo)" if null else "")
+        case CompensationFailed(step=s, reason=r, deferred=True):
+            return f"{s}: compensation deferred ({r}) - tries again when the dependency is back"
         case CompensationFailed(step=s, reason=r):
             return f"{s}: compensation failed ({r})"
         case SagaCompleted():

@@ -9,9 +9,18 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from sagakit import Participant, RetryPolicy, SagaDefinition, Step, StepContext, StepKind
+from sagakit import (
+    Participant,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepContext,
+    StepKind,
+    StepRejected,
+)
 from sagakit.breakers import BreakerOpen, BreakerState, CircuitBreaker
 from sagakit.cli.app import app
+from sagakit.log import decode, describe
 from sagakit.testing import SagaHarness
 
 CHECKOUT = SagaDefinition(
@@ -90,6 +99,30 @@ def test_the_breaker_opens_fails_fast_then_lets_one_trial_through() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
+async def test_a_failed_trial_reopens_the_breaker_and_defers_its_caller() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("gw", failures=1, cooldown=timedelta(seconds=10), clock=lambda: now[0])
+    gateway = Gateway()
+    gateway.down = True
+    with pytest.raises(ConnectionError):  # a failure before the breaker knew: counted
+        async with breaker:
+            await gateway.authorize()
+    assert breaker.state is BreakerState.OPEN
+    now[0] = 10.0
+    with pytest.raises(BreakerOpen) as raised:  # the trial: the outage is known now
+        async with breaker:
+            await gateway.authorize()
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    assert raised.value.retry_after == 10.0
+    assert "trial call failed: ConnectionError" in str(raised.value)
+    assert breaker.state is BreakerState.OPEN and gateway.calls == 2
+    now[0] = 20.0
+    gateway.down = False
+    async with breaker:
+        await gateway.authorize()
+    assert breaker.state is BreakerState.CLOSED
+
+
 async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
     gateway = Gateway()
     harness = SagaHarness([CHECKOUT])
@@ -118,6 +151,67 @@ async def test_an_outage_defers_sagas_instead_of_compensating_them() -> None:
     assert breaker.state is BreakerState.CLOSED
     assert gateway.calls <= calls_while_open + 20 + 2  # each saga charged once more at most
     assert deferred, "the open breaker should have deferred the step"
+
+
+REFUNDS = SagaDefinition(
+    "refused_checkout",
+    steps=[
+        Step(
+            name="charge",
+            participant="payment",
+            command="charge",
+            compensation="refund",
+            compensation_retry=RetryPolicy(attempts=3, backoff=timedelta(milliseconds=50)),
+        ),
+        Step(name="ship", participant="shipping", command="ship", kind=StepKind.PIVOT),
+    ],
+)
+
+
+async def test_an_outage_defers_refunds_instead_of_giving_up_on_them() -> None:
+    """A compensation that meets an open breaker waits for the dependency like an action
+    does: the outage spends none of its retry budget, so a refund owed during a long
+    outage is made when the gateway is back, and the saga ends compensated, not in
+    needs-attention after three quick tries."""
+    gateway = Gateway()
+    harness = SagaHarness([REFUNDS])
+    breaker = CircuitBreaker(
+        "payment-gateway", failures=2, cooldown=timedelta(seconds=5), clock=harness.clock.now
+    )
+    payment = Participant("payment", harness.store, clock=harness.clock, breakers=[breaker])
+    shipping = Participant("shipping", harness.store, clock=harness.clock)
+    refunds: list[str] = []
+
+    @payment.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        return None
+
+    @payment.command("refund")
+    async def refund(ctx: StepContext) -> None:
+        async with ctx.breakers[breaker.name]:
+            await gateway.authorize()
+        refunds.append(ctx.saga_id)
+
+    @shipping.command("ship")
+    async def ship(ctx: StepContext) -> None:
+        raise StepRejected("no courier")
+
+    harness.add(payment, shipping)
+    async with harness as h:
+        gateway.down = True
+        saga_id = await h.start("refused_checkout", {}, saga_id="r1")
+        for _ in range(12):  # a minute of outage: far past three tries' backoff
+            await h.advance(timedelta(seconds=5))
+            await asyncio.sleep(0.02)
+        history = await h.history(saga_id)
+        assert (await h.store.statuses([saga_id]))[saga_id] == "compensating", history
+        gateway.down = False
+        states = await h.run_until_terminal([saga_id], timeout=30)
+        lines = [describe(decode(e)) for e in await h.history(saga_id)]
+    assert states[saga_id].status.value == "compensated"
+    assert refunds == [saga_id]  # refunded once, after the outage
+    assert any("deferred" in e.data for e in history if e.type == "CompensationFailed")
+    assert any(line.startswith("charge: compensation deferred (") for line in lines), lines
 
 
 async def test_a_breaker_that_never_tripped_is_listed_closed() -> None:

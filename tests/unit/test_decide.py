@@ -461,12 +461,16 @@ def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) 
 
 
 def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
-    from sagakit.log import StepFailed, describe
+    from sagakit.log import CompensationFailed, StepFailed, describe
 
     deferred = StepFailed(
         step="pay", attempt=1, reason="breaker gw is open", retryable=True, deferred=True
     )
     failed = StepFailed(step="pay", attempt=1, reason="timeout", retryable=True)
+    undo = CompensationFailed(step="pay", attempt=2, reason="breaker gw is open", deferred=True)
+    assert describe(undo) == (
+        "pay: compensation deferred (breaker gw is open) - tries again when the dependency is back"
+    )
     assert (
         describe(deferred)
         == "pay: deferred (breaker gw is open) - tries again when the dependency is back"
