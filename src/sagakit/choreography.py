@@ -322,6 +322,11 @@ class ChoreographedParticipant:
             result = await self.participant.execute(unit, command, handler)
         if result.duplicate:
             return None  # the first run published its outcome in its own transaction
+        if result.deferred:
+            # A dependency is down (an open breaker): come back when it may be up,
+            # without spending the delivery's tries, as the orchestrator does.
+            delivery.defer(result.reason or "deferred", result.retry_after or 0.0)
+            return None
         if result.retryable:
             delivery.retry(result.reason or "failed")
             return None

@@ -5,10 +5,13 @@ Adapters (``stores/``, ``transports/``) implement these; the core depends on not
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from sagakit.messages import new_id
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -196,22 +199,36 @@ class Delivery:
     transport then dead-letters that one message with the reason and acks the rest. A
     handler that cannot handle a message *yet* calls :meth:`retry`; the transport brings
     that one message back after its retry tier's delay, as if the handler had raised.
+    A handler whose dependency is down (an open circuit breaker) calls :meth:`defer`:
+    the message comes back after about the given wait, and the try does not count
+    toward the transport's delivery limit.
     """
 
     message: TransportMessage
     attempt: int = 1
     rejection: tuple[str, str] | None = None
     retry_reason: str | None = None
+    #: Set by :meth:`defer`: come back after about this many seconds, uncounted.
+    deferred_for: float | None = None
 
     def reject(self, reason: str, detail: str) -> None:
         self.rejection = (reason, detail)
 
     def retry(self, reason: str) -> None:
         self.retry_reason = reason
+        self.deferred_for = None
+
+    def defer(self, reason: str, after: float) -> None:
+        """Bring this message back after about ``after`` seconds (the transport's nearest
+        delay at or above it, or its longest) with its attempt unchanged: a dependency
+        being down is not the message's fault, so however long the outage lasts, it
+        never reaches the delivery limit and the dead letters on that account."""
+        self.retry_reason = reason
+        self.deferred_for = max(after, 0.0)
 
     def reset(self) -> None:
         """Forget a verdict (the handler is deciding the batch again)."""
-        self.rejection = self.retry_reason = None
+        self.rejection = self.retry_reason = self.deferred_for = None
 
 
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
@@ -233,6 +250,13 @@ class DeadLetter:
     detail: str
     attempts: int
     dead_at: float
+
+    @classmethod
+    def now(
+        cls, message: TransportMessage, queue: str, reason: str, detail: str, attempts: int
+    ) -> DeadLetter:
+        """A letter set aside at this moment, under a fresh id."""
+        return cls(new_id(), message, queue, reason, detail, attempts, time.time())
 
 
 class DeadLetterQueue(Protocol):

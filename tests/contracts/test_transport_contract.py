@@ -278,6 +278,35 @@ async def test_a_delivery_that_asks_to_come_back_later_does_and_alone(
     assert await transport.dead_letters.depth() == 0
 
 
+async def test_a_deferred_delivery_comes_back_later_uncounted_past_the_limit(
+    transport: Transport,
+) -> None:
+    """An outage is not the message's fault: deferred twice as often as the delivery
+    limit allows tries, it still comes back each time after the wait, as the same
+    attempt, and is handled in the end rather than dead-lettered."""
+    await transport.declare("waiting")
+    sent = message("waiting")
+    seen: list[tuple[int, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        for delivery in batch:
+            seen.append((delivery.attempt, loop.time()))
+            if len(seen) <= 2 * MAX_DELIVERIES:
+                delivery.defer("circuit breaker 'gw' is open", TIERS[1] * 0.8)
+
+    publishing = await queued(transport, [sent])
+    await transport.consume("waiting", handler)
+    await eventually(until(lambda: len(seen) == 2 * MAX_DELIVERIES + 1), timeout=10)
+    assert await publishing
+    await asyncio.sleep(TIERS[-1] * 1.5)
+    assert len(seen) == 2 * MAX_DELIVERIES + 1  # handled once it was not deferred
+    assert {attempt for attempt, _ in seen} == {1}
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(seen)]
+    assert min(gaps) >= TIERS[1] * 0.8 * 0.9, gaps  # it waited, give or take a timer
+    assert await transport.dead_letters.depth() == 0
+
+
 async def test_dead_letters_can_be_listed_fetched_replayed_and_purged(
     transport: Transport,
 ) -> None:

@@ -96,3 +96,59 @@ async def test_duplicated_and_reordered_events_keep_the_books_straight(
     for saga_id in statuses:
         assert forward_only(saga_id, await store.history(saga_id)) == []
     assert faulty.counts.duplicated and faulty.counts.reordered
+
+
+async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limit(
+    store: SqlSagaStore,
+) -> None:
+    """Without an orchestrator to schedule the retry, the event itself waits: a step
+    behind an open breaker is deferred by the transport, uncounted, so an outage far
+    longer than the delivery limit's retries ends with every saga completed and
+    nothing dead-lettered."""
+    import asyncio
+    from datetime import timedelta
+
+    from sagakit import Participant, SagaDefinition, Step, StepContext, StepKind
+    from sagakit.breakers import CircuitBreaker
+
+    checkout = SagaDefinition(
+        "checkout",
+        steps=[
+            Step(name="charge", participant="payment", command="charge", compensation="refund"),
+            Step(name="ship", participant="shipping", command="ship", kind=StepKind.PIVOT),
+        ],
+    )
+    down = [True]
+    calls = [0]
+    breaker = CircuitBreaker("gw", failures=2, cooldown=timedelta(seconds=0.3))
+    payment = Participant("payment", store, breakers=[breaker])
+    shipping = Participant("shipping", store)
+
+    @payment.command("charge")
+    async def charge(ctx: StepContext) -> None:
+        async with ctx.breakers["gw"]:
+            calls[0] += 1
+            if down[0]:
+                raise ConnectionError("gateway: 503 Service Unavailable")
+
+    @payment.command("refund")
+    async def refund(ctx: StepContext) -> None:
+        return None
+
+    @shipping.command("ship")
+    async def ship(ctx: StepContext) -> None:
+        return None
+
+    choreography = Choreography([checkout])
+    transport = MemoryTransport(retry_tiers=FAST_TIERS, max_deliveries=3)
+    runtime = Runtime(transport, relay_poll=0.05)
+    runtime.add(choreography.tracker(store), *map(choreography.follow, [payment, shipping]))
+    async with runtime:
+        ids = [await choreography.start(store, "checkout", {}, saga_id=f"c{i}") for i in range(3)]
+        await asyncio.sleep(1.5)  # the outage: several cooldowns, far past 3 deliveries
+        down[0] = False
+        statuses = await runtime.wait_for(store, ids, timeout=30)
+        dead = await transport.dead_letters.depth()
+    assert statuses == dict.fromkeys(ids, "completed")
+    assert dead == 0
+    assert calls[0] <= 2 + 7 + 3  # two opened it, about a trial a cooldown, then one each

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sagakit.logs import get_logger
-from sagakit.messages import EVENTS, TransportMessage, new_id, split_destination, topic_matches
+from sagakit.messages import EVENTS, TransportMessage, split_destination, topic_matches
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,
@@ -218,17 +217,30 @@ class MemoryTransport:
                         reason, detail = delivery.rejection
                         await self._dead_letter(name, item, reason, detail)
                     elif delivery.retry_reason is not None:
-                        await self._retry(name, q, item, delivery.retry_reason)
+                        await self._retry(
+                            name, q, item, delivery.retry_reason, after=delivery.deferred_for
+                        )
                     elif not item.confirmed.done():
                         item.confirmed.set_result(None)
             sub.current = []
 
-    async def _retry(self, name: str, q: asyncio.Queue[_Item], item: _Item, error: str) -> None:
-        if item.attempt >= self.max_deliveries:
+    async def _retry(
+        self,
+        name: str,
+        q: asyncio.Queue[_Item],
+        item: _Item,
+        error: str,
+        *,
+        after: float | None = None,
+    ) -> None:
+        if after is not None:
+            delay = after  # deferred: the same attempt, however many times
+        elif item.attempt >= self.max_deliveries:
             await self._dead_letter(name, item, "delivery_limit", error)
             return
-        delay = self.retry_tiers[min(item.attempt, len(self.retry_tiers)) - 1]
-        item.attempt += 1
+        else:
+            delay = self.retry_tiers[min(item.attempt, len(self.retry_tiers)) - 1]
+            item.attempt += 1
         handle: asyncio.TimerHandle
 
         def requeue() -> None:
@@ -239,15 +251,7 @@ class MemoryTransport:
         self._timers.add(handle)
 
     async def _dead_letter(self, name: str, item: _Item, reason: str, detail: str) -> None:
-        letter = DeadLetter(
-            id=new_id(),
-            message=item.message,
-            queue=name,
-            reason=reason,
-            detail=detail,
-            attempts=item.attempt,
-            dead_at=time.time(),
-        )
+        letter = DeadLetter.now(item.message, name, reason, detail, item.attempt)
         try:
             await self._dead_letters.add(letter)
         except Exception:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ from pamqp.commands import Basic
 
 from sagakit.errors import TransportError
 from sagakit.logs import get_logger
-from sagakit.messages import EVENTS, TransportMessage, event_destination, new_id, split_destination
+from sagakit.messages import EVENTS, TransportMessage, event_destination, split_destination
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,
@@ -378,11 +377,21 @@ class RabbitTransport:
         delivery: Delivery,
         error: str,
     ) -> None:
-        if delivery.attempt >= self.max_deliveries:
+        if delivery.deferred_for is not None:
+            # Deferred: the first tier that waits long enough (or the longest), and the
+            # same attempt, so no outage brings it to the delivery limit.
+            tier = next(
+                (n for n, delay in enumerate(self.retry_tiers, start=1)
+                 if delay >= delivery.deferred_for),
+                len(self.retry_tiers),
+            )  # fmt: skip
+            extra = {ATTEMPT: delivery.attempt, DESTINATION: delivery.message.destination}
+        elif delivery.attempt >= self.max_deliveries:
             await self._dead_letter(queue, message, delivery, "delivery_limit", error)
             return
-        tier = min(delivery.attempt, len(self.retry_tiers))
-        extra = {ATTEMPT: delivery.attempt + 1, DESTINATION: delivery.message.destination}
+        else:
+            tier = min(delivery.attempt, len(self.retry_tiers))
+            extra = {ATTEMPT: delivery.attempt + 1, DESTINATION: delivery.message.destination}
         try:
             refused = await self.send_to_queue(
                 self.tier_queue(queue, tier), outgoing(delivery.message, extra)
@@ -399,15 +408,7 @@ class RabbitTransport:
         reason: str,
         detail: str,
     ) -> None:
-        letter = DeadLetter(
-            id=new_id(),
-            message=delivery.message,
-            queue=queue,
-            reason=reason,
-            detail=detail,
-            attempts=delivery.attempt,
-            dead_at=time.time(),
-        )
+        letter = DeadLetter.now(delivery.message, queue, reason, detail, delivery.attempt)
         try:
             await self._dead_letters.add(letter)
         except TransportError as exc:
