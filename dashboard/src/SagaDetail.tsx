@@ -66,6 +66,15 @@ const BACK_LABEL: Record<string, string> = {
   CompensationFailed: "COMPENSATION FAILED",
 };
 
+/** A node's word for its latest event; a failure that reads as "info" was a deferral
+ * (its dependency was down), which is a wait, not a failure. */
+function label(event: SagaEvent, labels: Record<string, string>): string {
+  if (event.outcome === "info" && (event.type === "StepFailed" || event.type === "CompensationFailed")) {
+    return "deferred";
+  }
+  return labels[event.type] ?? event.type;
+}
+
 function tone(event: SagaEvent, back: boolean): Tone {
   if (event.outcome === "failed") return "failed";
   if (back) return "undo";
@@ -119,7 +128,7 @@ export function Timeline({ events }: { events: readonly SagaEvent[] }) {
                   <Badge participant={node.participant} tags={tags} /> {node.step}
                 </span>
                 <span className="when">
-                  {FORWARD_LABEL[node.forward.type] ?? node.forward.type} (
+                  {label(node.forward, FORWARD_LABEL)} (
                   {elapsed(node.forward.elapsed_ms)})
                   {node.attempts > 1 && `, ${node.attempts} attempts`}
                 </span>
@@ -142,7 +151,7 @@ export function Timeline({ events }: { events: readonly SagaEvent[] }) {
                   <Badge participant={node.participant} tags={tags} /> {node.step}
                 </span>
                 <span className="when">
-                  {BACK_LABEL[node.back.type] ?? node.back.type} ({elapsed(node.back.elapsed_ms)})
+                  {label(node.back, BACK_LABEL)} ({elapsed(node.back.elapsed_ms)})
                 </span>
                 {index > 0 && (
                   <span className="arrow backward" aria-hidden="true">

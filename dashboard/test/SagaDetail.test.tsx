@@ -92,6 +92,23 @@ describe("one saga", () => {
     expect(screen.getByText("[S] shipping")).toBeInTheDocument();
   });
 
+  it("shows a step deferred by an open breaker as waiting, not as failed", async () => {
+    const events = [
+      event("SagaStarted", 0, "info", null, null, "started order v1 for order-502"),
+      event("StepRequested", 0, "info", "charge_payment", "payment"),
+      event("StepFailed", 30, "info", "charge_payment", "payment",
+        "charge_payment: deferred (circuit breaker 'payment-gateway' is open; retry in 9.9s) - tries again when the dependency is back"),
+    ];
+    const detail = { ...DETAIL, saga: { ...DETAIL.saga, saga_id: "order-501", status: "running" as const }, events };
+    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => detail]]);
+    await renderDetail();
+
+    const lanes = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem");
+    const charge = node(lanes[0] as HTMLElement, /deferred \(30ms\)/);
+    expect(charge).toHaveAttribute("data-outcome", "info");
+    expect(screen.queryByText(/FAILED/)).toBeNull();
+  });
+
   it("lists every event with its time from the start, coloured by outcome", async () => {
     fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => DETAIL]]);
     await renderDetail();

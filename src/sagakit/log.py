@@ -703,6 +703,8 @@ def outcome(event: SagaEvent) -> Outcome:
     """How an event reads at a glance: green, red, grey or going back."""
     if isinstance(event, StepSucceeded | SagaCompleted):
         return "ok"
+    if isinstance(event, StepFailed | CompensationFailed) and event.deferred:
+        return "info"  # a dependency is down, not the step: it waits, nothing failed
     if isinstance(event, StepFailed | StepTimedOut | CompensationFailed | SagaNeedsAttention):
         return "failed"
     if isinstance(

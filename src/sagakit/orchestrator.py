@@ -21,6 +21,7 @@ from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trig
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.log import (
+    CompensationFailed,
     OperatorIntervened,
     ReplyIgnored,
     SagaCompleted,
@@ -544,7 +545,7 @@ def _log_event(state: SagaState, event: SagaEvent) -> None:
     if kind == "failed":
         level = logging.WARNING
     elif kind == "undo" or isinstance(
-        event, SagaCompleted | StepFailed | ReplyIgnored | OperatorIntervened
+        event, SagaCompleted | StepFailed | CompensationFailed | ReplyIgnored | OperatorIntervened
     ):
         level = logging.INFO
     else:

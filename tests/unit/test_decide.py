@@ -461,7 +461,7 @@ def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) 
 
 
 def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
-    from sagakit.log import CompensationFailed, StepFailed, describe
+    from sagakit.log import CompensationFailed, StepFailed, describe, outcome
 
     deferred = StepFailed(
         step="pay", attempt=1, reason="breaker gw is open", retryable=True, deferred=True
@@ -471,6 +471,9 @@ def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
     assert describe(undo) == (
         "pay: compensation deferred (breaker gw is open) - tries again when the dependency is back"
     )
+    # a wait reads grey on the timeline and the dashboard, not red
+    assert [outcome(e) for e in (deferred, undo)] == ["info", "info"]
+    assert outcome(failed) == "failed"
     assert (
         describe(deferred)
         == "pay: deferred (breaker gw is open) - tries again when the dependency is back"
