@@ -182,6 +182,8 @@ BaseDbOption = Annotated[
 ]
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/shop"
+#: Where `sagakit up` has the payment gateway keep its authorizations.
+GATEWAY_BOOKS = Path(".sagakit/gateway.db")
 
 
 def _check_mode(mode: str) -> Mode:
@@ -219,6 +221,13 @@ def up(
         int | None,
         typer.Option(min=1, max=65535, help="Port of the carrier (default: --port + 3)."),
     ] = None,
+    gateway_books: Annotated[
+        Path,
+        typer.Option(
+            help="The SQLite file the payment gateway keeps its authorizations in, so that "
+            "a restarted gateway still knows the idempotency keys it answered."
+        ),
+    ] = GATEWAY_BOOKS,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -278,7 +287,11 @@ def up(
         for name in PROCESSES
     ]
     children += [
-        Child(name, [sys.executable, "-m", "sagakit", "service", name, "--port", str(at)])
+        Child(
+            name,
+            [sys.executable, "-m", "sagakit", "service", name, "--port", str(at)]
+            + (["--books", str(gateway_books)] if name == "gateway" else []),
+        )
         for name, at in ports.items()
     ]
     console.print(f"[bold]order API[/] at http://127.0.0.1:{port}/docs   ({mode})")
@@ -383,6 +396,12 @@ def service(
         float,
         typer.Option(min=0.0, max=60.0, help="Gateway, carrier: seconds before each answer."),
     ] = 0.0,
+    books: Annotated[
+        Path | None,
+        typer.Option(
+            help="Gateway: keep its authorizations in this SQLite file (in memory if not given)."
+        ),
+    ] = None,
     gateway_url: Annotated[
         str | None,
         typer.Option(
@@ -432,7 +451,11 @@ def service(
 
         _exit_with_parent()  # as the shop's own processes do under `sagakit up`
         trouble = Trouble(fail_rate=fail_rate, delay_s=delay)
-        asyncio.run(serve_outside(name, host="127.0.0.1", port=port, trouble=trouble, seed=seed))
+        asyncio.run(
+            serve_outside(
+                name, host="127.0.0.1", port=port, trouble=trouble, seed=seed, books=books
+            )
+        )
         return
     from sagakit import tracing
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -155,12 +157,60 @@ class Authorization(BaseModel):
 
 @dataclass
 class Gateway:
-    """The payment gateway's own books: authorizations by id and by idempotency key."""
+    """The payment gateway's own books: authorizations by id and by idempotency key.
+
+    With ``books`` (a SQLite file) they outlive the process, as a real gateway's do: a
+    gateway restarted between a charge and its retry still answers the retry with the
+    first authorization instead of making a second. Without, they live in memory (the
+    embedded demo, where the gateway lives and dies with the shop).
+    """
 
     knobs: Knobs = field(default_factory=Knobs)
     by_id: dict[str, Authorization] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
     replays: int = 0
+    books: Path | None = None
+    _db: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.books is None:
+            return
+        self.books.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.books, isolation_level=None)  # each write commits
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS authorizations (id TEXT PRIMARY KEY, body TEXT NOT NULL)"
+        )
+        for (body,) in self._db.execute("SELECT body FROM authorizations"):
+            found = Authorization.model_validate_json(body)
+            self.by_id[found.id] = found
+            self.by_key[found.idempotency_key] = found.id
+
+    def _keep(self, authorization: Authorization) -> None:
+        """Write ``authorization`` to the books (before it is answered), then remember it."""
+        if self._db is not None:
+            self._db.execute(
+                "INSERT INTO authorizations (id, body) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                (authorization.id, authorization.model_dump_json()),
+            )
+        self.by_id[authorization.id] = authorization
+        self.by_key[authorization.idempotency_key] = authorization.id
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def void(self, authorization_id: str) -> Authorization | None:
+        """Void an authorization (voiding twice is voiding); None if there is none."""
+        found = self.by_id.get(authorization_id)
+        if found is None:
+            return None
+        if found.status != "voided":
+            found = found.model_copy(update={"status": "voided"})
+            self._keep(found)
+        return found
 
     def authorize(self, key: str, request: AuthorizeRequest) -> tuple[Authorization, bool]:
         """The authorization for ``key``: the one made before (True), or a new one."""
@@ -181,8 +231,7 @@ class Gateway:
             idempotency_key=key,
             **request.model_dump(),
         )
-        self.by_id[made.id] = made
-        self.by_key[key] = made.id
+        self._keep(made)
         return made, False
 
 
@@ -211,11 +260,9 @@ def gateway_app(gateway: Gateway) -> FastAPI:
 
     @app.post("/authorizations/{authorization_id}/void")
     async def void(authorization_id: str) -> Authorization:
-        found = gateway.by_id.get(authorization_id)
-        if found is None:
+        voided = gateway.void(authorization_id)
+        if voided is None:
             raise HTTPException(404, f"no authorization {authorization_id}")
-        voided = found.model_copy(update={"status": "voided"})  # voiding twice is voiding
-        gateway.by_id[authorization_id] = voided
         await gateway.knobs.answer_late()
         return voided
 
@@ -470,17 +517,30 @@ def outside_ports(port: int) -> dict[str, int]:
 
 
 async def serve_outside(
-    name: str, *, host: str, port: int, trouble: Trouble, seed: int = 0
+    name: str,
+    *,
+    host: str,
+    port: int,
+    trouble: Trouble,
+    seed: int = 0,
+    books: Path | None = None,
 ) -> None:
-    """Run the gateway or the carrier as a process of its own until it is stopped."""
+    """Run the gateway or the carrier as a process of its own until it is stopped; the
+    gateway keeps its books in ``books`` when given."""
     import uvicorn
 
     knobs = Knobs(trouble, seed=seed)
+    gateway = None
     if name == "gateway":
-        app = gateway_app(Gateway(knobs))
+        gateway = Gateway(knobs, books=books)
+        app = gateway_app(gateway)
     elif name == "carrier":
         app = carrier_app(Carrier(knobs))
     else:
         raise ValueError(f"unknown outside system {name!r}; choose from {', '.join(OUTSIDE)}")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    await uvicorn.Server(config).serve()
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        if gateway is not None:
+            gateway.close()

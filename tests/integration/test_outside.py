@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,6 +90,59 @@ async def test_the_gateway_authorizes_once_per_idempotency_key() -> None:
         assert gateway.replays == 2
     finally:
         await outside.close()
+
+
+def test_a_gateway_killed_and_started_again_still_knows_its_keys(tmp_path: Path) -> None:
+    """The gateway as ``sagakit up`` runs it, a process with its books in a file: killed
+    between a charge and its retry, the gateway started again answers the retry with the
+    first authorization (a replay), not a second hold on the card; a void outlives it too."""
+    import httpx
+
+    books = tmp_path / "gateway.db"
+    body = {"order_id": "o1", "customer_id": "c-ada", "amount_cents": 500}
+
+    def started() -> tuple[subprocess.Popen[bytes], str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [sys.executable, "-m", "sagakit", "service", "gateway",
+                "--port", str(port), "--books", str(books)]  # fmt: skip
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return process, url
+            time.sleep(0.05)
+        process.kill()
+        raise AssertionError("the gateway did not come up")
+
+    first_run, url = started()
+    try:
+        made = httpx.post(
+            f"{url}/authorizations", json=body, headers={"Idempotency-Key": "o1/charge"}
+        )
+        other = httpx.post(
+            f"{url}/authorizations", json={**body, "order_id": "o2"},
+            headers={"Idempotency-Key": "o2/charge"},
+        )  # fmt: skip
+        assert (made.status_code, other.status_code) == (201, 201)
+        assert httpx.post(f"{url}/authorizations/{other.json()['id']}/void").status_code == 200
+    finally:
+        first_run.kill()  # SIGKILL: nothing is flushed on the way out
+        first_run.wait()
+    second_run, url = started()
+    try:
+        retried = httpx.post(
+            f"{url}/authorizations", json=body, headers={"Idempotency-Key": "o1/charge"}
+        )
+        held = {a["id"]: a["status"] for a in httpx.get(f"{url}/authorizations").json()}
+    finally:
+        second_run.kill()
+        second_run.wait()
+    assert retried.status_code == 200 and retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.json()["id"] == made.json()["id"]
+    assert held == {made.json()["id"]: "authorized", other.json()["id"]: "voided"}
 
 
 async def test_a_slow_answer_hides_a_success_that_the_retry_gets_back() -> None:
