@@ -198,6 +198,8 @@ async def test_the_quick_tier_holds_every_invariant_under_the_nemesis(tmp_path: 
     assert landed["postgres"] >= 1, run
     wire = report["faults"]["wire"]
     assert wire["duplicated"] > 0 and wire["reordered"] > 0, run
+    # the outside check saw the payment gateway's own books, not an empty file
+    assert report["checks"]["gateway_authorizations"] > 0, run
     # every saga ended within the bound, and none had to be handed to a person
     assert report["settled_in_s"] <= report["settle_bound_s"], run
     assert report["sagas"].get("needs_attention", 0) == 0, run

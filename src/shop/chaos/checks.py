@@ -15,6 +15,14 @@ Added here, because a fault run has more to prove:
 - forward-only: every saga log folds as a legal forward history.
 - outbox: every committed outbox row in every store was published.
 - dead letters: no message ended in the dead-letter queue (nothing here is poison).
+- outside: what reached the payment gateway (its own books) agrees with the shop's. At
+  most one authorization per order, whatever was retried; a completed order's is held,
+  for its amount, and is the one payment recorded; every authorization payment voided
+  locally is voided at the gateway; none is for an order that does not exist. One kind
+  of disagreement is counted, not a violation: a hold the gateway keeps for an undone
+  order that payment has no record of (a charge whose transaction died after the call,
+  undone before it ran again: the barrier's null compensation never reaches the
+  handler, so nothing voids it; see concepts.md, "The inbox is the barrier").
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from sagakit.stores.schema import saga_events, sagas
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only
 from shop.app import SAGA
+from shop.outside import Authorization, Gateway
 from shop.services.inventory import reservations
 from shop.services.notification import notifications
 from shop.services.order import orders
-from shop.services.payment import payments
+from shop.services.payment import authorizations, payments
 from shop.services.shipping import shipments
 from shop.verify import verify
 
@@ -47,6 +56,7 @@ CHECKS = (
     "forward_only",
     "outbox",
     "dead_letters",
+    "outside",
 )
 
 #: How many examples of each violation a report keeps.
@@ -62,6 +72,10 @@ class Findings:
     #: Orders that should have gone through but were compensated after a step timed out.
     gave_up: int = 0
     unsent: dict[str, int] = field(default_factory=dict)
+    #: Authorizations at the payment gateway, and those held for undone orders that
+    #: payment never recorded (the outside effect the barrier cannot undo).
+    authorizations: int = 0
+    held_for_undone: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,11 +101,20 @@ class Findings:
             "saga_events_checked": self.events,
             "gave_up_after_timeouts": self.gave_up,
             "unsent_outbox_rows": self.unsent,
+            "gateway_authorizations": self.authorizations,
+            "held_at_gateway_for_undone_orders": {
+                "count": len(self.held_for_undone),
+                "examples": self.held_for_undone[:EXAMPLES],
+            },
         }
 
 
 async def check(
-    stores: dict[str, SqlSagaStore], *, expected: dict[str, str], dead_letters: int
+    stores: dict[str, SqlSagaStore],
+    *,
+    expected: dict[str, str],
+    dead_letters: int,
+    gateway: Gateway | None = None,
 ) -> Findings:
     found = Findings()
     report = await verify(stores)
@@ -110,7 +133,48 @@ async def check(
     )
     if dead_letters:
         found.add("dead_letters", [f"{dead_letters} message(s) in the dead-letter queue"])
+    if gateway is not None:
+        recorded = {r.order_id: r for r in await _rows(stores["payment"], select(authorizations))}
+        found.add("outside", _outside(books, recorded, list(gateway.by_id.values()), found))
     return found
+
+
+def _outside(
+    b: Books, recorded: dict[str, Any], held: list[Authorization], found: Findings
+) -> list[str]:
+    wrong: list[str] = []
+    by_order: dict[str, list[Authorization]] = defaultdict(list)
+    for authorization in held:
+        by_order[authorization.order_id].append(authorization)
+    found.authorizations = len(held)
+    for order_id, made in sorted(by_order.items()):
+        order, saga, mine = b.orders.get(order_id), b.sagas.get(order_id), recorded.get(order_id)
+        if order is None:
+            wrong.append(f"{order_id}: authorized at the gateway, but there is no such order")
+            continue
+        if len(made) > 1:
+            wrong.append(f"{order_id}: {len(made)} authorizations at the gateway, not one")
+            continue
+        (auth,) = made
+        status = saga.status if saga is not None else None
+        if mine is not None and mine.authorization_id != auth.id:
+            wrong.append(f"{order_id}: payment recorded {mine.authorization_id}, not {auth.id}")
+        elif status == "completed" and (auth.status, auth.amount_cents) != (
+            "authorized",
+            order.amount_cents,
+        ):
+            wrong.append(
+                f"{order_id}: completed, but the gateway holds {auth.status} "
+                f"{auth.amount_cents} of {order.amount_cents} cents"
+            )
+        elif mine is not None and mine.status == "voided" and auth.status != "voided":
+            wrong.append(f"{order_id}: voided by payment, still {auth.status} at the gateway")
+        elif status == "compensated" and mine is None and auth.status == "authorized":
+            found.held_for_undone.append(f"{order_id}: {auth.id} ({auth.amount_cents} cents)")
+    for order_id, saga in b.sagas.items():
+        if saga.status == "completed" and order_id not in by_order and order_id in b.net:
+            wrong.append(f"{order_id}: completed and charged, but never authorized at the gateway")
+    return wrong
 
 
 @dataclass

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from collections import Counter
@@ -45,6 +46,7 @@ from shop.distributed import (
     queue_names,
     supervise,
 )
+from shop.outside import Gateway
 from shop.services.order import orders as order_table
 from shop.world import World, default_world
 
@@ -129,6 +131,8 @@ class ChaosRun:
         self.nemesis: Nemesis | None = None
         self.output: IO[Any] | None = None
         self.port = 0
+        #: The payment gateway's books (its own SQLite file, as under `sagakit up`).
+        self.gateway_books = config.directory / "gateway.db"
         #: Whether this run declared its queues (only then are they its to delete).
         self.declared = False
 
@@ -227,22 +231,37 @@ class ChaosRun:
         )
         env = {**os.environ, CHAOS_ENV: chaos.to_env()}
         self.port = _free_port()
+        # The payment gateway runs as the outside system it is, a process of its own with
+        # its books in a file, so the checks can see what reached it; the nemesis leaves it
+        # be (it is not ours to crash), and payment reaches it over HTTP, as under `up`.
+        gateway_port = _free_port()
+        gateway = Child(
+            "gateway",
+            [sys.executable, "-m", "sagakit", "service", "gateway",
+             "--port", str(gateway_port), "--books", str(self.gateway_books)],
+            output=self.output,
+        )  # fmt: skip
+        calls_out = ["--gateway-url", f"http://127.0.0.1:{gateway_port}"]
         return [
-            Child(
-                name,
-                child_argv(
+            gateway,
+            *(
+                Child(
                     name,
-                    db=config.db,
-                    broker=config.broker,
-                    mode=config.mode,
-                    port=self.port,
-                    fail_rate=config.mail_trouble,
-                    seed=config.seed,
-                ),
-                env=env,
-                output=self.output,
-            )
-            for name in PROCESSES
+                    child_argv(
+                        name,
+                        db=config.db,
+                        broker=config.broker,
+                        mode=config.mode,
+                        port=self.port,
+                        fail_rate=config.mail_trouble,
+                        seed=config.seed,
+                    )
+                    + (calls_out if name == "payment" else []),
+                    env=env,
+                    output=self.output,
+                )
+                for name in PROCESSES
+            ),
         ]
 
     async def _wait_healthy(self, supervisor: asyncio.Task[None]) -> None:
@@ -352,7 +371,16 @@ class ChaosRun:
             dead = await transport.dead_letters.depth()
         finally:
             await transport.close()
-        findings = await check(self.stores, expected=self.report.load.expected, dead_letters=dead)
+        gateway = Gateway(books=self.gateway_books)  # its books, read beside the process
+        try:
+            findings = await check(
+                self.stores,
+                expected=self.report.load.expected,
+                dead_letters=dead,
+                gateway=gateway,
+            )
+        finally:
+            gateway.close()
         if self.report.settled_in is None:
             findings.add(
                 "terminal",

@@ -91,6 +91,11 @@ def render(console: Console, report: ChaosReport) -> None:
         table.add_row("sagas", ", ".join(f"{n} {status}" for status, n in sorted(sagas.items())))
         if report.findings.gave_up:
             table.add_row("gave up (timeouts)", str(report.findings.gave_up))
+        held = report.findings.held_for_undone
+        outside = f"{report.findings.authorizations} authorizations"
+        if held:
+            outside += f"; {len(held)} still held for undone orders payment never recorded"
+        table.add_row("at the gateway", outside)
     table.add_row("faults landed", _landed(report))
     if report.wire:
         w = report.wire
