@@ -182,8 +182,22 @@ BaseDbOption = Annotated[
 ]
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/shop"
-#: Where `sagakit up` has the payment gateway keep its authorizations.
-GATEWAY_BOOKS = Path(".sagakit/gateway.db")
+
+
+def gateway_books_for(db: str, chosen: Path | None, created: list[str]) -> Path:
+    """Where `sagakit up` has the payment gateway keep its authorizations (``chosen``, or
+    one file per database stem, as the shop's own databases are), started over when
+    ``up`` has just created the order database: orders are numbered from 1 again there,
+    and their keys (order-1/charge, ...) would meet an earlier run's authorizations."""
+    from sqlalchemy.engine import make_url
+
+    stem = make_url(db).database or "shop"
+    books = chosen or Path(".sagakit") / f"gateway-{stem}.db"
+    if f"{stem}_order" in created and books.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{books}{suffix}").unlink(missing_ok=True)
+        console.print(f"new order database: the gateway's books {books} start over")
+    return books
 
 
 def _check_mode(mode: str) -> Mode:
@@ -222,12 +236,13 @@ def up(
         typer.Option(min=1, max=65535, help="Port of the carrier (default: --port + 3)."),
     ] = None,
     gateway_books: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="The SQLite file the payment gateway keeps its authorizations in, so that "
-            "a restarted gateway still knows the idempotency keys it answered."
+            "a restarted gateway still knows the idempotency keys it answered "
+            "(default: .sagakit/gateway-STEM.db, STEM being --db's database name)."
         ),
-    ] = GATEWAY_BOOKS,
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -261,9 +276,10 @@ def up(
         raise fail(f"cannot serve the dashboard on port {admin_at}: {exc}") from exc
     configure("story")
     try:
-        asyncio.run(prepare(db))
+        created = asyncio.run(prepare(db))
     except (OSError, SagaError) as exc:
         raise fail(f"cannot prepare the databases: {exc}") from exc
+    gateway_books = gateway_books_for(db, gateway_books, created)
     ports = outside_ports(port)
     ports.update({k: v for k, v in (("gateway", gateway_port), ("carrier", carrier_port)) if v})
     where = {name: f"http://127.0.0.1:{at}" for name, at in ports.items()}

@@ -86,9 +86,10 @@ async def create_databases(base: str) -> list[str]:
     return created
 
 
-async def prepare(base: str, *, orders_hint: int = 1000) -> None:
-    """Databases, migrations, tables and the starting world: whatever is missing."""
-    await create_databases(base)
+async def prepare(base: str, *, orders_hint: int = 1000) -> list[str]:
+    """Databases, migrations, tables and the starting world: whatever is missing. Returns
+    the names of the databases it created."""
+    created = await create_databases(base)
     shop = Shop({name: open_store(url) for name, url in database_urls(base).items()})
     try:
         for store in shop.stores.values():
@@ -98,6 +99,7 @@ async def prepare(base: str, *, orders_hint: int = 1000) -> None:
                 await service.install(default_world(orders=orders_hint))
     finally:
         await shop.close()
+    return created
 
 
 async def run_service(

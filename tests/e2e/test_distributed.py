@@ -131,6 +131,8 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         str(unused_tcp_port),
         "--fail-rate",
         "0.2",
+        "--gateway-books",
+        str(tmp_path / "gateway.db"),
         cwd=ROOT,
         env={
             **os.environ,

@@ -362,3 +362,22 @@ async def test_the_carrier_refusing_a_region_compensates_and_voids_the_charge(
     carrier = s.breaker("shipping", CARRIER_BREAKER)
     assert (carrier.state, carrier.recent) == (BreakerState.CLOSED, [])  # a refusal: no failure
     assert (await verify(s.shop.stores)).ok
+
+
+def test_up_keeps_the_gateway_books_per_stem_and_starts_them_over_with_the_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shop.cli import gateway_books_for
+
+    monkeypatch.chdir(tmp_path)
+    db = "postgresql://postgres@127.0.0.1:5432/shop2"
+    books = gateway_books_for(db, None, [])
+    assert books == Path(".sagakit/gateway-shop2.db")
+    books.parent.mkdir()
+    for suffix in ("", "-wal"):
+        Path(f"{books}{suffix}").write_text("an earlier run's authorizations")
+    assert gateway_books_for(db, None, ["shop2_payment"]).exists()  # orders go on: kept
+    assert gateway_books_for(db, None, ["shop2_order", "shop2_payment"]) == books
+    assert not books.exists() and not Path(f"{books}-wal").exists()  # numbered from 1 again
+    chosen = tmp_path / "elsewhere.db"
+    assert gateway_books_for(db, chosen, []) == chosen
