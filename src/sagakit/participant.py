@@ -73,13 +73,26 @@ class StepContext:
     message_id: str
     payload: Mapping[str, Any]
     connection: AsyncConnection
-    log: structlog.stdlib.BoundLogger
     #: Semantic locks on this participant's records, held by this saga.
     locks: Locks
     #: The participant's circuit breakers, by name (``async with ctx.breakers["gw"]:``).
     breakers: Mapping[str, CircuitBreaker]
     #: Where :meth:`write` sends a write when the runtime batches them (None: at once).
     writer: Writer | None = field(default=None, repr=False)
+    #: The participant's logger, which :attr:`log` binds to this step.
+    logger: structlog.stdlib.BoundLogger = field(
+        default_factory=lambda: get_logger("sagakit.participant"), repr=False
+    )
+    #: The command's trace context (its trace id goes into every log line).
+    traceparent: str | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> structlog.stdlib.BoundLogger:
+        """A logger bound to this saga, step and trace. Bound when asked for: binding cost
+        more than many handlers' work, and most steps log nothing."""
+        return self.logger.bind(
+            saga_id=self.saga_id, step=self.step, trace_id=tracing.trace_id(self.traceparent)
+        )
 
     @property
     def reason(self) -> str | None:
@@ -334,14 +347,13 @@ class Participant:
             message_id=env.message_id,
             payload=env.payload,
             connection=unit.connection,
-            log=self.log.bind(
-                saga_id=env.saga_id, step=env.step, trace_id=tracing.trace_id(env.traceparent)
-            ),
             locks=Locks(
                 unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
             ),
             breakers=self.breakers,
             writer=getattr(unit, "write_later", None),
+            logger=self.log,
+            traceparent=env.traceparent,
         )
         try:
             async with unit.savepoint():
