@@ -56,6 +56,14 @@ if TYPE_CHECKING:
 _PREVENTED = ReplyBody(
     ok=False, reason="prevented: compensated before it ran", retryable=False
 ).model_dump_json()
+#: The outcome of most steps (done, no data, no locks), made and written out once: a
+#: frozen model can be shared, and its JSON is what every such step stores.
+_DONE = ReplyBody(ok=True)
+_DONE_JSON = _DONE.model_dump_json()
+
+
+def _stored(body: ReplyBody) -> str:
+    return _DONE_JSON if body is _DONE else body.model_dump_json()
 
 
 #: Takes a step's write for later: ``(saga_id, statement, params)``.
@@ -309,7 +317,7 @@ class Participant:
         if body.retryable:
             await unit.forget(self.consumer, key)  # it did not happen; a retry must run it
         else:
-            await unit.set_reply(self.consumer, key, body.model_dump_json())
+            await unit.set_reply(self.consumer, key, _stored(body))
         return body
 
     async def _compensate(
@@ -333,7 +341,7 @@ class Participant:
                 if not body.ok:
                     body = body.model_copy(update={"retryable": True})
         if body.ok:
-            await unit.set_reply(self.consumer, key, body.model_dump_json())
+            await unit.set_reply(self.consumer, key, _stored(body))
         else:
             await unit.forget(self.consumer, key)
         return body
@@ -386,6 +394,8 @@ class Participant:
                 exc_info=logging.getLogger(self._logger_name).isEnabledFor(logging.DEBUG),
             )
             return ReplyBody(ok=False, reason=f"{type(exc).__name__}: {exc}", retryable=True)
+        if not data and not ctx.locks.touched:
+            return _DONE
         return ReplyBody(ok=True, data=dict(data or {}), locks=ctx.locks.touched)
 
     def _reply(
