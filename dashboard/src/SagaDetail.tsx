@@ -64,6 +64,7 @@ const BACK_LABEL: Record<string, string> = {
   CompensationRequested: "compensating",
   StepCompensated: "compensated",
   CompensationFailed: "COMPENSATION FAILED",
+  RetryScheduled: "retry scheduled",
 };
 
 /** A node's word for its latest event; a failure that reads as "info" was a deferral

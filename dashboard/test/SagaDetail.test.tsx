@@ -109,6 +109,26 @@ describe("one saga", () => {
     expect(screen.queryByText(/FAILED/)).toBeNull();
   });
 
+  it("keeps a refund's retry on its way back, and the step's success on the way forward", async () => {
+    const events = [
+      event("SagaStarted", 0, "info", null, null, "started order v1 for order-503"),
+      event("StepRequested", 0, "info", "charge_payment", "payment"),
+      event("StepSucceeded", 40, "ok", "charge_payment", "payment", "charge_payment: succeeded"),
+      event("CompensationStarted", 90, "undo", "schedule_shipment", null, "compensating because schedule_shipment failed"),
+      event("CompensationRequested", 90, "undo", "charge_payment", "payment"),
+      event("CompensationFailed", 120, "info", "charge_payment", "payment",
+        "charge_payment: compensation deferred (circuit breaker 'payment-gateway' is open; retry in 9.9s) - tries again when the dependency is back"),
+      event("RetryScheduled", 120, "undo", "charge_payment", "payment", "charge_payment: compensation retry 2 scheduled"),
+    ];
+    const detail = { ...DETAIL, saga: { ...DETAIL.saga, status: "compensating" as const }, events };
+    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => detail]]);
+    await renderDetail();
+
+    const [payment] = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem");
+    expect(node(payment as HTMLElement, /succeeded \(40ms\)/)).toHaveAttribute("data-outcome", "ok");
+    expect(node(payment as HTMLElement, /retry scheduled \(120ms\)/)).toHaveClass("back");
+  });
+
   it("lists every event with its time from the start, coloured by outcome", async () => {
     fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => DETAIL]]);
     await renderDetail();

@@ -711,4 +711,6 @@ def outcome(event: SagaEvent) -> Outcome:
         event, CompensationStarted | CompensationRequested | StepCompensated | SagaCompensated
     ):
         return "undo"
+    if isinstance(event, RetryScheduled) and event.op == "compensation":
+        return "undo"  # the undoing, waiting to try again: on the way back, not forward
     return "info"

@@ -461,7 +461,7 @@ def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) 
 
 
 def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
-    from sagakit.log import CompensationFailed, StepFailed, describe, outcome
+    from sagakit.log import CompensationFailed, RetryScheduled, StepFailed, describe, outcome
 
     deferred = StepFailed(
         step="pay", attempt=1, reason="breaker gw is open", retryable=True, deferred=True
@@ -474,6 +474,10 @@ def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
     # a wait reads grey on the timeline and the dashboard, not red
     assert [outcome(e) for e in (deferred, undo)] == ["info", "info"]
     assert outcome(failed) == "failed"
+    # and the undo's retry belongs to the way back (the dashboard's compensation node)
+    again = RetryScheduled(step="pay", op="compensation", attempt=2, due_at=10.0)
+    assert outcome(again) == "undo"
+    assert outcome(again.model_copy(update={"op": "action"})) == "info"
     assert (
         describe(deferred)
         == "pay: deferred (breaker gw is open) - tries again when the dependency is back"
