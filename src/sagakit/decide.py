@@ -254,9 +254,7 @@ class _Decider:
             )
         )
         if body.deferred:
-            # A dependency is down, not the step: come back when it may be up again.
-            due = self.now + max(body.retry_after or 0.0, 0.0)
-            self.emit(RetryScheduled(step=step.name, op="action", attempt=st.attempt, due_at=due))
+            self.retry_when_back(step, "action", st.attempt, body)
         elif body.retryable:
             self.retry_or_give_up(step, st, reason)
         else:
@@ -282,15 +280,16 @@ class _Decider:
         if deferred:
             # The undo waits for its dependency as an action does, spending no tries:
             # an outage must not turn an owed refund into a case for a person.
-            due = self.now + max(reply.body.retry_after or 0.0, 0.0)
-            self.emit(
-                RetryScheduled(
-                    step=step.name, op="compensation", attempt=st.compensation_attempt, due_at=due
-                )
-            )
+            self.retry_when_back(step, "compensation", st.compensation_attempt, reply.body)
         else:
             self.retry_compensation_or_escalate(step, st, reason)
         return None
+
+    def retry_when_back(self, step: Step, op: Op, attempt: int, body: ReplyBody) -> None:
+        """A dependency is down, not the step: try ``op`` again when the participant said
+        it may be up (its breaker's ``retry_after``)."""
+        due = self.now + max(body.retry_after or 0.0, 0.0)
+        self.emit(RetryScheduled(step=step.name, op=op, attempt=attempt, due_at=due))
 
     def on_tick(self) -> None:
         for step in self.definition.steps:

@@ -110,6 +110,7 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
 
     from sagakit import Participant, SagaDefinition, Step, StepContext, StepKind
     from sagakit.breakers import CircuitBreaker
+    from tests.integration.test_breakers import Gateway
 
     checkout = SagaDefinition(
         "checkout",
@@ -118,8 +119,8 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
             Step(name="ship", participant="shipping", command="ship", kind=StepKind.PIVOT),
         ],
     )
-    down = [True]
-    calls = [0]
+    gateway = Gateway()
+    gateway.down = True
     breaker = CircuitBreaker("gw", failures=2, cooldown=timedelta(seconds=0.3))
     payment = Participant("payment", store, breakers=[breaker])
     shipping = Participant("shipping", store)
@@ -127,9 +128,7 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
     @payment.command("charge")
     async def charge(ctx: StepContext) -> None:
         async with ctx.breakers["gw"]:
-            calls[0] += 1
-            if down[0]:
-                raise ConnectionError("gateway: 503 Service Unavailable")
+            await gateway.authorize()
 
     @payment.command("refund")
     async def refund(ctx: StepContext) -> None:
@@ -146,9 +145,9 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
     async with runtime:
         ids = [await choreography.start(store, "checkout", {}, saga_id=f"c{i}") for i in range(3)]
         await asyncio.sleep(1.5)  # the outage: several cooldowns, far past 3 deliveries
-        down[0] = False
+        gateway.down = False
         statuses = await runtime.wait_for(store, ids, timeout=30)
         dead = await transport.dead_letters.depth()
     assert statuses == dict.fromkeys(ids, "completed")
     assert dead == 0
-    assert calls[0] <= 2 + 7 + 3  # two opened it, about a trial a cooldown, then one each
+    assert gateway.calls <= 2 + 7 + 3  # two opened it, about a trial a cooldown, then one each

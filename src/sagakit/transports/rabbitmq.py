@@ -385,13 +385,14 @@ class RabbitTransport:
                  if delay >= delivery.deferred_for),
                 len(self.retry_tiers),
             )  # fmt: skip
-            extra = {ATTEMPT: delivery.attempt, DESTINATION: delivery.message.destination}
+            attempt = delivery.attempt
         elif delivery.attempt >= self.max_deliveries:
             await self._dead_letter(queue, message, delivery, "delivery_limit", error)
             return
         else:
             tier = min(delivery.attempt, len(self.retry_tiers))
-            extra = {ATTEMPT: delivery.attempt + 1, DESTINATION: delivery.message.destination}
+            attempt = delivery.attempt + 1
+        extra = {ATTEMPT: attempt, DESTINATION: delivery.message.destination}
         try:
             refused = await self.send_to_queue(
                 self.tier_queue(queue, tier), outgoing(delivery.message, extra)
