@@ -652,19 +652,19 @@ class SqlSagaStore:
             .limit(limit)
         )
         if exclude:
-            query = query.where(saga_outbox.c.id.not_in(list(exclude)))
+            query = query.where(~self.among(saga_outbox.c.id, exclude))
         if self.row_locks:
             # Hold the rows for the whole publish: a relay that dies releases them at once.
             async with self._begin() as conn:
                 rows = _outbox_rows(await conn.execute(self.lock_skipping(query)))
                 released = self._claims_released
-                kept = await _in_saga_order(conn, rows)
+                kept = await self._in_saga_order(conn, rows)
                 if len(kept) < len(rows):
                     self._held_back(released)
                 claim = SqlOutboxClaim(kept)
                 yield claim
                 if claim.sent:
-                    await conn.execute(_mark_sent(claim.sent, self.clock.now()))
+                    await conn.execute(self._mark_sent(claim.sent))
             if claim.sent:
                 self._claims_released += 1
                 if self._waiting_on_claims:
@@ -676,7 +676,30 @@ class SqlSagaStore:
         yield claim
         if claim.sent:
             async with self.unit() as unit:
-                await unit.connection.execute(_mark_sent(claim.sent, self.clock.now()))
+                await unit.connection.execute(self._mark_sent(claim.sent))
+
+    async def _in_saga_order(self, conn: AsyncConnection, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """Drop the rows of any saga that has an earlier unsent row outside this claim (held
+        by another relay or batch), so a saga's messages are never published out of order."""
+        if not rows:
+            return rows
+        first: dict[str, int] = {}
+        for row in rows:
+            first.setdefault(row.saga_id, row.id)
+        result = await conn.execute(
+            select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
+            .where(saga_outbox.c.sent_at.is_(None), self.among(saga_outbox.c.saga_id, list(first)))
+            .group_by(saga_outbox.c.saga_id)
+        )
+        blocked = {saga_id for saga_id, lowest in result if lowest < first[saga_id]}
+        return [row for row in rows if row.saga_id not in blocked]
+
+    def _mark_sent(self, ids: Sequence[int]) -> Any:
+        return (
+            update(saga_outbox)
+            .where(self.among(saga_outbox.c.id, ids))
+            .values(sent_at=self.clock.now())
+        )
 
     def _held_back(self, released: int) -> None:
         """A claim left rows behind an earlier row of their saga that another claim holds
@@ -771,27 +794,6 @@ def _outbox_rows(result: Any) -> list[OutboxRow]:
         )
         for r in result
     ]
-
-
-async def _in_saga_order(conn: AsyncConnection, rows: list[OutboxRow]) -> list[OutboxRow]:
-    """Drop the rows of any saga that has an earlier unsent row outside this claim (held
-    by another relay or batch), so a saga's messages are never published out of order."""
-    if not rows:
-        return rows
-    first: dict[str, int] = {}
-    for row in rows:
-        first.setdefault(row.saga_id, row.id)
-    result = await conn.execute(
-        select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
-        .where(saga_outbox.c.sent_at.is_(None), saga_outbox.c.saga_id.in_(list(first)))
-        .group_by(saga_outbox.c.saga_id)
-    )
-    blocked = {saga_id for saga_id, lowest in result if lowest < first[saga_id]}
-    return [row for row in rows if row.saga_id not in blocked]
-
-
-def _mark_sent(ids: Sequence[int], now: float) -> Any:
-    return update(saga_outbox).where(saga_outbox.c.id.in_(list(ids))).values(sent_at=now)
 
 
 _ALEMBIC_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (

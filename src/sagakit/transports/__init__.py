@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sagakit.ports import Transport
 
 #: Query options sagakit reads itself; any other goes to the driver.
-_OURS = ("prefix", "retry_tiers", "max_deliveries")
+_OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max")
 
 
 def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
@@ -17,12 +17,13 @@ def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
     try:
         if "retry_tiers" in given:
             options["retry_tiers"] = tuple(float(t) for t in given["retry_tiers"].split(","))
-        if "max_deliveries" in given:
-            options["max_deliveries"] = int(given["max_deliveries"])
+        for whole in ("max_deliveries", "bundle_max"):
+            if whole in given:
+                options[whole] = int(given[whole])
     except ValueError as exc:
         raise ValueError(
             f"transport URL {url!r}: retry_tiers is seconds separated by commas "
-            "(e.g. 1,5,30) and max_deliveries a whole number"
+            "(e.g. 1,5,30), max_deliveries and bundle_max whole numbers"
         ) from exc
     if "prefix" in given:
         options["prefix"] = given["prefix"]
@@ -33,7 +34,9 @@ def open_transport(url: str) -> Transport:
     """``memory://``, or ``amqp[s]://user:pass@host:port/vhost?prefix=...`` where the
     optional ``prefix`` goes before every queue and exchange name. Both take
     ``retry_tiers=1,5,30`` (seconds before each redelivery of a failed message) and
-    ``max_deliveries=6``."""
+    ``max_deliveries=6``; RabbitMQ also ``bundle_max=256`` (messages for one queue
+    published together travel as one broker message of at most that many; 1 sends each
+    on its own)."""
     scheme = url.split(":", 1)[0].lower()
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -42,6 +45,7 @@ def open_transport(url: str) -> Transport:
         from sagakit.transports.memory import MemoryTransport
 
         options.pop("prefix", None)
+        options.pop("bundle_max", None)
         return MemoryTransport(**options)
     if scheme in {"amqp", "amqps"}:
         from sagakit.transports.rabbitmq import RabbitTransport

@@ -3,12 +3,21 @@
 A message travels as its body, with ``message_id`` set and its envelope headers as AMQP
 headers. Every ``x-`` header is the broker's or this transport's bookkeeping, so none of
 them is handed to a handler as part of the message.
+
+Several messages for the same queue (or the same event routing key) published together
+may travel as one *bundle*: one AMQP message whose body holds each part's id, headers
+and body. The broker, the publisher confirm and the consumer's ack then count one
+message instead of many, while each part is still delivered, deduplicated, retried and
+dead-lettered on its own (see :class:`~sagakit.transports.rabbitmq.RabbitTransport`).
+A bundle's body is a 4-byte big-endian length, that many bytes of JSON (a list of
+``[message_id, headers, body length]``), then the parts' bodies one after another.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import aio_pika
@@ -29,6 +38,8 @@ ATTEMPTS = "x-sagakit-attempts"
 DEAD_AT = "x-sagakit-dead-at"
 DEAD_LETTER_ID = "x-sagakit-dead-letter-id"
 DELIVERY_COUNT = "x-delivery-count"  # a quorum queue's count of returns of this copy
+BUNDLE = "x-sagakit-bundle"  # on a bundle: how many messages it carries
+BUNDLE_TYPE = "application/vnd.sagakit.bundle"
 
 MAX_DETAIL = 4000  # what the SQL dead-letter store keeps too
 
@@ -97,6 +108,43 @@ def outgoing(message: TransportMessage, extra: Mapping[str, Any] | None = None) 
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+def bundled(messages: Sequence[TransportMessage]) -> aio_pika.Message:
+    """One persistent AMQP message carrying ``messages`` (all for the same destination)."""
+    index = json.dumps(
+        [[m.message_id, m.headers, len(m.body)] for m in messages], separators=(",", ":")
+    ).encode()
+    return aio_pika.Message(
+        b"".join([len(index).to_bytes(4, "big"), index, *(m.body for m in messages)]),
+        message_id=messages[0].message_id,
+        headers={BUNDLE: len(messages)},
+        content_type=BUNDLE_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def is_bundle(message: aio_pika.abc.AbstractIncomingMessage) -> bool:
+    return message.content_type == BUNDLE_TYPE
+
+
+def unbundled(body: bytes, destination: str) -> list[TransportMessage]:
+    """The messages a bundle carries; ValueError when its body is not a bundle's."""
+    size = int.from_bytes(body[:4], "big")
+    try:
+        index = json.loads(body[4 : 4 + size])
+        parts = [(str(i), {str(k): text(v) for k, v in h.items()}, int(n)) for i, h, n in index]
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a message bundle: {exc}") from exc
+    at = 4 + size
+    lengths = [n for _, _, n in parts]
+    if not parts or min(lengths) < 0 or at + sum(lengths) != len(body):
+        raise ValueError(f"not a message bundle: {len(body)} bytes do not add up")
+    messages = []
+    for message_id, headers, length in parts:
+        messages.append(TransportMessage(destination, message_id, body[at : at + length], headers))
+        at += length
+    return messages
 
 
 def envelope_headers(raw: Mapping[str, Any]) -> dict[str, str]:

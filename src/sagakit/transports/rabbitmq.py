@@ -4,6 +4,15 @@
 and took responsibility for it (a quorum queue confirms once a majority of its replicas
 wrote it); an unroutable or refused message is reported failed, so its outbox row stays.
 
+Messages published together for the same queue (or event routing key) travel as one
+bundle (``_amqp.bundled``), up to ``bundle_max`` messages and ``bundle_bytes`` bytes:
+one broker message, one confirm, one ack for many saga messages, which is most of what
+a message costs the relay, the broker and each consumer. A consumer unpacks a bundle
+into one delivery per message; each gets its own verdict (a dead letter or a retry
+copy is published for that message alone) and the bundle is acked once every one of
+its messages is dealt with. A consumer that dies first gets the whole bundle again,
+and its inbox answers the messages it had already handled.
+
 A batch whose handler raised is neither requeued (that would redeliver it at once, in a
 hot loop) nor held in memory for a while: each message is republished to a delay-tier
 queue of its work queue, whose message TTL dead-letters it back to the work queue once
@@ -36,16 +45,20 @@ from sagakit.ports import (
 )
 from sagakit.transports._amqp import (
     ATTEMPT,
+    BUNDLE,
     DESTINATION,
     DRIVER_ERRORS,
     NotStartedError,
     attempt_of,
+    bundled,
     envelope_headers,
+    is_bundle,
     is_live,
     outgoing,
     raise_translated,
     text,
     translated,
+    unbundled,
 )
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE, RabbitDeadLetters
 
@@ -102,6 +115,8 @@ class RabbitTransport:
         connect_timeout: float = 10.0,
         reconnect_interval: float = 1.0,
         connection_name: str = "sagakit",
+        bundle_max: int = 256,
+        bundle_bytes: int = 1 << 20,
     ) -> None:
         if not retry_tiers:
             raise ValueError("retry_tiers needs at least one delay")
@@ -113,6 +128,10 @@ class RabbitTransport:
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
         self.connection_name = connection_name
+        #: At most this many messages, and about this many bytes, per bundle; a
+        #: ``bundle_max`` of 1 sends every message on its own.
+        self.bundle_max = max(bundle_max, 1)
+        self.bundle_bytes = bundle_bytes
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._topology: aio_pika.abc.AbstractRobustChannel | None = None
         self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
@@ -258,24 +277,46 @@ class RabbitTransport:
     async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
         if self._publisher is None or self._events is None:
             raise NotStartedError
-        sends = []
+        routes: dict[str, list[TransportMessage]] = {}
         for message in messages:
-            exchange, key = split_destination(message.destination)
+            routes.setdefault(message.destination, []).append(message)
+        bundles = [b for group in routes.values() for b in self._bundles(group)]
+        sends = []
+        for bundle in bundles:
+            amqp = outgoing(bundle[0]) if len(bundle) == 1 else bundled(bundle)
+            exchange, key = split_destination(bundle[0].destination)
             if exchange == EVENTS:
-                sends.append(self._send(self._events, key, outgoing(message)))
+                sends.append(self._send(self._events, key, amqp))
             else:
-                sends.append(self.send_to_queue(self.name(key), outgoing(message)))
+                sends.append(self.send_to_queue(self.name(key), amqp))
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
         result = PublishResult(confirmed=set())
-        for message, outcome in zip(messages, outcomes, strict=True):
+        for bundle, outcome in zip(bundles, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 # Confirms for the rest are lost with the connection; the caller retries.
                 raise_translated(f"publishing {len(messages)} message(s)", outcome)
-            if outcome is None:
-                result.confirmed.add(message.message_id)
-            else:
-                result.failed[message.message_id] = outcome
+            for message in bundle:
+                if outcome is None:
+                    result.confirmed.add(message.message_id)
+                else:
+                    result.failed[message.message_id] = outcome
         return result
+
+    def _bundles(self, group: list[TransportMessage]) -> list[list[TransportMessage]]:
+        """``group`` (one destination, in order) cut into bundles within the limits."""
+        bundles: list[list[TransportMessage]] = []
+        size = 0
+        for message in group:
+            if (
+                not bundles
+                or len(bundles[-1]) >= self.bundle_max
+                or size + len(message.body) > self.bundle_bytes
+            ):
+                bundles.append([])
+                size = 0
+            bundles[-1].append(message)
+            size += len(message.body)
+        return bundles
 
     async def consume(
         self, queue: str, handler: BatchHandler, *, prefetch: int = 64
@@ -310,24 +351,27 @@ class RabbitTransport:
     ) -> None:
         while True:
             batch = [await inbox.get()]
+            carried = _carries(batch[0])
             # One turn of the loop lets deliveries that arrived together reach the inbox.
             await asyncio.sleep(0)
-            while len(batch) < prefetch and not inbox.empty():
+            while carried < prefetch and not inbox.empty():
                 batch.append(inbox.get_nowait())
+                carried += _carries(batch[-1])
             live = [m for m in batch if is_live(m)]
             if not live:
                 continue
             try:
-                await self._handle(queue, live, handler)
+                await self._handle(queue, live, handler, prefetch)
             except Exception:
                 log.exception(f"consumer of {queue} failed to settle a batch; returning it")
                 for message in live:
                     if not message.processed:
                         await self._finish(queue, message, "not settled")
 
-    def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> TransportMessage:
+    def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> list[Delivery]:
+        """The deliveries an AMQP message carries: itself, or each message of a bundle (a
+        bundle that cannot be read is one delivery, rejected as malformed)."""
         raw = message.headers or {}
-        headers = envelope_headers(raw)
         key = message.routing_key or ""
         if DESTINATION in raw:
             destination = text(raw[DESTINATION])
@@ -335,48 +379,70 @@ class RabbitTransport:
             destination = event_destination(key)
         else:
             destination = key.removeprefix(self.prefix)
+        attempt = attempt_of(raw)
+        headers = envelope_headers(raw)
+        if is_bundle(message):
+            try:
+                return [Delivery(m, attempt) for m in unbundled(message.body, destination)]
+            except ValueError as exc:
+                whole = TransportMessage(destination, message.message_id or "", message.body)
+                delivery = Delivery(whole, attempt)
+                delivery.reject("malformed", str(exc))
+                return [delivery]
         message_id = message.message_id or headers.get("message_id", "")
-        return TransportMessage(destination, message_id, message.body, headers)
+        return [Delivery(TransportMessage(destination, message_id, message.body, headers), attempt)]
 
     async def _handle(
         self,
         queue: str,
         batch: list[aio_pika.abc.AbstractIncomingMessage],
         handler: BatchHandler,
+        prefetch: int,
     ) -> None:
-        deliveries = [Delivery(self._decode(m), attempt_of(m.headers or {})) for m in batch]
-        failure: str | None = None
-        try:
-            await handler(deliveries)
-        except Exception as exc:
-            failure = f"{type(exc).__name__}: {exc}"
-            log.warning(f"consumer of {queue} failed on {len(batch)} message(s): {failure}")
+        carried = [(m, self._decode(m)) for m in batch]
+        # A bundle may carry more than the prefetch: the handler gets at most that many.
+        ready = [d for _, ds in carried for d in ds if d.rejection is None]
+        failures: dict[int, str] = {}
+        for start in range(0, len(ready), prefetch):
+            chunk = ready[start : start + prefetch]
+            try:
+                await handler(chunk)
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                log.warning(f"consumer of {queue} failed on {len(chunk)} message(s): {failure}")
+                failures.update(dict.fromkeys(map(id, chunk), failure))
         # A delivery whose channel died meanwhile is the broker's again: it comes back,
         # so a retry copy or a dead letter of it now would be a duplicate.
-        held = [(m, d) for m, d in zip(batch, deliveries, strict=True) if is_live(m)]
-        if failure is None:
-            await asyncio.gather(*(self._settle(queue, m, d) for m, d in held))
-        else:
-            await asyncio.gather(*(self._retry(queue, m, d, failure) for m, d in held))
+        held = [(m, ds) for m, ds in carried if is_live(m)]
+        await asyncio.gather(*(self._settle(queue, m, ds, failures) for m, ds in held))
 
     async def _settle(
-        self, queue: str, message: aio_pika.abc.AbstractIncomingMessage, delivery: Delivery
-    ) -> None:
-        if delivery.rejection is not None:
-            reason, detail = delivery.rejection
-            await self._dead_letter(queue, message, delivery, reason, detail)
-        elif delivery.retry_reason is not None:
-            await self._retry(queue, message, delivery, delivery.retry_reason)
-        else:
-            await self._finish(queue, message, None)
-
-    async def _retry(
         self,
         queue: str,
         message: aio_pika.abc.AbstractIncomingMessage,
-        delivery: Delivery,
-        error: str,
+        deliveries: list[Delivery],
+        failures: dict[int, str],
     ) -> None:
+        """Send each delivery of ``message`` on that is not done (to its retry tier or the
+        dead letters), then ack ``message``; if a next home refused one, give it back."""
+        placed = await asyncio.gather(
+            *(self._place(queue, d, failures.get(id(d))) for d in deliveries)
+        )
+        await self._finish(queue, message, next((r for r in placed if r is not None), None))
+
+    async def _place(self, queue: str, delivery: Delivery, failure: str | None) -> str | None:
+        """Where ``delivery`` goes after its handler: nowhere (done), a retry tier or the
+        dead letters; why that place refused it, or None."""
+        if failure is not None:
+            return await self._retry(queue, delivery, failure)
+        if delivery.rejection is not None:
+            reason, detail = delivery.rejection
+            return await self._dead_letter(queue, delivery, reason, detail)
+        if delivery.retry_reason is not None:
+            return await self._retry(queue, delivery, delivery.retry_reason)
+        return None
+
+    async def _retry(self, queue: str, delivery: Delivery, error: str) -> str | None:
         if delivery.deferred_for is not None:
             # Deferred: the first tier that waits long enough (or the longest), and the
             # same attempt, so no outage brings it to the delivery limit.
@@ -387,39 +453,31 @@ class RabbitTransport:
             )  # fmt: skip
             attempt = delivery.attempt
         elif delivery.attempt >= self.max_deliveries:
-            await self._dead_letter(queue, message, delivery, "delivery_limit", error)
-            return
+            return await self._dead_letter(queue, delivery, "delivery_limit", error)
         else:
             tier = min(delivery.attempt, len(self.retry_tiers))
             attempt = delivery.attempt + 1
         extra = {ATTEMPT: attempt, DESTINATION: delivery.message.destination}
         try:
-            refused = await self.send_to_queue(
+            return await self.send_to_queue(
                 self.tier_queue(queue, tier), outgoing(delivery.message, extra)
             )
         except DRIVER_ERRORS as exc:
-            refused = f"{type(exc).__name__}: {exc}"
-        await self._finish(queue, message, refused)
+            return f"{type(exc).__name__}: {exc}"
 
     async def _dead_letter(
-        self,
-        queue: str,
-        message: aio_pika.abc.AbstractIncomingMessage,
-        delivery: Delivery,
-        reason: str,
-        detail: str,
-    ) -> None:
+        self, queue: str, delivery: Delivery, reason: str, detail: str
+    ) -> str | None:
         letter = DeadLetter.now(delivery.message, queue, reason, detail, delivery.attempt)
         try:
             await self._dead_letters.add(letter)
         except TransportError as exc:
-            await self._finish(queue, message, str(exc))
-            return
+            return str(exc)
         log.warning(
             f"dead-lettered {letter.message.message_id} from {queue}: {reason} ({detail})",
             saga_id=letter.message.headers.get("saga_id"),
         )
-        await self._finish(queue, message, None)
+        return None
 
     async def _finish(
         self, queue: str, message: aio_pika.abc.AbstractIncomingMessage, refused: str | None
@@ -435,6 +493,12 @@ class RabbitTransport:
         except DRIVER_ERRORS as exc:
             # The channel is gone; the broker hands the delivery out again.
             log.warning(f"could not settle {message.message_id} on {queue}: {exc}")
+
+
+def _carries(message: aio_pika.abc.AbstractIncomingMessage) -> int:
+    """How many saga messages an AMQP message carries (a bundle says so in a header)."""
+    count = (message.headers or {}).get(BUNDLE, 1)
+    return count if isinstance(count, int) and count > 0 else 1
 
 
 __all__ = ["DEAD_LETTER_QUEUE", "RabbitDeadLetters", "RabbitSubscription", "RabbitTransport"]
