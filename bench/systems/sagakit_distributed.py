@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bench import workload
 from bench.systems.sagakit_app import ORDER, PARTICIPANTS, participants
-from sagakit import Orchestrator, Runtime, SagaStatus
+from sagakit import Orchestrator, Runtime
 from sagakit.messages import command_queue, reply_queue
 from sagakit.stores.postgres import PostgresSagaStore
 from sagakit.transports import open_transport
@@ -26,8 +26,9 @@ from sagakit.transports import open_transport
 ROLES = ("orchestrator", "relay", *PARTICIPANTS)
 #: Connections per process: six processes must share the server with the other systems.
 POOL = 3
-_POLL = 0.01
-_CHUNK = 500
+#: How long a driver waits for one saga to end before the run counts it an error.
+_PATIENCE = 600.0
+_OUTCOMES = {"completed": "approved", "compensated": "rejected"}
 
 
 def broker_url(amqp: str, prefix: str) -> str:
@@ -83,39 +84,23 @@ async def serve(role: str, db: str, broker: str, ready: Path | None) -> None:
 
 class DriverHarness:
     """Starts sagas in the store (the relay process publishes their first commands) and
-    polls the projection for their ends; the polls are left out of commits per saga."""
+    waits for their ends as any client would (``wait_ended``: the orchestrator's process
+    announces them, so nothing polls the projection but a backstop); the quiesce polls
+    are left out of commits per saga."""
 
     def __init__(self, db: str, options: dict[str, Any]) -> None:
         self.url = db
         self.observer_transactions = 0
-        self.waiting: dict[str, asyncio.Future[str]] = {}
-        self.poller: asyncio.Task[None] | None = None
 
     async def open(self, *, recover: bool) -> None:
         self.store = PostgresSagaStore(self.url, pool_size=POOL)
         self.orchestrator = Orchestrator(self.store, [ORDER])
-        self.poller = asyncio.create_task(self._poll())
 
     async def submit(self, order: workload.Order) -> str:
         saga_id = str(order.id)
-        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.waiting[saga_id] = ended
         await self.orchestrator.start(ORDER.name, order.as_dict(), saga_id=saga_id)
-        return await ended
-
-    async def _poll(self) -> None:
-        outcomes = {"completed": "approved", "compensated": "rejected"}
-        while True:
-            await asyncio.sleep(_POLL)
-            ids = list(self.waiting)
-            for start in range(0, len(ids), _CHUNK):
-                statuses = await self.store.statuses(ids[start : start + _CHUNK])
-                self.observer_transactions += 1
-                for saga_id, status in statuses.items():
-                    if SagaStatus(status).terminal:
-                        future = self.waiting.pop(saga_id, None)
-                        if future is not None and not future.done():
-                            future.set_result(outcomes.get(status, status))
+        ended = await self.store.wait_ended([saga_id], timeout=_PATIENCE)
+        return _OUTCOMES.get(ended[saga_id], ended[saga_id])
 
     async def quiesce(self, timeout: float) -> int:
         loop = asyncio.get_running_loop()
@@ -129,8 +114,6 @@ class DriverHarness:
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
         await self.store.close()
 
 

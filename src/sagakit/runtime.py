@@ -19,6 +19,7 @@ from sagakit.logs import get_logger
 from sagakit.orchestrator import Orchestrator
 from sagakit.ports import Delivery, SagaStore, Subscription, Transport
 from sagakit.relay import OutboxRelay
+from sagakit.stores.sql import SqlSagaStore
 
 log = get_logger("sagakit.runtime")
 
@@ -211,6 +212,11 @@ class Runtime:
 async def wait_terminal(
     store: SagaStore, saga_ids: Iterable[str], *, timeout: float = 30.0, poll: float = 0.02
 ) -> dict[str, str]:
+    """Wait until every saga is terminal; return their statuses, or raise TimeoutError
+    naming the stragglers. A SQL store answers from its own commits and (PostgreSQL)
+    other processes' announcements; any other store is polled every ``poll`` seconds."""
+    if isinstance(store, SqlSagaStore):
+        return await store.wait_ended(list(saga_ids), timeout=timeout, poll=poll)
     ids = list(saga_ids)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

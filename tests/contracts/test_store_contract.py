@@ -406,3 +406,64 @@ async def test_another_process_hears_of_committed_outbox_rows_and_not_of_rolled_
     await asyncio.wait_for(waiter, 2.0)
     await writer.close()
     await relay.close()
+
+
+async def test_a_waiter_learns_of_ends_committed_in_its_process_at_once(
+    store: SqlSagaStore,
+) -> None:
+    """Ends this process commits answer waiters without a poll (the poll is set to a
+    minute here), and one that asks after the end is answered from memory."""
+    for saga_id in ("early", "late"):
+        await start(store, saga_id)
+    await reply(store, "early", "reserve", ok=False)  # nothing to undo: compensated
+    waiting = asyncio.create_task(store.wait_ended(["early", "late"], timeout=5, poll=60))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+
+    await reply(store, "late", "reserve", ok=False)
+
+    assert await asyncio.wait_for(waiting, 2) == {"early": "compensated", "late": "compensated"}
+    assert await store.wait_ended(["late"], timeout=0.01) == {"late": "compensated"}
+
+
+async def test_a_wait_that_runs_out_names_the_unfinished(store: SqlSagaStore) -> None:
+    await start(store, "slow")
+    unfinished = r"1 saga\(s\) not terminal after 0.2s: slow \(running\)"
+    with pytest.raises(TimeoutError, match=unfinished):
+        await store.wait_ended(["slow"], timeout=0.2)
+    assert not store.ends._waiting  # a waiter that gave up leaves nothing behind
+
+
+async def test_another_process_hears_of_ended_sagas_and_not_of_rolled_back_ends(
+    pg_url: str,
+) -> None:
+    """Ends are announced with the transaction's event insert: a waiter on a second store
+    (another process's) hears of one at commit, never of one rolled back, and its poll
+    is only the backstop (a minute here, so only the announcement can answer)."""
+    from sagakit.stores import open_store
+
+    writer, client = open_store(pg_url), open_store(pg_url)
+    assert isinstance(writer, SqlSagaStore) and isinstance(client, SqlSagaStore)
+    await writer.migrate()
+    for saga_id in ("undone", "kept"):
+        await start(writer, saga_id)
+    client.ends.backstop = 60.0
+    waiting = asyncio.create_task(client.wait_ended(["undone", "kept"], timeout=10))
+    await asyncio.sleep(0.3)  # its first look (both running) and LISTEN are done
+    with pytest.raises(RuntimeError):
+        async with writer.unit() as unit:
+            state = (await unit.load(["undone"])).states["undone"]
+            body = ReplyBody(ok=False, reason="no", retryable=False)
+            trigger = Reply("reserve", "action", 1, "r-undone", body)
+            await unit.append([decide(ORDER, state, trigger, now=101.0, reply_to="replies")])
+            raise RuntimeError("rolled back")
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+
+    await reply(writer, "undone", "reserve", ok=False)
+    await reply(writer, "kept", "reserve", ok=False)
+
+    got = await asyncio.wait_for(waiting, 3)
+    assert got == {"undone": "compensated", "kept": "compensated"}
+    await writer.close()
+    await client.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sagakit.errors import StoreError
 from sagakit.ports import Clock
-from sagakit.stores.schema import saga_outbox
+from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
+from sagakit.stores.schema import saga_events, saga_outbox
 from sagakit.stores.sql import SqlSagaStore, SqlUnit
 
 #: The channel committing transactions notify when they wrote outbox rows.
@@ -110,12 +111,18 @@ class PostgresUnit(SqlUnit):
 
     async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
         sql = _bulk(table, tuple(rows[0]))
+        args = _columns(rows)
         if table is saga_outbox and self._store.notify_outbox and not self.notified:
             # The NOTIFY rides on the insert instead of a round trip of its own; it is
             # delivered at commit, and never if the transaction rolls back.
             sql = _notifying(sql)
             self.notified = True
-        await self._fetch(sql, *_columns(rows))
+        elif table is saga_events and self.unannounced:
+            # So do the announcements of the sagas this transaction ends.
+            sql = _announcing(sql, len(args) + 1)
+            args.append(announcements(self.unannounced))
+            self.unannounced = []
+        await self._fetch(sql, *args)
 
     async def _upsert(
         self,
@@ -162,6 +169,14 @@ def _bulk(
 @functools.cache
 def _notifying(insert: str) -> str:
     return f"WITH written AS ({insert} RETURNING 1) SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
+
+
+@functools.cache
+def _announcing(insert: str, payloads: int) -> str:
+    return (
+        f"WITH written AS ({insert} RETURNING 1) "
+        f"SELECT pg_notify('{ENDED_CHANNEL}', p) FROM unnest(${payloads}::text[]) AS p"
+    )
 
 
 _PG_TYPES = {
@@ -224,6 +239,9 @@ class PostgresSagaStore(SqlSagaStore):
         self.clock_from_database = clock is None
         self._listener: Any = None
         self._listen_lock = asyncio.Lock()
+        #: The channels to LISTEN on, and those the current connection listens on.
+        self._channels: dict[str, Callable[..., None]] = {}
+        self._heard: set[str] = set()
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
@@ -250,26 +268,47 @@ class PostgresSagaStore(SqlSagaStore):
         return getattr(exc.orig, "sqlstate", None) in _TRANSIENT
 
     async def wait_for_outbox(self, timeout: float) -> None:
-        await self._listen()
+        await self._listen(OUTBOX_CHANNEL, self._on_notify)
         await super().wait_for_outbox(timeout)
 
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        async with self._listen_lock:
-            if self._listener is not None and not self._listener.is_closed():
-                return
-            import asyncpg
+    async def _listen_for_ends(self) -> bool:
+        return await self._listen(ENDED_CHANNEL, self._on_ended)
 
+    async def _listen(self, channel: str, callback: Callable[..., None]) -> bool:
+        """LISTEN on ``channel`` (on one connection for all channels, made again if it
+        died, with every channel); True while that connection is up."""
+        self._channels[channel] = callback
+        if self._listening():
+            if channel not in self._heard:
+                async with self._listen_lock:
+                    await self._add_listener(channel, callback)
+            return self._listening()
+        async with self._listen_lock:
+            if self._listening():
+                return True
             dsn = make_url(self.url).set(drivername="postgresql")
+            self._heard.clear()
             try:
                 self._listener = await asyncpg.connect(dsn.render_as_string(hide_password=False))
-                await self._listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
+                for name, heard_on in list(self._channels.items()):
+                    await self._add_listener(name, heard_on)
             except (OSError, asyncpg.PostgresError):
                 self._listener = None  # polling still runs; try LISTEN again next time
+        return self._listening()
+
+    async def _add_listener(self, channel: str, callback: Callable[..., None]) -> None:
+        if channel not in self._heard and self._listener is not None:
+            await self._listener.add_listener(channel, callback)
+            self._heard.add(channel)
+
+    def _listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
 
     def _on_notify(self, *_args: Any) -> None:
         self._outbox_event.set()
+
+    def _on_ended(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.ends.saw(heard(payload))
 
     async def close(self) -> None:
         if self._listener is not None:

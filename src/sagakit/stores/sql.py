@@ -36,6 +36,7 @@ from sagakit.log import (
 from sagakit.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow, SagaRow
 from sagakit.stores import migrations
+from sagakit.stores.ends import EndWatch
 from sagakit.stores.schema import (
     VERSION_TABLE,
     saga_events,
@@ -68,6 +69,10 @@ class SqlUnit:
         self.enqueued = 0
         #: Whether this transaction already told other processes about its outbox rows.
         self.notified = False
+        #: (saga id, status) of the sagas this transaction ended, and those of them not
+        #: yet announced to other processes (see sagakit.stores.ends).
+        self.ended: list[tuple[str, str]] = []
+        self.unannounced: list[tuple[str, str]] = []
 
     @property
     def connection(self) -> AsyncConnection:
@@ -176,6 +181,9 @@ class SqlUnit:
             else:
                 projection_rows.append(_projection(state, 0))
             messages.extend(d.commands)
+            if state.status.terminal:
+                self.ended.append((state.saga_id, state.status.value))
+                self.unannounced.append(self.ended[-1])
         try:
             await self._insert(saga_events, event_rows)
         except self._store.conflicts as exc:
@@ -348,6 +356,9 @@ class SqlSagaStore:
         #: Whether committing outbox rows wakes relays in other processes (NOTIFY). A
         #: runtime that runs its own outbox (the fused one) turns it off.
         self.notify_outbox = True
+        #: Waiters for sagas' ends (``wait_ended``), told by this process's commits, by
+        #: other processes' announcements where the database has them, and by a poll.
+        self.ends = EndWatch(self.statuses, self._listen_for_ends)
 
     # ------------------------------------------------------------------ transactions
 
@@ -383,6 +394,8 @@ class SqlSagaStore:
                 await self._notify(conn)
         if unit.enqueued:
             self._outbox_event.set()
+        if unit.ended:
+            self.ends.saw(unit.ended)
 
     async def database_now(self, conn: AsyncConnection) -> float:
         """The clock decisions use (see UnitOfWork.now); the store's own by default."""
@@ -406,6 +419,24 @@ class SqlSagaStore:
 
     async def _notify(self, conn: AsyncConnection) -> None:
         """Tell other processes the outbox has work; once per transaction."""
+
+    async def _listen_for_ends(self) -> bool:
+        """Start hearing other processes' announcements of ended sagas; True while they
+        arrive. A database without notifications has none: waiters poll."""
+        return False
+
+    async def wait_ended(
+        self, saga_ids: Sequence[str], *, timeout: float = 30.0, poll: float | None = None
+    ) -> dict[str, str]:
+        """The terminal status of each of ``saga_ids``, once every one has ended, however
+        many processes decide them; TimeoutError naming the unfinished after ``timeout``.
+
+        Ends decided in this process answer at once; on PostgreSQL so do those announced
+        by other processes, with a poll every second as a backstop. Elsewhere the
+        projection is polled every ``poll`` seconds (0.02 unless given)."""
+        if poll is not None:
+            self.ends.poll = poll
+        return await self.ends.wait(saga_ids, timeout=timeout)
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query
@@ -439,6 +470,7 @@ class SqlSagaStore:
             return await conn.run_sync(_is_current)
 
     async def close(self) -> None:
+        await self.ends.close()
         await self.engine.dispose()
 
     # ------------------------------------------------------------------ loading
