@@ -677,6 +677,35 @@ class SqlSagaStore:
     async def claim_outbox(
         self, *, limit: int, exclude: Sequence[int] = ()
     ) -> AsyncIterator[SqlOutboxClaim]:
+        if self.row_locks:
+            # Hold the rows for the whole publish: a relay that dies releases them at once.
+            async with self._begin() as conn:
+                rows = await self._claim_rows(conn, limit, exclude)
+                released = self._claims_released
+                kept = await self._in_saga_order(conn, rows)
+                if len(kept) < len(rows):
+                    self._held_back(released)
+                claim = SqlOutboxClaim(kept)
+                yield claim
+                if claim.sent:
+                    await self._mark_sent(conn, claim.sent)
+            if claim.sent:
+                self._claims_released += 1
+                if self._waiting_on_claims:
+                    self._waiting_on_claims = False
+                    self._outbox_event.set()
+            return
+        async with self._read() as conn:
+            claim = SqlOutboxClaim(await self._claim_rows(conn, limit, exclude))
+        yield claim
+        if claim.sent:
+            async with self.unit() as unit:
+                await self._mark_sent(unit.connection, claim.sent)
+
+    async def _claim_rows(
+        self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
+    ) -> list[OutboxRow]:
+        """The first ``limit`` unsent rows but ``exclude``, locked where rows lock."""
         query = (
             select(saga_outbox)
             .where(saga_outbox.c.sent_at.is_(None))
@@ -685,30 +714,23 @@ class SqlSagaStore:
         )
         if exclude:
             query = query.where(~self.among(saga_outbox.c.id, exclude))
-        if self.row_locks:
-            # Hold the rows for the whole publish: a relay that dies releases them at once.
-            async with self._begin() as conn:
-                rows = _outbox_rows(await conn.execute(self.lock_skipping(query)))
-                released = self._claims_released
-                kept = await self._in_saga_order(conn, rows)
-                if len(kept) < len(rows):
-                    self._held_back(released)
-                claim = SqlOutboxClaim(kept)
-                yield claim
-                if claim.sent:
-                    await conn.execute(self._mark_sent(claim.sent))
-            if claim.sent:
-                self._claims_released += 1
-                if self._waiting_on_claims:
-                    self._waiting_on_claims = False
-                    self._outbox_event.set()
-            return
-        async with self._read() as conn:
-            claim = SqlOutboxClaim(_outbox_rows(await conn.execute(query)))
-        yield claim
-        if claim.sent:
-            async with self.unit() as unit:
-                await unit.connection.execute(self._mark_sent(claim.sent))
+        return _outbox_rows(await conn.execute(self.lock_skipping(query)))
+
+    async def _first_unsent(self, conn: AsyncConnection, saga_ids: list[str]) -> dict[str, int]:
+        """The id of each saga's earliest unsent row."""
+        result = await conn.execute(
+            select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
+            .where(saga_outbox.c.sent_at.is_(None), self.among(saga_outbox.c.saga_id, saga_ids))
+            .group_by(saga_outbox.c.saga_id)
+        )
+        return {row[0]: row[1] for row in result}
+
+    async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
+        await conn.execute(
+            update(saga_outbox)
+            .where(self.among(saga_outbox.c.id, ids))
+            .values(sent_at=self.clock.now())
+        )
 
     async def _in_saga_order(self, conn: AsyncConnection, rows: list[OutboxRow]) -> list[OutboxRow]:
         """Drop the rows of any saga that has an earlier unsent row outside this claim (held
@@ -718,20 +740,9 @@ class SqlSagaStore:
         first: dict[str, int] = {}
         for row in rows:
             first.setdefault(row.saga_id, row.id)
-        result = await conn.execute(
-            select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
-            .where(saga_outbox.c.sent_at.is_(None), self.among(saga_outbox.c.saga_id, list(first)))
-            .group_by(saga_outbox.c.saga_id)
-        )
-        blocked = {saga_id for saga_id, lowest in result if lowest < first[saga_id]}
+        lowest = await self._first_unsent(conn, list(first))
+        blocked = {saga_id for saga_id, low in lowest.items() if low < first[saga_id]}
         return [row for row in rows if row.saga_id not in blocked]
-
-    def _mark_sent(self, ids: Sequence[int]) -> Any:
-        return (
-            update(saga_outbox)
-            .where(self.among(saga_outbox.c.id, ids))
-            .values(sent_at=self.clock.now())
-        )
 
     def _held_back(self, released: int) -> None:
         """A claim left rows behind an earlier row of their saga that another claim holds
