@@ -30,6 +30,8 @@ ENDED_CHANNEL = "sagakit_ended"
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
 _PAYLOAD_BYTES = 7900
 
+_ENDS = frozenset(status.value for status in SagaStatus if status.terminal)
+
 #: Statuses of (saga id, status) pairs, asked of the projection.
 Statuses = Callable[[Sequence[str]], Awaitable[dict[str, str]]]
 #: Starts listening if it can; True while announcements arrive.
@@ -90,8 +92,8 @@ class EndWatch:
     def saw(self, ended: Iterable[tuple[str, str]]) -> None:
         """Sagas that ended (announced, or found by a poll)."""
         for saga_id, status in ended:
-            if not SagaStatus(status).terminal:
-                continue
+            if status not in _ENDS:
+                continue  # not an end (or a status this version does not know)
             self._recent[saga_id] = status
             self._recent.move_to_end(saga_id)
             for future in self._waiting.pop(saga_id, ()):
