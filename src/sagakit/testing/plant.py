@@ -41,8 +41,13 @@ def plant_no_inbox(participant: Participant) -> None:
     async def execute(unit: UnitOfWork, command: Envelope, handler: Handler) -> ReplyBody:
         return await participant._call(unit, command, handler)
 
+    async def preclaim(inbox: BatchInbox, commands: Sequence[Envelope]) -> None:
+        """No keys claimed up front for a batch either: nothing would ask for them, and a
+        batch that claimed keys nobody used refuses to commit (BatchInbox.check_used)."""
+
     # Patching one instance is the point: the class and every other participant stay sound.
     participant.execute = execute  # type: ignore[method-assign]
+    participant._preclaim = preclaim  # type: ignore[method-assign]
     log.warning(f"PLANTED BUG no-inbox in participant {participant.name}")
 
 
