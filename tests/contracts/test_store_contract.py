@@ -145,6 +145,30 @@ async def test_snapshots_mean_loading_reads_only_later_events(store: SqlSagaStor
     assert again == full
 
 
+async def test_one_load_reads_sagas_with_and_without_snapshots_alike(
+    store: SqlSagaStore,
+) -> None:
+    await start(store, "long")
+    await start(store, "short")
+    now = 101.0
+    for _ in range(6):  # past snapshot_every=10 for "long" only
+        await reply(store, "long", "reserve", ok=False, retryable=True, now=now)
+        now += 100
+        async with store.unit() as unit:
+            state = (await unit.load(["long"])).states["long"]
+            await unit.append([decide(ORDER, state, Tick(), now=now, reply_to="r")])
+    async with store.unit() as unit:
+        snapped = await unit.connection.scalar(
+            text("SELECT snapshot_version FROM sagas WHERE saga_id='long'")
+        )
+        loaded = await unit.load(["short", "missing", "long", "short"])
+    assert snapped > 0
+    assert sorted(loaded.states) == ["long", "short"]
+    assert loaded.broken == {}
+    assert loaded.states["long"] == await store.get("long")
+    assert loaded.states["short"] == await store.get("short")
+
+
 async def test_an_old_event_version_is_upcast_when_read(store: SqlSagaStore) -> None:
     await start(store)
     async with store.unit() as unit:

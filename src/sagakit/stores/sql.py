@@ -58,6 +58,23 @@ class SqlOutboxClaim:
         self.sent.extend(ids)
 
 
+@dataclass(slots=True)
+class Appended:
+    """What one ``append`` writes: rows per table, and the messages for the outbox."""
+
+    idle: list[dict[str, Any]]
+    changed: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    projection: list[dict[str, Any]] = field(default_factory=list)
+    snapshotted: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
+
+    def conflict(self) -> ConcurrencyError:
+        ids = ", ".join(self.changed)
+        return ConcurrencyError(f"another writer appended to saga(s) {ids} first")
+
+
 class SqlUnit:
     """One local transaction on one connection."""
 
@@ -135,29 +152,41 @@ class SqlUnit:
         return [row[0] for row in result]
 
     async def append(self, decisions: Sequence[Decision]) -> None:
-        if len({d.state.saga_id for d in decisions}) != len(decisions):
-            raise ValueError("one batch may carry only one decision per saga")
+        rows = self._appended(decisions)
         # A decision without events still refreshes its projection: a saga woken early
         # (its wake time moved, a clock disagreed) must not be woken again and again.
-        idle = [_projection(d.state, 0) for d in decisions if not d.events]
-        if idle:
-            await self._upsert(sagas, ["saga_id"], idle, keep=["snapshot_version"])
-        changed = [d for d in decisions if d.events]
-        if not changed:
+        if rows.idle:
+            await self._upsert(sagas, ["saga_id"], rows.idle, keep=["snapshot_version"])
+        if not rows.events:
             return
+        try:
+            await self._insert(saga_events, rows.events)
+        except self._store.conflicts as exc:
+            raise rows.conflict() from exc
+        if rows.projection:
+            # snapshot_version is only written for new sagas here; it moves with a snapshot.
+            await self._upsert(sagas, ["saga_id"], rows.projection, keep=["snapshot_version"])
+        if rows.snapshotted:
+            await self._upsert(sagas, ["saga_id"], rows.snapshotted)
+            await self._upsert(saga_snapshots, ["saga_id"], rows.snapshots)
+        await self.enqueue(rows.messages)
+
+    def _appended(self, decisions: Sequence[Decision]) -> Appended:
+        """The rows ``decisions`` add to each table; notes the sagas they end."""
+        if len({d.state.saga_id for d in decisions}) != len(decisions):
+            raise ValueError("one batch may carry only one decision per saga")
+        rows = Appended(idle=[_projection(d.state, 0) for d in decisions if not d.events])
         every = self._store.snapshot_every
-        event_rows: list[dict[str, Any]] = []
-        projection_rows: list[dict[str, Any]] = []
-        snapshotted_rows: list[dict[str, Any]] = []
-        snapshot_rows: list[dict[str, Any]] = []
-        messages: list[Outgoing] = []
-        for d in changed:
+        for d in decisions:
+            if not d.events:
+                continue
             state = d.state
             if state.version != d.expected_version + len(d.events):
                 raise ValueError(f"saga {state.saga_id}: decision does not match its state")
+            rows.changed.append(state.saga_id)
             for offset, event in enumerate(d.events, start=1):
                 kind, version, data = encode(event)
-                event_rows.append(
+                rows.events.append(
                     {
                         "saga_id": state.saga_id,
                         "seq": d.expected_version + offset,
@@ -168,8 +197,8 @@ class SqlUnit:
                     }
                 )
             if every and state.version // every > d.expected_version // every:
-                snapshotted_rows.append(_projection(state, state.version))
-                snapshot_rows.append(
+                rows.snapshotted.append(_projection(state, state.version))
+                rows.snapshots.append(
                     {
                         "saga_id": state.saga_id,
                         "version": state.version,
@@ -179,27 +208,20 @@ class SqlUnit:
                     }
                 )
             else:
-                projection_rows.append(_projection(state, 0))
-            messages.extend(d.commands)
+                rows.projection.append(_projection(state, 0))
+            rows.messages.extend(d.commands)
             if state.status.terminal:
                 self.ended.append((state.saga_id, state.status.value))
                 self.unannounced.append(self.ended[-1])
-        try:
-            await self._insert(saga_events, event_rows)
-        except self._store.conflicts as exc:
-            ids = ", ".join(d.state.saga_id for d in changed)
-            raise ConcurrencyError(f"another writer appended to saga(s) {ids} first") from exc
-        if projection_rows:
-            # snapshot_version is only written for new sagas here; it moves with a snapshot.
-            await self._upsert(sagas, ["saga_id"], projection_rows, keep=["snapshot_version"])
-        if snapshotted_rows:
-            await self._upsert(sagas, ["saga_id"], snapshotted_rows)
-            await self._upsert(saga_snapshots, ["saga_id"], snapshot_rows)
-        await self.enqueue(messages)
+        return rows
 
     async def enqueue(self, messages: Sequence[Outgoing]) -> None:
-        if not messages:
-            return
+        rows = self._outbox_rows(messages)
+        if rows:
+            await self._insert(saga_outbox, rows)
+            self.enqueued += len(rows)
+
+    def _outbox_rows(self, messages: Sequence[Outgoing]) -> list[dict[str, Any]]:
         now = self._store.clock.now()
         rows = []
         for out in messages:
@@ -216,8 +238,7 @@ class SqlUnit:
                     "sent_at": None,
                 }
             )
-        await self._insert(saga_outbox, rows)
-        self.enqueued += len(rows)
+        return rows
 
     async def quarantine(self, reasons: dict[str, str]) -> None:
         for saga_id, reason in reasons.items():
@@ -303,7 +324,7 @@ def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
     }
 
 
-def _check_head(state: SagaState, version: int) -> None:
+def check_head(state: SagaState, version: int) -> None:
     if state.version != version:
         raise CorruptLogError(
             state.saga_id,
@@ -525,7 +546,7 @@ class SqlSagaStore:
             loaded.events_read += len(events[sid])
             try:
                 state = fold_stored(sid, events[sid], snapshots.get(sid))
-                _check_head(state, head.version)
+                check_head(state, head.version)
             except CorruptLogError as exc:
                 loaded.broken[sid] = exc
                 continue

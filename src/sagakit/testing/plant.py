@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from sagakit.batching import BatchInbox, inbox_key
 from sagakit.logs import get_logger
@@ -86,13 +87,15 @@ def plant_publish_before_commit(store: SqlSagaStore, transport: Transport) -> No
             log.warning(f"planted publish-before-commit lost {len(messages)} message(s): {exc}")
 
     def enqueue_now(unit: SqlUnit) -> None:
-        async def enqueue(messages: Sequence[Outgoing]) -> None:
+        # Where a unit turns messages into outbox rows, it sends them instead.
+        def outbox_rows(messages: Sequence[Outgoing]) -> list[dict[str, Any]]:
             if messages:
                 task = asyncio.create_task(send([TransportMessage.of(m) for m in messages]))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+            return []
 
-        unit.enqueue = enqueue  # type: ignore[method-assign]
+        unit._outbox_rows = outbox_rows  # type: ignore[method-assign]
 
     @contextlib.asynccontextmanager
     async def unit() -> AsyncIterator[SqlUnit]:
