@@ -121,6 +121,40 @@ async def test_optimistic_concurrency_refuses_a_stale_writer(store: SqlSagaStore
     assert (await store.get("s1")).version == 4
 
 
+async def test_a_load_that_waited_for_a_writer_reads_what_it_committed(
+    store: SqlSagaStore,
+) -> None:
+    """A locking load that has to wait for another unit's lock on the saga sees that
+    unit's events once it gets the lock, not the log as it was when it asked."""
+    await start(store)
+    await reply(store, "s1", "reserve")
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with store.unit() as unit:
+            state = (await unit.load(["s1"])).states["s1"]
+            body = ReplyBody(ok=True)
+            trigger = Reply("charge", "action", 1, "r-charge", body)
+            await unit.append([decide(ORDER, state, trigger, now=102, reply_to="r")])
+            holding.set()
+            await release.wait()
+
+    async def reader() -> int:
+        await holding.wait()
+        async with store.unit() as unit:
+            loaded = await unit.load(["s1"])
+        assert loaded.broken == {}
+        return loaded.states["s1"].version
+
+    written = asyncio.create_task(writer())
+    read = asyncio.create_task(reader())
+    await holding.wait()
+    await asyncio.sleep(0.2)  # the reader is waiting for the lock (where rows lock)
+    release.set()
+    await written
+    assert await read == (await store.get("s1")).version
+
+
 async def test_snapshots_mean_loading_reads_only_later_events(store: SqlSagaStore) -> None:
     # snapshot_every=10 in the fixture; a saga that retries a lot has a long log
     await start(store)

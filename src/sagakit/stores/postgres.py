@@ -37,7 +37,7 @@ from sagakit.messages import TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
-from sagakit.stores.sql import SqlSagaStore, SqlUnit, check_head
+from sagakit.stores.sql import SqlSagaStore, SqlUnit, check_head, in_saga_order
 
 #: Seconds between two reads of the database's clock (see database_now).
 _CLOCK_REREAD = 1.0
@@ -178,10 +178,20 @@ class PostgresUnit(SqlUnit):
                     snapped.append(saga_id)
             if r[3] is not None:
                 events[saga_id].append(StoredEvent(saga_id, r[3], r[4], r[5], r[6], r[7]))
-        if snapped:  # rows already locked above; the general path reads their snapshots
-            loaded = await self._store.load_on(self._conn, snapped, lock=False)
+        # A head this statement had to wait for is the committed one, but the events
+        # came from the snapshot the statement began with, which may lack the events
+        # the other writer committed meanwhile. Those sagas, and the ones with a
+        # snapshot, are read again by the general path: its statements see the commit,
+        # and the rows are locked already.
+        again = [
+            saga_id
+            for saga_id, version in heads.items()
+            if saga_id in snapped or not events[saga_id] or events[saga_id][-1].seq != version
+        ]
+        if again:
+            loaded = await self._store.load_on(self._conn, again, lock=False)
         for saga_id, version in heads.items():
-            if saga_id in snapped:
+            if saga_id in loaded.states or saga_id in loaded.broken:
                 continue
             loaded.events_read += len(events[saga_id])
             try:
@@ -219,13 +229,12 @@ async def _on_driver(
 
 # The relay's statements: the same text whatever the number of rows.
 _CLAIM_OUTBOX = (
-    "SELECT id, message_id, destination, saga_id, headers, body, created_at FROM saga_outbox "
-    "WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $2 "
-    "FOR UPDATE SKIP LOCKED"
-)
-_FIRST_UNSENT = (
-    "SELECT saga_id, min(id) FROM saga_outbox "
-    "WHERE sent_at IS NULL AND saga_id = ANY($1::varchar[]) GROUP BY saga_id"
+    "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
+    "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED), "
+    "f AS (SELECT saga_id, min(id) AS first FROM saga_outbox "
+    "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) GROUP BY saga_id) "
+    "SELECT c.*, f.first FROM c JOIN f USING (saga_id) ORDER BY c.id"
 )
 _MARK_SENT = "UPDATE saga_outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])"
 
@@ -368,25 +377,22 @@ class PostgresSagaStore(SqlSagaStore):
     # The relay's claim says its three statements to asyncpg itself: a relay claims
     # many times a second, and SQLAlchemy's work on each was most of the claim's CPU.
 
-    async def _claim_rows(
+    async def _claim_in_order(
         self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
-    ) -> list[OutboxRow]:
+    ) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        # One statement: the claim, and each claimed saga's earliest unsent row.
         driver = await _driver_of(conn)
-        rows = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit])
-        return [
+        found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit])
+        rows = [
             OutboxRow(
                 id=r[0],
                 message=TransportMessage(r[2], r[1], r[5].encode(), json.loads(r[4])),
                 saga_id=r[3],
                 created_at=r[6],
             )
-            for r in rows
+            for r in found
         ]
-
-    async def _first_unsent(self, conn: AsyncConnection, saga_ids: list[str]) -> dict[str, int]:
-        driver = await _driver_of(conn)
-        rows = await _on_driver(self, conn, driver, _FIRST_UNSENT, [saga_ids])
-        return {r[0]: r[1] for r in rows}
+        return rows, in_saga_order(rows, {r[3]: r[7] for r in found})
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         driver = await _driver_of(conn)
