@@ -68,7 +68,10 @@ class OutboxRelay:
                 task = asyncio.create_task(self._batch(claimed))
                 tasks.add(task)
                 task.add_done_callback(finished)
-                if await claimed == 0:
+                if await claimed < self.batch_size:
+                    # Nothing more to claim right now: a claim straight after this one
+                    # would come back empty. Rows committed since this claim began have
+                    # woken the store already, so the wait returns at once for them.
                     await self.store.wait_for_outbox(self.poll_interval)
         finally:
             for task in list(tasks):

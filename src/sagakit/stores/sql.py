@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +343,16 @@ def _stored(row: Any) -> StoredEvent:
         data=row.data,
         recorded_at=row.recorded_at,
     )
+
+
+def in_saga_order(rows: list[OutboxRow], lowest: Mapping[str, int]) -> list[OutboxRow]:
+    """``rows`` (in id order) but those of any saga whose ``lowest`` unsent row is
+    earlier than its first row here: that row is held by another claim."""
+    first: dict[str, int] = {}
+    for row in rows:
+        first.setdefault(row.saga_id, row.id)
+    blocked = {saga_id for saga_id, low in lowest.items() if low < first.get(saga_id, low)}
+    return [row for row in rows if row.saga_id not in blocked]
 
 
 class SqlSagaStore:
@@ -701,9 +711,8 @@ class SqlSagaStore:
         if self.row_locks:
             # Hold the rows for the whole publish: a relay that dies releases them at once.
             async with self._begin() as conn:
-                rows = await self._claim_rows(conn, limit, exclude)
                 released = self._claims_released
-                kept = await self._in_saga_order(conn, rows)
+                rows, kept = await self._claim_in_order(conn, limit, exclude)
                 if len(kept) < len(rows):
                     self._held_back(released)
                 claim = SqlOutboxClaim(kept)
@@ -737,6 +746,14 @@ class SqlSagaStore:
             query = query.where(~self.among(saga_outbox.c.id, exclude))
         return _outbox_rows(await conn.execute(self.lock_skipping(query)))
 
+    async def _claim_in_order(
+        self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
+    ) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """The rows claimed (locked), and those of them that may go now (see
+        _in_saga_order)."""
+        rows = await self._claim_rows(conn, limit, exclude)
+        return rows, await self._in_saga_order(conn, rows)
+
     async def _first_unsent(self, conn: AsyncConnection, saga_ids: list[str]) -> dict[str, int]:
         """The id of each saga's earliest unsent row."""
         result = await conn.execute(
@@ -758,12 +775,8 @@ class SqlSagaStore:
         by another relay or batch), so a saga's messages are never published out of order."""
         if not rows:
             return rows
-        first: dict[str, int] = {}
-        for row in rows:
-            first.setdefault(row.saga_id, row.id)
-        lowest = await self._first_unsent(conn, list(first))
-        blocked = {saga_id for saga_id, low in lowest.items() if low < first[saga_id]}
-        return [row for row in rows if row.saga_id not in blocked]
+        lowest = await self._first_unsent(conn, list({row.saga_id for row in rows}))
+        return in_saga_order(rows, lowest)
 
     def _held_back(self, released: int) -> None:
         """A claim left rows behind an earlier row of their saga that another claim holds
