@@ -374,8 +374,9 @@ class PostgresSagaStore(SqlSagaStore):
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
 
-    # The relay's claim says its three statements to asyncpg itself: a relay claims
-    # many times a second, and SQLAlchemy's work on each was most of the claim's CPU.
+    # The relay's claim says its two statements (the claim with its order check, and the
+    # mark-sent) to asyncpg itself: a relay claims many times a second, and SQLAlchemy's
+    # work on each was most of the claim's CPU.
 
     async def _claim_in_order(
         self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
