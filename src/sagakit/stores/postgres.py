@@ -31,13 +31,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from sagakit.decide import Decision
-from sagakit.errors import CorruptLogError, StoreError
-from sagakit.log import StoredEvent, fold_stored
+from sagakit.errors import StoreError
+from sagakit.log import StoredEvent
 from sagakit.messages import TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
-from sagakit.stores.sql import SqlSagaStore, SqlUnit, check_head, in_saga_order
+from sagakit.stores.sql import SqlSagaStore, SqlUnit, fold_into, in_saga_order
 
 #: Seconds between two reads of the database's clock (see database_now).
 _CLOCK_REREAD = 1.0
@@ -166,18 +166,14 @@ class PostgresUnit(SqlUnit):
         if not ids:
             return loaded
         rows = await self._fetch(_LOAD_LOCKED if lock else _LOAD_UNLOCKED, ids)
-        heads: dict[str, int] = {}
+        heads: dict[str, tuple[int, int]] = {}  # version, snapshot version
         events: dict[str, list[StoredEvent]] = {}
-        snapped: list[str] = []
         for r in rows:
-            saga_id = r[0]
-            if saga_id not in heads:
-                heads[saga_id] = r[1]
-                events[saga_id] = []
-                if r[2] > 0:
-                    snapped.append(saga_id)
+            if r[0] not in heads:
+                heads[r[0]] = (r[1], r[2])
+                events[r[0]] = []
             if r[3] is not None:
-                events[saga_id].append(StoredEvent(saga_id, r[3], r[4], r[5], r[6], r[7]))
+                events[r[0]].append(StoredEvent(r[0], r[3], r[4], r[5], r[6], r[7]))
         # A head this statement had to wait for is the committed one, but the events
         # came from the snapshot the statement began with, which may lack the events
         # the other writer committed meanwhile. Those sagas, and the ones with a
@@ -185,22 +181,14 @@ class PostgresUnit(SqlUnit):
         # and the rows are locked already.
         again = [
             saga_id
-            for saga_id, version in heads.items()
-            if saga_id in snapped or not events[saga_id] or events[saga_id][-1].seq != version
+            for saga_id, (version, snapped) in heads.items()
+            if snapped or not events[saga_id] or events[saga_id][-1].seq != version
         ]
         if again:
             loaded = await self._store.load_on(self._conn, again, lock=False)
-        for saga_id, version in heads.items():
-            if saga_id in loaded.states or saga_id in loaded.broken:
-                continue
-            loaded.events_read += len(events[saga_id])
-            try:
-                state = fold_stored(saga_id, events[saga_id], None)
-                check_head(state, version)
-            except CorruptLogError as exc:
-                loaded.broken[saga_id] = exc
-                continue
-            loaded.states[saga_id] = state
+        for saga_id, (version, _) in heads.items():
+            if saga_id not in loaded.states and saga_id not in loaded.broken:
+                fold_into(loaded, saga_id, events[saga_id], None, version)
         return loaded
 
 

@@ -324,14 +324,30 @@ def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
     }
 
 
-def check_head(state: SagaState, version: int) -> None:
+def fold_into(
+    loaded: Loaded,
+    saga_id: str,
+    events: list[StoredEvent],
+    snapshot: SagaState | None,
+    version: int,
+) -> None:
+    """Fold one saga's events (after ``snapshot``) into ``loaded``: its state, or why its
+    log cannot be read (it must end at the projection's ``version``)."""
+    loaded.events_read += len(events)
+    try:
+        state = fold_stored(saga_id, events, snapshot)
+    except CorruptLogError as exc:
+        loaded.broken[saga_id] = exc
+        return
     if state.version != version:
-        raise CorruptLogError(
-            state.saga_id,
+        loaded.broken[saga_id] = CorruptLogError(
+            saga_id,
             state.version + 1,
             f"missing: the log ends at position {state.version} "
             f"but the projection records {version} events",
         )
+        return
+    loaded.states[saga_id] = state
 
 
 def _stored(row: Any) -> StoredEvent:
@@ -553,14 +569,7 @@ class SqlSagaStore:
             for row in result:
                 events[row.saga_id].append(_stored(row))
         for sid, head in heads.items():
-            loaded.events_read += len(events[sid])
-            try:
-                state = fold_stored(sid, events[sid], snapshots.get(sid))
-                check_head(state, head.version)
-            except CorruptLogError as exc:
-                loaded.broken[sid] = exc
-                continue
-            loaded.states[sid] = state
+            fold_into(loaded, sid, events[sid], snapshots.get(sid), head.version)
         return loaded
 
     # ------------------------------------------------------------------ reading
