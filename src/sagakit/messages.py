@@ -26,16 +26,35 @@ class MessageKind(StrEnum):
     EVENT = "event"
 
 
+#: Ids made from one read of the system's random source (a system call each).
+_IDS_PER_READ = 256
+_ready: list[str] = []
+
+
+def _refill() -> None:
+    raw = bytearray(os.urandom(16 * _IDS_PER_READ))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # the RFC 4122 variant
+    text = raw.hex()
+    _ready.extend(text[i : i + 32] for i in range(0, len(text), 32))
+
+
+# A forked child must not hand out ids its parent already has in hand.
+os.register_at_fork(after_in_child=_ready.clear)
+
+
 def new_id() -> str:
     """A fresh message or saga id: a random (version 4) UUID as 32 hex characters.
 
-    Built from the random bytes directly: ``uuid.uuid4().hex`` costs twice as much, and
-    a saga takes a dozen ids.
+    Made in bulk from the system's random source: a saga takes a dozen ids, and one
+    ``os.urandom`` call per id (as ``uuid.uuid4`` makes) was a twentieth of the fast
+    path's CPU. ``list.pop`` is atomic, so threads never share an id.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
-    return raw.hex()
+    try:
+        return _ready.pop()
+    except IndexError:
+        _refill()
+        return _ready.pop()
 
 
 class Envelope(BaseModel):
