@@ -102,26 +102,26 @@ class BatchInbox:
     async def preclaim_commands(self, commands: Sequence[tuple[str, Envelope]]) -> None:
         """Claim every ``(consumer, command)``'s inbox key in bulk, and for each
         compensation whose key was fresh, its action's key too (and the action's stored
-        reply where the action had run): what Participant.execute asks for, one statement
-        per consumer."""
-        by_consumer: dict[str, list[str]] = {}
-        for consumer, env in commands:
-            by_consumer.setdefault(consumer, []).append(inbox_key(env, env.op))
-        for consumer, keys in by_consumer.items():
-            await self.preclaim(consumer, keys)
-        undo: dict[str, list[str]] = {}
+        reply where the action had run): what Participant.execute asks for, in one
+        statement for every consumer's keys and one more for the actions' keys."""
+        await self.preclaim_each([(consumer, inbox_key(env, env.op)) for consumer, env in commands])
+        undo: list[tuple[str, str]] = []
         for consumer, env in commands:
             if env.op == "compensation" and self.fresh(consumer, inbox_key(env, env.op)):
                 action = inbox_key(env, "action")
                 # An action of this batch holds that key: whichever of the two runs
                 # first takes the claim, and the other finds it taken, as one by one.
                 if (consumer, action) not in self._claimed:
-                    undo.setdefault(consumer, []).append(action)
-        for consumer, keys in undo.items():
-            await self.preclaim(consumer, keys)
-            ran = [key for key in keys if not self.fresh(consumer, key)]
-            if ran:
-                await self.prefetch(consumer, ran)
+                    undo.append((consumer, action))
+        if not undo:
+            return
+        await self.preclaim_each(undo)
+        ran: dict[str, list[str]] = {}
+        for consumer, key in undo:
+            if not self.fresh(consumer, key):
+                ran.setdefault(consumer, []).append(key)
+        for consumer, keys in ran.items():
+            await self.prefetch(consumer, keys)
 
     async def flush_writes(self) -> None:
         await self._view.connection.flush()
@@ -130,6 +130,11 @@ class BatchInbox:
         fresh = await self._unit.claim(consumer, keys)
         for key in keys:
             self._claimed[(consumer, key)] = key in fresh
+
+    async def preclaim_each(self, pairs: Sequence[tuple[str, str]]) -> None:
+        fresh = await self._unit.claim_each(pairs)
+        for pair in pairs:
+            self._claimed[pair] = pair in fresh
 
     def fresh(self, consumer: str, key: str) -> bool:
         """Whether the bulk claim found ``key`` new (False if it was not claimed)."""

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from sagakit.batching import BatchInbox, Rerun, Unbatch
 from sagakit.breakers import load as load_breakers
@@ -129,10 +129,6 @@ class FusedRuntime:
         self.timer_interval = timer_interval
         self.sweep_interval = sweep_interval
         self._destinations = {command_queue(name): name for name in self.participants}
-        # How the store says "column among these values" (one statement for any number).
-        self._among: Callable[[Any, list[str]], Any] = getattr(
-            self.store, "among", lambda column, values: column.in_(values)
-        )
         # How the store reads a driver error (a write failed, or the database did).
         self._translate: Callable[[Any], Exception] = getattr(
             self.store, "_translate", lambda exc: exc
@@ -377,22 +373,21 @@ class FusedRuntime:
                 await self._decide_outcomes(unit, outcomes, decisions)
                 await inbox.flush()
                 inbox.check_used()
-                if batch.commands:
-                    sent = [env.message_id for env in batch.commands]
-                    await unit.connection.execute(
-                        update(saga_outbox)
-                        .where(self._among(saga_outbox.c.message_id, sent))
-                        .values(sent_at=await self._now(unit))
-                    )
-                await unit.append(list(decisions.values()))
+                # The commands this batch ran leave the outbox with its append.
+                sent = [env.message_id for env in batch.commands]
+                await unit.append(list(decisions.values()), sent=sent)
                 # Rows other sagas share (the held business writes, the breakers) are
-                # written last, by one transaction at a time from here to its commit:
-                # workers overlap everything else and never deadlock on those rows.
+                # written last, by one transaction at a time: workers overlap everything
+                # else and never deadlock on those rows. The turn passes on before the
+                # COMMIT, which takes no lock: the next transaction's writes then wait
+                # in the database, for this commit, only where they touch the same rows.
                 await self._turn.acquire()
                 turn = True
                 await inbox.flush_writes()
                 for participant in self.participants.values():
                     await save_breakers(unit.connection, list(participant.breakers.values()))
+                self._turn.release()
+                turn = False
         finally:
             if turn:
                 self._turn.release()

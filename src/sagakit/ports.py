@@ -72,6 +72,11 @@ class UnitOfWork(Protocol):
         """Insert inbox rows; return the keys that were new (the rest are duplicates)."""
         ...
 
+    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Insert ``(consumer, key)`` inbox rows of several consumers at once; return the
+        pairs that were new (what claim does for each consumer)."""
+        ...
+
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         """The stored replies of already-claimed inbox keys."""
         ...
@@ -94,9 +99,10 @@ class UnitOfWork(Protocol):
         """Claim sagas whose next deadline or retry is due, skipping ones locked elsewhere."""
         ...
 
-    async def append(self, decisions: Sequence[Decision]) -> None:
+    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
         """Append each decision's events, update the projection and snapshot, and enqueue
-        its commands in the outbox. Raises ConcurrencyError if a log moved meanwhile."""
+        its commands in the outbox; mark the outbox messages ``sent`` (by message id) as
+        sent. Raises ConcurrencyError if a log moved meanwhile."""
         ...
 
     async def enqueue(self, messages: Sequence[Outgoing]) -> None:

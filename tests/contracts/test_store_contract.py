@@ -259,6 +259,17 @@ async def test_inbox_claims_only_new_keys_and_keeps_replies(store: SqlSagaStore)
         assert await unit.claim("c", ["b"]) == {"b"}
 
 
+async def test_one_claim_takes_keys_of_several_consumers(store: SqlSagaStore) -> None:
+    async with store.unit() as unit:
+        assert await unit.claim("c", ["taken"]) == {"taken"}
+    async with store.unit() as unit:
+        pairs = [("c", "taken"), ("c", "new"), ("d", "taken"), ("d", "new"), ("c", "new")]
+        assert await unit.claim_each(pairs) == {("c", "new"), ("d", "taken"), ("d", "new")}
+        assert await unit.claim_each([]) == set()
+    async with store.unit() as unit:
+        assert await unit.claim("d", ["taken", "new", "other"]) == {"other"}
+
+
 async def test_many_replies_are_set_at_once(store: SqlSagaStore) -> None:
     async with store.unit() as unit:
         await unit.claim("c", ["a", "b"])

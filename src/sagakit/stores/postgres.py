@@ -93,6 +93,14 @@ class PostgresUnit(SqlUnit):
         rows = await self._fetch(_CLAIM, consumer, unique, self._store.clock.now())
         return {row[0] for row in rows}
 
+    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        unique = list(dict.fromkeys(pairs))
+        if not unique:
+            return set()
+        consumers, keys = (list(column) for column in zip(*unique, strict=True))
+        rows = await self._fetch(_CLAIM_EACH, consumers, keys, self._store.clock.now())
+        return {(row[0], row[1]) for row in rows}
+
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         if not keys:
             return {}
@@ -123,10 +131,11 @@ class PostgresUnit(SqlUnit):
         sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
         await self._fetch(sql, *_columns(rows))
 
-    async def append(self, decisions: Sequence[Decision]) -> None:
+    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
         """Every row of the batch's decisions in one statement: the events, the
-        projection, the snapshots and the outbox, with the NOTIFY and the end
-        announcements riding on it (one round trip where there were four)."""
+        projection, the snapshots and the outbox, the outbox rows marked sent, with the
+        NOTIFY and the end announcements riding on it (one round trip where there were
+        five)."""
         rows = self._appended(decisions)
         outbox = self._outbox_rows(rows.messages)
         parts: list[tuple[Any, list[dict[str, Any]], tuple[str, ...], tuple[str, ...]]] = [
@@ -144,6 +153,9 @@ class PostgresUnit(SqlUnit):
                 columns = tuple(table_rows[0])
                 inserts.append(_bulk(table, columns, keys=keys, keep=keep, start=len(args) + 1))
                 args.extend(_columns(table_rows))
+        if sent:
+            inserts.append(_MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
+            args.extend((list(sent), await self.now()))
         if not inserts:
             return
         notify = bool(outbox) and self._store.notify_outbox and not self.notified
@@ -225,12 +237,21 @@ _CLAIM_OUTBOX = (
     "SELECT c.*, f.first FROM c JOIN f USING (saga_id) ORDER BY c.id"
 )
 _MARK_SENT = "UPDATE saga_outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])"
+# Outbox rows a fused runtime ran itself, marked sent by message id (a CTE of an append).
+_MARK_SENT_BY_ID = (
+    "UPDATE saga_outbox SET sent_at = ${at}::float8 WHERE message_id = ANY(${ids}::varchar[])"
+)
 
 # The inbox statements of PostgresUnit: every key of one consumer in one statement.
 _CLAIM = (
     "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
     "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
     "ON CONFLICT (consumer, key) DO NOTHING RETURNING key"
+)
+_CLAIM_EACH = (
+    "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
+    "SELECT c, k, NULL, $3 FROM unnest($1::varchar[], $2::varchar[]) AS v (c, k) "
+    "ON CONFLICT (consumer, key) DO NOTHING RETURNING consumer, key"
 )
 _REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
 _SET_REPLIES = (

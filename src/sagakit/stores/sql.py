@@ -109,6 +109,16 @@ class SqlUnit:
         result = await self._conn.execute(self._store.statements.claim, rows)
         return {row[0] for row in result}
 
+    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        by_consumer: dict[str, list[str]] = {}
+        for consumer, key in pairs:
+            by_consumer.setdefault(consumer, []).append(key)
+        return {
+            (consumer, key)
+            for consumer, keys in by_consumer.items()
+            for key in await self.claim(consumer, keys)
+        }
+
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         if not keys:
             return {}
@@ -151,8 +161,14 @@ class SqlUnit:
         result = await self._conn.execute(self._store.lock_skipping(query))
         return [row[0] for row in result]
 
-    async def append(self, decisions: Sequence[Decision]) -> None:
+    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
         rows = self._appended(decisions)
+        if sent:
+            await self._conn.execute(
+                update(saga_outbox)
+                .where(self._store.among(saga_outbox.c.message_id, list(sent)))
+                .values(sent_at=await self.now())
+            )
         # A decision without events still refreshes its projection: a saga woken early
         # (its wake time moved, a clock disagreed) must not be woken again and again.
         if rows.idle:
