@@ -168,6 +168,41 @@ async def test_a_new_runtime_finishes_what_a_stopped_one_left_in_the_outbox(
     assert sorted(taken) == [f"left{i}" for i in range(5)]
 
 
+async def test_a_new_runtime_runs_the_steps_a_stopped_one_held_in_memory(
+    store: SqlSagaStore,
+) -> None:
+    # The first runtime's courier never answers: each saga's ship request is in the log
+    # and its command only in that runtime's memory when it stops.
+    stock = participants(store)[0]
+    post = Participant("post", store)
+    reached = asyncio.Event()
+
+    @post.command("ship")
+    async def hang(_ctx: StepContext) -> None:
+        reached.set()
+        await asyncio.Event().wait()
+
+    first = FusedRuntime(Orchestrator(store, [ORDER]), [stock, post])
+    async with first:
+        # All five start in one transaction, before any shipment hangs its own.
+        await asyncio.gather(
+            *(first.begin("order", {"ship": "ok"}, saga_id=f"held{i}") for i in range(5))
+        )
+        await asyncio.wait_for(reached.wait(), 10)
+    async with store.unit() as unit:
+        queued = await unit.connection.execute(text("SELECT count(*) FROM saga_outbox"))
+        assert queued.scalar_one() == 0  # no outbox row: the log is what holds them
+    second = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    async with second:
+        ends = await asyncio.wait_for(
+            asyncio.gather(*(second.wait(f"held{i}") for i in range(5))), 10
+        )
+    assert ends == ["completed"] * 5
+    done = await moves(store)
+    for i in range(5):
+        assert [what for saga, what in done if saga == f"held{i}"] == ["take", "ship"]
+
+
 def test_every_participant_must_be_local(store: SqlSagaStore) -> None:
     with pytest.raises(ValueError, match="missing"):
         FusedRuntime(Orchestrator(store, [ORDER]), participants(store)[:1])

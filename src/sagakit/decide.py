@@ -668,3 +668,43 @@ def decide(
         case Signal():
             decider.on_signal(trigger)
     return decision
+
+
+def outstanding(
+    definition: SagaDefinition, state: SagaState, *, now: float, reply_to: str
+) -> list[Outgoing]:
+    """The commands ``state`` is waiting on, rebuilt from its log: one for each step whose
+    action or compensation was requested and not yet answered (approvals excepted, a
+    person answers those).
+
+    Each carries the message id and attempt its request event recorded, so a reply to it
+    is the reply to the original; its payload is the saga's data now. The fused runtime
+    runs its own steps' commands from memory and recovers them through this after a
+    restart, instead of keeping an outbox row for each.
+    """
+    if state.status.terminal:
+        return []
+    decider = _Decider(
+        definition,
+        Decision(state=state, expected_version=state.version),
+        now=now,
+        new_id=random_id,
+        reply_to=reply_to,
+        causation_id=None,
+        traceparent=None,
+        timers=True,
+        rules=None,
+    )
+    for step in definition.steps:
+        st = state.steps.get(step.name)
+        if st is None or st.message_id is None or step.kind is StepKind.APPROVAL:
+            continue
+        if st.status is StepStatus.RUNNING:
+            decider.send(step, step.command, "action", st.attempt, st.message_id)
+        elif st.status is StepStatus.COMPENSATING and st.deadline is not None:
+            # Without a deadline, a compensation that failed or timed out waits for its
+            # retry (the timer's), not for an answer.
+            assert step.compensation is not None  # guaranteed by definition validation
+            attempt = st.compensation_attempt
+            decider.send(step, step.compensation, "compensation", attempt, st.message_id)
+    return decider.d.commands

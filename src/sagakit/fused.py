@@ -11,10 +11,15 @@ many run at once.
 
 Nothing about the guarantees changes; the transaction boundaries only widen:
 
-* the next command is still written to the outbox before the transaction commits, and
-  the transaction that runs it marks it sent; a process killed in between finds the row
-  unsent on restart and runs it then (the inbox turns a second run into the stored
-  outcome);
+* the next step's command is not written to the outbox: the same transaction appends
+  its request to the saga's log (``StepRequested``: message id, attempt, and the data
+  the payload is made of), and this process runs it from memory. A runtime that starts
+  rebuilds every request of its participants still unanswered in the log and runs it
+  (:func:`sagakit.decide.outstanding`); the inbox turns a second run into the stored
+  outcome. Commands from anywhere else (a timer's retry, an operator, an orchestrator in
+  another process, a lock release) still come through the outbox, and the transaction
+  that runs one marks it sent. Another runtime on the same store does not take over a
+  dead one's steps while it runs; their deadlines retry them through the outbox;
 * saga states are cached between steps, but every append is checked against the log's
   version (a primary key), so a timer or another process that moved a saga meanwhile
   makes the batch roll back and run again from the store;
@@ -50,21 +55,22 @@ from sqlalchemy import select
 from sagakit.batching import BatchInbox, Rerun, Unbatch
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
-from sagakit.decide import Decision, Reply, Start, decide
+from sagakit.decide import Decision, Reply, Start, decide, outstanding
 from sagakit.definition import StepKind
 from sagakit.errors import ConcurrencyError, StoreError
 from sagakit.locks import release_saga
 from sagakit.log import SagaState, SagaStatus
 from sagakit.logs import get_logger
-from sagakit.messages import RELEASE, Envelope, command_queue, new_id
+from sagakit.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import UnitOfWork
-from sagakit.stores.schema import saga_outbox
+from sagakit.stores.schema import saga_outbox, sagas
 
 log = get_logger("sagakit.fused")
 
 _FAILED_BATCH_PAUSE = 0.05
+_RECOVER_CHUNK = 500  # sagas read at once when a runtime starts (_recover)
 _RELEASE = f".{RELEASE}"
 
 
@@ -136,6 +142,7 @@ class FusedRuntime:
         self._starts: deque[_Start] = deque()
         self._commands: deque[Envelope] = deque()
         self._known: set[str] = set()  # command ids queued or running here
+        self._unwritten: set[str] = set()  # ... of which no outbox row holds (run from memory)
         self._recent: set[str] = set()  # command ids run since the last sweep began
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
@@ -154,8 +161,10 @@ class FusedRuntime:
     # ------------------------------------------------------------------ public
 
     async def start(self) -> None:
-        """Pick up unsent commands left by an earlier process, then start working."""
+        """Pick up unsent commands and unanswered steps left by an earlier process, then
+        start working."""
         await self._sweep()
+        await self._recover()
         for number in range(self.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"fused:{number}"))
         self._tasks.append(asyncio.create_task(self._timers(), name="fused:timers"))
@@ -267,7 +276,7 @@ class FusedRuntime:
 
     async def _run_batch(self, batch: _Batch) -> None:
         try:
-            decisions = await self._transaction(batch)
+            decisions, onward = await self._transaction(batch)
         except Rerun as rerun:
             self.retries["rerun"] += 1
             self._guarded.add(rerun.step)
@@ -311,18 +320,24 @@ class FusedRuntime:
             self._unbatched -= done
         for env in batch.commands:
             self._known.discard(env.message_id)
+            self._unwritten.discard(env.message_id)
             self._recent.add(env.message_id)
         for item in batch.starts:
             if not item.done.done():
                 item.done.set_result(item.saga_id)
-        self._after_commit(decisions)
+        self._after_commit(decisions, onward)
 
-    def _after_commit(self, decisions: Iterable[Decision]) -> None:
+    def _after_commit(
+        self, decisions: Iterable[Decision], onward: Mapping[str, list[Outgoing]]
+    ) -> None:
         for decision in decisions:
             state = decision.state
             if state.status.terminal:
                 self._resolve(state.saga_id, state.status)
+            unwritten = onward.get(state.saga_id, [])
+            self._unwritten.update(c.envelope.message_id for c in unwritten)
             local = [c for c in decision.commands if c.destination in self._destinations]
+            local.extend(unwritten)
             # Only a saga whose next step runs here keeps its state in memory: one that
             # waits (an approval, a retry's backoff, a long timer) is read back from the
             # store when it moves, so waiting sagas cost no memory here.
@@ -349,8 +364,11 @@ class FusedRuntime:
 
     # ------------------------------------------------------------------ one transaction
 
-    async def _transaction(self, batch: _Batch) -> list[Decision]:
+    async def _transaction(self, batch: _Batch) -> tuple[list[Decision], dict[str, list[Outgoing]]]:
+        """Run ``batch`` in one transaction; return its decisions and, apart from them,
+        the commands they chain to our own participants (run from memory, no outbox)."""
         turn = False
+        onward: dict[str, list[Outgoing]] = {}
         try:
             async with self.store.unit() as unit:
                 decisions: dict[str, Decision] = {}
@@ -373,8 +391,13 @@ class FusedRuntime:
                 await self._decide_outcomes(unit, outcomes, decisions)
                 await inbox.flush()
                 inbox.check_used()
-                # The commands this batch ran leave the outbox with its append.
-                sent = [env.message_id for env in batch.commands]
+                for decision in decisions.values():
+                    mine = [c for c in decision.commands if self._runs_here(c)]
+                    if mine:
+                        onward[decision.state.saga_id] = mine
+                        decision.commands = [c for c in decision.commands if c not in mine]
+                # The commands this batch ran from the outbox leave it with its append.
+                sent = [e.message_id for e in batch.commands if e.message_id not in self._unwritten]
                 await unit.append(list(decisions.values()), sent=sent)
                 # Rows other sagas share (the held business writes, the breakers) are
                 # written last, by one transaction at a time: workers overlap everything
@@ -391,7 +414,13 @@ class FusedRuntime:
         finally:
             if turn:
                 self._turn.release()
-        return list(decisions.values())
+        return list(decisions.values()), onward
+
+    def _runs_here(self, out: Outgoing) -> bool:
+        """A step's command for one of our participants: run from memory (a release of
+        locks, which has no step, goes through the outbox: a saga that has ended is
+        not read again to find it)."""
+        return out.destination in self._destinations and out.envelope.step is not None
 
     async def _release(self, unit: UnitOfWork, releases: Sequence[Envelope]) -> None:
         """A finished saga's semantic locks, freed at each participant that held one (what
@@ -535,6 +564,57 @@ class FusedRuntime:
             self._commands.append(Envelope.from_bytes(body.encode()))
             found += 1
         if found:
+            self._wake.set()
+
+    async def _recover(self) -> None:
+        """Queue every step of ours whose request is in a saga's log, unanswered, and in
+        no outbox row: what an earlier process was running from memory when it stopped.
+        The projection names each running saga's active steps, so only sagas with one
+        of ours among them are read (not those waiting on a person or a retry's timer)."""
+        mine = {
+            (d.name, d.version): {
+                step.name
+                for step in d.steps
+                if step.participant in self.participants and step.kind is not StepKind.APPROVAL
+            }
+            for d in self.orchestrator.definitions
+        }
+        query = select(
+            sagas.c.saga_id, sagas.c.definition, sagas.c.definition_version, sagas.c.current_step
+        ).where(
+            sagas.c.status.in_(("running", "compensating")),
+            sagas.c.current_step.is_not(None),
+            sagas.c.definition.in_(sorted({name for name, _ in mine})),
+        )
+        async with self.store.unit() as unit:
+            rows = list(await unit.connection.execute(query))
+        wanted = [
+            row.saga_id
+            for row in rows
+            if mine.get((row.definition, row.definition_version), set()).intersection(
+                row.current_step.split(",")
+            )
+        ]
+        found = 0
+        for first in range(0, len(wanted), _RECOVER_CHUNK):
+            async with self.store.unit() as unit:
+                loaded = await unit.load(wanted[first : first + _RECOVER_CHUNK], lock=False)
+                now = await self._now(unit)
+            for state in loaded.states.values():
+                definition = self.orchestrator.definition(
+                    state.definition, state.definition_version
+                )
+                reply_to = self.orchestrator.reply_queue
+                for out in outstanding(definition, state, now=now, reply_to=reply_to):
+                    message_id = out.envelope.message_id
+                    if not self._runs_here(out) or message_id in self._known:
+                        continue
+                    self._known.add(message_id)
+                    self._unwritten.add(message_id)
+                    self._commands.append(out.envelope)
+                    found += 1
+        if found:
+            log.info(f"fused runtime: {found} unanswered step(s) found in the log, running them")
             self._wake.set()
 
     async def _resolve_from_store(self) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from datetime import timedelta
 
 import pytest
 
-from sagakit.decide import Decision, Intervene, Reply, Start, Tick, decide
-from sagakit.definition import SagaDefinition
+from sagakit.decide import Decision, Intervene, Reply, Start, Tick, decide, outstanding
+from sagakit.definition import SagaDefinition, approval
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.messages import ReplyBody
 from tests.sagas import ORDER, TRIP
@@ -483,3 +484,45 @@ def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
         == "pay: deferred (breaker gw is open) - tries again when the dependency is back"
     )
     assert describe(failed) == "pay: failed (timeout) - will retry if allowed"
+
+
+def _outstanding(d: Driver) -> list[tuple[str, str | None, int, str]]:
+    assert d.state is not None
+    commands = outstanding(d.definition, d.state, now=d.now, reply_to="replies")
+    return [
+        (c.envelope.type, c.envelope.op, c.envelope.attempt, c.envelope.message_id)
+        for c in commands
+    ]
+
+
+def test_outstanding_rebuilds_the_commands_a_saga_waits_on_from_its_state() -> None:
+    d = Driver(ORDER)
+    first = d.start().commands[0]
+    assert _outstanding(d) == [("inventory.reserve", "action", 1, first.envelope.message_id)]
+    assert d.state is not None
+    rebuilt = outstanding(d.definition, d.state, now=d.now, reply_to="replies")[0]
+    assert rebuilt.destination == first.destination
+    assert rebuilt.envelope.step == "reserve"
+    assert rebuilt.envelope.payload == first.envelope.payload
+    d.reply("reserve")
+    retry = d.reply("charge", ok=False, retryable=True)
+    assert types(retry)[-1] == "RetryScheduled"
+    assert _outstanding(d) == []  # it waits for its retry's timer, not for an answer
+    again = d.tick(60).commands[0].envelope
+    assert _outstanding(d) == [("payment.charge", "action", 2, again.message_id)]
+    refund = d.reply("charge", ok=False, reason="declined").commands[0].envelope
+    assert _outstanding(d) == [("inventory.release", "compensation", 1, refund.message_id)]
+    d.reply("reserve", op="compensation")
+    assert _outstanding(d) == []  # ended: nothing is owed
+
+
+def test_outstanding_owes_no_command_for_a_person_s_answer() -> None:
+    d = Driver(
+        SagaDefinition(
+            "confirmed",
+            steps=[approval("confirm", timeout=timedelta(days=1)), *ORDER.steps],
+        )
+    )
+    d.start()
+    assert d.step("confirm") is StepStatus.RUNNING
+    assert _outstanding(d) == []
