@@ -117,7 +117,7 @@ _IN_FLIGHT = {StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT, S
 #: Events that end a saga (for now or for good): its semantic locks are released first.
 _ENDINGS = (SagaCompleted, SagaCompensated, SagaNeedsAttention)
 #: A stage is done when every step in it is one of these.
-_DONE = {StepStatus.SUCCEEDED, StepStatus.SKIPPED}
+_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
 #: Where a step can be left when its saga needs attention, waiting for a person.
 _STUCK = {
     StepStatus.FAILED,
@@ -196,7 +196,7 @@ class _Decider:
 
     def on_reply(self, reply: Reply) -> None:
         s = self.s
-        known = any(step.name == reply.step for step in self.definition.steps)
+        known = self.definition.has_step(reply.step)
         st = s.steps.get(reply.step)
         why = None
         if not known:
@@ -499,15 +499,16 @@ class _Decider:
             self.advance_backward()
 
     def advance_forward(self) -> None:
+        steps = self.s.steps
         for stage in self.definition.stages:
-            states = [self.s.steps.get(step.name) for step in stage]
-            if all(st is not None and st.status in _DONE for st in states):
+            if _stage_done(stage, steps):
                 continue
-            for step, st in zip(stage, states, strict=True):
+            for step in stage:
+                st = steps.get(step.name)
                 waiting = st is None or st.status is StepStatus.PENDING
                 if waiting and not self.route(step):
                     return  # a rule could not be evaluated: the saga needs attention
-            if all(self.s.steps[step.name].status in _DONE for step in stage):
+            if _stage_done(stage, steps):
                 continue  # every step of the stage was skipped
             return
         self.emit(SagaCompleted())
@@ -595,6 +596,14 @@ class _Decider:
             payload=_payload(self.s, op),
         )
         self.d.commands.append(Outgoing(command_queue(step.participant), envelope))
+
+
+def _stage_done(stage: tuple[Step, ...], steps: dict[str, StepState]) -> bool:
+    for step in stage:
+        st = steps.get(step.name)
+        if st is None or st.status not in _DONE:
+            return False
+    return True
 
 
 #: The payload key a compensation command carries the saga's failure reason under.

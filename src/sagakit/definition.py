@@ -154,6 +154,9 @@ class SagaDefinition:
     def steps(self) -> tuple[Step, ...]:
         return self._steps
 
+    def has_step(self, name: str) -> bool:
+        return name in self._places
+
     def step(self, name: str) -> Step:
         place = self._places.get(name)
         if place is None:

@@ -55,6 +55,17 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"
 
 
+#: Where a step is while its saga is busy with it: the projection's current step.
+_ACTIVE = frozenset(
+    {
+        StepStatus.RUNNING,
+        StepStatus.RETRY_WAIT,
+        StepStatus.COMPENSATING,
+        StepStatus.COMPENSATION_WAIT,
+    }
+)
+
+
 # ---------------------------------------------------------------------------- events
 
 
@@ -379,17 +390,7 @@ class SagaState:
 
     @property
     def current_step(self) -> str | None:
-        active = [
-            name
-            for name, s in self.steps.items()
-            if s.status
-            in {
-                StepStatus.RUNNING,
-                StepStatus.RETRY_WAIT,
-                StepStatus.COMPENSATING,
-                StepStatus.COMPENSATION_WAIT,
-            }
-        ]
+        active = [name for name, s in self.steps.items() if s.status in _ACTIVE]
         return ",".join(active) if active else None
 
 
