@@ -19,7 +19,9 @@ Nothing about the guarantees changes; the transaction boundaries only widen:
   outcome. Commands from anywhere else (a timer's retry, an operator, an orchestrator in
   another process, a lock release) still come through the outbox, and the transaction
   that runs one marks it sent. Another runtime on the same store does not take over a
-  dead one's steps while it runs; their deadlines retry them through the outbox;
+  dead one's steps while it runs; their deadlines retry them through the outbox. A
+  runtime that starts next to live ones also runs their steps in flight once: the inbox
+  and the log's version check make that wasted work, never a second effect;
 * saga states are cached between steps, but every append is checked against the log's
   version (a primary key), so a timer or another process that moved a saga meanwhile
   makes the batch roll back and run again from the store;
