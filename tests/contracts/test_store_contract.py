@@ -320,6 +320,18 @@ async def test_outbox_claims_batches_and_marks_sent(store: SqlSagaStore) -> None
     assert await store.prune_outbox(sent_before=store.clock.now() + 1) == 2
 
 
+async def test_an_append_marks_the_outbox_rows_it_is_given_as_sent(store: SqlSagaStore) -> None:
+    # What a runtime that ran some outbox commands itself (the fused one) relies on: the
+    # rows leave the outbox with the transaction that ran them, and only those rows.
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(n) for n in range(3)])
+    async with store.unit() as unit:
+        await unit.append([], sent=["m0", "m2", "no-such-message"])
+    assert await store.unsent_count() == 1
+    async with store.claim_outbox(limit=10) as claim:
+        assert [r.message.message_id for r in claim.rows] == ["m1"]
+
+
 async def test_an_unfinished_claim_leaves_rows_unsent(store: SqlSagaStore) -> None:
     async with store.unit() as unit:
         await unit.enqueue([outgoing(1)])
