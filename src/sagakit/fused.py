@@ -394,10 +394,9 @@ class FusedRuntime:
                 await inbox.flush()
                 inbox.check_used()
                 for decision in decisions.values():
-                    mine = [c for c in decision.commands if self._runs_here(c)]
+                    mine = self._take_local(decision)
                     if mine:
                         onward[decision.state.saga_id] = mine
-                        decision.commands = [c for c in decision.commands if c not in mine]
                 # The commands this batch ran from the outbox leave it with its append.
                 sent = [e.message_id for e in batch.commands if e.message_id not in self._unwritten]
                 await unit.append(list(decisions.values()), sent=sent)
@@ -423,6 +422,23 @@ class FusedRuntime:
         locks, which has no step, goes through the outbox: a saga that has ended is
         not read again to find it)."""
         return out.destination in self._destinations and out.envelope.step is not None
+
+    def _take_local(self, decision: Decision) -> list[Outgoing]:
+        """Take the commands that run here out of ``decision`` (one pass); return them."""
+        mine: list[Outgoing] = []
+        rest: list[Outgoing] = []
+        for out in decision.commands:
+            (mine if self._runs_here(out) else rest).append(out)
+        if mine:
+            decision.commands = rest
+        return mine
+
+    def _queue(self, env: Envelope, *, unwritten: bool) -> None:
+        """Queue a command found in the store; ``unwritten``: it has no outbox row."""
+        self._known.add(env.message_id)
+        if unwritten:
+            self._unwritten.add(env.message_id)
+        self._commands.append(env)
 
     async def _release(self, unit: UnitOfWork, releases: Sequence[Envelope]) -> None:
         """A finished saga's semantic locks, freed at each participant that held one (what
@@ -466,9 +482,7 @@ class FusedRuntime:
                 reply_to=self.orchestrator.reply_queue,
                 rules=rules,
             )
-            local = [c for c in decision.commands if c.destination in self._destinations]
-            decision.commands = [c for c in decision.commands if c not in local]
-            chained.extend(c.envelope for c in local)
+            chained.extend(c.envelope for c in self._take_local(decision))
             decisions[item.saga_id] = decision
         return chained
 
@@ -562,8 +576,7 @@ class FusedRuntime:
         for message_id, body in rows:
             if message_id in self._known or message_id in self._recent:
                 continue
-            self._known.add(message_id)
-            self._commands.append(Envelope.from_bytes(body.encode()))
+            self._queue(Envelope.from_bytes(body.encode()), unwritten=False)
             found += 1
         if found:
             self._wake.set()
@@ -598,6 +611,7 @@ class FusedRuntime:
             )
         ]
         found = 0
+        reply_to = self.orchestrator.reply_queue
         for first in range(0, len(wanted), _RECOVER_CHUNK):
             async with self.store.unit() as unit:
                 loaded = await unit.load(wanted[first : first + _RECOVER_CHUNK], lock=False)
@@ -606,15 +620,10 @@ class FusedRuntime:
                 definition = self.orchestrator.definition(
                     state.definition, state.definition_version
                 )
-                reply_to = self.orchestrator.reply_queue
                 for out in outstanding(definition, state, now=now, reply_to=reply_to):
-                    message_id = out.envelope.message_id
-                    if not self._runs_here(out) or message_id in self._known:
-                        continue
-                    self._known.add(message_id)
-                    self._unwritten.add(message_id)
-                    self._commands.append(out.envelope)
-                    found += 1
+                    if self._runs_here(out) and out.envelope.message_id not in self._known:
+                        self._queue(out.envelope, unwritten=True)
+                        found += 1
         if found:
             log.info(f"fused runtime: {found} unanswered step(s) found in the log, running them")
             self._wake.set()
