@@ -54,6 +54,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagakit import collector
 from sagakit.batching import BatchInbox, Rerun, Unbatch
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -98,6 +99,8 @@ class FusedRuntime:
     Every participant of every definition must be given, and every one must use the
     orchestrator's store. ``batch`` bounds the steps one transaction carries;
     ``workers`` transactions run at once (more overlap database waits with Python work).
+    On start it sets the garbage collector for a runtime's allocations once per process
+    (:mod:`sagakit.collector`) unless ``tune_collector`` is False.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class FusedRuntime:
         workers: int = 2,
         timer_interval: float = 0.1,
         sweep_interval: float = 1.0,
+        tune_collector: bool = True,
     ) -> None:
         self.orchestrator = orchestrator
         self.store = orchestrator.store
@@ -134,6 +138,7 @@ class FusedRuntime:
             self.store.notify_outbox = False
         self.batch = batch
         self.workers = workers
+        self.tune_collector = tune_collector
         self.timer_interval = timer_interval
         self.sweep_interval = sweep_interval
         self._destinations = {command_queue(name): name for name in self.participants}
@@ -165,6 +170,8 @@ class FusedRuntime:
     async def start(self) -> None:
         """Pick up unsent commands and unanswered steps left by an earlier process, then
         start working."""
+        if self.tune_collector:
+            collector.tune()
         await self._sweep()
         await self._recover()
         for number in range(self.workers):

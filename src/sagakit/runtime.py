@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol
 
+from sagakit import collector
 from sagakit.log import SagaStatus
 from sagakit.logs import get_logger
 from sagakit.orchestrator import Orchestrator
@@ -44,7 +45,10 @@ class Consumer(Protocol):
 
 
 class Runtime:
-    """Runs orchestrators, participants and relays over one transport until stopped."""
+    """Runs orchestrators, participants and relays over one transport until stopped.
+
+    On start it sets the garbage collector for a runtime's allocations once per process
+    (:mod:`sagakit.collector`) unless ``tune_collector`` is False."""
 
     def __init__(
         self,
@@ -58,8 +62,10 @@ class Runtime:
         outbox_retention: float = 3600.0,
         prune_interval: float = 300.0,
         relays: bool = True,
+        tune_collector: bool = True,
     ) -> None:
         self.run_relays = relays
+        self.tune_collector = tune_collector
         self.outbox_retention = outbox_retention
         self.prune_interval = prune_interval
         self.transport = transport
@@ -105,6 +111,8 @@ class Runtime:
         if self._running:
             return
         self._running = True
+        if self.tune_collector:
+            collector.tune()
         await self.transport.start()
         for consumer in self.consumers:  # every queue exists before anything is published
             await self.transport.declare(consumer.queue)
