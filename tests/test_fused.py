@@ -14,6 +14,7 @@ from sagakit import (
     Orchestrator,
     Participant,
     RetryPolicy,
+    Runtime,
     SagaDefinition,
     Step,
     StepContext,
@@ -25,6 +26,7 @@ from sagakit.fused import FusedRuntime
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_locks
 from sagakit.stores.sql import SqlSagaStore
+from sagakit.transports.memory import MemoryTransport
 
 ONCE = RetryPolicy(attempts=1, backoff=timedelta(milliseconds=10), cap=timedelta(milliseconds=10))
 
@@ -34,6 +36,9 @@ ORDER = SagaDefinition(
         Step(name="reserve", participant="stock", command="take", compensation="put", retry=ONCE),
         Step(name="ship", participant="post", command="ship", kind=StepKind.PIVOT, retry=ONCE),
     ],
+)
+FAR = SagaDefinition(  # run by another runtime, with a participant the fused one lacks
+    "far", steps=[Step(name="go", participant="far", command="go", kind=StepKind.RETRIABLE)]
 )
 CONFIRMED = SagaDefinition(
     "confirmed",
@@ -116,6 +121,42 @@ async def test_many_sagas_share_transactions_and_each_ends_as_its_steps_say(
             # The refused shipment left no row, even when it had written one first.
             assert end == "compensated"
             assert mine == ["take", "put"]
+
+
+async def test_running_a_saga_again_after_it_ended_returns_how_it_ended(
+    store: SqlSagaStore,
+) -> None:
+    # A caller whose first call timed out starts the same saga id again: nothing runs
+    # twice, and the answer is the saga's end, whether this runtime or an earlier one
+    # ran it.
+    first = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    async with first:
+        assert await first.run("order", {"ship": "ok"}, saga_id="again-1") == "completed"
+        again = first.run("order", {"ship": "refuse"}, saga_id="again-1")
+        assert await asyncio.wait_for(again, 5) == "completed"
+    later = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    async with later:
+        again = later.run("order", {"ship": "ok"}, saga_id="again-1")
+        assert await asyncio.wait_for(again, 5) == "completed"
+    assert [what for saga, what in await moves(store) if saga == "again-1"] == ["take", "ship"]
+
+
+async def test_a_saga_another_runtime_ends_answers_the_waiters_here_within_a_sweep(
+    store: SqlSagaStore,
+) -> None:
+    far = Participant("far", store)
+
+    @far.command("go")
+    async def go(ctx: StepContext) -> None:
+        return None
+
+    elsewhere = Orchestrator(store, [FAR], group="elsewhere")
+    fused = FusedRuntime(Orchestrator(store, [ORDER]), participants(store), sweep_interval=0.1)
+    async with fused:
+        ended = fused.wait("far-1")
+        async with Runtime(MemoryTransport()).add(elsewhere, far):
+            await elsewhere.start("far", {}, saga_id="far-1")
+            assert await asyncio.wait_for(ended, 10) == "completed"
 
 
 async def test_a_saga_waiting_on_a_person_is_held_in_the_store_not_in_memory(

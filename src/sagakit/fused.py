@@ -475,7 +475,12 @@ class FusedRuntime:
         chained: list[Envelope] = []
         for item in starts:
             if item.saga_id in existing.states or item.saga_id in existing.broken:
-                continue  # already started: starting is idempotent
+                # Already started: starting is idempotent. One that has ended answers
+                # whoever waits for it now; one still going, when it ends.
+                found = existing.states.get(item.saga_id)
+                if found is not None and found.status.terminal:
+                    self._resolve(item.saga_id, found.status)
+                continue
             if item.saga_id in decisions:
                 continue
             definition = self.orchestrator.definition(item.definition, item.version)
@@ -564,6 +569,9 @@ class FusedRuntime:
                     await self._resolve_from_store()
                 elif loop.time() >= next_sweep:
                     await self._sweep()
+                    # A saga ended by another process (or started again after it ended
+                    # elsewhere) is seen here within a sweep.
+                    await self._resolve_from_store()
                     next_sweep = loop.time() + self.sweep_interval
             except (StoreError, ConcurrencyError) as exc:
                 log.warning(f"fused timers: {exc}; trying again")
