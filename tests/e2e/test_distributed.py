@@ -8,9 +8,12 @@ starts it again; then `sagakit verify` must find every saga ended and the books 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import random
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -47,10 +50,33 @@ def pids_of(stem: str, name: str) -> list[int]:
     return found
 
 
-async def wait_healthy(api: str, up: asyncio.subprocess.Process) -> None:
+def free_block(size: int = 5) -> int:
+    """A first port whose ``size`` ports in a row are free now, below the kernel's range
+    for outgoing connections, so none of them is taken by a client between this check
+    and ``sagakit up`` binding it (it serves on port, port+1 ... port+4)."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20_000, 32_000 - size)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + size):
+                    probe = held.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no {size} free ports in a row")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+async def wait_healthy(api: str, up: asyncio.subprocess.Process, log: Path) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(300):
-            assert up.returncode is None, "sagakit up exited early"
+            if up.returncode is not None:
+                raise AssertionError(f"sagakit up exited early:\n{_tail(log)}")
             try:
                 if (await client.get(f"{api}/health")).status_code == 200:
                     return
@@ -107,8 +133,9 @@ async def distributed() -> AsyncIterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("mode", ["orchestration", "choreography"])
 async def test_the_distributed_shop_survives_a_killed_service_and_balances(
-    distributed: tuple[str, str], mode: str, unused_tcp_port: int, tmp_path: Path
+    distributed: tuple[str, str], mode: str, tmp_path: Path
 ) -> None:
+    unused_tcp_port = free_block()
     stem, broker = distributed
     db = PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}"
     api = f"http://127.0.0.1:{unused_tcp_port}"
@@ -141,10 +168,10 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
             "SAGAKIT_TOKENS": f"viewer:e2e:{viewer}",
         },
         stdout=output,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        await wait_healthy(api, up)
+        await wait_healthy(api, up, tmp_path / "up.log")
         async with httpx.AsyncClient(timeout=10) as client:
             await place(client, api, ORDERS)
             [payment] = pids_of(stem, "payment")
