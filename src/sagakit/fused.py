@@ -565,12 +565,10 @@ class FusedRuntime:
                 if moved:
                     # The timer decided outside our cache: read those sagas afresh.
                     self._states.clear()
+                if moved or loop.time() >= next_sweep:
+                    # Commands the timer (or another process) wrote, and ends decided
+                    # outside this runtime (a timer, another process), within a sweep.
                     await self._sweep()
-                    await self._resolve_from_store()
-                elif loop.time() >= next_sweep:
-                    await self._sweep()
-                    # A saga ended by another process (or started again after it ended
-                    # elsewhere) is seen here within a sweep.
                     await self._resolve_from_store()
                     next_sweep = loop.time() + self.sweep_interval
             except (StoreError, ConcurrencyError) as exc:
