@@ -20,6 +20,7 @@ from sagakit.clock import SystemClock
 from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
+from sagakit.groupcommit import GroupCommit
 from sagakit.log import (
     CompensationFailed,
     OperatorIntervened,
@@ -85,6 +86,7 @@ class Orchestrator:
         self.consumer = f"orchestrator:{group}"
         self._definitions: dict[tuple[str, int], SagaDefinition] = {}
         self._latest: dict[str, SagaDefinition] = {}
+        self._starts: GroupCommit[StartRequest, str] = GroupCommit(self.start_many)
         for definition in definitions:
             self.register(definition)
 
@@ -132,9 +134,14 @@ class Orchestrator:
         key: str | None = None,
         version: int | None = None,
     ) -> str:
-        """Start one saga and return its id. Starting an id that exists does nothing."""
-        request = StartRequest(definition, data, saga_id=saga_id, key=key, version=version)
-        return (await self.start_many([request]))[0]
+        """Start one saga and return its id once it is committed. Starting an id that
+        exists does nothing. Starts made at the same time share one transaction (see
+        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone."""
+        self.definition(definition, version)
+        request = StartRequest(
+            definition, data, saga_id=saga_id or new_id(), key=key, version=version
+        )
+        return await self._starts.submit(request)
 
     async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
         """Start many sagas in one transaction (their first commands go out together)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sqlalchemy import event
+
 from sagakit import Orchestrator, Runtime, StartRequest
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only
@@ -88,3 +90,25 @@ async def test_starting_an_existing_saga_id_is_a_no_op(store: SqlSagaStore) -> N
     await orchestrator.start_many([request])
     assert [e.type for e in await store.history("same")] == ["SagaStarted", "StepRequested"]
     assert await store.unsent_count() == 1
+
+
+async def test_concurrent_starts_share_a_transaction(store: SqlSagaStore) -> None:
+    """Many callers starting sagas at once (an API under load) pay for one commit, not
+    one each; each still gets its own id, and an unknown definition fails only its
+    caller."""
+    orchestrator = Orchestrator(store, [ORDER])
+    commits: list[int] = []
+    event.listen(store.engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    ids = await asyncio.gather(
+        *(orchestrator.start("order", {"amount": i}, key=f"k{i}") for i in range(30)),
+        orchestrator.start("no-such-saga", {}),
+        orchestrator.start("order", {"amount": 99}, saga_id="chosen"),
+        return_exceptions=True,
+    )
+    assert isinstance(ids[30], LookupError)
+    started = [saga_id for saga_id in ids if isinstance(saga_id, str)]
+    assert len(set(started)) == 31 and started[-1] == "chosen"
+    assert len(commits) == 1
+    for saga_id in started:
+        assert [e.type for e in await store.history(saga_id)] == ["SagaStarted", "StepRequested"]
+    assert await store.unsent_count() == 31
