@@ -12,12 +12,14 @@ ahead of it.
 A transaction that fails is tried again one caller at a time, so each caller gets its
 own outcome: one bad request never fails the others that happened to share its
 transaction. The flush must therefore be safe to repeat for items whose transaction
-rolled back (starting a saga with an id chosen up front is).
+rolled back (starting a saga with an id chosen up front is). It runs in a context of
+its own, so what a caller needs from its own context (its trace) goes in its item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -47,7 +49,9 @@ class GroupCommit(Generic[Item, Result]):
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
         if self._task is None:
-            self._task = loop.create_task(self._drain())
+            # A context of its own: the flush serves many callers, so it must not carry
+            # the first one's context variables (its trace span, its log bindings).
+            self._task = loop.create_task(self._drain(), context=contextvars.Context())
         return await future
 
     async def _drain(self) -> None:

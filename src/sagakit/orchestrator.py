@@ -139,7 +139,12 @@ class Orchestrator:
         :mod:`sagakit.groupcommit`); an unknown definition fails here, alone."""
         self.definition(definition, version)
         request = StartRequest(
-            definition, data, saga_id=saga_id or new_id(), key=key, version=version
+            definition,
+            data,
+            saga_id=saga_id or new_id(),
+            key=key,
+            version=version,
+            traceparent=tracing.current_traceparent(),  # the caller's trace, not the flush's
         )
         return await self._starts.submit(request)
 
@@ -165,7 +170,12 @@ class Orchestrator:
                         )
                         rules = await self._current_rules(unit, definition.name)
                         decisions[saga_id] = self._decide(
-                            definition, None, trigger, now=now, rules=rules
+                            definition,
+                            None,
+                            trigger,
+                            now=now,
+                            traceparent=request.traceparent,
+                            rules=rules,
                         )
                     await unit.append(list(decisions.values()))
                 self._tell(decisions.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -80,3 +82,34 @@ async def test_json_logs_carry_the_saga_the_step_and_the_trace() -> None:
     by = {(r["logger"], r.get("step")) for r in ours}
     assert {("sagakit.orchestrator", "ship"), ("sagakit.participant.payment", "charge")} <= by
     assert {r.get("trace_id") for r in ours} == {tracing.trace_id(request)}
+
+
+async def test_starts_that_share_a_transaction_each_join_their_callers_trace() -> None:
+    EXPORTER.clear()
+    harness = SagaHarness([ORDER])
+    harness.add(*order_participants(harness.store))
+    async with harness as h:
+        await create_effects(h.store)
+
+        async def request(name: str) -> tuple[str | None, str]:
+            with tracing.span(name, None) as (_, parent):
+                return parent, await h.start("order", {"far": True}, saga_id=name)
+
+        async def untraced() -> str:
+            return await h.start("order", {"far": True}, saga_id="untraced")
+
+        traced = await asyncio.gather(request("first"), request("second"))
+        alone = asyncio.ensure_future(untraced())
+        with tracing.span("third", None) as (_, third):
+            made = await h.start("order", {"far": True}, saga_id="third")
+        await alone
+    starts = {
+        (s.attributes or {}).get("saga.id"): s
+        for s in EXPORTER.get_finished_spans()
+        if s.name == "saga.start"
+    }
+    for parent, saga_id in [*traced, (third, made)]:
+        assert starts[saga_id].context.trace_id == int(tracing.trace_id(parent), 16)
+    # a start made with no trace of its own begins one, whoever it shared a commit with
+    assert starts["untraced"].context.trace_id != starts["third"].context.trace_id
+    assert starts["untraced"].parent is None
