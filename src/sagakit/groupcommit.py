@@ -35,9 +35,14 @@ class GroupCommit(Generic[Item, Result]):
         flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
         *,
         limit: int = 256,
+        shared: Callable[[Exception], bool] = lambda exc: False,
     ) -> None:
+        """``shared(exc)``: whether a failed flush's error is the transaction's, not any
+        one item's (the database is unreachable): every caller gets it at once, instead
+        of each trying alone against a database that is down."""
         self._flush = flush
         self._limit = limit
+        self._shared = shared
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -73,8 +78,9 @@ class GroupCommit(Generic[Item, Result]):
         try:
             results = await self._flush([item for item, _ in waiting])
         except Exception as exc:
-            if len(waiting) == 1:
-                _fail(waiting[0][1], exc)
+            if len(waiting) == 1 or self._shared(exc):
+                for _, future in waiting:
+                    _fail(future, exc)
                 return
             for item, future in waiting:  # each alone: its own outcome, not a neighbour's
                 try:

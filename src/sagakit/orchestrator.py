@@ -86,7 +86,9 @@ class Orchestrator:
         self.consumer = f"orchestrator:{group}"
         self._definitions: dict[tuple[str, int], SagaDefinition] = {}
         self._latest: dict[str, SagaDefinition] = {}
-        self._starts: GroupCommit[StartRequest, str] = GroupCommit(self.start_many)
+        self._starts: GroupCommit[StartRequest, str] = GroupCommit(
+            self.start_many, shared=_unreachable
+        )
         for definition in definitions:
             self.register(definition)
 
@@ -544,6 +546,12 @@ _BODIES: dict[str, type[BaseModel]] = {
     OPERATOR_TYPE: OperatorBody,
     SIGNAL_TYPE: SignalBody,
 }
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A start's failure that is its transaction's, not its own: the store is down or
+    the connection broke (every start that shared it gets the error at once)."""
+    return isinstance(exc, StoreError) and exc.retryable
 
 
 def _merge(first: Decision | None, later: Decision) -> Decision:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 from sqlalchemy import event
 
 from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit.errors import UnknownSagaError
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only
 from sagakit.transports.memory import MemoryTransport
@@ -94,8 +96,8 @@ async def test_starting_an_existing_saga_id_is_a_no_op(store: SqlSagaStore) -> N
 
 async def test_concurrent_starts_share_a_transaction(store: SqlSagaStore) -> None:
     """Many callers starting sagas at once (an API under load) pay for one commit, not
-    one each; each still gets its own id, and an unknown definition fails only its
-    caller."""
+    one each; each still gets its own id, and an unknown definition or data that cannot
+    be stored fails only its caller."""
     orchestrator = Orchestrator(store, [ORDER])
     commits: list[int] = []
     event.listen(store.engine.sync_engine, "commit", lambda _conn: commits.append(1))
@@ -109,6 +111,19 @@ async def test_concurrent_starts_share_a_transaction(store: SqlSagaStore) -> Non
     started = [saga_id for saga_id in ids if isinstance(saga_id, str)]
     assert len(set(started)) == 31 and started[-1] == "chosen"
     assert len(commits) == 1
+    # one start whose data is not JSON: its transaction fails, the others are retried
+    # one by one and start; it alone gets the error
+    later = await asyncio.gather(
+        orchestrator.start("order", {"amount": 1}, saga_id="fine-1"),
+        orchestrator.start("order", {"amount": object()}, saga_id="unstorable"),
+        orchestrator.start("order", {"amount": 2}, saga_id="fine-2"),
+        return_exceptions=True,
+    )
+    assert later[0] == "fine-1" and later[2] == "fine-2"
+    assert isinstance(later[1], ValueError) and "serialize" in str(later[1])
+    with pytest.raises(UnknownSagaError):
+        await store.get("unstorable")
+    started += ["fine-1", "fine-2"]
     for saga_id in started:
         assert [e.type for e in await store.history(saga_id)] == ["SagaStarted", "StepRequested"]
-    assert await store.unsent_count() == 31
+    assert await store.unsent_count() == 33

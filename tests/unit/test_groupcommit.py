@@ -83,3 +83,11 @@ async def test_it_keeps_working_after_each_flush() -> None:
     assert await group.submit(5) == 10
     assert await group.submit(6) == 12
     assert flush.batches == [[5], [6]]
+
+
+async def test_an_error_of_the_whole_transaction_answers_everyone_at_once() -> None:
+    flush = Recorder()
+    group = GroupCommit(flush, shared=lambda exc: "negative" in str(exc))
+    outcomes = await asyncio.gather(*(group.submit(i) for i in (1, -1, 2)), return_exceptions=True)
+    assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+    assert flush.batches == [[1, -1, 2]]  # nobody tried again alone
