@@ -6,8 +6,8 @@ otherwise pay one transaction per start: a BEGIN, the loads, the append and a CO
 each, with the database's commit cost and the process's per-statement cost repeated
 for every caller. Here the first caller's write waits for one pass of the event loop,
 so that the calls made meanwhile join it; calls made while a transaction runs go in
-the next one. A caller waits no longer than for its own transaction plus the one
-ahead of it.
+the next one (up to ``limit`` in each). A caller waits for the transaction running
+when it called, if any, and then for its own.
 
 A transaction that fails is tried again one caller at a time, so each caller gets its
 own outcome: one bad request never fails the others that happened to share its
@@ -73,6 +73,14 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _answer(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         waiting = [(item, future) for item, future in batch if not future.cancelled()]
+        try:
+            await self._settle(waiting)
+        except BaseException:
+            for _, future in waiting:  # the flush itself was cancelled: so are its callers
+                future.cancel()
+            raise
+
+    async def _settle(self, waiting: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         if not waiting:
             return
         try:
@@ -83,15 +91,13 @@ class GroupCommit(Generic[Item, Result]):
                     _fail(future, exc)
                 return
             for item, future in waiting:  # each alone: its own outcome, not a neighbour's
+                if future.cancelled():
+                    continue
                 try:
                     _resolve(future, (await self._flush([item]))[0])
                 except Exception as alone:
                     _fail(future, alone)
             return
-        except BaseException:
-            for _, future in waiting:
-                future.cancel()
-            raise
         for (_, future), result in zip(waiting, results, strict=True):
             _resolve(future, result)
 

@@ -91,3 +91,19 @@ async def test_an_error_of_the_whole_transaction_answers_everyone_at_once() -> N
     outcomes = await asyncio.gather(*(group.submit(i) for i in (1, -1, 2)), return_exceptions=True)
     assert all(isinstance(outcome, ValueError) for outcome in outcomes)
     assert flush.batches == [[1, -1, 2]]  # nobody tried again alone
+
+
+async def test_callers_of_a_flush_that_is_cancelled_are_not_left_waiting() -> None:
+    flush = Recorder(pause=0.05)
+    group = GroupCommit(flush)
+    callers = [asyncio.ensure_future(group.submit(i)) for i in (1, -1, 2)]
+    await asyncio.sleep(0.075)  # the shared flush failed; the first one alone is running
+    assert flush.batches == [[1, -1, 2], [1]]
+    drain = next(
+        t
+        for t in asyncio.all_tasks()
+        if t not in callers and not t.done() and t is not asyncio.current_task()
+    )
+    drain.cancel()  # what the event loop's shutdown does to a running flush
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 1)
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
