@@ -135,14 +135,15 @@ async def distributed() -> AsyncIterator[tuple[str, str]]:
 async def test_the_distributed_shop_survives_a_killed_service_and_balances(
     distributed: tuple[str, str], mode: str, tmp_path: Path
 ) -> None:
-    unused_tcp_port = free_block()
+    port = free_block()
+    log = tmp_path / "up.log"
     stem, broker = distributed
     db = PG_ADMIN.rsplit("/", 1)[0] + f"/{stem}"
-    api = f"http://127.0.0.1:{unused_tcp_port}"
-    admin = f"http://127.0.0.1:{unused_tcp_port + 1}"
+    api = f"http://127.0.0.1:{port}"
+    admin = f"http://127.0.0.1:{port + 1}"
     viewer = "e2e-viewer-secret-0123456789"
     spans = tmp_path / "spans"
-    output = (tmp_path / "up.log").open("wb")  # the services' logs too: a pipe could fill
+    output = log.open("wb")  # the services' logs too: a pipe could fill
     up = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -155,7 +156,7 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         "--mode",
         mode,
         "--port",
-        str(unused_tcp_port),
+        str(port),
         "--fail-rate",
         "0.2",
         "--gateway-books",
@@ -171,7 +172,7 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        await wait_healthy(api, up, tmp_path / "up.log")
+        await wait_healthy(api, up, log)
         async with httpx.AsyncClient(timeout=10) as client:
             await place(client, api, ORDERS)
             [payment] = pids_of(stem, "payment")
@@ -208,7 +209,7 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
             assert stats["sagas"] == {"completed": 18, "compensated": 12}
             assert (await client.get(f"{admin}/api/stats")).status_code == 401
             if mode == "orchestration":  # the deciding process serves its own counters
-                scraped = await client.get(f"http://127.0.0.1:{unused_tcp_port + 4}/metrics")
+                scraped = await client.get(f"http://127.0.0.1:{port + 4}/metrics")
                 counted = {
                     line.split(" ")[0]: float(line.split(" ")[1])
                     for line in scraped.text.splitlines()
@@ -242,7 +243,7 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
             await asyncio.wait_for(up.wait(), 30)
     output.close()
     assert up.returncode == 0
-    printed = (tmp_path / "up.log").read_text(errors="replace")
+    printed = log.read_text(errors="replace")
     assert f"dashboard (viewer): {admin}/?token={viewer}" in printed
     assert pids_of(stem, "payment") == [] and pids_of(stem, "order") == []
     # One order is one trace, across every service process that touched it.
