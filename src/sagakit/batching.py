@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy.exc import DBAPIError
@@ -184,7 +184,9 @@ class InboxView:
     def __init__(self, inbox: BatchInbox, unit: UnitOfWork) -> None:
         self._inbox = inbox
         self._unit = unit
-        self._watched = WatchedConnection(unit.connection, inbox.translate)
+        self._watched = WatchedConnection(
+            unit.connection, inbox.translate, many=getattr(unit, "write_many", None)
+        )
         self.step = ""  # the step running now (step_key)
 
     def __getattr__(self, name: str) -> Any:
@@ -248,9 +250,17 @@ class WatchedConnection:
     writes in the order it made them; different sagas' writes may interleave, which one
     transaction cannot tell apart."""
 
-    def __init__(self, connection: Any, translate: Callable[[Any], Exception]) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        translate: Callable[[Any], Exception],
+        *,
+        many: Callable[[Any, Sequence[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         self._connection = connection
         self._translate = translate
+        # How a group of held writes goes out: the unit's executemany, if it has one.
+        self._many = many
         self.uses = 0
         self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
         # The step whose savepoint opens when it first touches the connection, how to
@@ -341,9 +351,12 @@ class WatchedConnection:
                     # The same order in every transaction: two workers' batches that
                     # update the same rows then lock them in the same order.
                     rows.sort(key=lambda row: [repr(value) for value in row.values()])
-                await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
-        except DBAPIError as exc:
-            error = self._translate(exc)
+                if self._many is not None:
+                    await self._many(statement, rows)
+                else:
+                    await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+        except (DBAPIError, StoreError) as exc:
+            error = self._translate(exc) if isinstance(exc, DBAPIError) else exc
             if isinstance(error, StoreError) and error.retryable:
                 raise error from exc  # a deadlock, a lost connection: not the writes' fault
             raise Unbatch({saga_id for _, saga_id, _, _ in held}, exc) from exc

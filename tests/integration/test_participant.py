@@ -294,21 +294,39 @@ async def test_a_held_write_goes_out_before_the_handlers_next_statement_in_its_s
 
 
 class Statements:
-    """Every statement SQLAlchemy sends on ``store``'s engine, and whether it was an
-    executemany (PostgreSQL's hot inbox and outbox statements go to asyncpg itself)."""
+    """Every statement sent on ``store``'s connections, and whether it was an
+    executemany: what SQLAlchemy sends, and on PostgreSQL what goes to asyncpg itself
+    (the hot inbox and outbox statements, and the grouped business writes)."""
 
     def __init__(self, store: SqlSagaStore) -> None:
         self.sent: list[tuple[str, bool]] = []
         self._engine = store.engine.sync_engine
+        self._drivers: list[Any] = []
         event.listen(self._engine, "before_cursor_execute", self._seen)
+        event.listen(self._engine.pool, "checkout", self._checked_out)
 
     def _seen(
         self, _conn: Any, _cursor: Any, sql: str, _params: Any, _ctx: Any, many: bool
     ) -> None:
         self.sent.append((" ".join(sql.split()[:3]).upper(), many))
 
+    def _checked_out(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if hasattr(driver, "add_query_logger") and driver not in self._drivers:
+            driver.add_query_logger(self._logged)
+            self._drivers.append(driver)
+
+    def _logged(self, record: Any) -> None:
+        # asyncpg hands an executemany its rows as a list, anything else a tuple.
+        self.sent.append(
+            (" ".join(record.query.split()[:3]).upper(), isinstance(record.args, list))
+        )
+
     def close(self) -> None:
         event.remove(self._engine, "before_cursor_execute", self._seen)
+        event.remove(self._engine.pool, "checkout", self._checked_out)
+        for driver in self._drivers:
+            driver.remove_query_logger(self._logged)
 
 
 async def test_a_batch_sends_its_held_writes_grouped_with_no_savepoints(

@@ -100,6 +100,10 @@ class SqlUnit:
             self._now = await self._store.database_now(self._conn)
         return self._now
 
+    async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the write ``statement`` once for each of ``rows`` (an executemany)."""
+        await self._conn.execute(statement, rows[0] if len(rows) == 1 else list(rows))
+
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
         if not unique:
