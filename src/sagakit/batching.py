@@ -162,6 +162,11 @@ class BatchInbox:
     async def set_reply(self, consumer: str, key: str, reply: str) -> None:
         self._pending.append((consumer, key, reply))
 
+    def take_replies(self) -> list[tuple[str, str, str]]:
+        """The replies still waiting to be stored, for a statement that stores them."""
+        pending, self._pending = self._pending, []
+        return pending
+
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         if len(pending) == 1:

@@ -398,7 +398,6 @@ class FusedRuntime:
                     await inbox.preclaim_commands([(self._consumer_of(e), e) for e in commands])
                 outcomes = [await self._execute(inbox, env) for env in commands]
                 await self._decide_outcomes(unit, outcomes, decisions)
-                await inbox.flush()
                 inbox.check_used()
                 for decision in decisions.values():
                     mine = self._take_local(decision)
@@ -406,7 +405,8 @@ class FusedRuntime:
                         onward[decision.state.saga_id] = mine
                 # The commands this batch ran from the outbox leave it with its append.
                 sent = [e.message_id for e in batch.commands if e.message_id not in self._unwritten]
-                await unit.append(list(decisions.values()), sent=sent)
+                replies = inbox.take_replies()  # stored by the append's statement
+                await unit.append(list(decisions.values()), sent=sent, replies=replies)
                 # Rows other sagas share (the held business writes, the breakers) are
                 # written last, by one transaction at a time: workers overlap everything
                 # else and never deadlock on those rows. The turn passes on before the

@@ -99,10 +99,17 @@ class UnitOfWork(Protocol):
         """Claim sagas whose next deadline or retry is due, skipping ones locked elsewhere."""
         ...
 
-    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
+    async def append(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        sent: Sequence[str] = (),
+        replies: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         """Append each decision's events, update the projection and snapshot, and enqueue
         its commands in the outbox; mark the outbox messages ``sent`` (by message id) as
-        sent. Raises ConcurrencyError if a log moved meanwhile."""
+        sent, and store the inbox ``replies`` (consumer, key, reply: keys this unit
+        claimed) as set_replies would. Raises ConcurrencyError if a log moved meanwhile."""
         ...
 
     async def enqueue(self, messages: Sequence[Outgoing]) -> None:

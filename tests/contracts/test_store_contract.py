@@ -280,6 +280,21 @@ async def test_many_replies_are_set_at_once(store: SqlSagaStore) -> None:
         assert await unit.replies("d", ["a"]) == {"a": "3"}
 
 
+async def test_an_append_stores_the_inbox_replies_it_is_given(store: SqlSagaStore) -> None:
+    # The fused runtime's replies ride on its append: stored with the decisions, by key.
+    async with store.unit() as unit:
+        await unit.claim("c", ["a", "b", "unanswered"])
+        await unit.claim("d", ["a"])
+        await unit.append([], replies=[("c", "a", "1"), ("c", "b", "2"), ("d", "a", "3")])
+    async with store.unit() as unit:
+        assert await unit.replies("c", ["a", "b", "unanswered"]) == {
+            "a": "1",
+            "b": "2",
+            "unanswered": None,
+        }
+        assert await unit.replies("d", ["a"]) == {"a": "3"}
+
+
 async def test_a_unit_that_opens_with_an_inbox_claim_rolls_it_back(store: SqlSagaStore) -> None:
     # The claim is the unit's first statement: it must belong to the unit's transaction
     # (a claim that outlived a rolled-back unit would block its command for ever).

@@ -127,7 +127,7 @@ class PostgresUnit(SqlUnit):
         return {row[0]: row[1] for row in rows}
 
     async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        if rows:
+        if rows:  # (an append carries them too: _SET_REPLIES_FROM)
             await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
 
     async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -150,11 +150,17 @@ class PostgresUnit(SqlUnit):
         sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
         await self._fetch(sql, *_columns(rows))
 
-    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
+    async def append(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        sent: Sequence[str] = (),
+        replies: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         """Every row of the batch's decisions in one statement: the events, the
-        projection, the snapshots and the outbox, the outbox rows marked sent, with the
-        NOTIFY and the end announcements riding on it (one round trip where there were
-        five)."""
+        projection, the snapshots and the outbox, the outbox rows marked sent and the
+        inbox replies stored, with the NOTIFY and the end announcements riding on it
+        (one round trip where there were six)."""
         rows = self._appended(decisions)
         outbox = self._outbox_rows(rows.messages)
         parts: list[tuple[Any, list[dict[str, Any]], tuple[str, ...], tuple[str, ...]]] = [
@@ -175,6 +181,9 @@ class PostgresUnit(SqlUnit):
         if sent:
             inserts.append(_MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
             args.extend((list(sent), await self.now()))
+        if replies:
+            inserts.append(_SET_REPLIES_FROM.format(*range(len(args) + 1, len(args) + 4)))
+            args.extend(list(column) for column in zip(*replies, strict=True))
         if not inserts:
             return
         notify = bool(outbox) and self._store.notify_outbox and not self.notified
@@ -273,11 +282,12 @@ _CLAIM_EACH = (
     "ON CONFLICT (consumer, key) DO NOTHING RETURNING consumer, key"
 )
 _REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
-_SET_REPLIES = (
+_SET_REPLIES_FROM = (
     "UPDATE saga_inbox AS i SET reply = v.reply "
-    "FROM unnest($1::varchar[], $2::varchar[], $3::text[]) AS v (consumer, key, reply) "
+    "FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::text[]) AS v (consumer, key, reply) "
     "WHERE i.consumer = v.consumer AND i.key = v.key"
 )
+_SET_REPLIES = _SET_REPLIES_FROM.format(1, 2, 3)
 
 
 @functools.cache

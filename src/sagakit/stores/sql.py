@@ -165,8 +165,16 @@ class SqlUnit:
         result = await self._conn.execute(self._store.lock_skipping(query))
         return [row[0] for row in result]
 
-    async def append(self, decisions: Sequence[Decision], *, sent: Sequence[str] = ()) -> None:
+    async def append(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        sent: Sequence[str] = (),
+        replies: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         rows = self._appended(decisions)
+        if replies:
+            await self.set_replies(replies)
         if sent:
             await self._conn.execute(
                 update(saga_outbox)
