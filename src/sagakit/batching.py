@@ -102,26 +102,25 @@ class BatchInbox:
     async def preclaim_commands(self, commands: Sequence[tuple[str, Envelope]]) -> None:
         """Claim every ``(consumer, command)``'s inbox key in bulk, and for each
         compensation whose key was fresh, its action's key too (and the action's stored
-        reply where the action had run): what Participant.execute asks for, in one
-        statement for every consumer's keys and one more for the actions' keys."""
-        await self.preclaim_each([(consumer, inbox_key(env, env.op)) for consumer, env in commands])
-        undo: list[tuple[str, str]] = []
-        for consumer, env in commands:
-            if env.op == "compensation" and self.fresh(consumer, inbox_key(env, env.op)):
-                action = inbox_key(env, "action")
-                # An action of this batch holds that key: whichever of the two runs
-                # first takes the claim, and the other finds it taken, as one by one.
-                if (consumer, action) not in self._claimed:
-                    undo.append((consumer, action))
-        if not undo:
-            return
-        await self.preclaim_each(undo)
-        ran: dict[str, list[str]] = {}
-        for consumer, key in undo:
-            if not self.fresh(consumer, key):
-                ran.setdefault(consumer, []).append(key)
-        for consumer, keys in ran.items():
-            await self.prefetch(consumer, keys)
+        reply where the action had run): what Participant.execute asks for, all at once
+        (UnitOfWork.claim_commands: one statement on PostgreSQL)."""
+        pairs = [(consumer, inbox_key(env, env.op)) for consumer, env in commands]
+        own = set(pairs)
+        actions: dict[tuple[str, str], tuple[str, str]] = {}
+        for (consumer, env), pair in zip(commands, pairs, strict=True):
+            action = (consumer, inbox_key(env, "action"))
+            # An action of this batch holds that key: whichever of the two runs first
+            # takes the claim, and the other finds it taken, as one by one.
+            if env.op == "compensation" and action not in own:
+                actions[pair] = action
+        fresh, stored = await self._unit.claim_commands(pairs, actions)
+        for pair in pairs:
+            self._claimed[pair] = pair in fresh
+        for pair, action in actions.items():
+            if pair in fresh:
+                self._claimed[action] = action in fresh
+                if action not in fresh:
+                    self._fetched[action] = stored.get(action)
 
     async def flush_writes(self) -> None:
         await self._view.connection.flush()
@@ -131,19 +130,9 @@ class BatchInbox:
         for key in keys:
             self._claimed[(consumer, key)] = key in fresh
 
-    async def preclaim_each(self, pairs: Sequence[tuple[str, str]]) -> None:
-        fresh = await self._unit.claim_each(pairs)
-        for pair in pairs:
-            self._claimed[pair] = pair in fresh
-
     def fresh(self, consumer: str, key: str) -> bool:
         """Whether the bulk claim found ``key`` new (False if it was not claimed)."""
         return self._claimed.get((consumer, key), False)
-
-    async def prefetch(self, consumer: str, keys: Sequence[str]) -> None:
-        found = await self._unit.replies(consumer, keys)
-        for key in keys:
-            self._fetched[(consumer, key)] = found.get(key)
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         written = {(c, k) for c, k, _ in self._pending}

@@ -6,7 +6,7 @@ Adapters (``stores/``, ``transports/``) implement these; the core depends on not
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -75,6 +75,17 @@ class UnitOfWork(Protocol):
     async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Insert ``(consumer, key)`` inbox rows of several consumers at once; return the
         pairs that were new (what claim does for each consumer)."""
+        ...
+
+    async def claim_commands(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        actions: Mapping[tuple[str, str], tuple[str, str]],
+    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
+        """Claim every pair as claim_each does, then, for each pair found new that
+        ``actions`` maps to another (a compensation's key to its action's), that pair
+        too. Returns the pairs found new, and the stored reply of each action pair that
+        was not (what a batch of commands asks its inbox first)."""
         ...
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:

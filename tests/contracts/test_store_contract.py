@@ -280,6 +280,30 @@ async def test_many_replies_are_set_at_once(store: SqlSagaStore) -> None:
         assert await unit.replies("d", ["a"]) == {"a": "3"}
 
 
+async def test_claiming_commands_claims_the_actions_of_new_compensations(
+    store: SqlSagaStore,
+) -> None:
+    # A batch's first question to its inbox: which commands are new, and for each new
+    # compensation, did its action run (its stored reply) or is it prevented now.
+    async with store.unit() as unit:
+        await unit.claim("p", ["s1/charge/action", "s3/charge/compensation"])
+        await unit.set_replies([("p", "s1/charge/action", "charged")])
+    pairs = [("p", "s1/charge/compensation"), ("p", "s2/charge/compensation")]
+    pairs += [("p", "s3/charge/compensation"), ("p", "s4/ship/action")]
+    actions = {("p", f"s{n}/charge/compensation"): ("p", f"s{n}/charge/action") for n in (1, 2, 3)}
+    async with store.unit() as unit:
+        fresh, stored = await unit.claim_commands(pairs, actions)
+        assert fresh == {
+            ("p", "s1/charge/compensation"),
+            ("p", "s2/charge/compensation"),
+            ("p", "s2/charge/action"),  # never ran: claimed now, so it never will
+            ("p", "s4/ship/action"),
+        }
+        assert stored == {("p", "s1/charge/action"): "charged"}
+        # s3's compensation was a duplicate: its action's key was left alone.
+        assert await unit.claim("p", ["s3/charge/action"]) == {"s3/charge/action"}
+
+
 async def test_an_append_stores_the_inbox_replies_it_is_given(store: SqlSagaStore) -> None:
     # The fused runtime's replies ride on its append: stored with the decisions, by key.
     async with store.unit() as unit:

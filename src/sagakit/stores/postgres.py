@@ -120,6 +120,29 @@ class PostgresUnit(SqlUnit):
         rows = await self._fetch(_CLAIM_EACH, consumers, keys, self._store.clock.now())
         return {(row[0], row[1]) for row in rows}
 
+    async def claim_commands(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        actions: Mapping[tuple[str, str], tuple[str, str]],
+    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
+        """One statement where there were up to five: the commands' keys, the action
+        keys of the compensations among them found new, and the replies of those
+        actions that had run (one round trip per consumer before)."""
+        unique = list(dict.fromkeys(pairs))
+        if not unique:
+            return set(), {}
+        undo = [actions.get(pair, (None, None)) for pair in unique]
+        rows = await self._fetch(
+            _CLAIM_COMMANDS,
+            [c for c, _ in unique],
+            [k for _, k in unique],
+            [c for c, _ in undo],
+            [k for _, k in undo],
+            self._store.clock.now(),
+        )
+        fresh = {(r[1], r[2]) for r in rows if r[0] != "ran"}
+        return fresh, {(r[1], r[2]): r[3] for r in rows if r[0] == "ran"}
+
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         if not keys:
             return {}
@@ -280,6 +303,26 @@ _CLAIM_EACH = (
     "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
     "SELECT c, k, NULL, $3 FROM unnest($1::varchar[], $2::varchar[]) AS v (c, k) "
     "ON CONFLICT (consumer, key) DO NOTHING RETURNING consumer, key"
+)
+# claim_commands: the commands' keys; then the action keys of the compensations whose
+# own key was new; then the replies of those action keys that were there already (the
+# final SELECT reads the rows as they were before this statement: the ones it inserted
+# are not among them).
+_CLAIM_COMMANDS = (
+    "WITH v AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
+    "$4::varchar[]) AS v (c, k, ac, ak)), "
+    "own AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
+    "SELECT c, k, NULL, $5 FROM v ON CONFLICT (consumer, key) DO NOTHING "
+    "RETURNING consumer, key), "
+    "undo AS (SELECT v.ac, v.ak FROM v JOIN own ON own.consumer = v.c AND own.key = v.k "
+    "WHERE v.ak IS NOT NULL), "
+    "act AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
+    "SELECT ac, ak, NULL, $5 FROM undo ON CONFLICT (consumer, key) DO NOTHING "
+    "RETURNING consumer, key) "
+    "SELECT 'own', consumer, key, NULL FROM own "
+    "UNION ALL SELECT 'action', consumer, key, NULL FROM act "
+    "UNION ALL SELECT 'ran', i.consumer, i.key, i.reply FROM undo "
+    "JOIN saga_inbox i ON i.consumer = undo.ac AND i.key = undo.ak"
 )
 _REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
 _SET_REPLIES_FROM = (

@@ -123,6 +123,27 @@ class SqlUnit:
             for key in await self.claim(consumer, keys)
         }
 
+    async def claim_commands(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        actions: Mapping[tuple[str, str], tuple[str, str]],
+    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
+        fresh = await self.claim_each(pairs)
+        undo = list(dict.fromkeys(actions[p] for p in pairs if p in fresh and p in actions))
+        if not undo:
+            return fresh, {}
+        found = await self.claim_each(undo)
+        ran: dict[str, list[str]] = {}
+        for consumer, key in undo:
+            if (consumer, key) not in found:
+                ran.setdefault(consumer, []).append(key)
+        stored = {
+            (consumer, key): reply
+            for consumer, keys in ran.items()
+            for key, reply in (await self.replies(consumer, keys)).items()
+        }
+        return fresh | found, stored
+
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         if not keys:
             return {}
