@@ -85,6 +85,7 @@ class BatchInbox:
         self.translate = translate
         self._claimed: dict[tuple[str, str], bool] = {}
         self._pending: list[tuple[str, str, str]] = []
+        self._pending_keys: set[tuple[str, str]] = set()  # (consumer, key) of _pending
         self._fetched: dict[tuple[str, str], str | None] = {}
         self.guarded = guarded
         self.unbatched = unbatched
@@ -135,9 +136,8 @@ class BatchInbox:
         return self._claimed.get((consumer, key), False)
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        written = {(c, k) for c, k, _ in self._pending}
         wanted = [(consumer, key) for key in keys]
-        if all(w in self._fetched and w not in written for w in wanted):
+        if all(w in self._fetched and w not in self._pending_keys for w in wanted):
             return {key: self._fetched.pop((consumer, key)) for key in keys}
         await self.flush()
         return await self._unit.replies(consumer, keys)
@@ -150,14 +150,17 @@ class BatchInbox:
 
     async def set_reply(self, consumer: str, key: str, reply: str) -> None:
         self._pending.append((consumer, key, reply))
+        self._pending_keys.add((consumer, key))
 
     def take_replies(self) -> list[tuple[str, str, str]]:
         """The replies still waiting to be stored, for a statement that stores them."""
         pending, self._pending = self._pending, []
+        self._pending_keys.clear()
         return pending
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_keys.clear()
         if len(pending) == 1:
             await self._unit.set_reply(*pending[0])
         elif pending:
