@@ -120,8 +120,10 @@ class BatchInbox:
         for pair, action in actions.items():
             if pair in fresh:
                 self._claimed[action] = action in fresh
-                if action not in fresh:
-                    self._fetched[action] = stored.get(action)
+                if action in stored:
+                    # An action whose transaction committed while the claim waited for
+                    # it is in neither: its reply is read when the compensation asks.
+                    self._fetched[action] = stored[action]
 
     async def flush_writes(self) -> None:
         await self._view.connection.flush()

@@ -85,7 +85,9 @@ class UnitOfWork(Protocol):
         """Claim every pair as claim_each does, then, for each pair found new that
         ``actions`` maps to another (a compensation's key to its action's), that pair
         too. Returns the pairs found new, and the stored reply of each action pair that
-        was not (what a batch of commands asks its inbox first)."""
+        was not (what a batch of commands asks its inbox first). An action pair whose
+        row another transaction committed while this claim waited for it may be
+        missing from both: ask ``replies`` for it (a new statement sees it)."""
         ...
 
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event, text
@@ -163,6 +164,33 @@ async def test_compensation_after_the_action_undoes_it_once(store: SqlSagaStore)
         ("s1", "charge", "action"): 1,
         ("s1", "charge", "compensation"): 1,
     }
+
+
+async def test_a_compensation_that_waited_for_its_refused_action_finds_the_refusal(
+    store: SqlSagaStore,
+) -> None:
+    """The action's transaction is still open (a slow step that timed out) when its
+    compensation arrives: the compensation's claim waits for it, and must then see the
+    refusal it committed, not run the refund for a charge that never happened."""
+    await create_effects(store)
+    payments = Payments(store)
+    consumer = payments.participant.consumer
+    refusal = ReplyBody(ok=False, reason="card declined").model_dump_json()
+    async with store.unit() as action:
+        assert await action.claim(consumer, ["s1/charge/action"]) == {"s1/charge/action"}
+        await action.set_reply(consumer, "s1/charge/action", refusal)
+        # In a batch with another saga's command, so that its inbox keys are claimed
+        # for the whole batch at once.
+        batch = (
+            command("charge", "compensation", kind="refund"),
+            command("charge", "action", saga="s2"),
+        )
+        undo = asyncio.create_task(payments.send(*batch))
+        await asyncio.sleep(0.5)  # the compensation's batch is now waiting on this one
+        assert not undo.done()
+    reply, _ = await undo
+    assert reply.ok and reply.data == {"null_compensation": True}
+    assert payments.calls == ["charge:1"]  # the other saga's charge; no refund
 
 
 async def test_compensation_of_a_refused_action_has_nothing_to_undo(store: SqlSagaStore) -> None:

@@ -305,9 +305,10 @@ _CLAIM_EACH = (
     "ON CONFLICT (consumer, key) DO NOTHING RETURNING consumer, key"
 )
 # claim_commands: the commands' keys; then the action keys of the compensations whose
-# own key was new; then the replies of those action keys that were there already (the
-# final SELECT reads the rows as they were before this statement: the ones it inserted
-# are not among them).
+# own key was new; then the replies of those action keys that were there already. The
+# final SELECT reads the rows as they were when the statement began: the ones it
+# inserted are not among them, and neither is a row another transaction committed while
+# an insert here waited for it (the caller reads that one's reply afterwards).
 _CLAIM_COMMANDS = (
     "WITH v AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
     "$4::varchar[]) AS v (c, k, ac, ak)), "
