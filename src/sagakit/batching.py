@@ -133,10 +133,6 @@ class BatchInbox:
         for key in keys:
             self._claimed[(consumer, key)] = key in fresh
 
-    def fresh(self, consumer: str, key: str) -> bool:
-        """Whether the bulk claim found ``key`` new (False if it was not claimed)."""
-        return self._claimed.get((consumer, key), False)
-
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         wanted = [(consumer, key) for key in keys]
         if all(w in self._fetched and w not in self._pending_keys for w in wanted):
@@ -183,9 +179,7 @@ class InboxView:
     def __init__(self, inbox: BatchInbox, unit: UnitOfWork) -> None:
         self._inbox = inbox
         self._unit = unit
-        self._watched = WatchedConnection(
-            unit.connection, inbox.translate, many=getattr(unit, "write_many", None)
-        )
+        self._watched = WatchedConnection(unit.connection, inbox.translate, unit.write_many)
         self.step = ""  # the step running now (step_key)
 
     def __getattr__(self, name: str) -> Any:
@@ -253,13 +247,11 @@ class WatchedConnection:
         self,
         connection: Any,
         translate: Callable[[Any], Exception],
-        *,
-        many: Callable[[Any, Sequence[dict[str, Any]]], Awaitable[None]] | None = None,
+        many: Callable[[Any, Sequence[dict[str, Any]]], Awaitable[None]],
     ) -> None:
         self._connection = connection
         self._translate = translate
-        # How a group of held writes goes out: the unit's executemany, if it has one.
-        self._many = many
+        self._many = many  # how a group of held writes goes out (UnitOfWork.write_many)
         self.uses = 0
         self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
         # The step whose savepoint opens when it first touches the connection, how to
@@ -350,10 +342,7 @@ class WatchedConnection:
                     # The same order in every transaction: two workers' batches that
                     # update the same rows then lock them in the same order.
                     rows.sort(key=lambda row: [repr(value) for value in row.values()])
-                if self._many is not None:
-                    await self._many(statement, rows)
-                else:
-                    await self._connection.execute(statement, rows[0] if len(rows) == 1 else rows)
+                await self._many(statement, rows)
         except (DBAPIError, StoreError) as exc:
             error = self._translate(exc) if isinstance(exc, DBAPIError) else exc
             if isinstance(error, StoreError) and error.retryable:

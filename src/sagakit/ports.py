@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sagakit.messages import new_id
 
@@ -66,6 +66,10 @@ class UnitOfWork(Protocol):
         """The time decisions in this transaction use: the database's clock where the
         store keeps one (PostgreSQL), so processes whose clocks disagree agree on
         deadlines; otherwise the store's clock."""
+        ...
+
+    async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the write ``statement`` once for each of ``rows`` (an executemany)."""
         ...
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:

@@ -83,10 +83,14 @@ class PostgresUnit(SqlUnit):
 
     _driver: Any = None
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def _driver_connection(self) -> Any:
         if self._driver is None:
             self._driver = await _driver_of(self._conn)
-        return await _on_driver(self._store, self._conn, self._driver, sql, args)
+        return self._driver
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        driver = await self._driver_connection()
+        return await _on_driver(self._store, self._conn, driver, sql, args)
 
     async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """A plain ``text()`` write goes to asyncpg itself, one pipelined executemany for
@@ -94,14 +98,13 @@ class PostgresUnit(SqlUnit):
         the business writes of a batch are on the path every transaction queues for);
         anything else, or outside a transaction, through SQLAlchemy."""
         plan = _positional(statement, self._conn.dialect)
-        if self._driver is None:
-            self._driver = await _driver_of(self._conn)
-        if plan is None or not self._driver.is_in_transaction():
+        driver = await self._driver_connection()
+        if plan is None or not driver.is_in_transaction():
             await super().write_many(statement, rows)
             return
         sql, names = plan
         try:
-            await self._driver.executemany(sql, [[row[n] for n in names] for row in rows])
+            await driver.executemany(sql, [[row[n] for n in names] for row in rows])
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise _driver_error(self._store, exc) from exc
 
@@ -111,14 +114,6 @@ class PostgresUnit(SqlUnit):
             return set()
         rows = await self._fetch(_CLAIM, consumer, unique, self._store.clock.now())
         return {row[0] for row in rows}
-
-    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        unique = list(dict.fromkeys(pairs))
-        if not unique:
-            return set()
-        consumers, keys = (list(column) for column in zip(*unique, strict=True))
-        rows = await self._fetch(_CLAIM_EACH, consumers, keys, self._store.clock.now())
-        return {(row[0], row[1]) for row in rows}
 
     async def claim_commands(
         self,
@@ -298,11 +293,6 @@ _CLAIM = (
     "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
     "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
     "ON CONFLICT (consumer, key) DO NOTHING RETURNING key"
-)
-_CLAIM_EACH = (
-    "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT c, k, NULL, $3 FROM unnest($1::varchar[], $2::varchar[]) AS v (c, k) "
-    "ON CONFLICT (consumer, key) DO NOTHING RETURNING consumer, key"
 )
 # claim_commands: the commands' keys; then the action keys of the compensations whose
 # own key was new; then the replies of those action keys that were there already. The
