@@ -141,6 +141,30 @@ async def test_running_a_saga_again_after_it_ended_returns_how_it_ended(
     assert [what for saga, what in await moves(store) if saga == "again-1"] == ["take", "ship"]
 
 
+async def test_starting_a_saga_that_is_still_running_starts_nothing(
+    store: SqlSagaStore,
+) -> None:
+    # Starts are taken to be new without asking the store: the one that is not clashes
+    # with its own log, and its batch runs again, now asking. A saga started beside it
+    # is started once all the same.
+    fused = FusedRuntime(Orchestrator(store, [CONFIRMED, ORDER]), participants(store))
+    async with fused:
+        await fused.begin("confirmed", {}, saga_id="held-1")
+        again, other = await asyncio.gather(
+            fused.begin("confirmed", {}, saga_id="held-1"),
+            fused.run("order", {"ship": "ok"}, saga_id="other-1"),
+        )
+        assert (again, other) == ("held-1", "completed")
+        assert fused.retries["conflict"] >= 1
+    assert await store.count_by_status() == {"running": 1, "completed": 1}
+    async with store.unit() as unit:
+        started = await unit.connection.execute(
+            text("SELECT saga_id FROM saga_events WHERE type = 'SagaStarted' ORDER BY saga_id")
+        )
+        assert [r[0] for r in started] == ["held-1", "other-1"]
+    assert await moves(store) == [("other-1", "take"), ("other-1", "ship")]
+
+
 async def test_a_saga_another_runtime_ends_answers_the_waiters_here_within_a_sweep(
     store: SqlSagaStore,
 ) -> None:

@@ -67,7 +67,7 @@ from sagakit.logs import get_logger
 from sagakit.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
-from sagakit.ports import UnitOfWork
+from sagakit.ports import Loaded, UnitOfWork
 from sagakit.stores.schema import saga_outbox, sagas
 
 log = get_logger("sagakit.fused")
@@ -85,6 +85,8 @@ class _Start:
     key: str | None
     version: int | None
     done: asyncio.Future[str]
+    #: A batch with this start in it conflicted: look for the saga in the store first.
+    doubted: bool = False
 
 
 @dataclass(slots=True)
@@ -304,6 +306,9 @@ class FusedRuntime:
             retry = isinstance(exc, ConcurrencyError) or exc.retryable
             self.retries["conflict" if retry else "error"] += 1
             self._forget(batch)
+            if isinstance(exc, ConcurrencyError):
+                for item in batch.starts:
+                    item.doubted = True
             if not retry:
                 log.exception("fused batch failed; trying it again shortly")
             self._requeue(batch)
@@ -467,10 +472,15 @@ class FusedRuntime:
         self, unit: UnitOfWork, starts: Sequence[_Start], decisions: dict[str, Decision]
     ) -> list[Envelope]:
         """Decide each new saga and hand back its first commands, to run in this same
-        transaction (they never need an outbox row)."""
+        transaction (they never need an outbox row).
+
+        A start is taken to be new without asking the store (one round trip a batch
+        saved): a saga that exists makes the append's first event clash with its own,
+        the batch runs again, and this time its starts are looked for first."""
         if not starts:
             return []
-        existing = await unit.load([s.saga_id for s in starts])
+        doubted = [s.saga_id for s in starts if s.doubted]
+        existing = await unit.load(doubted) if doubted else Loaded()
         now = await self._now(unit)
         chained: list[Envelope] = []
         for item in starts:
