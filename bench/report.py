@@ -60,6 +60,11 @@ class Progress:
         self._bar.update(self._task, description=f"{system}: {what}")
         self._bar.advance(self._task)
 
+    def add(self, steps: int) -> None:
+        """More steps than the bar was made for (head-to-heads, known only at the end)."""
+        if steps:
+            self._bar.update(self._task, total=(self._bar.tasks[0].total or 0) + steps)
+
     def skip(self, system: str, why: str) -> None:
         self._bar.console.print(f"[yellow]skipped {system}[/]: {why}")
 
@@ -107,6 +112,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             ratio = mine["throughput"] / theirs["throughput"]
             note = f"{mine['throughput']:g}/s vs {theirs['throughput']:g}/s"
+            settled = (results.get("head_to_head") or {}).get(f"{mode} vs {peer}") or {}
+            if settled.get("ratio") is not None:
+                rounds = [f"{r['ratio']:.2f}" for r in settled["rounds"] if "ratio" in r]
+                note = (f"head to head, median of {', '.join(rounds)} (sweep: {ratio:.2f}, "
+                        f"{note})")  # fmt: skip
+                ratio = settled["ratio"]
             if crashed is not True:
                 note += "; crash column not passed" if crashed is False else "; no crash run"
             found.append(
@@ -232,6 +243,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {system} | {'yes' if crash['passed'] else 'NO'} | {crash['in_flight_at_kill']} "
             f"| {crash['recovery_s']} | {crash['summary']} |"
         )
+    lines += _head_to_head(results)
     lines += ["", "## Targets", "", "| target | measured | want | holds | note |"]
     lines += ["|---|---:|---:|---|---|"]
     for t in results.get("targets", []):
@@ -242,6 +254,28 @@ def markdown(results: dict[str, Any]) -> str:
     if skipped:
         lines += ["", "## Not run", "", *skipped]
     return "\n".join(lines) + "\n"
+
+
+def _head_to_head(results: dict[str, Any]) -> list[str]:
+    settled = results.get("head_to_head") or {}
+    if not settled:
+        return []
+    lines = ["", "## Head to head (close calls, measured in turns)", ""]
+    lines += ["| pair | round | order | first sagas/s | second sagas/s | ratio |"]
+    lines += ["|---|---:|---|---:|---:|---:|"]
+    for name, entry in settled.items():
+        if "error" in entry:
+            lines.append(f"| {name} | - | error: {entry['error'][:160]} | | | |")
+            continue
+        first, second = entry["pair"]
+        for number, r in enumerate(entry["rounds"], start=1):
+            lines.append(
+                f"| {name} | {number} | {' then '.join(r['order'])} "
+                f"| {_fmt(r[first].get('throughput'))} | {_fmt(r[second].get('throughput'))} "
+                f"| {_fmt(r.get('ratio'))} |"
+            )
+        lines.append(f"| {name} | median | | | | **{_fmt(entry['ratio'])}** |")
+    return lines
 
 
 def _row(system: str, run: dict[str, Any], where: str) -> str:

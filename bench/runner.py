@@ -56,6 +56,8 @@ class BenchConfig:
     orders_per_second: int = 2500
     #: Seconds to let PostgreSQL's statistics catch up before and after a window.
     settle: float = 1.2
+    #: Rounds of each head-to-head (bench/head_to_head.py); 0: none.
+    rounds: int = 3
     quick: bool = False
 
     @classmethod
@@ -72,6 +74,7 @@ class BenchConfig:
             "crash_concurrency": 16,
             "recover_timeout": 30.0,
             "settle": 0.3,
+            "rounds": 0,
             "quick": True,
         }
         settings.update(overrides)
@@ -444,6 +447,21 @@ async def _guarded(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
 
 
+async def _settle_close_calls(
+    results: dict[str, Any], cfg: BenchConfig, run_id: str, logs: Path, progress: report.Progress
+) -> dict[str, Any]:
+    """A head-to-head for each target the sweep left close (bench/head_to_head.py)."""
+    from bench import head_to_head
+
+    calls = head_to_head.close_calls(results) if cfg.rounds else []
+    progress.add(2 * cfg.rounds * len(calls))
+    settled = {}
+    for mode, peer, best in calls:
+        work = head_to_head.head_to_head(cfg, (mode, peer), best, run_id, logs, progress)
+        settled[f"{mode} vs {peer}"] = await _guarded(work)
+    return settled
+
+
 async def run_bench(cfg: BenchConfig, *, show: bool = True) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -461,6 +479,8 @@ async def run_bench(cfg: BenchConfig, *, show: bool = True) -> dict[str, Any]:
         try:
             for system in cfg.systems:
                 results["systems"][system] = await run_system(system, cfg, run_id, logs, progress)
+            settled = await _settle_close_calls(results, cfg, run_id, logs, progress)
+            results["head_to_head"] = settled
         finally:
             await databases.drop_prefixed(cfg.pg, f"bench_{run_id}_")
     results["finished_at"] = time.time()

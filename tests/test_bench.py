@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.conftest import PG_ADMIN, create_pg_database, drop_pg_database
@@ -85,3 +86,37 @@ async def test_waiting_sagas_are_held_by_the_store_not_the_orchestrator(
         # Everything a waiting saga is lives in the database: 20,000 of them cost the
         # process far less than even a small state each (1.5 KB would be 30 MB).
         assert result["rss_mb"] - result["rss_before_mb"] < 30
+
+
+async def test_a_head_to_head_measures_the_pair_in_turns_on_fresh_databases(
+    tmp_path: Path, reachable_postgres: str
+) -> None:
+    from bench.head_to_head import head_to_head
+    from bench.report import Progress
+    from bench.runner import BenchConfig
+
+    cfg = BenchConfig(duration=0.5, warmup=0, settle=0.3, orders_per_second=400, rounds=3,
+                      out=tmp_path, pg=reachable_postgres)  # fmt: skip
+    pair = ("sagakit-fastpath", "sagakit-embedded")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with Progress(6, show=False) as progress:
+        settled = await head_to_head(
+            cfg, pair, {"sagakit-fastpath": 8, "sagakit-embedded": 4}, "h2h", logs, progress
+        )
+
+    rounds = settled["rounds"]
+    assert [r["order"] for r in rounds] == [list(pair), list(pair[::-1]), list(pair)]
+    for r in rounds:
+        fast, embedded = r["sagakit-fastpath"], r["sagakit-embedded"]
+        assert fast["passed"] and embedded["passed"], r
+        assert (fast["concurrency"], embedded["concurrency"]) == (8, 4)
+        assert r["ratio"] == round(fast["throughput"] / embedded["throughput"], 3)
+    assert settled["ratio"] == sorted(r["ratio"] for r in rounds)[1]
+    # Its databases are gone with it.
+    conn = await asyncpg.connect(reachable_postgres)
+    try:
+        left = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'bench_h2h_%'")
+    finally:
+        await conn.close()
+    assert left == []
