@@ -91,6 +91,12 @@ async def seed_orders(url: str, seed: int, first: int, count: int) -> None:
         )
 
 
+async def analyze(url: str) -> None:
+    """Fresh statistics for every table, as a database some minutes old would have."""
+    async with connect(url) as conn:
+        await conn.execute("ANALYZE")
+
+
 async def check(url: str) -> workload.Verdict:
     async with connect(url) as conn:
 

@@ -454,7 +454,7 @@ async def _settle_close_calls(
     from bench import head_to_head
 
     calls = head_to_head.close_calls(results) if cfg.rounds else []
-    progress.add(2 * cfg.rounds * len(calls))
+    progress.add(2 * (cfg.rounds + 1) * len(calls))  # a warm-up run each, then the rounds
     settled = {}
     for mode, peer, best in calls:
         work = head_to_head.head_to_head(cfg, (mode, peer), best, run_id, logs, progress)
