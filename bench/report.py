@@ -90,6 +90,11 @@ def best(results: dict[str, Any], system: str) -> dict[str, Any] | None:
     return max(runs, key=lambda r: r["throughput"]) if runs else None
 
 
+def pair_key(mode: str, peer: str) -> str:
+    """How results.json names the head-to-head of a sagakit mode and a peer."""
+    return f"{mode} vs {peer}"
+
+
 def crash_passed(results: dict[str, Any], system: str) -> bool | None:
     crash = (results["systems"].get(system) or {}).get("crash")
     if not crash or "passed" not in crash:
@@ -112,7 +117,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             ratio = mine["throughput"] / theirs["throughput"]
             note = f"{mine['throughput']:g}/s vs {theirs['throughput']:g}/s"
-            settled = (results.get("head_to_head") or {}).get(f"{mode} vs {peer}") or {}
+            settled = (results.get("head_to_head") or {}).get(pair_key(mode, peer)) or {}
             if settled.get("ratio") is not None:
                 rounds = [f"{r['ratio']:.2f}" for r in settled["rounds"] if "ratio" in r]
                 note = (f"head to head, median of {', '.join(rounds)} (sweep: {ratio:.2f}, "

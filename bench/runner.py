@@ -458,7 +458,7 @@ async def _settle_close_calls(
     settled = {}
     for mode, peer, best in calls:
         work = head_to_head.head_to_head(cfg, (mode, peer), best, run_id, logs, progress)
-        settled[f"{mode} vs {peer}"] = await _guarded(work)
+        settled[report.pair_key(mode, peer)] = await _guarded(work)
     return settled
 
 
