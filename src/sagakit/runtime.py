@@ -48,7 +48,8 @@ class Runtime:
     """Runs orchestrators, participants and relays over one transport until stopped.
 
     On start it sets the garbage collector for a runtime's allocations once per process
-    (:mod:`sagakit.collector`) unless ``tune_collector`` is False."""
+    (:mod:`sagakit.collector`) unless ``tune_collector`` is False. With ``timers`` False
+    the orchestrators' timers are left to whoever owns time (a test's fake clock)."""
 
     def __init__(
         self,
@@ -62,9 +63,11 @@ class Runtime:
         outbox_retention: float = 3600.0,
         prune_interval: float = 300.0,
         relays: bool = True,
+        timers: bool = True,
         tune_collector: bool = True,
     ) -> None:
         self.run_relays = relays
+        self.run_timers = timers
         self.tune_collector = tune_collector
         self.outbox_retention = outbox_retention
         self.prune_interval = prune_interval
@@ -124,7 +127,7 @@ class Runtime:
                     consumer.queue, consumer.handle, prefetch=self.prefetch
                 )
             )
-        for orchestrator in self.orchestrators:
+        for orchestrator in self.orchestrators if self.run_timers else ():
             self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
         for key, store in self._stores.items():
             if not self.run_relays:
