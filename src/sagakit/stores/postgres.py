@@ -34,7 +34,8 @@ from sagakit.messages import TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
-from sagakit.stores.sql import SqlSagaStore, SqlUnit, fold_into, in_saga_order
+from sagakit.stores.sql import SqlSagaStore, fold_into, in_saga_order
+from sagakit.stores.unit import SqlUnit
 
 #: Seconds between two reads of the database's clock (see database_now).
 _CLOCK_REREAD = 1.0

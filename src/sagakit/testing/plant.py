@@ -29,7 +29,8 @@ from sagakit.logs import get_logger
 from sagakit.messages import Envelope, Outgoing, ReplyBody, TransportMessage
 from sagakit.participant import Handler, Participant
 from sagakit.ports import Transport, UnitOfWork
-from sagakit.stores.sql import SqlSagaStore, SqlUnit
+from sagakit.stores.sql import SqlSagaStore
+from sagakit.stores.unit import SqlUnit
 
 log = get_logger("sagakit.testing.plant")
 

@@ -1,0 +1,345 @@
+"""One local transaction of the SQL saga store: everything a guarantee depends on.
+
+A :class:`SqlUnit` holds one connection inside one transaction. Inbox claims and
+replies, log appends, the projection, snapshots and outbox rows all go through it, so
+they commit or roll back together (the store, :mod:`sagakit.stores.sql`, opens units
+and answers everything read outside one).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sagakit.decide import Decision
+from sagakit.errors import ConcurrencyError
+from sagakit.log import SNAPSHOT_SCHEMA, SagaState, encode, state_to_json
+from sagakit.messages import Outgoing, TransportMessage
+from sagakit.ports import Loaded
+from sagakit.stores.schema import saga_events, saga_inbox, saga_outbox, saga_snapshots, sagas
+
+if TYPE_CHECKING:
+    from sagakit.stores.sql import SqlSagaStore
+
+InsertFactory = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Appended:
+    """What one ``append`` writes: rows per table, and the messages for the outbox."""
+
+    idle: list[dict[str, Any]]
+    changed: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    projection: list[dict[str, Any]] = field(default_factory=list)
+    snapshotted: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
+
+    def conflict(self) -> ConcurrencyError:
+        ids = ", ".join(self.changed)
+        return ConcurrencyError(f"another writer appended to saga(s) {ids} first")
+
+
+class SqlUnit:
+    """One local transaction on one connection."""
+
+    def __init__(self, store: SqlSagaStore, conn: AsyncConnection) -> None:
+        self._store = store
+        self._conn = conn
+        self._now: float | None = None
+        self._savepoints = 0
+        self.enqueued = 0
+        #: Whether this transaction already told other processes about its outbox rows.
+        self.notified = False
+        #: (saga id, status) of the sagas this transaction ended, and those of them not
+        #: yet announced to other processes (see sagakit.stores.ends).
+        self.ended: list[tuple[str, str]] = []
+        self.unannounced: list[tuple[str, str]] = []
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
+
+    async def now(self) -> float:
+        if self._now is None:
+            self._now = await self._store.database_now(self._conn)
+        return self._now
+
+    async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run the write ``statement`` once for each of ``rows`` (an executemany)."""
+        await self._conn.execute(statement, rows[0] if len(rows) == 1 else list(rows))
+
+    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return set()
+        now = self._store.clock.now()
+        rows = [{"consumer": consumer, "key": k, "reply": None, "received_at": now} for k in unique]
+        result = await self._conn.execute(self._store.statements.claim, rows)
+        return {row[0] for row in result}
+
+    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        by_consumer: dict[str, list[str]] = {}
+        for consumer, key in pairs:
+            by_consumer.setdefault(consumer, []).append(key)
+        return {
+            (consumer, key)
+            for consumer, keys in by_consumer.items()
+            for key in await self.claim(consumer, keys)
+        }
+
+    async def claim_commands(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        actions: Mapping[tuple[str, str], tuple[str, str]],
+    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
+        fresh = await self.claim_each(pairs)
+        undo = list(dict.fromkeys(actions[p] for p in pairs if p in fresh and p in actions))
+        if not undo:
+            return fresh, {}
+        found = await self.claim_each(undo)
+        ran: dict[str, list[str]] = {}
+        for consumer, key in undo:
+            if (consumer, key) not in found:
+                ran.setdefault(consumer, []).append(key)
+        stored = {
+            (consumer, key): reply
+            for consumer, keys in ran.items()
+            for key, reply in (await self.replies(consumer, keys)).items()
+        }
+        return fresh | found, stored
+
+    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
+        if not keys:
+            return {}
+        result = await self._conn.execute(
+            select(saga_inbox.c.key, saga_inbox.c.reply).where(
+                saga_inbox.c.consumer == consumer, self._store.among(saga_inbox.c.key, keys)
+            )
+        )
+        return {row.key: row.reply for row in result}
+
+    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
+        await self._conn.execute(
+            self._store.statements.set_reply,
+            {"b_consumer": consumer, "b_key": key, "b_reply": reply},
+        )
+
+    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Many ``(consumer, key, reply)`` at once (what set_reply does for each)."""
+        if rows:
+            await self._conn.execute(
+                self._store.statements.set_reply,
+                [{"b_consumer": c, "b_key": k, "b_reply": r} for c, k, r in rows],
+            )
+
+    async def forget(self, consumer: str, key: str) -> None:
+        await self._conn.execute(
+            self._store.statements.forget, {"b_consumer": consumer, "b_key": key}
+        )
+
+    async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
+        return await self._store.load_on(self._conn, saga_ids, lock=lock)
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        query = (
+            select(sagas.c.saga_id)
+            .where(sagas.c.wake_at <= now)
+            .order_by(sagas.c.wake_at)
+            .limit(limit)
+        )
+        result = await self._conn.execute(self._store.lock_skipping(query))
+        return [row[0] for row in result]
+
+    async def append(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        sent: Sequence[str] = (),
+        replies: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
+        rows = self._appended(decisions)
+        if replies:
+            await self.set_replies(replies)
+        if sent:
+            await self._conn.execute(
+                update(saga_outbox)
+                .where(self._store.among(saga_outbox.c.message_id, list(sent)))
+                .values(sent_at=await self.now())
+            )
+        # A decision without events still refreshes its projection: a saga woken early
+        # (its wake time moved, a clock disagreed) must not be woken again and again.
+        if rows.idle:
+            await self._upsert(sagas, ["saga_id"], rows.idle, keep=["snapshot_version"])
+        if not rows.events:
+            return
+        try:
+            await self._insert(saga_events, rows.events)
+        except self._store.conflicts as exc:
+            raise rows.conflict() from exc
+        if rows.projection:
+            # snapshot_version is only written for new sagas here; it moves with a snapshot.
+            await self._upsert(sagas, ["saga_id"], rows.projection, keep=["snapshot_version"])
+        if rows.snapshotted:
+            await self._upsert(sagas, ["saga_id"], rows.snapshotted)
+            await self._upsert(saga_snapshots, ["saga_id"], rows.snapshots)
+        await self.enqueue(rows.messages)
+
+    def _appended(self, decisions: Sequence[Decision]) -> Appended:
+        """The rows ``decisions`` add to each table; notes the sagas they end."""
+        if len({d.state.saga_id for d in decisions}) != len(decisions):
+            raise ValueError("one batch may carry only one decision per saga")
+        rows = Appended(idle=[_projection(d.state, 0) for d in decisions if not d.events])
+        every = self._store.snapshot_every
+        for d in decisions:
+            if not d.events:
+                continue
+            state = d.state
+            if state.version != d.expected_version + len(d.events):
+                raise ValueError(f"saga {state.saga_id}: decision does not match its state")
+            rows.changed.append(state.saga_id)
+            for offset, event in enumerate(d.events, start=1):
+                kind, version, data = encode(event)
+                rows.events.append(
+                    {
+                        "saga_id": state.saga_id,
+                        "seq": d.expected_version + offset,
+                        "type": kind,
+                        "schema_version": version,
+                        "data": data,
+                        "recorded_at": d.recorded_at,
+                    }
+                )
+            if every and state.version // every > d.expected_version // every:
+                rows.snapshotted.append(_projection(state, state.version))
+                rows.snapshots.append(
+                    {
+                        "saga_id": state.saga_id,
+                        "version": state.version,
+                        "schema": SNAPSHOT_SCHEMA,
+                        "state": state_to_json(state),
+                        "taken_at": d.recorded_at,
+                    }
+                )
+            else:
+                rows.projection.append(_projection(state, 0))
+            rows.messages.extend(d.commands)
+            if state.status.terminal:
+                self.ended.append((state.saga_id, state.status.value))
+                self.unannounced.append(self.ended[-1])
+        return rows
+
+    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
+        rows = self._outbox_rows(messages)
+        if rows:
+            await self._insert(saga_outbox, rows)
+            self.enqueued += len(rows)
+
+    def _outbox_rows(self, messages: Sequence[Outgoing]) -> list[dict[str, Any]]:
+        now = self._store.clock.now()
+        rows = []
+        for out in messages:
+            wire = TransportMessage.of(out)
+            rows.append(
+                {
+                    "message_id": wire.message_id,
+                    "destination": wire.destination,
+                    "saga_id": out.envelope.saga_id,
+                    "type": out.envelope.type,
+                    "headers": json.dumps(wire.headers),
+                    "body": wire.body.decode(),
+                    "created_at": now,
+                    "sent_at": None,
+                }
+            )
+        return rows
+
+    async def quarantine(self, reasons: dict[str, str]) -> None:
+        for saga_id, reason in reasons.items():
+            await self._conn.execute(
+                update(sagas)
+                .where(sagas.c.saga_id == saga_id)
+                .values(status="needs_attention", wake_at=None, deadline=None, reason=reason)
+            )
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        # Plain SAVEPOINT / ROLLBACK TO rather than SQLAlchemy's nested transactions: a
+        # participant opens one per command, and the bookkeeping cost as much Python as
+        # the handler. It is never released: RELEASE would be one more round trip, and
+        # the transaction's end releases it anyway. Its name is its nesting depth, not a
+        # counter: ROLLBACK TO goes to the latest savepoint of that name, which at one
+        # depth is this one, and a handful of names stay in the driver's statement cache
+        # where a counter made every command prepare two new statements.
+        self._savepoints += 1
+        name = f"sagakit_sp{self._savepoints}"
+        try:
+            await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
+        finally:
+            self._savepoints -= 1
+
+    async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        await self._conn.execute(table.insert(), rows)
+
+    async def _upsert(
+        self,
+        table: Any,
+        keys: list[str],
+        rows: list[dict[str, Any]],
+        *,
+        keep: Sequence[str] = (),
+    ) -> None:
+        stmt = self._store.insert(table)
+        columns = [c for c in rows[0] if c not in keys and c not in keep]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns}
+        )
+        await self._conn.execute(stmt, rows)
+
+
+class InboxStatements:
+    """The inbox statements every command runs, built once per store: building them
+    anew each time cost more Python than executing them."""
+
+    def __init__(self, insert: InsertFactory) -> None:
+        same = (
+            saga_inbox.c.consumer == bindparam("b_consumer"),
+            saga_inbox.c.key == bindparam("b_key"),
+        )
+        self.claim = (
+            insert(saga_inbox)
+            .on_conflict_do_nothing(index_elements=["consumer", "key"])
+            .returning(saga_inbox.c.key)
+        )
+        self.set_reply = update(saga_inbox).where(*same).values(reply=bindparam("b_reply"))
+        self.forget = delete(saga_inbox).where(*same)
+
+
+def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
+    return {
+        "saga_id": state.saga_id,
+        "definition": state.definition,
+        "definition_version": state.definition_version,
+        "key": state.key,
+        "status": state.status.value,
+        "current_step": state.current_step,
+        "deadline": state.deadline,
+        "wake_at": state.wake_at,
+        "version": state.version,
+        "snapshot_version": snapshot_version,
+        "created_at": state.started_at,
+        "updated_at": state.updated_at,
+        "reason": state.reason,
+    }
