@@ -56,8 +56,10 @@ class BenchConfig:
     orders_per_second: int = 2500
     #: Seconds to let PostgreSQL's statistics catch up before and after a window.
     settle: float = 1.2
-    #: Rounds of each head-to-head (bench/head_to_head.py); 0: none.
-    rounds: int = 3
+    #: Rounds of each head-to-head (bench/head_to_head.py); 0: none. Five, not three:
+    #: one run's rounds spread from 1.38 to 2.48, and a median of three is one
+    #: unlucky stretch away from either end.
+    rounds: int = 5
     quick: bool = False
 
     @classmethod
