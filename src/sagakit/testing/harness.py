@@ -26,6 +26,7 @@ from typing import Any
 from sagakit.clock import FakeClock
 from sagakit.definition import SagaDefinition
 from sagakit.log import SagaState, SagaStatus, StoredEvent
+from sagakit.logs import get_logger
 from sagakit.messages import command_queue
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
@@ -33,6 +34,8 @@ from sagakit.runtime import Runtime
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.testing.faults import Faults, FaultyTransport
 from sagakit.transports.memory import MemoryTransport
+
+log = get_logger("sagakit.testing.harness")
 
 
 def _terminal(status: str) -> bool:
@@ -125,10 +128,14 @@ class SagaHarness:
         return woke
 
     async def _timer_loop(self) -> None:
-        """Fire what is due without a jump (a retry with no delay), as a runtime would."""
+        """Fire what is due without a jump (a retry with no delay), as a runtime would,
+        and go on after a failure, as a runtime's supervised loop does."""
         while True:
-            async with self._ticking:
-                await self._fire_due()
+            try:
+                async with self._ticking:
+                    await self._fire_due()
+            except Exception as exc:
+                log.exception(f"harness timers failed ({type(exc).__name__}); going on")
             await asyncio.sleep(0.01)
 
     async def run_until_terminal(
