@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.runner import BenchConfig, Prepared, _guarded, measure, stop_services
+from bench.runner import BenchConfig, Prepared, guarded, measure, stop_services
 
 #: Systems whose runs need services of their own running between runs.
 WITH_SERVICES = ("sagakit-distributed", "temporal")
@@ -102,7 +102,7 @@ async def _run(
     prepared: Prepared, cfg: BenchConfig, concurrency: int, logs: Path
 ) -> dict[str, Any]:
     spec = {"mode": "closed", "concurrency": concurrency, "duration": cfg.duration}
-    run = await _guarded(measure(prepared, cfg, spec, logs, cfg.pg))
+    run = await guarded(measure(prepared, cfg, spec, logs, cfg.pg))
     kept = {k: run[k] for k in _KEPT if k in run}
     kept["passed"] = bool(run.get("invariants", {}).get("passed"))
     return kept

@@ -415,18 +415,18 @@ async def run_system(
         for concurrency in cfg.concurrencies:
             progress.step(system, f"closed loop, {concurrency} at once")
             spec = {"mode": "closed", "concurrency": concurrency, "duration": cfg.duration}
-            entry["runs"].append(await _guarded(measure(prepared, cfg, spec, logs, cfg.pg)))
+            entry["runs"].append(await guarded(measure(prepared, cfg, spec, logs, cfg.pg)))
             if _hung(entry["runs"][-1]):
                 return entry  # a system that hangs once would hang at every phase
         if system != "raw-asyncpg" and cfg.open_duration > 0:
             progress.step(system, f"open loop, {cfg.rate:g}/s")
             spec = {"mode": "open", "rate": cfg.rate, "duration": cfg.open_duration}
-            entry["open"] = await _guarded(measure(prepared, cfg, spec, logs, cfg.pg))
+            entry["open"] = await guarded(measure(prepared, cfg, spec, logs, cfg.pg))
             if _hung(entry["open"]):
                 return entry
         if cfg.crash and system != "raw-asyncpg" and (not cfg.quick or system in QUICK_CRASH):
             progress.step(system, "crash and recovery")
-            entry["crash"] = await _guarded(crash(prepared, cfg, logs))
+            entry["crash"] = await guarded(crash(prepared, cfg, logs))
     finally:
         await stop_services(prepared)
         await prepared.cleanup()
@@ -441,7 +441,7 @@ def _hung(run: dict[str, Any]) -> bool:
     return str(run.get("error", "")).startswith("TimeoutError")
 
 
-async def _guarded(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def guarded(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """A run that blew up is recorded as such; the bench goes on with the next one."""
     try:
         return await work
@@ -460,7 +460,7 @@ async def _settle_close_calls(
     settled = {}
     for mode, peer, best in calls:
         work = head_to_head.head_to_head(cfg, (mode, peer), best, run_id, logs, progress)
-        settled[report.pair_key(mode, peer)] = await _guarded(work)
+        settled[report.pair_key(mode, peer)] = await guarded(work)
     return settled
 
 
