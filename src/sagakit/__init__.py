@@ -20,6 +20,7 @@ from sagakit.definition import (
 from sagakit.errors import (
     ConcurrencyError,
     CorruptLogError,
+    DataError,
     DefinitionError,
     PoisonMessageError,
     SagaError,
@@ -45,6 +46,7 @@ __all__ = [
     "CircuitBreaker",
     "ConcurrencyError",
     "CorruptLogError",
+    "DataError",
     "Decision",
     "DefinitionError",
     "Envelope",

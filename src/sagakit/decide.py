@@ -593,6 +593,7 @@ class _Decider:
             step=step.name,
             op=op,
             attempt=attempt,
+            timeout=step.timeout.total_seconds(),
             payload=_payload(self.s, op),
         )
         self.d.commands.append(Outgoing(command_queue(step.participant), envelope))

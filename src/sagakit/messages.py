@@ -74,6 +74,9 @@ class Envelope(BaseModel):
     step: str | None = None
     op: Op | None = None
     attempt: int = 0
+    #: For a saga command: the seconds its handler may run before it is cancelled and
+    #: its transaction rolled back (the step's timeout).
+    timeout: float | None = Field(default=None, gt=0)
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:

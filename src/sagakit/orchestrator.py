@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
+from sagakit.data import check_json_object, check_key, check_saga_id
 from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
@@ -49,7 +50,11 @@ _MAX_CONFLICT_RETRIES = 8
 
 @dataclass(frozen=True, slots=True)
 class StartRequest:
-    """One saga to start; ``saga_id`` makes starting idempotent when the caller picks it."""
+    """One saga to start; ``saga_id`` makes starting idempotent when the caller picks it.
+
+    ``definition`` is a definition's name, or the SagaDefinition itself (its version
+    then, unless ``version`` says otherwise). The data must be a dict of JSON values
+    (:mod:`sagakit.data`); anything else is refused here, with where and why."""
 
     definition: str
     data: Mapping[str, Any]
@@ -57,6 +62,27 @@ class StartRequest:
     key: str | None = None
     version: int | None = None
     traceparent: str | None = None
+
+    def __post_init__(self) -> None:
+        name, version = definition_named(self.definition, self.version)
+        object.__setattr__(self, "definition", name)
+        object.__setattr__(self, "version", version)
+        check_saga_id(self.saga_id)
+        check_key(self.key)
+        object.__setattr__(self, "data", check_json_object(self.data, "the saga's start data"))
+
+
+def definition_named(definition: object, version: int | None) -> tuple[str, int | None]:
+    """The name and version a saga is started by, given a definition's name or the
+    SagaDefinition itself (its own version unless ``version`` says otherwise)."""
+    if isinstance(definition, SagaDefinition):
+        return definition.name, definition.version if version is None else version
+    if not isinstance(definition, str):
+        raise TypeError(
+            "a saga is started by its definition's name or its SagaDefinition, "
+            f"not {type(definition).__name__}"
+        )
+    return definition, version
 
 
 class Orchestrator:
@@ -129,7 +155,7 @@ class Orchestrator:
 
     async def start(
         self,
-        definition: str,
+        definition: str | SagaDefinition,
         data: Mapping[str, Any],
         *,
         saga_id: str | None = None,
@@ -138,16 +164,18 @@ class Orchestrator:
     ) -> str:
         """Start one saga and return its id once it is committed. Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
-        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone."""
-        self.definition(definition, version)
+        :mod:`sagakit.groupcommit`); an unknown definition, or data that is not a dict of
+        JSON values (DataError, naming the key), fails here, alone."""
+        name, version = definition_named(definition, version)
         request = StartRequest(
-            definition,
+            name,
             data,
-            saga_id=saga_id or new_id(),
+            saga_id=check_saga_id(saga_id) or new_id(),
             key=key,
             version=version,
             traceparent=tracing.current_traceparent(),  # the caller's trace, not the flush's
         )
+        self.definition(request.definition, request.version)
         return await self._starts.submit(request)
 
     async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
@@ -507,8 +535,9 @@ def start_message(
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
     it needs the definition, not a running orchestrator.
     """
+    request = StartRequest(definition.name, data, saga_id=saga_id, key=key)  # refuses bad input
     body = StartBody(
-        definition=definition.name, version=definition.version, data=dict(data), key=key
+        definition=definition.name, version=definition.version, data=dict(request.data), key=key
     )
     envelope = Envelope(
         message_id=new_id(),

@@ -60,6 +60,7 @@ from sagakit.transports._amqp import (
     translated,
     unbundled,
 )
+from sagakit.transports._consumers import ConsumerState, cancelling, wind_down
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE, RabbitDeadLetters
 
 log = get_logger("sagakit.transport")
@@ -76,22 +77,24 @@ class RabbitSubscription:
         queue: aio_pika.abc.AbstractQueue,
         tag: str,
         task: asyncio.Task[None],
+        state: ConsumerState,
     ) -> None:
         self.channel = channel
         self.queue = queue
         self.tag = tag
         self.task = task
+        self.state = state
         self.stopped = False
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Take no more deliveries; give the batch in hand ``grace`` seconds (see
+        wind_down); what it did not settle goes back to the broker."""
         if self.stopped:
             return
         self.stopped = True
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.queue.cancel(self.tag)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await wind_down(self.task, self.state, grace=grace, what=f"consumer of {self.queue.name}")
         # Closing the channel gives every unacknowledged delivery back to the broker.
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.channel.close()
@@ -335,10 +338,11 @@ class RabbitTransport:
                 with contextlib.suppress(*DRIVER_ERRORS):
                     await channel.close()
                 raise
+        state = ConsumerState()
         task = asyncio.create_task(
-            self._deliver(queue, inbox, handler, prefetch), name=f"consume {queue}"
+            self._deliver(queue, inbox, handler, prefetch, state), name=f"consume {queue}"
         )
-        sub = RabbitSubscription(channel, declared, tag, task)
+        sub = RabbitSubscription(channel, declared, tag, task, state)
         self._subscriptions.append(sub)
         return sub
 
@@ -348,8 +352,9 @@ class RabbitTransport:
         inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
         handler: BatchHandler,
         prefetch: int,
+        state: ConsumerState,
     ) -> None:
-        while True:
+        while not state.stopping:
             batch = [await inbox.get()]
             carried = _carries(batch[0])
             # One turn of the loop lets deliveries that arrived together reach the inbox.
@@ -358,15 +363,20 @@ class RabbitTransport:
                 batch.append(inbox.get_nowait())
                 carried += _carries(batch[-1])
             live = [m for m in batch if is_live(m)]
-            if not live:
-                continue
+            if not live or state.stopping:
+                continue  # a stop's unhandled deliveries go back when the channel closes
+            state.busy = True
             try:
                 await self._handle(queue, live, handler, prefetch)
-            except Exception:
+            except Exception as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from exc
                 log.exception(f"consumer of {queue} failed to settle a batch; returning it")
                 for message in live:
                     if not message.processed:
                         await self._finish(queue, message, "not settled")
+            finally:
+                state.busy = False
 
     def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> list[Delivery]:
         """The deliveries an AMQP message carries: itself, or each message of a bundle (a
@@ -408,6 +418,8 @@ class RabbitTransport:
             try:
                 await handler(chunk)
             except Exception as exc:
+                if cancelling():  # the stop cut the handler short: not its failure
+                    raise
                 failure = f"{type(exc).__name__}: {exc}"
                 log.warning(f"consumer of {queue} failed on {len(chunk)} message(s): {failure}")
                 failures.update(dict.fromkeys(map(id, chunk), failure))
