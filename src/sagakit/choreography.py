@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit import tracing
 from sagakit.clock import SystemClock
+from sagakit.contracts import check_start
 from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
@@ -213,6 +214,7 @@ class Choreography:
         """Start a saga inside the caller's own transaction, next to its business write
         (the order row that the saga is about): both commit, or neither."""
         saga = self.definition(definition)
+        check_start(saga, data)
         saga_id = saga_id or new_id()
         body = SagaEventBody(data=dict(data), key=key, version=saga.version)
         started = saga_event(

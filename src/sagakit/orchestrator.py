@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
+from sagakit.contracts import ContractError, broken_reply, check_start
 from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
@@ -138,8 +139,9 @@ class Orchestrator:
     ) -> str:
         """Start one saga and return its id once it is committed. Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
-        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone."""
-        self.definition(definition, version)
+        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
+        data that breaks a step's contract (:class:`~sagakit.contracts.ContractError`)."""
+        check_start(self.definition(definition, version), data)
         request = StartRequest(
             definition,
             data,
@@ -261,6 +263,10 @@ class Orchestrator:
             except LookupError as exc:
                 delivery.reject("unknown_definition", str(exc))
                 continue
+            breach = broken_reply(definition, env) if isinstance(trigger, Reply) else None
+            if breach is not None and isinstance(trigger, Reply):
+                delivery.reject("contract", breach)  # kept for a person; the step fails now
+                trigger = replace(trigger, broken=breach)
             rules = await self._pinned_rules(unit, state)
             decision = self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
@@ -284,8 +290,12 @@ class Orchestrator:
             return None  # already started: starting is idempotent
         try:
             definition = self.definition(body.definition, body.version)
+            check_start(definition, body.data)
         except LookupError as exc:
             delivery.reject("unknown_definition", str(exc))
+            return None
+        except ContractError as exc:
+            delivery.reject("contract", exc.reason)
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
         rules = await self._current_rules(unit, definition.name)
@@ -505,8 +515,10 @@ def start_message(
     Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
     write the saga is about, and the two commit together: an order row and the saga
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
-    it needs the definition, not a running orchestrator.
+    it needs the definition, not a running orchestrator. Data that breaks a step's
+    contract raises :class:`~sagakit.contracts.ContractError` here.
     """
+    check_start(definition, data)
     body = StartBody(
         definition=definition.name, version=definition.version, data=dict(data), key=key
     )

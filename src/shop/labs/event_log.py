@@ -29,6 +29,7 @@ from sagakit.stores import open_store
 from sagakit.stores.schema import saga_events, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore
 from shop.app import SAGA, Shop
+from shop.contracts import NotifyCustomer
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, rows, table, unsent
 from shop.saga import ORDER_SAGA
 from shop.services.notification import NotificationService
@@ -69,10 +70,10 @@ class BusyMailService(NotificationService):
 
     busy = 0
 
-    async def notify(self, ctx: StepContext) -> None:
+    async def notify(self, ctx: StepContext, cmd: NotifyCustomer) -> None:
         if ctx.attempt <= self.busy:
             raise TransientError(f"mail server busy (try {ctx.attempt})")
-        await super().notify(ctx)
+        await super().notify(ctx, cmd)
 
 
 async def _place(shop: Shop, definition: SagaDefinition, customer: str, sku: str) -> str:

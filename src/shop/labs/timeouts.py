@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext
 from sagakit.cli.render import timeline
 from sagakit.runtime import Runtime
+from shop.contracts import ChargePayment, PaymentCharged
 from shop.labs.kit import (
     Narrator,
     lab_transport,
@@ -70,10 +71,10 @@ IMPATIENT_ORDER = SagaDefinition(
 class SleepyPaymentService(PaymentService):
     """The shop's payment service behind a card network that hangs for a while."""
 
-    async def charge(self, ctx: StepContext) -> dict[str, int]:
-        ctx.log.info(f"Card network hangs: order #{ctx.payload['number']} waits {SLEEP_S}s")
+    async def charge(self, ctx: StepContext, cmd: ChargePayment) -> PaymentCharged:
+        ctx.log.info(f"Card network hangs: order #{cmd.number} waits {SLEEP_S}s")
         await asyncio.sleep(SLEEP_S)
-        return await super().charge(ctx)
+        return await super().charge(ctx, cmd)
 
 
 async def run(directory: Path, *, story: bool) -> dict[str, Any]:
