@@ -5,6 +5,7 @@ RabbitMQ and PostgreSQL, with the messages coming one by one and in bundles."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -182,3 +183,13 @@ async def dead_letters(rabbit: RabbitTransport, count: int) -> list[Any]:
 
     await eventually(enough)
     return await rabbit.dead_letters.list()
+
+
+def test_the_how_to_quotes_the_participant_that_runs() -> None:
+    """The how-to builds this participant step by step: its code is the code tested here."""
+    howto = (Path(__file__).parents[2] / "docs" / "howto.md").read_text()
+    program = (Path(__file__).parent / "inventory.mjs").read_text()
+    quoted = re.findall(r"^```js\n(.*?)^```", howto, re.S | re.M)
+    assert len(quoted) >= 6
+    for block in quoted:
+        assert block in program, block[:200]
