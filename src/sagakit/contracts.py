@@ -153,8 +153,13 @@ def _reply(step: str, model: type[BaseModel] | None, result: object) -> dict[str
 
 def _models(handler: AnyHandler) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
     """The command and reply models a handler's annotations name (None where none)."""
-    parameters = list(inspect.signature(handler).parameters.values())
-    if len(parameters) not in (1, 2):
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = [
+        p
+        for p in inspect.signature(handler).parameters.values()
+        if p.kind in positional and p.default is inspect.Parameter.empty
+    ]
+    if len(parameters) > 2:
         raise TypeError(
             f"handler {_name(handler)} takes {len(parameters)} arguments: a handler takes "
             "(ctx) or (ctx, command)"
@@ -162,14 +167,14 @@ def _models(handler: AnyHandler) -> tuple[type[BaseModel] | None, type[BaseModel
     try:
         hints = typing.get_type_hints(handler)
     except (NameError, TypeError) as exc:
-        if len(parameters) == 1:
+        if len(parameters) < 2:
             return None, None  # an untyped handler may annotate with names it cannot resolve
         raise TypeError(
             f"handler {_name(handler)}: cannot read its annotations ({exc}); define its "
             "models where the handler's module can see them"
         ) from exc
     reply = _model_in(hints.get("return"))
-    if len(parameters) == 1:
+    if len(parameters) < 2:
         return None, reply
     command = _model_in(hints.get(parameters[1].name))
     if command is None:

@@ -235,7 +235,11 @@ def test_handlers_are_read_once_at_registration() -> None:
     async def unannotated(ctx, cmd):  # type: ignore[no-untyped-def]
         return None
 
+    async def defaulted(ctx: StepContext, what: str = "saved by a default") -> None:
+        return None
+
     assert as_handler(untyped) is untyped
+    assert as_handler(defaulted) is defaulted
     with pytest.raises(TypeError, match="must be annotated with the step's command model"):
         as_handler(unannotated)
     with pytest.raises(TypeError, match="takes 3 arguments"):
