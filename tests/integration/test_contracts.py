@@ -3,6 +3,7 @@ with the step, the field and the problem named."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -244,3 +245,35 @@ def test_handlers_are_read_once_at_registration() -> None:
         as_handler(unannotated)
     with pytest.raises(TypeError, match="takes 3 arguments"):
         Participant("p", None).on("x", lambda a, b, c: None)  # type: ignore[arg-type]
+
+
+async def test_a_start_message_that_breaks_a_contract_is_dead_lettered() -> None:
+    # Built by hand, as a service in another language would: start_message() refuses it.
+    from sagakit.messages import Envelope, MessageKind, Outgoing, TransportMessage
+    from sagakit.orchestrator import START_TYPE, start_message
+
+    with pytest.raises(ContractError):
+        start_message(TYPED, {"sku": "lamp"}, saga_id="refused")
+    body = {"definition": "typed", "version": 1, "data": {"sku": "lamp", "quantity": "x"}}
+    start = Envelope(
+        message_id="start-1",
+        type=START_TYPE,
+        kind=MessageKind.COMMAND,
+        saga_id="from-afar",
+        created_at=0,
+        payload=body,
+    )
+    h = SagaHarness([TYPED])
+    participants(h)
+    async with h:
+        await h.memory.publish([TransportMessage.of(Outgoing(h.orchestrator.reply_queue, start))])
+        for _ in range(100):
+            letters = await h.memory.dead_letters.list()
+            if letters:
+                break
+            await asyncio.sleep(0.02)
+        assert await h.store.heads(["from-afar"]) == {}
+    assert [(letter.reason, letter.message.message_id) for letter in letters] == [
+        ("contract", "start-1")
+    ]
+    assert letters[0].detail.startswith("reserve: command field 'quantity': ")

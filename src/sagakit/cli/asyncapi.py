@@ -60,7 +60,7 @@ def asyncapi(
     sagas = [saga for spec in definitions for saga in load_definitions(spec)]
     text = json.dumps(document(sagas, group=group, host=host, prefix=prefix), indent=2)
     if out is None:
-        console.print_json(text) if console.is_terminal else print(text)
+        print(text)  # plain, so it can be piped into a file or another tool
         return
     out.write_text(text + "\n")
     console.print(f"[green]wrote[/] {out}")
