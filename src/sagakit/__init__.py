@@ -7,6 +7,7 @@ drive it to one of two ends: everything done, or everything undone.
 from sagakit.breakers import CircuitBreaker
 from sagakit.choreography import Choreography
 from sagakit.clock import FakeClock, SystemClock
+from sagakit.contracts import ContractError
 from sagakit.decide import Decision, decide
 from sagakit.definition import (
     Parallel,
@@ -45,6 +46,7 @@ __all__ = [
     "Choreography",
     "CircuitBreaker",
     "ConcurrencyError",
+    "ContractError",
     "CorruptLogError",
     "DataError",
     "Decision",

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sagakit import tracing
 from sagakit.batching import HandlerTimedOut
 from sagakit.clock import SystemClock
+from sagakit.contracts import check_start
 from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
@@ -216,6 +217,7 @@ class Choreography:
         (the order row that the saga is about): both commit, or neither."""
         request = StartRequest(definition, data, saga_id=saga_id, key=key)  # refuses bad input
         saga = self.definition(request.definition)
+        check_start(saga, request.data)
         saga_id = request.saga_id or new_id()
         body = SagaEventBody(data=dict(request.data), key=key, version=saga.version)
         started = saga_event(

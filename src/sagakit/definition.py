@@ -6,9 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sagakit.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class StepKind(StrEnum):
@@ -82,6 +85,10 @@ class Step:
     optional: bool = False
     #: For an approval: what an unanswered request becomes when its timeout passes.
     on_timeout: Literal["reject", "approve", "needs_attention"] = "reject"
+    #: The step's contract (see sagakit.contracts): the fields of the saga's data its
+    #: command reads, and what its reply adds. None: not checked.
+    command_model: type[BaseModel] | None = field(default=None, compare=False)
+    reply_model: type[BaseModel] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         where = f"step {self.name!r}"

@@ -58,6 +58,7 @@ from sagakit import collector
 from sagakit.batching import BatchInbox, HandlerTimedOut, Unbatch
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
+from sagakit.contracts import check_start
 from sagakit.decide import Decision, Reply, Start, decide, outstanding
 from sagakit.definition import StepKind
 from sagakit.errors import ConcurrencyError, StoreError
@@ -257,7 +258,8 @@ class FusedRuntime:
         """Start a saga (its first step runs in the same transaction); return its id once
         that transaction committed. Starting an id that exists does nothing."""
         request = StartRequest(definition, data, saga_id=saga_id, key=key, version=version)
-        self.orchestrator.definition(request.definition, request.version)  # unknown: now
+        # Refuse unknown names, and data that breaks a step's contract, now.
+        check_start(self.orchestrator.definition(request.definition, request.version), request.data)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         item = _Start(
             request.definition, request.data, request.saga_id or new_id(), key, version, done

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
+from sagakit.contracts import ContractError, broken_reply, check_start
 from sagakit.data import check_json_object, check_key, check_saga_id
 from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
@@ -164,8 +165,9 @@ class Orchestrator:
     ) -> str:
         """Start one saga and return its id once it is committed. Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
-        :mod:`sagakit.groupcommit`); an unknown definition, or data that is not a dict of
-        JSON values (DataError, naming the key), fails here, alone."""
+        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
+        data that is not a dict of JSON values (DataError, naming the key) or that breaks
+        a step's contract (:class:`~sagakit.contracts.ContractError`)."""
         name, version = definition_named(definition, version)
         request = StartRequest(
             name,
@@ -175,7 +177,7 @@ class Orchestrator:
             version=version,
             traceparent=tracing.current_traceparent(),  # the caller's trace, not the flush's
         )
-        self.definition(request.definition, request.version)
+        check_start(self.definition(request.definition, request.version), request.data)
         return await self._starts.submit(request)
 
     async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
@@ -289,6 +291,10 @@ class Orchestrator:
             except LookupError as exc:
                 delivery.reject("unknown_definition", str(exc))
                 continue
+            breach = broken_reply(definition, env) if isinstance(trigger, Reply) else None
+            if breach is not None and isinstance(trigger, Reply):
+                delivery.reject("contract", breach)  # kept for a person; the step fails now
+                trigger = replace(trigger, broken=breach)
             rules = await self._pinned_rules(unit, state)
             decision = self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
@@ -312,8 +318,12 @@ class Orchestrator:
             return None  # already started: starting is idempotent
         try:
             definition = self.definition(body.definition, body.version)
+            check_start(definition, body.data)
         except LookupError as exc:
             delivery.reject("unknown_definition", str(exc))
+            return None
+        except ContractError as exc:
+            delivery.reject("contract", exc.reason)
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
         rules = await self._current_rules(unit, definition.name)
@@ -533,9 +543,11 @@ def start_message(
     Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
     write the saga is about, and the two commit together: an order row and the saga
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
-    it needs the definition, not a running orchestrator.
+    it needs the definition, not a running orchestrator. Data that breaks a step's
+    contract raises :class:`~sagakit.contracts.ContractError` here.
     """
     request = StartRequest(definition.name, data, saga_id=saga_id, key=key)  # refuses bad input
+    check_start(definition, request.data)
     body = StartBody(
         definition=definition.name, version=definition.version, data=dict(request.data), key=key
     )

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Executable, text
 
@@ -34,6 +34,7 @@ from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
 from sagakit.clock import SystemClock
+from sagakit.contracts import AnyHandler, as_handler
 from sagakit.data import check_json
 from sagakit.decide import REASON_KEY
 from sagakit.errors import DataError, PoisonMessageError, SagaError, StepRejected
@@ -137,6 +138,7 @@ class StepContext:
 
 
 Handler = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
+_H = TypeVar("_H", bound="AnyHandler")
 
 
 @lru_cache(maxsize=512)
@@ -177,16 +179,18 @@ class Participant:
     def bindings(self) -> tuple[str, ...]:
         return ()
 
-    def command(self, name: str) -> Callable[[Handler], Handler]:
+    def command(self, name: str) -> Callable[[_H], _H]:
         """Register the decorated coroutine as the handler of command ``name``."""
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: _H) -> _H:
             self.on(name, handler)
             return handler
 
         return register
 
-    def on(self, name: str, handler: Handler) -> None:
+    def on(self, name: str, handler: AnyHandler) -> None:
+        """Handle command ``name`` with ``handler``: ``(ctx)``, or typed ``(ctx, command)``
+        with pydantic models (see :mod:`sagakit.contracts`)."""
         if name in self._handlers:
             raise ValueError(f"participant {self.name!r} already handles {name!r}")
         if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
@@ -197,7 +201,7 @@ class Participant:
                 f"the handler of {self.name}.{name} ({what}) must be an async function "
                 "(async def); sagakit awaits it inside the step's transaction"
             )
-        self._handlers[name] = handler
+        self._handlers[name] = as_handler(handler)
 
     @property
     def commands(self) -> list[str]:

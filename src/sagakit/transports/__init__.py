@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sagakit.ports import Transport
 
 #: Query options sagakit reads itself; any other goes to the driver.
-_OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max")
+_OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max", "unbundled")
 
 
 def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
@@ -27,6 +27,8 @@ def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
         ) from exc
     if "prefix" in given:
         options["prefix"] = given["prefix"]
+    if given.get("unbundled"):
+        options["unbundled"] = tuple(given["unbundled"].split(","))
     return options
 
 
@@ -36,7 +38,8 @@ def open_transport(url: str) -> Transport:
     ``retry_tiers=1,5,30`` (seconds before each redelivery of a failed message) and
     ``max_deliveries=6``; RabbitMQ also ``bundle_max=256`` (messages for one queue
     published together travel as one broker message of at most that many; 1 sends each
-    on its own)."""
+    on its own) and ``unbundled=queue,queue`` (queues whose messages always travel
+    alone: those served by a consumer that reads only plain messages)."""
     scheme = url.split(":", 1)[0].lower()
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -46,6 +49,7 @@ def open_transport(url: str) -> Transport:
 
         options.pop("prefix", None)
         options.pop("bundle_max", None)
+        options.pop("unbundled", None)
         return MemoryTransport(**options)
     if scheme in {"amqp", "amqps"}:
         from sagakit.transports.rabbitmq import RabbitTransport

@@ -7,7 +7,9 @@ wrote it); an unroutable or refused message is reported failed, so its outbox ro
 Messages published together for the same queue (or event routing key) travel as one
 bundle (``_amqp.bundled``), up to ``bundle_max`` messages and ``bundle_bytes`` bytes:
 one broker message, one confirm, one ack for many saga messages, which is most of what
-a message costs the relay, the broker and each consumer. A consumer unpacks a bundle
+a message costs the relay, the broker and each consumer. A queue named in ``unbundled``
+(one served by a consumer that reads only plain messages, see docs/protocol.md) gets
+every message on its own. A consumer unpacks a bundle
 into one delivery per message; each gets its own verdict (a dead letter or a retry
 copy is published for that message alone) and the bundle is acked once every one of
 its messages is dealt with. A consumer that dies first gets the whole bundle again,
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aio_pika
@@ -120,6 +122,7 @@ class RabbitTransport:
         connection_name: str = "sagakit",
         bundle_max: int = 256,
         bundle_bytes: int = 1 << 20,
+        unbundled: Iterable[str] = (),
     ) -> None:
         if not retry_tiers:
             raise ValueError("retry_tiers needs at least one delay")
@@ -135,6 +138,8 @@ class RabbitTransport:
         #: ``bundle_max`` of 1 sends every message on its own.
         self.bundle_max = max(bundle_max, 1)
         self.bundle_bytes = bundle_bytes
+        #: Queues (our names, before the prefix) whose messages always travel alone.
+        self.unbundled = frozenset(unbundled)
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._topology: aio_pika.abc.AbstractRobustChannel | None = None
         self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
@@ -307,6 +312,8 @@ class RabbitTransport:
 
     def _bundles(self, group: list[TransportMessage]) -> list[list[TransportMessage]]:
         """``group`` (one destination, in order) cut into bundles within the limits."""
+        if group[0].destination in self.unbundled:
+            return [[message] for message in group]
         bundles: list[list[TransportMessage]] = []
         size = 0
         for message in group:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext
 from sagakit.ports import UnitOfWork
+from shop.contracts import OrderLine, OrderRef
 from shop.services.base import Service
 from shop.world import World, dollars
 
@@ -200,15 +201,14 @@ class OrderService(Service):
         )
         return int(result.rowcount or 0)
 
-    async def create(self, ctx: StepContext) -> None:
+    async def create(self, ctx: StepContext, cmd: OrderLine) -> None:
         await self._set(ctx, "pending", only_from={"new"})
-        p = ctx.payload
-        ctx.log.info(f"Order #{p['number']} is pending: {p['quantity']} x {p['item']}")
+        ctx.log.info(f"Order #{cmd.number} is pending: {cmd.quantity} x {cmd.item}")
 
-    async def reject(self, ctx: StepContext) -> None:
+    async def reject(self, ctx: StepContext, cmd: OrderLine) -> None:
         await self._set(ctx, "rejected", only_from={"new", "pending"}, reason=ctx.reason)
-        ctx.log.info(f"Order #{ctx.payload['number']} rejected ({ctx.reason})")
+        ctx.log.info(f"Order #{cmd.number} rejected ({ctx.reason})")
 
-    async def approve(self, ctx: StepContext) -> None:
+    async def approve(self, ctx: StepContext, cmd: OrderRef) -> None:
         await self._set(ctx, "approved", only_from={"pending"})
-        ctx.log.info(f"Order #{ctx.payload['number']} approved")
+        ctx.log.info(f"Order #{cmd.number} approved")
