@@ -14,7 +14,8 @@ from sagakit.errors import PoisonMessageError
 Op = Literal["action", "compensation"]
 
 #: The envelope schema this code writes; readers accept this and every older one.
-ENVELOPE_VERSION = 1
+#: Version 2 added ``timeout`` (a command's handler budget).
+ENVELOPE_VERSION = 2
 
 #: Bodies larger than this are refused at the consumer and dead-lettered.
 DEFAULT_MAX_BODY_BYTES = 1_048_576

@@ -82,6 +82,11 @@ async function run(command) {
   const client = await db.connect();
   try {
     await client.query("BEGIN");
+    if (command.timeout) {
+      // The step's budget (section 2): past it the database cancels the statement, the
+      // transaction rolls back, and the answer is a failure that may pass.
+      await client.query(`SET LOCAL statement_timeout = ${Math.ceil(command.timeout * 1000)}`);
+    }
     const claim = (key, answer = null) =>
       client.query(
         "INSERT INTO foreign_inbox (key, answer) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING key",
@@ -130,7 +135,7 @@ function replyTo(command, answer, traceparent) {
     kind: "reply",
     saga_id: command.saga_id,
     causation_id: command.message_id,
-    schema_version: 1,
+    schema_version: 2,
     created_at: Date.now() / 1000,
     traceparent,
     reply_to: null,
@@ -216,7 +221,7 @@ function unbundle(body) {
 
 // The envelope's checks (sections 2 and 5): what fails them is never answered.
 const ENVELOPE = ["message_id", "type", "kind", "saga_id", "causation_id", "schema_version",
-  "created_at", "traceparent", "reply_to", "step", "op", "attempt", "payload"];
+  "created_at", "traceparent", "reply_to", "step", "op", "attempt", "timeout", "payload"];
 function poison(part) {
   if (part.body.length > MAX_BODY) return ["oversize", `${part.body.length} bytes exceeds ${MAX_BODY}`];
   let command;
@@ -227,7 +232,7 @@ function poison(part) {
   }
   const unknown = Object.keys(command ?? {}).filter((field) => !ENVELOPE.includes(field));
   if (typeof command !== "object" || !command || unknown.length) return ["schema", `not an envelope (${unknown})`];
-  if (command.schema_version > 1) return ["schema", `envelope version ${command.schema_version} is newer than this reader`];
+  if (command.schema_version > 2) return ["schema", `envelope version ${command.schema_version} is newer than this reader`];
   if (command.type === `${PARTICIPANT}.sagakit.release_locks`) return [null, command];
   const served = Object.keys(handlers).map((name) => `${PARTICIPANT}.${name}`);
   if (command.kind !== "command" || !served.includes(command.type)) {
