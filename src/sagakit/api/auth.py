@@ -79,6 +79,18 @@ def tokens_from(env: Mapping[str, str] = os.environ, file: Path | None = None) -
     return parse_tokens(env.get("SAGAKIT_TOKENS", ""))
 
 
+def configured_or_fresh(
+    fresh_file: Path, env: Mapping[str, str] = os.environ
+) -> tuple[list[Token], str]:
+    """The tokens in ``SAGAKIT_TOKENS``, or fresh ones written to ``fresh_file`` (mode
+    0600); with where they are, to tell a person without showing them."""
+    configured = tokens_from(env)
+    if configured:
+        return configured, "SAGAKIT_TOKENS"
+    made = fresh_tokens()
+    return made, f"{write_tokens(made, fresh_file)} (mode 0600)"
+
+
 def fresh_tokens() -> list[Token]:
     """An operator and a viewer token for a demo, made up on the spot."""
     return [

@@ -8,6 +8,7 @@ import time
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert
 
 from sagakit import StepContext, TransientError
+from sagakit.redaction import shown
 from shop.services.base import Service
 
 metadata = MetaData()
@@ -46,4 +47,4 @@ class NotificationService(Service):
                 sent_at=time.time(),
             )
         )
-        ctx.log.info(f"Emailed {p['email']} about order #{p['number']}")
+        ctx.log.info(f"Emailed {shown('email', p['email'])} about order #{p['number']}")

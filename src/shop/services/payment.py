@@ -116,7 +116,7 @@ class PaymentService(Service):
             )
         ).first()
         if account is not None and account.flagged:
-            raise StepRejected(f"fraud screening flagged {p['customer']}")
+            raise StepRejected(f"fraud screening flagged customer {p['customer_id']}")
         await ctx.connection.execute(
             insert(screenings).values(
                 order_id=p["order_id"],
