@@ -4,7 +4,8 @@ An orchestrator's timer loop beats (at most every ``EVERY`` seconds) in the same
 transaction as its look for due timers, so a process that fires timers is a process
 that beats. A person's action (``sagakit retry``, the dashboard's buttons) is a message
 the orchestrator must take; :func:`alive` tells the CLI whether anyone is there to take
-it. Times are the database's, so processes on other hosts agree on them.
+it. Beats are wall-clock time (an orchestrator on a test's fake clock still beats in
+real time); hosts' clocks must agree within ``STALE`` seconds.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ class Heartbeat:
         self.every = every
         self._last = float("-inf")
 
-    async def beat(self, conn: AsyncConnection, now: float) -> None:
+    async def beat(self, conn: AsyncConnection) -> None:
         """Record that this orchestrator runs (a no-op within ``every`` of the last)."""
+        now = time.time()
         moment = time.monotonic()
         if moment - self._last < self.every:
             return
@@ -52,12 +54,13 @@ class Heartbeat:
 
 
 async def last_beat(conn: AsyncConnection, group: str) -> float | None:
-    """The newest beat of ``group`` in this store (database time), or None."""
+    """The newest beat of ``group`` in this store (wall-clock time), or None."""
     found = await conn.scalar(
         select(func.max(saga_heartbeats.c.beat_at)).where(saga_heartbeats.c.group == group)
     )
     return float(found) if found is not None else None
 
 
-def alive(last: float | None, now: float, *, stale: float = STALE) -> bool:
-    return last is not None and now - last <= stale
+def alive(last: float | None, now: float | None = None, *, stale: float = STALE) -> bool:
+    """Whether a beat at ``last`` says an orchestrator runs at ``now`` (wall clock)."""
+    return last is not None and (time.time() if now is None else now) - last <= stale

@@ -302,7 +302,7 @@ class Orchestrator:
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
         now = await self._now(unit)
-        await self.heartbeat.beat(unit.connection, await unit.now())  # sagakit.liveness
+        await self.heartbeat.beat(unit.connection)  # sagakit.liveness
         ids = await unit.due(now, limit)
         if not ids:
             return []

@@ -24,6 +24,8 @@ from typing import Any
 #: What a hidden value is shown as.
 MASK = "***"
 
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]*@")
+
 _CONTROL = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]"
 )
@@ -123,6 +125,11 @@ def redact_json(body: bytes | str, redaction: Redaction | None = None) -> str:
     return json.dumps(rules.apply(parsed))
 
 
+def mask_urls(text: str) -> str:
+    """``text`` with the password of every URL in it masked (``amqp://guest:***@host``)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
+
+
 def printable(text: str) -> str:
     """``text`` with control and direction-changing characters escaped (``\\x00``,
     ``\\u202e``); newlines and tabs are kept."""
@@ -130,7 +137,8 @@ def printable(text: str) -> str:
 
 
 def log_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog: hidden fields masked, control characters in every text escaped."""
+    """structlog: hidden fields masked, URLs' passwords masked, and control characters
+    in every text escaped."""
     rules = current()
     out: dict[str, Any] = {}
     for key, value in event_dict.items():
@@ -138,5 +146,5 @@ def log_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[
             out[key] = MASK
             continue
         masked = rules.apply(value, (key,)) if rules else value
-        out[key] = printable(masked) if isinstance(masked, str) else masked
+        out[key] = printable(mask_urls(masked)) if isinstance(masked, str) else masked
     return out

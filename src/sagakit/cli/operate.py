@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import time
 from typing import Annotated, Literal
 
 import typer
 
-from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
-from sagakit.errors import UnknownSagaError
+from sagakit import audit, liveness
+from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, say_error, with_store
+from sagakit.cli.render import safe
+from sagakit.errors import StoreError, UnknownSagaError
 from sagakit.log import OperatorIntervened, decode
 from sagakit.orchestrator import operator_message, signal_message
+from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
+from sagakit.stores.sqlite import SqliteSagaStore
+
+#: The exit status of an action queued with no orchestrator running to take it.
+NOBODY_TO_ACT = 3
 
 Action = Literal["retry", "compensate", "resolve", "approve", "reject"]
 
@@ -30,6 +38,39 @@ WaitOption = Annotated[
 ]
 GroupOption = Annotated[str, typer.Option(help="The orchestrator group that runs the saga.")]
 SagaArgument = Annotated[str, typer.Argument(help="The saga's id, or a unique start of it.")]
+
+
+def record_cli(db: str, *, who: str | None, action: str, targets: list[str], note: str) -> None:
+    """Put a person's action on the record in the saga store at ``db``; says so when
+    there is no store there to record it in (the action itself is done)."""
+    person = who or getpass.getuser()
+
+    async def go() -> None:
+        store = open_store(db)
+        try:
+            if isinstance(store, SqliteSagaStore) and not store.path.exists():
+                raise StoreError(f"no sagakit store at {store.path}")
+            if not await store.is_migrated():
+                raise StoreError(f"{store.url_safe} has no sagakit tables")
+            async with store.unit() as unit:
+                at = await unit.now()
+                for target in targets:
+                    await audit.record(
+                        unit.connection,
+                        who=person,
+                        action=action,
+                        target=target,
+                        note=note,
+                        via="cli",
+                        at=at,
+                    )
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    except (StoreError, ValueError, OSError) as exc:
+        say_error(f"{action} done but not recorded: {exc}")
 
 
 def act(
@@ -49,6 +90,24 @@ def act(
             message = operator_message(saga_id, action, who=person, note=note, group=group)
         async with store.unit() as unit:
             await unit.enqueue([message])
+            await audit.record(
+                unit.connection,
+                who=person,
+                action=action,
+                target=saga_id,
+                note=note,
+                via="cli",
+                at=await unit.now(),
+            )
+            last = await liveness.last_beat(unit.connection, group)
+        now = time.time()
+        if not liveness.alive(last, now):
+            seen = f"last seen {now - last:.0f}s ago" if last is not None else "never seen"
+            raise fail(
+                f"{saga_id}: {action} queued, but no orchestrator of group {group!r} runs "
+                f"on this store ({seen}): nobody will act on it until one starts",
+                NOBODY_TO_ACT,
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
@@ -57,12 +116,12 @@ def act(
                 if isinstance(event, OperatorIntervened) and event.who == person:
                     if event.refused:
                         raise fail(f"{saga_id}: {action} refused: {event.refused}")
-                    now = event.resume or (await store.get(saga_id)).status
-                    return f"{saga_id}: {action} done; the saga is now {now}"
+                    status = event.resume or (await store.get(saga_id)).status
+                    return f"{saga_id}: {action} done; the saga is now {status}"
             await asyncio.sleep(0.1)
         return f"{saga_id}: {action} queued for the orchestrator (it has not acted yet)"
 
-    console.print(with_store(db, go))
+    console.print(safe(with_store(db, go)), soft_wrap=True)
 
 
 @app.command()
