@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
@@ -167,7 +167,7 @@ async def sagas(
     return {"items": [_saga(r) for r in rows], "total": await store.count_sagas(**filters)}
 
 
-@_reads.get("/api/sagas/{saga_id}")
+@_reads.get("/api/sagas/{saga_id}", responses={404: ACTION_ERRORS[404]})
 async def saga(request: Request, saga_id: str, token: Caller) -> dict[str, Any]:
     config = config_of(request)
     try:
@@ -259,7 +259,7 @@ async def outbox(request: Request, token: Caller) -> dict[str, Any]:
     }
 
 
-@_reads.get("/api/stream")
+@_reads.get("/api/stream", response_class=StreamingResponse)
 async def stream(request: Request, token: Caller) -> StreamingResponse:
     return StreamingResponse(
         _changes(request, config_of(request)),
@@ -268,7 +268,7 @@ async def stream(request: Request, token: Caller) -> StreamingResponse:
     )
 
 
-@_reads.get("/metrics")
+@_reads.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, token: Caller) -> Response:
     config = config_of(request)
     await config.metrics.refresh(

@@ -7,8 +7,8 @@ route reads a body:
   session, 401, and the body is never read;
 * a body over ``max_body`` bytes is refused with 413, by its ``Content-Length`` before
   reading, or as soon as the bytes read pass the limit;
-* a JSON body with ``NaN``, ``Infinity`` or a number no float can hold answers 422
-  (they are not JSON, and nothing downstream expects them);
+* a JSON body that is not JSON (malformed, not UTF-8, or with ``NaN``, ``Infinity`` or
+  a number no float can hold) answers 422, saying why;
 * every response carries strict security headers: a Content Security Policy with no
   inline script, no framing, no MIME sniffing, no referrer.
 
@@ -64,14 +64,16 @@ def _finite(text: str) -> float:
 
 
 def check_json(body: bytes) -> None:
-    """Raise RefusedBody for NaN, Infinity or an out-of-range number; a body that is not
-    JSON at all is left to the route, which says what it expected."""
+    """Raise RefusedBody for a body that is not JSON: malformed, not UTF-8, or with NaN,
+    Infinity or an out-of-range number."""
     try:
         json.loads(body, parse_constant=_constant, parse_float=_finite)
     except RefusedBody:
         raise
-    except ValueError:
-        return
+    except UnicodeDecodeError as exc:
+        raise RefusedBody("the body is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise RefusedBody(f"the body is not JSON: {exc.msg} at line {exc.lineno}") from exc
 
 
 class Guard:
