@@ -48,6 +48,10 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 _BODILESS = {"GET", "HEAD", "OPTIONS"}
 
 
+class _Disconnected(Exception):
+    """The client went away before its whole body arrived."""
+
+
 class RefusedBody(ValueError):
     """A JSON body holds something that is not JSON (NaN, Infinity, an endless number)."""
 
@@ -120,7 +124,10 @@ class Guard:
         if declared is not None and declared > self.max_body:
             await _answer(send, 413, f"the body is over {self.max_body} bytes")
             return
-        body = await self._read(receive)
+        try:
+            body = await self._read(receive)
+        except _Disconnected:
+            return  # the client left before sending its whole body: nothing to answer
         if body is None:
             await _answer(send, 413, f"the body is over {self.max_body} bytes")
             return
@@ -138,7 +145,7 @@ class Guard:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
