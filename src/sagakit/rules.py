@@ -126,11 +126,16 @@ class RuleSet:
     rules: tuple[Rule, ...]
     samples: tuple[Sample, ...] = ()
     source: str = ""
+    #: Why a stored rule set could not be read (over limits set since it was published):
+    #: every verdict under it fails, so its sagas need attention instead of guessing.
+    broken: str | None = None
 
     def verdict(
         self, step: Step, data: Mapping[str, Any], saga: Mapping[str, Any] | None = None
     ) -> tuple[Verdict, str]:
         """Whether ``step`` runs for this data, and which rule (or default) said so."""
+        if self.broken is not None:
+            raise RuleFailed(f"{self.saga} rules v{self.version}", self.broken)
         context = saga or {}
         required = [r for r in self.rules if step.name in r.require]
         for rule in required:
@@ -363,7 +368,10 @@ class RuleBook:
             ).first()
             if row is None:
                 raise RuleFailed(f"{saga} v{version}", "that rule set is not in the store")
-            found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+            try:
+                found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+            except RuleError as exc:
+                found = RuleSet(saga, version, (), source=row.source, broken=exc.reason)
             self._sets[(saga, version)] = found  # published sets never change
             await asyncio.to_thread(rule_budget.WORKER.start)  # its start off the loop
         return found

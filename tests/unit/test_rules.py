@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,30 @@ def test_a_signal_with_nothing_pending_is_recorded_as_refused() -> None:
         CHECKOUT, first.state, Signal("approve", "bob"), now=1.0, reply_to="r", rules=RULES
     )
     assert answered.events[0].refused == "no approval is pending"  # type: ignore[attr-defined]
+
+
+async def test_a_stored_rule_set_over_the_limits_is_refused_when_read(tmp_path: Path) -> None:
+    """Published before the limits, read after: its sagas need attention with the reason,
+    and nothing runs the condition."""
+    from sqlalchemy import insert
+
+    from sagakit.rules import RuleBook
+    from sagakit.stores import open_store
+    from sagakit.stores.schema import saga_rules
+
+    store = open_store(f"sqlite:///{tmp_path / 'rules.db'}")
+    await store.migrate()
+    deep = "(" * 200 + "data.vip" + ")" * 200
+    async with store.unit() as unit:
+        await unit.connection.execute(
+            insert(saga_rules).values(
+                saga="checkout", version=1, source=_rules_when(deep), published_at=0.0
+            )
+        )
+    async with store.unit() as unit:
+        read = await RuleBook().get(unit.connection, "checkout", 1)
+    await store.close()
+    assert read.broken is not None and "nests brackets 200 deep" in read.broken
+    first = run({"vip": True, "amount": 20}, read)
+    assert [e.event_type for e in first.events] == ["SagaStarted", "SagaNeedsAttention"]
+    assert "nests brackets 200 deep" in (first.state.reason or "")
