@@ -2,7 +2,11 @@
 
 Every action is a message to the orchestrator through the saga store's outbox, the
 same way ``sagakit retry`` sends one: the orchestrator decides it and records who
-asked and why. The API never writes a saga's log itself.
+asked and why. The API never writes a saga's log itself; it puts each action on the
+record (``saga_audit``, :mod:`sagakit.audit`) in the same transaction as its message.
+What every request must be before it is read (a caller, a bounded body, JSON) is
+:mod:`.guard`'s; sessions, the audit view and the documentation page are routers of
+their own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sagakit.api import audit, sessions
 from sagakit.api.auth import Token
 from sagakit.api.base import (
     ACTION_ERRORS,
+    MAX_OFFSET,
     READ_ERRORS,
     AdminConfig,
     Caller,
@@ -43,8 +48,6 @@ from sagakit.redaction import Redaction, redact_json
 from sagakit.stores.sql import SqlSagaStore
 
 STATIC = Path(__file__).parent / "static"
-#: The furthest page a listing may start at.
-MAX_OFFSET = 10_000_000
 
 __all__ = ["AdminConfig", "create_admin_app"]
 

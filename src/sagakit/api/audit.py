@@ -9,13 +9,10 @@ from fastapi import APIRouter, Query, Request
 
 from sagakit import audit
 from sagakit.api.auth import Token
-from sagakit.api.base import Caller, config_of
+from sagakit.api.base import MAX_OFFSET, Caller, config_of
 from sagakit.ports import UnitOfWork
 
 router = APIRouter(tags=["audit"])
-
-#: The furthest an audit listing may start at.
-MAX_OFFSET = 10_000_000
 
 
 async def record_for(

@@ -17,6 +17,10 @@ from sagakit.ports import DeadLetterQueue
 from sagakit.redaction import Redaction, current
 from sagakit.stores.sql import SqlSagaStore
 
+#: The furthest page a listing may start at (an offset past what a database's integers
+#: hold was a 500).
+MAX_OFFSET = 10_000_000
+
 
 @dataclass
 class AdminConfig:
