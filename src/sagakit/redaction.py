@@ -14,6 +14,7 @@ NUL or a right-to-left override cannot hide or reorder what a log line says.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -89,7 +90,13 @@ def current() -> Redaction:
     """The process's redaction: what :func:`configure` set, else ``SAGAKIT_REDACT``."""
     if _configured is not None:
         return _configured
-    return Redaction.parse(os.environ.get("SAGAKIT_REDACT", ""))
+    return _from_env(os.environ.get("SAGAKIT_REDACT", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _from_env(text: str) -> Redaction:
+    """Every log line asks: the variable is parsed once per value it takes."""
+    return Redaction.parse(text)
 
 
 def redact(value: Any, redaction: Redaction | None = None) -> Any:

@@ -306,7 +306,7 @@ def test_a_malformed_tokens_setting_names_the_item_not_the_secret() -> None:
 
 
 async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str) -> None:
-    """Twenty placements hold their transactions open at once and each still gets its
+    """Eight placements hold their transactions open at once and each still gets its
     number: nothing serializes them (a counter row would make the second wait for the
     first to commit)."""
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -314,12 +314,12 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
     from shop.services.order import FIRST_NUMBER, _next_number, metadata
 
     engine = create_async_engine(
-        pg_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=20, max_overflow=0
+        pg_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=8, max_overflow=0
     )
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-        all_in = asyncio.Barrier(20)
+        all_in = asyncio.Barrier(8)
 
         async def place() -> int:
             async with engine.begin() as conn:
@@ -327,10 +327,10 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
                 await asyncio.wait_for(all_in.wait(), 10)  # every one still uncommitted
                 return number
 
-        numbers = await asyncio.gather(*(place() for _ in range(20)))
+        numbers = await asyncio.gather(*(place() for _ in range(8)))
     finally:
         await engine.dispose()
-    assert sorted(numbers) == list(range(FIRST_NUMBER, FIRST_NUMBER + 20))
+    assert sorted(numbers) == list(range(FIRST_NUMBER, FIRST_NUMBER + 8))
 
 
 def test_the_shop_hides_its_customers_emails_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
