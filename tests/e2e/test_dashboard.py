@@ -204,6 +204,8 @@ async def open_dashboard(browser: Browser, served: Served, token: str, at: str =
     from playwright.async_api import expect
 
     page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+    refused: list[str] = []  # what the Content Security Policy blocked, if anything
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
     # The token rides in the fragment (no server sees it), at its end after any route.
     await page.goto(
         f"{served.admin}/{at}&token={token}" if at else f"{served.admin}/#token={token}"
@@ -212,6 +214,7 @@ async def open_dashboard(browser: Browser, served: Served, token: str, at: str =
     assert token not in page.url  # the token leaves the address bar once exchanged
     storage = await page.evaluate("JSON.stringify({...sessionStorage, ...localStorage})")
     assert token not in storage and token not in await page.evaluate("document.cookie")
+    assert refused == []
     return page
 
 
