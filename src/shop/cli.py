@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sagakit.cli.app import app, console, fail
+from sagakit.cli.render import safe
 from shop.app import MODES, Mode, hide_personal_data
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def _report(result: object) -> None:
     checks = Table(title="invariants", title_justify="left", show_header=False)
     for name, ok in summary["invariants"].items():
         mark = "[green]holds[/]" if ok else "[bold red]VIOLATED[/]"
-        checks.add_row(name, mark, "; ".join(result.report.violations[name][:3]))
+        checks.add_row(name, mark, safe("; ".join(result.report.violations[name][:3])))
     console.print(checks)
     breakers = Table(title="circuit breakers", title_justify="left", show_header=False)
     for name, breaker in summary["breakers"].items():
@@ -557,13 +558,23 @@ def place_order(
     sku: Annotated[str, typer.Option(help="Item, e.g. lamp.")],
     quantity: Annotated[int, typer.Option(min=1, help="How many.")] = 1,
     api: ApiOption = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="An idempotency key: placing again with it gives back the first order.",
+        ),
+    ] = None,
 ) -> None:
     """Place an order through the HTTP API; its saga starts with it."""
     placed = _request(
-        "POST", f"{api}/orders", json={"customer_id": customer, "sku": sku, "quantity": quantity}
+        "POST",
+        f"{api}/orders",
+        json={"customer_id": customer, "sku": sku, "quantity": quantity},
+        headers={"Idempotency-Key": key} if key else {},
     )
     what = f"{placed['quantity']} x {placed['sku']} for {placed['amount']}"
-    console.print(f"placed [bold]{placed['order_id']}[/]: {what} ({placed['status']})")
+    console.print(safe(f"placed {placed['order_id']}: {what} ({placed['status']})"))
 
 
 @order.command("show")
@@ -574,7 +585,7 @@ def show_order(
     """Show an order's status as the order service sees it."""
     found = _request("GET", f"{api}/orders/{order_id}")
     reason = f" ({found['reason']})" if found.get("reason") else ""
-    console.print(f"{found['order_id']}: {found['status']}{reason}")
+    console.print(safe(f"{found['order_id']}: {found['status']}{reason}"))
 
 
 @app.command()
@@ -632,7 +643,7 @@ def verify(
             table.add_row(
                 name,
                 "[green]holds[/]" if holds else "[bold red]VIOLATED[/]",
-                "; ".join(report.violations[name][:3]),
+                safe("; ".join(report.violations[name][:3])),
             )
         console.print(table)
     if not report.ok:
