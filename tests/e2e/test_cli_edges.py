@@ -133,3 +133,20 @@ def test_a_malformed_tokens_setting_is_refused_without_echoing_it() -> None:
     assert result.code == 2, result
     assert "SAGAKIT_TOKENS: item 1 is not role:name:secret" in result.err
     assert secret not in result.output
+
+
+async def test_actions_from_the_cli_are_on_the_record_and_audit_lists_them(store: Store) -> None:
+    note = "bad [/] note \u202e[link=https://evil.example]x[/link]"  # no NUL: an argument
+    done = await cli("compensate", "2e00", "--db", store.url, "--note", note, "--who", "ann")
+    assert "compensate" in done.output  # refused: the saga has ended; asked all the same
+    letters = json.loads((await cli("dlq", "list", "--db", store.url, "--json")).out)
+    letter = letters["items"][0]["id"]
+    await cli("dlq", "replay", letter, "--db", store.url, "--note", "fixed", "--who", "bo")
+    listed = json.loads((await cli("audit", "--db", store.url, "--json")).out)["items"]
+    assert [(a["who"], a["action"], a["target"], a["note"], a["via"]) for a in listed] == [
+        ("bo", "replay", letter, "fixed", "cli"),
+        ("ann", "compensate", "2e00", note, "cli"),
+    ]
+    table = await cli("audit", "--db", store.url, "--target", "2e00")
+    assert table.code == 0 and "bo" not in table.out, table
+    assert r"bad [/] note \u202e[link=https://evil.example]x[/link]" in table.out

@@ -1,4 +1,5 @@
-"""``sagakit retry / compensate / resolve``: a person acting on a saga, on the record.
+"""``sagakit retry / compensate / resolve / approve / reject``: a person acting on a saga,
+on the record; ``sagakit audit``: the record.
 
 The action travels to the orchestrator as a message through the saga store's outbox,
 so it works the same embedded and distributed, and the orchestrator records it in the
@@ -13,10 +14,21 @@ import time
 from typing import Annotated, Literal
 
 import typer
+from rich.table import Table
 
 from sagakit import audit, liveness
-from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, say_error, with_store
-from sagakit.cli.render import safe
+from sagakit.cli.app import (
+    DEFAULT_DB,
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    emit_json,
+    fail,
+    say_error,
+    with_store,
+)
+from sagakit.cli.render import iso, local_time, safe
 from sagakit.errors import StoreError, UnknownSagaError
 from sagakit.log import OperatorIntervened, decode
 from sagakit.orchestrator import operator_message, signal_message
@@ -191,3 +203,41 @@ def reject(
     if not note.strip():
         raise typer.BadParameter("say why", param_hint="'--note'")
     act("reject", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command("audit")
+def audit_log(
+    db: DbOption = DEFAULT_DB,
+    target: Annotated[
+        str | None, typer.Option(help="Only actions on this saga or dead letter id.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Every operator action on the record, newest first: who did what, to which saga
+    or dead letter, why, and through which door (api or cli)."""
+
+    async def go(store: SqlSagaStore) -> list[audit.Action]:
+        async with store.unit() as unit:
+            return await audit.recent(unit.connection, limit=limit, target=target)
+
+    found = with_store(db, go)
+    if as_json:
+        emit_json({"items": [{**a.as_dict(), "at": iso(a.at)} for a in found]})
+        return
+    if not found:
+        console.print("no actions on the record")
+        return
+    table = Table(title="operator actions", title_justify="left", header_style="bold")
+    for column in ("when", "who", "action", "target", "note", "via"):
+        table.add_column(column, no_wrap=column in {"when", "action"})
+    for action in found:
+        table.add_row(
+            local_time(action.at),
+            safe(action.who),
+            safe(action.action),
+            safe(action.target),
+            safe(action.note),
+            action.via,
+        )
+    console.print(table)
