@@ -2,7 +2,8 @@
 
 A few orders go through the shop, one of them to a region no carrier serves. The admin
 API and the dashboard come up over the shop's databases, and the lab prints the address
-that opens the dashboard on the failed order's timeline, with a token to read it. The
+that opens the dashboard on the failed order's timeline, with a token made up for the
+lab in its fragment (a token from ``SAGAKIT_TOKENS`` is never printed: sign in with it). The
 same timeline, read through the same API the dashboard reads, prints as text: each step
 with its service and its time from the start, the red one, and the compensations going
 back. Every hop of that saga, in every service, is one trace; the lab collects its spans
