@@ -32,7 +32,6 @@ function renderList(feed: SagaFeed) {
 
 beforeEach(() => {
   installEventSource();
-  sessionStorage.setItem("sagakit.token", "t");
 });
 
 afterEach(() => {
@@ -63,7 +62,7 @@ describe("the saga list", () => {
     feed.start();
     await renderList(feed);
     const stream = FakeEventSource.last();
-    expect(stream.url).toBe("/api/stream?token=t");
+    expect(stream.url).toBe("/api/stream"); // the session cookie goes with it, no token
     const loads = sagaCalls(calls).length;
 
     act(() => {

@@ -41,6 +41,7 @@ from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 if TYPE_CHECKING:
     from sagakit.metrics import Metrics
 from sagakit import tracing
+from sagakit.liveness import Heartbeat
 from sagakit.rules import RuleBook, RuleSet
 
 log = get_logger("sagakit.orchestrator")
@@ -105,6 +106,7 @@ class Orchestrator:
         # current when it starts.
         self.rulebook = RuleBook() if rules else None
         self.group = group
+        self.heartbeat = Heartbeat(group)
         # Without a clock of its own, decisions take the time from the store's
         # transaction: the database's clock on PostgreSQL.
         self._own_clock = clock
@@ -338,6 +340,7 @@ class Orchestrator:
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
         now = await self._now(unit)
+        await self.heartbeat.beat(unit.connection)  # sagakit.liveness
         ids = await unit.due(now, limit)
         if not ids:
             return []

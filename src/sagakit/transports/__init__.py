@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sagakit.ports import Transport
+from sagakit.redaction import mask_urls
 
 #: Query options sagakit reads itself; any other goes to the driver.
 _OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max", "unbundled")
@@ -22,7 +23,7 @@ def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
                 options[whole] = int(given[whole])
     except ValueError as exc:
         raise ValueError(
-            f"transport URL {url!r}: retry_tiers is seconds separated by commas "
+            f"transport URL {mask_urls(url)!r}: retry_tiers is seconds separated by commas "
             "(e.g. 1,5,30), max_deliveries and bundle_max whole numbers"
         ) from exc
     if "prefix" in given:
@@ -56,7 +57,7 @@ def open_transport(url: str) -> Transport:
 
         rest = urlencode([(key, value) for key, value in query if key not in _OURS])
         return RabbitTransport(urlunsplit(parts._replace(query=rest)), **options)
-    raise ValueError(f"unsupported transport URL {url!r}: use memory:// or amqp://")
+    raise ValueError(f"unsupported transport URL {mask_urls(url)!r}: use memory:// or amqp://")
 
 
 __all__ = ["open_transport"]

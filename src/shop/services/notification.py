@@ -8,6 +8,7 @@ import time
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert
 
 from sagakit import StepContext, TransientError
+from sagakit.redaction import shown
 from shop.contracts import NotifyCustomer
 from shop.services.base import Service
 
@@ -45,4 +46,4 @@ class NotificationService(Service):
                 sent_at=time.time(),
             )
         )
-        ctx.log.info(f"Emailed {cmd.email} about order #{cmd.number}")
+        ctx.log.info(f"Emailed {shown('email', cmd.email)} about order #{cmd.number}")

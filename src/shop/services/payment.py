@@ -116,7 +116,7 @@ class PaymentService(Service):
             )
         ).first()
         if account is not None and account.flagged:
-            raise StepRejected(f"fraud screening flagged {cmd.customer}")
+            raise StepRejected(f"fraud screening flagged customer {cmd.customer_id}")
         await ctx.connection.execute(
             insert(screenings).values(
                 order_id=cmd.order_id,
