@@ -243,6 +243,7 @@ def test_handlers_are_read_once_at_registration() -> None:
     assert as_handler(defaulted) is defaulted
     with pytest.raises(TypeError, match="must be annotated with the step's command model"):
         as_handler(unannotated)
+
     async def three(ctx, cmd, more):  # type: ignore[no-untyped-def]
         return None
 
