@@ -89,13 +89,22 @@ def run(
     out: Annotated[Path, typer.Option(help="Where failing cases are written")] = Path(
         ".sagakit/generative"
     ),
+    first: Annotated[
+        bool, typer.Option("--first", help="Leave a runtime out after its first failure")
+    ] = False,
 ) -> None:
     """Run seeds on every runtime until done or out of time; exit 1 if any failed."""
     logging.disable(logging.CRITICAL)  # the handlers fail on purpose, loudly
     knobs = _knobs(sagas, without)
     failed = asyncio.run(
         _run_many(
-            _runners(runtime), range(start, start + seeds), minutes, knobs, shrink_minutes, out
+            _runners(runtime),
+            range(start, start + seeds),
+            minutes,
+            knobs,
+            shrink_minutes,
+            out,
+            first=first,
         )
     )
     raise typer.Exit(1 if failed else 0)
@@ -108,6 +117,8 @@ async def _run_many(
     knobs: Knobs,
     shrink_minutes: float,
     out: Path,
+    *,
+    first: bool = False,
 ) -> int:
     deadline = time.monotonic() + minutes * 60
     failed = 0
@@ -122,6 +133,8 @@ async def _run_many(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("starting", total=len(seeds) * len(runners), failed=0)
         for seed in seeds:
+            if not runners:
+                break
             for runner in list(runners):
                 if time.monotonic() > deadline:
                     progress.console.print(f"out of time after {ran} run(s)")
@@ -137,6 +150,8 @@ async def _run_many(
                 if not result.ok:
                     failed += 1
                     await _tell(result, runner, progress.console, shrink_minutes, out)
+                    if first:
+                        runners.remove(runner)
                 progress.update(task, advance=1, failed=failed)
     console.print(f"{ran} run(s), {failed} failed")
     return failed

@@ -25,6 +25,7 @@ from sagakit.log import SagaStatus
 from sagakit.ports import DeadLetterQueue
 from sagakit.rules import RuleSet, publish
 from sagakit.stores import open_store
+from sagakit.stores.postgres import PostgresSagaStore
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import Faults, forward_only
 from tests.conftest import create_pg_database, drop_pg_database
@@ -35,6 +36,9 @@ from tests.generative.scenario import PARTICIPANTS, Family, SagaCase, Scenario
 FAULTS = {"duplicate": 0.05, "delay": 0.05, "reorder": 0.05, "max_delay": 0.05}
 #: How long a runtime's stop may take before it counts as hung.
 STOP_BOUND = 15.0
+#: Connections each PostgreSQL store may keep (twice that at a peak): the server is
+#: shared, and a run opens up to five stores.
+PG_POOL = 4
 
 #: Breaks one guarantee of the participants of a run (see test_planted.py).
 Plant = Callable[[Sequence[Participant]], None]
@@ -103,9 +107,9 @@ class Databases:
         if kind == "postgres":
             url = await create_pg_database()
             self._databases.append(url)
+            store: SqlSagaStore = PostgresSagaStore(url, pool_size=PG_POOL)
         else:
-            url = f"sqlite:///{Path(self._tmp.name) / name}.db"
-        store = open_store(url)
+            store = open_store(f"sqlite:///{Path(self._tmp.name) / name}.db")
         self._stores.append(store)
         await store.migrate()
         await create_tables(store, participants, self.slots)
@@ -117,6 +121,7 @@ class Databases:
 
     async def close(self) -> None:
         for store in self._stores:
+            # A runtime whose stop hung may still hold a store; its database goes anyway.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(store.close(), 10)
         for url in self._databases:
@@ -188,8 +193,13 @@ async def wait_all(store: SqlSagaStore, saga_ids: Sequence[str], bound: float) -
     """Wait until every saga has ended, or ``bound`` seconds."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        statuses = await store.statuses(list(saga_ids))
-        if all(SagaStatus(statuses.get(i, "running")).terminal for i in saga_ids):
+        try:
+            statuses = await store.statuses(list(saga_ids))
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            statuses = {}  # the database is away for a moment (a restart): ask again
+        if statuses and all(SagaStatus(statuses.get(i, "running")).terminal for i in saga_ids):
             return
         await asyncio.sleep(0.05)
 
