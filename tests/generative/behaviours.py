@@ -14,7 +14,9 @@ participant's own tables, written the way the behaviour says:
 
 ``write`` style holds both writes with ``ctx.write`` (sent grouped with the batch);
 ``connection`` style is the README's: a conditional ``UPDATE`` on ``ctx.connection``,
-a decision on its row count, then the insert.
+a decision on its row count, then the insert. A handler planned to run past its
+timeout sleeps in Python, or, in ``connection`` style on PostgreSQL, in a statement
+(``pg_sleep``), as a query stuck on a lock would.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -47,6 +50,7 @@ _COUNT_IF_OPEN = text(
     "UPDATE gen_counter SET net = net + :by "
     "WHERE participant = :participant AND slot = :slot AND open = 1"
 )
+_SLOW = text("SELECT pg_sleep(:seconds)")
 _EFFECT = text(
     "INSERT INTO gen_effect (participant, saga_id, step, op, attempt, style) "
     "VALUES (:participant, :saga_id, :step, :op, :attempt, :style)"
@@ -72,6 +76,14 @@ def poison(name: str) -> object:
         "bytes": b"\x00bytes",
     }
     return values[name]
+
+
+def start_data(saga: SagaCase) -> dict[str, Any]:
+    """What a saga is started with: its flags, and the value that is not JSON if planned."""
+    data = saga.data
+    if saga.start_poison:
+        data["bad"] = poison(saga.start_poison)
+    return data
 
 
 def sleep_for(step: StepCase) -> float:
@@ -118,13 +130,26 @@ class Plans:
         return zlib.crc32(saga_id.encode()) % self.slots
 
 
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """Where one call of a participant's handler does its work."""
+
+    participant: str
+    slot: int  # its row of the participant's counter
+    #: Sleep in a statement on ctx.connection (pg_sleep) rather than in Python.
+    sleeps_in_database: bool
+
+
 def participant(name: str, store: SqlSagaStore, plans: Plans) -> Participant:
     """Participant ``name`` on ``store``, handling ``act`` and ``undo`` by the plans."""
     me = Participant(name, store)
+    on_postgres = store.url.startswith("postgresql")
 
     async def handle(ctx: StepContext) -> dict[str, Any] | None:
         saga, step, behaviour = plans.look_up(ctx)
-        return await perform(ctx, behaviour, name, plans.slot(ctx.saga_id), saga, step)
+        in_database = on_postgres and behaviour.style is Style.CONNECTION
+        desk = Desk(name, plans.slot(ctx.saga_id), sleeps_in_database=in_database)
+        return await perform(ctx, behaviour, desk, saga, step)
 
     me.on("act", handle)
     me.on("undo", handle)
@@ -132,16 +157,11 @@ def participant(name: str, store: SqlSagaStore, plans: Plans) -> Participant:
 
 
 async def perform(
-    ctx: StepContext,
-    behaviour: Behaviour,
-    name: str,
-    slot: int,
-    saga: SagaCase,
-    step: StepCase,
+    ctx: StepContext, behaviour: Behaviour, desk: Desk, saga: SagaCase, step: StepCase
 ) -> dict[str, Any] | None:
     """Do one planned behaviour inside the handler's transaction."""
     if behaviour.writes:
-        await record(ctx, behaviour.style, name, slot)
+        await record(ctx, behaviour.style, desk)
     match behaviour.act:
         case Act.OK:
             return reply_of(saga, step) if behaviour.reply else None
@@ -152,17 +172,21 @@ async def perform(
         case Act.TRANSIENT:
             raise TransientError(f"planned transient failure of {ctx.step} try {ctx.attempt}")
         case Act.SLEEP:
-            await asyncio.sleep(sleep_for(step))
+            if desk.sleeps_in_database:  # a slow statement, the way a stuck query is
+                await ctx.connection.execute(_SLOW, {"seconds": sleep_for(step)})
+            else:
+                await asyncio.sleep(sleep_for(step))
             return None
         case Act.POISON:
             assert behaviour.poison is not None
             return {"x": poison(behaviour.poison)}
 
 
-async def record(ctx: StepContext, style: Style, name: str, slot: int) -> None:
+async def record(ctx: StepContext, style: Style, desk: Desk) -> None:
     """Write one effect row and move the participant's counter, in ``style``."""
     undo = ctx.op == "compensation"
-    count = {"by": -1 if undo else 1, "participant": name, "slot": slot}
+    name = desk.participant
+    count = {"by": -1 if undo else 1, "participant": name, "slot": desk.slot}
     effect = {
         "participant": name,
         "saga_id": ctx.saga_id,
@@ -177,7 +201,7 @@ async def record(ctx: StepContext, style: Style, name: str, slot: int) -> None:
         return
     taken = await ctx.connection.execute(_COUNT_IF_OPEN, count)
     if taken.rowcount != 1:  # never, in these runs: the row is always there and open
-        raise StepRejected(f"counter {name}/{slot} is closed")
+        raise StepRejected(f"counter {name}/{desk.slot} is closed")
     await ctx.connection.execute(_EFFECT, effect)
 
 
@@ -209,6 +233,7 @@ def participants_for(stores: Mapping[str, SqlSagaStore], plans: Plans) -> list[P
 
 
 __all__ = [
+    "Desk",
     "PlannedFailure",
     "Plans",
     "create_tables",
@@ -219,4 +244,5 @@ __all__ = [
     "read_rows",
     "record",
     "sleep_for",
+    "start_data",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit.log import SagaStatus
-from tests.generative.model import Prediction, predict
+from tests.generative.model import NOT_STARTED, Prediction, predict
 from tests.generative.runners.base import Observation, Plant, Runner
 from tests.generative.scenario import Scenario, render_saga
 
@@ -27,7 +27,8 @@ class Finding:
     """One disagreement between the model and a run (``saga_id`` None: the whole run)."""
 
     saga_id: str | None
-    what: str  # status, never ended, effects, data, log, rows, totals, dead letters, runtime
+    #: start, status, never ended, effects, data, log, rows, totals, dead letters, runtime
+    what: str
     expected: str
     actual: str
 
@@ -118,9 +119,12 @@ def compare(
 
 
 def _saga_findings(saga_id: str, told: Prediction, seen: Observation) -> list[Finding]:
-    found: list[Finding] = []
+    found = _start_findings(saga_id, told, seen)
     status = seen.statuses.get(saga_id, "missing")
-    if status == "missing" or not SagaStatus(status).terminal:
+    if told.status == NOT_STARTED:
+        if status != "missing":
+            found.append(Finding(saga_id, "status", "no saga", status))
+    elif status == "missing" or not SagaStatus(status).terminal:
         found.append(Finding(saga_id, "never ended", told.status, status))
     elif status != told.status:
         found.append(Finding(saga_id, "status", told.status, status))
@@ -133,6 +137,18 @@ def _saga_findings(saga_id: str, told: Prediction, seen: Observation) -> list[Fi
     for violation in seen.bad_logs.get(saga_id, []):
         found.append(Finding(saga_id, "log", "a forward-only log", violation))
     return found
+
+
+def _start_findings(saga_id: str, told: Prediction, seen: Observation) -> list[Finding]:
+    """A start refused exactly when its data is not JSON, with an error naming the key."""
+    refused = seen.refused.get(saga_id)
+    if told.status != NOT_STARTED:
+        return [] if refused is None else [Finding(saga_id, "start", "started", refused)]
+    if refused is None:
+        return [Finding(saga_id, "start", "refused: its data is not JSON", "started")]
+    if "bad" not in refused:
+        return [Finding(saga_id, "start", "an error naming the key 'bad'", refused)]
+    return []
 
 
 def _totals(scenario: Scenario, predicted: dict[str, Prediction]) -> dict[str, int]:

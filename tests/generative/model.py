@@ -30,6 +30,8 @@ The rules it encodes, in the words a user reads them:
   leaves the saga needing attention, with the steps before it not undone.
 * A saga whose steps all succeeded (or were skipped) is completed; one turned back
   and fully undone is compensated.
+* Saga data and replies are JSON values: starting a saga with anything else (NaN, a
+  ``Decimal``, a datetime, a set, bytes, an object) is refused, naming the key.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ from tests.generative.scenario import (
 
 #: One business effect: (step, "do") for an action's, (step, "undo") for a compensation's.
 Effect = tuple[str, str]
+#: The end of a saga whose start was refused: there is no saga.
+NOT_STARTED = "not started"
 
 
 class Outcome(StrEnum):
@@ -111,6 +115,9 @@ def try_undo(step: StepCase, family: Family) -> tuple[bool, int]:
 
 def predict(saga: SagaCase, family: Family) -> Prediction:
     """How ``saga`` ends when run by ``family``, by the documented rules."""
+    if saga.start_poison:
+        story = [f"its data holds a {saga.start_poison}, not JSON: starting it is refused"]
+        return Prediction(status=NOT_STARTED, story=story)
     told = Prediction(status="completed", data=dict(saga.data))
     done: list[StepCase] = []  # steps whose action succeeded, in order
     for step in saga.steps:
@@ -166,4 +173,4 @@ def _cost(step: StepCase, tries: int, *, undo: bool = False) -> float:
     return seconds
 
 
-__all__ = ["Effect", "Outcome", "Prediction", "predict", "runs", "try_step"]
+__all__ = ["NOT_STARTED", "Effect", "Outcome", "Prediction", "predict", "runs", "try_step"]

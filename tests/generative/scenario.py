@@ -160,6 +160,9 @@ class SagaCase:
     #: Optional steps a rule requires for this saga, and skippable steps a rule skips.
     required: frozenset[str] = frozenset()
     skipped: frozenset[str] = frozenset()
+    #: Its starting data also holds this value that is not JSON (one of POISONS), under
+    #: the key "bad": starting it must be refused.
+    start_poison: str | None = None
 
     def step(self, name: str) -> StepCase:
         return next(step for step in self.steps if step.name == name)
@@ -238,6 +241,8 @@ class Scenario:
 def render_saga(saga: SagaCase, family: Family = Family.ORCHESTRATED) -> str:
     """One saga: a line per step (kind, participant, timeout, budget, plan), and its undo."""
     lines = [f"saga {saga.saga_id} ({saga.definition})"]
+    if saga.start_poison:
+        lines[0] += f", started with data that is not JSON: bad = {saga.start_poison}"
     choreographed = family is Family.CHOREOGRAPHED
     for step in saga.steps:
         budget = "forever" if step.attempts is None else _tries(step.attempts)
@@ -299,6 +304,7 @@ def _saga_from(raw: Mapping[str, Any]) -> SagaCase:
         steps,
         frozenset(raw["required"]),
         frozenset(raw["skipped"]),
+        raw.get("start_poison"),
     )
 
 
@@ -318,8 +324,9 @@ _STYLES: dict[Act, tuple[Style, ...]] = {
 @dataclass(slots=True)
 class Knobs:
     """What the generator may use. ``left_out`` names behaviours never generated: an act
-    (``sleep``) or an act in one style (``raise:connection``), to look past a known
-    defect or to keep a planted-bug test to what the engine got right already."""
+    (``sleep``), an act in one style (``raise:connection``), or ``start:poison`` (data
+    that is not JSON given to start), to look past a known defect or to keep a
+    planted-bug test to what the engine got right already."""
 
     sagas: int = 24
     max_steps: int = 8
@@ -327,6 +334,7 @@ class Knobs:
 
     def __post_init__(self) -> None:
         known = {str(act) for act in Act} | {f"{a}:{s}" for a in Act for s in _STYLES[a]}
+        known.add("start:poison")  # starting data that is not JSON
         unknown = sorted(self.left_out - known)
         if unknown:
             raise ValueError(f"unknown behaviours {unknown}; e.g. sleep, raise:connection")
@@ -355,7 +363,16 @@ def generate(seed: int, family: Family, knobs: Knobs | None = None) -> Scenario:
         _saga(rng, family, knobs, f"s{seed}-{index:02d}", f"g{index:02d}")
         for index in range(knobs.sagas)
     )
-    return Scenario(seed, family, sagas, slots=rng.choice((1, 1, 2, 4)))
+    scenario = Scenario(seed, family, sagas, slots=rng.choice((1, 1, 2, 4)))
+    if "start:poison" in knobs.left_out:
+        return scenario
+    # Drawn apart, so that it changes nothing else a seed generates.
+    starts = random.Random(f"{family}:{seed}:start")
+    sagas = tuple(
+        replace(saga, start_poison=starts.choice(POISONS)) if starts.random() < 0.04 else saga
+        for saga in sagas
+    )
+    return replace(scenario, sagas=sagas)
 
 
 def _saga(rng: random.Random, family: Family, knobs: Knobs, saga_id: str, name: str) -> SagaCase:

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from sagakit import StepKind
-from tests.generative.model import predict
+from tests.generative.model import NOT_STARTED, predict
 from tests.generative.scenario import (
     Act,
     Behaviour,
@@ -107,6 +107,12 @@ def test_a_reply_that_is_not_json_fails_the_step_at_once() -> None:
     assert predict(after_pivot, Family.ORCHESTRATED).status == "needs_attention"
 
 
+def test_a_saga_whose_data_is_not_json_is_never_started() -> None:
+    case = SagaCase("s", "g", (step("a", C, OK),), start_poison="decimal")
+    told = predict(case, Family.ORCHESTRATED)
+    assert (told.status, told.effects) == (NOT_STARTED, Counter())
+
+
 def test_after_the_pivot_nothing_is_undone() -> None:
     told = predict(
         saga(step("a", C, OK), step("p", P, OK), step("r", R, REFUSE)), Family.ORCHESTRATED
@@ -153,4 +159,5 @@ def test_every_generated_saga_is_valid_and_ends(family: Family) -> None:
         assert Scenario.from_json(scenario.to_json()) == scenario
         for case in scenario.sagas:
             case.to_definition()  # a DefinitionError here is the generator's bug
-            assert predict(case, family).status in {"completed", "compensated", "needs_attention"}
+            ends = {"completed", "compensated", "needs_attention", NOT_STARTED}
+            assert predict(case, family).status in ends

@@ -56,6 +56,8 @@ class Observation:
     #: Saga logs that do not fold forward only, by saga.
     bad_logs: dict[str, list[str]] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
+    #: Sagas whose start raised, with the error.
+    refused: dict[str, str] = field(default_factory=dict)
     #: Things that went wrong with the runtime itself (a stop that hung, a failed start).
     problems: list[str] = field(default_factory=list)
     #: Every handler call, as (saga, step, op, attempt, behaviour).
@@ -167,7 +169,8 @@ async def drive(
     await runtime.start()
     try:
         await start_all(scenario.sagas, start, seen)
-        await wait_all(store, [saga.saga_id for saga in scenario.sagas], bound)
+        started = [saga.saga_id for saga in scenario.sagas if saga.saga_id not in seen.refused]
+        await wait_all(store, started, bound)
         await settle(plans, bound)
         if dead_letters is not None:
             await read_dead_letters(seen, dead_letters)
@@ -186,7 +189,7 @@ async def start_all(
     started = await asyncio.gather(*(start(saga) for saga in sagas), return_exceptions=True)
     for saga, result in zip(sagas, started, strict=True):
         if isinstance(result, BaseException):
-            seen.problems.append(f"starting {saga.saga_id} failed: {result!r}")
+            seen.refused[saga.saga_id] = f"{type(result).__name__}: {result}"
 
 
 async def wait_all(store: SqlSagaStore, saga_ids: Sequence[str], bound: float) -> None:

@@ -14,6 +14,7 @@ from sagakit import Runtime
 from sagakit.choreography import Choreography
 from sagakit.testing import FaultyTransport
 from sagakit.transports.memory import MemoryTransport
+from tests.generative.behaviours import start_data
 from tests.generative.runners.base import (
     Databases,
     Observation,
@@ -57,7 +58,7 @@ class ChoreographyRunner:
 
             async def start(saga: SagaCase) -> str:
                 return await choreography.start(
-                    store, saga.definition, saga.data, saga_id=saga.saga_id
+                    store, saga.definition, start_data(saga), saga_id=saga.saga_id
                 )
 
             await drive(

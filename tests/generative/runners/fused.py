@@ -9,6 +9,7 @@ from typing import Literal
 
 from sagakit import Orchestrator
 from sagakit.fused import FusedRuntime
+from tests.generative.behaviours import start_data
 from tests.generative.runners.base import (
     Databases,
     Observation,
@@ -44,7 +45,7 @@ class FusedRunner:
             )
 
             async def start(saga: SagaCase) -> str:
-                return await fused.begin(saga.definition, saga.data, saga_id=saga.saga_id)
+                return await fused.begin(saga.definition, start_data(saga), saga_id=saga.saga_id)
 
             await drive(
                 seen, fused, start, store=store, scenario=scenario, plans=plans, bound=bound

@@ -17,6 +17,7 @@ from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import FaultyTransport
 from sagakit.transports.memory import MemoryTransport
 from tests.conftest import AMQP_URL, open_rabbit
+from tests.generative.behaviours import start_data
 from tests.generative.runners.base import (
     Databases,
     Observation,
@@ -66,7 +67,9 @@ class RuntimeRunner:
             runtime.add(orchestrator, *participants)
 
             async def start(saga: SagaCase) -> str:
-                return await orchestrator.start(saga.definition, saga.data, saga_id=saga.saga_id)
+                return await orchestrator.start(
+                    saga.definition, start_data(saga), saga_id=saga.saga_id
+                )
 
             await drive(
                 seen,
