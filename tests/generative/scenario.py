@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
 
@@ -114,6 +114,8 @@ class StepCase:
     optional: bool = False
     #: A routing rule may skip this (non-optional) step, when the saga's data says so.
     skippable: bool = False
+    #: Its kind is given as text (``kind="pivot"``), which a Step accepts as well.
+    kind_as_text: bool = False
 
     @property
     def sleeps(self) -> bool:
@@ -142,7 +144,7 @@ class StepCase:
             participant=self.participant,
             command="act",
             compensation="undo" if self.kind is StepKind.COMPENSATABLE else None,
-            kind=self.kind,
+            kind=cast(StepKind, str(self.kind)) if self.kind_as_text else self.kind,
             timeout=timedelta(seconds=self.timeout),
             retry=policy,
             compensation_retry=undo_policy,
@@ -257,8 +259,9 @@ def render_saga(saga: SagaCase, family: Family = Family.ORCHESTRATED) -> str:
         if step.skippable:
             flags.append("skipped by a rule" if step.name in saga.skipped else "skippable")
         extra = f" ({'; '.join(flags)})" if flags else ""
+        kind = f'kind="{step.kind}"' if step.kind_as_text else step.kind
         lines.append(
-            f"  {step.name} [{step.kind}] at {step.participant}, {timing}{extra}: "
+            f"  {step.name} [{kind}] at {step.participant}, {timing}{extra}: "
             + ", ".join(str(b) for b in step.actions)
         )
         if step.undo:
@@ -295,6 +298,7 @@ def _saga_from(raw: Mapping[str, Any]) -> SagaCase:
             undo_attempts=s["undo_attempts"],
             optional=s["optional"],
             skippable=s["skippable"],
+            kind_as_text=s.get("kind_as_text", False),
         )
         for s in raw["steps"]
     )
@@ -324,9 +328,10 @@ _STYLES: dict[Act, tuple[Style, ...]] = {
 @dataclass(slots=True)
 class Knobs:
     """What the generator may use. ``left_out`` names behaviours never generated: an act
-    (``sleep``), an act in one style (``raise:connection``), or ``start:poison`` (data
-    that is not JSON given to start), to look past a known defect or to keep a
-    planted-bug test to what the engine got right already."""
+    (``sleep``), an act in one style (``raise:connection``), ``start:poison`` (data
+    that is not JSON given to start) or ``kind:text`` (a step's kind given as text), to
+    look past a known defect or to keep a planted-bug test to what the engine got right
+    already."""
 
     sagas: int = 24
     max_steps: int = 8
@@ -334,7 +339,7 @@ class Knobs:
 
     def __post_init__(self) -> None:
         known = {str(act) for act in Act} | {f"{a}:{s}" for a in Act for s in _STYLES[a]}
-        known.add("start:poison")  # starting data that is not JSON
+        known |= {"start:poison", "kind:text"}  # data that is not JSON; kind="pivot"
         unknown = sorted(self.left_out - known)
         if unknown:
             raise ValueError(f"unknown behaviours {unknown}; e.g. sleep, raise:connection")
@@ -364,15 +369,21 @@ def generate(seed: int, family: Family, knobs: Knobs | None = None) -> Scenario:
         for index in range(knobs.sagas)
     )
     scenario = Scenario(seed, family, sagas, slots=rng.choice((1, 1, 2, 4)))
-    if "start:poison" in knobs.left_out:
-        return scenario
-    # Drawn apart, so that it changes nothing else a seed generates.
-    starts = random.Random(f"{family}:{seed}:start")
-    sagas = tuple(
-        replace(saga, start_poison=starts.choice(POISONS)) if starts.random() < 0.04 else saga
-        for saga in sagas
-    )
+    # Drawn apart, so that they change nothing else a seed generates.
+    if "kind:text" not in knobs.left_out:
+        texts = random.Random(f"{family}:{seed}:text")
+        sagas = tuple(replace(saga, steps=_kinds_as_text(saga.steps, texts)) for saga in sagas)
+    if "start:poison" not in knobs.left_out:
+        starts = random.Random(f"{family}:{seed}:start")
+        sagas = tuple(
+            replace(saga, start_poison=starts.choice(POISONS)) if starts.random() < 0.04 else saga
+            for saga in sagas
+        )
     return replace(scenario, sagas=sagas)
+
+
+def _kinds_as_text(steps: tuple[StepCase, ...], rng: random.Random) -> tuple[StepCase, ...]:
+    return tuple(replace(step, kind_as_text=rng.random() < 0.2) for step in steps)
 
 
 def _saga(rng: random.Random, family: Family, knobs: Knobs, saga_id: str, name: str) -> SagaCase:

@@ -40,13 +40,14 @@ def test_the_seeds_cover_every_behaviour(family: Family) -> None:
         for saga in generate(seed, family).sagas:
             seen.update({"start with data that is not JSON"} if saga.start_poison else set())
             for step in saga.steps:
-                seen.add(f"kind {step.kind}")
+                seen.add(f"kind {step.kind}" + (" as text" if step.kind_as_text else ""))
                 seen.update(f"{b.act}:{b.style}" for b in step.actions)
                 seen.update(f"poison {b.poison}" for b in step.actions if b.poison)
                 seen.update(f"undo {b.act}" for b in step.undo)
                 seen.update(flag for flag in ("optional", "skippable") if getattr(step, flag))
     acts = [act for act in Act if family is Family.ORCHESTRATED or act is not Act.SLEEP]
-    wanted = {f"kind {kind}" for kind in StepKind if kind is not StepKind.APPROVAL}
+    kinds = [kind for kind in StepKind if kind is not StepKind.APPROVAL]
+    wanted = {f"kind {kind}{text}" for kind in kinds for text in ("", " as text")}
     wanted |= {f"{act}:{style}" for act in acts for style in Style}
     wanted -= {f"{Act.OK}:{Style.BEFORE}"}  # a success writes its effect
     wanted |= {f"poison {name}" for name in POISONS}
