@@ -20,6 +20,7 @@ order.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -61,6 +62,39 @@ class HandlerTimedOut(BaseException):
         super().__init__(f"{step} ran past its timeout of {seconds:g}s")
         self.step = step
         self.seconds = seconds
+
+
+class HandlerTooSlow(BaseException):
+    """A handler kept its batch waiting longer than the batch's patience: it is cut
+    short, the batch rolls back and runs again without it, and it runs alone, in a
+    transaction of its own with its whole budget, so one slow call never holds the
+    other commands it happened to share a batch with."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"{step} kept its batch waiting")
+        self.step = step
+
+
+#: How long the running batch waits for any one of its handlers before that handler
+#: leaves the batch (HandlerTooSlow); None for a command that runs alone.
+batch_patience: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "sagakit_batch_patience", default=None
+)
+
+#: A batch waits for one handler for at most this long ...
+MAX_PATIENCE = 1.0
+#: ... and for no longer than this share of the shortest timeout among its commands.
+PATIENCE_SHARE = 0.2
+
+
+def patience_for(commands: Sequence[Envelope]) -> float | None:
+    """How long a batch of ``commands`` waits for one handler (None: a lone command,
+    which gets its whole budget)."""
+    if len(commands) < 2:
+        return None
+    budgets = [env.timeout for env in commands if env.timeout]
+    shortest = min(budgets, default=MAX_PATIENCE / PATIENCE_SHARE)
+    return min(MAX_PATIENCE, shortest * PATIENCE_SHARE)
 
 
 class BatchInbox:

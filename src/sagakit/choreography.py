@@ -110,7 +110,9 @@ def compile_routes(definition: SagaDefinition) -> list[Route]:
         routes.append(Route(trigger, definition, step, "action"))
         if step.kind is StepKind.COMPENSATABLE and index + 1 < len(steps):
             after = steps[index + 1]
-            outcomes = ["failed"]
+            # A retriable step's failure undoes nothing (the saga needs a person, as
+            # orchestrated): only a compensatable step or the pivot failing turns back.
+            outcomes = [] if after.kind is StepKind.RETRIABLE else ["failed"]
             if after.kind is StepKind.COMPENSATABLE:
                 outcomes.append("compensated")
             routes.extend(
@@ -265,6 +267,7 @@ class ChoreographedParticipant:
 
     def __init__(self, participant: Participant, routes: Sequence[Route], *, clock: Clock) -> None:
         self.participant = participant
+        self.concurrency = participant.concurrency
         self.store = participant.store
         self.clock = clock
         self.queue = follower_queue(participant.name)

@@ -258,6 +258,11 @@ class _Decider:
             return None
         if body.retryable and reply.attempt != st.attempt:
             return f"stale: attempt {reply.attempt} was superseded by attempt {st.attempt}"
+        if body.retryable and st.status is StepStatus.RETRY_WAIT:
+            # This attempt already failed or timed out, and its retry is scheduled: a
+            # failure that arrives now (a handler cancelled at its timeout answers after
+            # the saga's own deadline fired) must not count the same try twice.
+            return f"late: attempt {reply.attempt} was already counted as failed"
         reason = body.reason or "failed"
         self.emit(
             StepFailed(

@@ -55,7 +55,14 @@ from typing import Any
 from sqlalchemy import select
 
 from sagakit import collector
-from sagakit.batching import BatchInbox, HandlerTimedOut, Unbatch
+from sagakit.batching import (
+    BatchInbox,
+    HandlerTimedOut,
+    HandlerTooSlow,
+    Unbatch,
+    batch_patience,
+    patience_for,
+)
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
 from sagakit.contracts import check_start
@@ -192,6 +199,7 @@ class FusedRuntime:
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
         self._unbatched: set[str] = set()  # sagas whose writes go one by one (Unbatch)
+        self._alone: set[str] = set()  # sagas whose next step runs in a batch alone
         self._breakers_loaded: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._wake = asyncio.Event()
@@ -200,7 +208,8 @@ class FusedRuntime:
         self.transactions = 0
         #: Batches rolled back and run again, by why: "conflict" (another writer, or a
         #: transient database error), "unbatch" (Unbatch), "timeout" (a handler ran past
-        #: its step's timeout), "turn" (waited too long for the turn), "error".
+        #: its step's timeout), "slow" (a handler kept its batch waiting and runs alone
+        #: next), "turn" (waited too long for the turn), "error".
         self.retries: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public
@@ -318,11 +327,14 @@ class FusedRuntime:
         """Up to ``batch`` steps, none of a saga another worker holds (a saga's cached
         state is only ever changed by one transaction at a time)."""
         batch = _Batch()
+        if self._alone and self._take_alone(batch):
+            return batch
         held: list[Envelope] = []
         mine: set[str] = set()
         while self._commands and len(batch.commands) < self.batch:
             env = self._commands.popleft()
-            if env.saga_id in self._busy and env.saga_id not in mine:
+            busy = env.saga_id in self._busy and env.saga_id not in mine
+            if busy or env.saga_id in self._alone:
                 held.append(env)
                 continue
             self._busy.add(env.saga_id)
@@ -332,7 +344,7 @@ class FusedRuntime:
         waiting: list[_Start] = []
         while self._starts and len(batch.starts) + len(batch.commands) < self.batch:
             item = self._starts.popleft()
-            if item.saga_id in self._busy:
+            if item.saga_id in self._busy or item.saga_id in self._alone:
                 waiting.append(item)
                 continue
             self._busy.add(item.saga_id)
@@ -340,28 +352,34 @@ class FusedRuntime:
         self._starts.extendleft(reversed(waiting))
         return batch
 
+    def _take_alone(self, batch: _Batch) -> bool:
+        """Fill ``batch`` with the one step of a saga whose handler was too slow for a
+        shared batch (HandlerTooSlow), if one is queued and free; say whether it did."""
+        for env in self._commands:
+            if env.saga_id in self._alone and env.saga_id not in self._busy:
+                self._commands.remove(env)
+                batch.commands.append(env)
+                break
+        else:
+            for item in self._starts:
+                if item.saga_id in self._alone and item.saga_id not in self._busy:
+                    self._starts.remove(item)
+                    batch.starts.append(item)
+                    break
+            else:
+                return False
+        saga_id = (batch.commands or batch.starts)[0].saga_id
+        self._alone.discard(saga_id)
+        self._busy.add(saga_id)
+        return True
+
     async def _run_batch(self, batch: _Batch) -> None:
         try:
             decisions, onward = await self._transaction(batch)
-        except HandlerTimedOut:
-            self.retries["timeout"] += 1  # its participant answers it, unrun, next time
+        except (HandlerTimedOut, HandlerTooSlow, _TurnTimeout, Unbatch) as again:
             self._forget(batch)
             self._requeue(batch)
-            return
-        except _TurnTimeout:
-            # Rolled back, so whatever waited on this transaction's locks goes on; a
-            # short random pause keeps the two from meeting the same way again.
-            self.retries["turn"] += 1
-            log.warning("a fused batch waited too long for the turn; running it again")
-            self._forget(batch)
-            self._requeue(batch)
-            await asyncio.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - not for secrets
-            return
-        except Unbatch as unbatch:
-            self.retries["unbatch"] += 1
-            self._unbatched.update(unbatch.saga_ids)
-            self._forget(batch)
-            self._requeue(batch)
+            await self._again(again)
             return
         except (ConcurrencyError, StoreError) as exc:
             # Another writer moved a saga, or the database hiccuped: forget what is
@@ -389,6 +407,30 @@ class FusedRuntime:
             self._requeue(batch)
             await asyncio.sleep(_FAILED_BATCH_PAUSE)
             return
+        self._committed(batch, decisions, onward)
+
+    async def _again(self, why: BaseException) -> None:
+        """A batch rolled back to run again, for one of the reasons that is no fault of
+        the batch as a whole: count it, and set up what its next run needs."""
+        if isinstance(why, HandlerTimedOut):
+            self.retries["timeout"] += 1  # its participant answers it, unrun, next time
+        elif isinstance(why, HandlerTooSlow):
+            # It runs next in a batch of its own; the rest run again without waiting.
+            self.retries["slow"] += 1
+            self._alone.add(why.step.split("/", 1)[0])
+        elif isinstance(why, Unbatch):
+            self.retries["unbatch"] += 1
+            self._unbatched.update(why.saga_ids)
+        else:
+            # Rolled back, so whatever waited on this transaction's locks goes on; a
+            # short random pause keeps the two from meeting the same way again.
+            self.retries["turn"] += 1
+            log.warning("a fused batch waited too long for the turn; running it again")
+            await asyncio.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - not for secrets
+
+    def _committed(
+        self, batch: _Batch, decisions: list[Decision], onward: Mapping[str, list[Outgoing]]
+    ) -> None:
         self.transactions += 1
         if self._unbatched:
             self._unbatched -= {d.state.saga_id for d in decisions}
@@ -470,6 +512,7 @@ class FusedRuntime:
                 )
                 if len(commands) > 1:
                     await inbox.preclaim_commands([(self._consumer_of(e), e) for e in commands])
+                batch_patience.set(patience_for(commands))
                 outcomes = [await self._execute(inbox, env) for env in commands]
                 await self._decide_outcomes(unit, outcomes, decisions)
                 inbox.check_used()

@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Executable, text
 
 from sagakit import tracing
-from sagakit.batching import BatchInbox, HandlerTimedOut, Unbatch, inbox_key, step_key
+from sagakit.batching import (
+    BatchInbox,
+    HandlerTimedOut,
+    HandlerTooSlow,
+    Unbatch,
+    batch_patience,
+    inbox_key,
+    patience_for,
+    step_key,
+)
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
@@ -158,8 +167,13 @@ class Participant:
         service_log: str | None = None,
         breakers: Sequence[CircuitBreaker] = (),
         handler_timeout: float = 30.0,
+        concurrency: int = 4,
     ) -> None:
         self.name = name
+        #: Batches of commands handled at once, each its own transaction: a handler that
+        #: hangs holds its own batch until its timeout, and the others go on.
+        self.concurrency = concurrency
+        self._lone_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         #: Seconds a handler may run when its command names no timeout of its own.
         self.handler_timeout = handler_timeout
         # Steps (step_key) whose handler ran past its timeout in a transaction that then
@@ -220,6 +234,7 @@ class Participant:
         """
         commands: list[tuple[Envelope, Handler]] = []
         releases: list[str] = []
+        carried: dict[str, Delivery] = {}  # each command's delivery, by message id
         for delivery in deliveries:
             try:
                 envelope = Envelope.from_bytes(delivery.message.body)
@@ -232,17 +247,51 @@ class Participant:
                 delivery.reject(exc.reason, exc.detail)
                 continue
             commands.append((envelope, handler))
+            carried[envelope.message_id] = delivery
         if not commands and not releases:
             return
+        alone = await self._handle_batch(commands, releases)
+        if not alone:
+            return
+        # The batch committed without its slow commands: what it did is done now (the
+        # transport need not hold it back), and those run each in a transaction of its
+        # own, side by side.
+        slow = {env.message_id for env, _ in alone}
+        for message_id, delivery in carried.items():
+            if message_id not in slow:
+                delivery.done()
+        await asyncio.gather(*(self._alone(command) for command in alone))
+
+    async def _alone(self, command: tuple[Envelope, Handler]) -> None:
+        """A command too slow for its batch, in a transaction of its own (no more of
+        those at once than the participant has batches)."""
+        loop = asyncio.get_running_loop()
+        if self._lone_slots is None or self._lone_slots[0] is not loop:
+            self._lone_slots = (loop, asyncio.Semaphore(self.concurrency))
+        async with self._lone_slots[1]:
+            await self._handle_batch([command], [])
+
+    async def _handle_batch(
+        self, commands: Sequence[tuple[Envelope, Handler]], releases: Sequence[str]
+    ) -> list[tuple[Envelope, Handler]]:
+        """Run ``commands`` in one transaction, again and again until it commits; return
+        the commands that left it for being too slow."""
         unbatched: set[str] = set()
-        while True:  # each round settles one more saga's writes or timeout, so it ends
+        alone: list[tuple[Envelope, Handler]] = []
+        batch = list(commands)
+        while batch or releases:  # each round settles one more saga's writes, timeout or slowness
+            batch_patience.set(patience_for([env for env, _ in batch]))
             try:
-                await self._handle_once(commands, releases, unbatched)
-                return
+                await self._handle_once(batch, releases, unbatched)
+                return alone
             except Unbatch as unbatch:
                 unbatched.update(unbatch.saga_ids)
             except HandlerTimedOut as late:
                 self.note_timeout(late)
+            except HandlerTooSlow as slow:
+                alone.extend(c for c in batch if step_key(c[0]) == slow.step)
+                batch = [c for c in batch if step_key(c[0]) != slow.step]
+        return alone
 
     async def _handle_once(
         self,
@@ -409,17 +458,24 @@ class Participant:
         # mid-flight, so no savepoint is trusted to undo it: the whole transaction rolls
         # back (HandlerTimedOut) and runs again, answering this attempt as failed.
         budget = env.timeout or self.handler_timeout
-        timer = asyncio.timeout(budget)
+        patience = batch_patience.get()
+        limit = budget if patience is None else min(budget, patience)
+        timer = asyncio.timeout(limit)
         try:
             async with timer:
                 body = await self._guarded(unit, env, handler, ctx)
         except BaseException as exc:
             if timer.expired():
-                raise HandlerTimedOut(key, budget) from exc
+                raise self._cut_short(key, limit, budget) from exc
             raise
         if timer.expired():
-            raise HandlerTimedOut(key, budget)
+            raise self._cut_short(key, limit, budget)
         return body
+
+    def _cut_short(self, key: str, limit: float, budget: float) -> BaseException:
+        if limit < budget:
+            return HandlerTooSlow(key)  # it leaves the batch and runs alone
+        return HandlerTimedOut(key, budget)
 
     async def _guarded(
         self, unit: UnitOfWork, env: Envelope, handler: Handler, ctx: StepContext

@@ -231,13 +231,17 @@ class Delivery:
     that one message back after its retry tier's delay, as if the handler had raised.
     A handler whose dependency is down (an open circuit breaker) calls :meth:`defer`:
     the message comes back after about the given wait, and the try does not count
-    toward the transport's delivery limit.
+    toward the transport's delivery limit. A handler whose work for a delivery has
+    committed while the rest of its batch goes on may call :meth:`done`, so the
+    transport can acknowledge it now rather than with the batch.
     """
 
     message: TransportMessage
     attempt: int = 1
     rejection: tuple[str, str] | None = None
     retry_reason: str | None = None
+    #: Set by a transport that can acknowledge one delivery before its batch returns.
+    on_done: Callable[[], None] | None = field(default=None, repr=False, compare=False)
     #: Set by :meth:`defer`: come back after about this many seconds, uncounted.
     deferred_for: float | None = None
 
@@ -259,6 +263,12 @@ class Delivery:
     def reset(self) -> None:
         """Forget a verdict (the handler is deciding the batch again)."""
         self.rejection = self.retry_reason = self.deferred_for = None
+
+    def done(self) -> None:
+        """This delivery's work has committed: it needs no verdict and may be
+        acknowledged before the rest of its batch is."""
+        if self.on_done is not None and self.rejection is None and self.retry_reason is None:
+            self.on_done()
 
 
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
@@ -346,12 +356,13 @@ class Transport(Protocol):
     async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult: ...
 
     async def consume(
-        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
     ) -> Subscription:
-        """Deliver batches to ``handler``. A batch is acknowledged when it returns, each
-        rejected delivery is dead-lettered, and when the handler raises every message of
-        the batch comes back after its retry tier's delay (attempt + 1), until the
-        delivery limit dead-letters it."""
+        """Deliver batches to ``handler``, up to ``concurrency`` of them at once (each
+        its own call, so a slow one holds only its own messages). A batch is
+        acknowledged when it returns, each rejected delivery is dead-lettered, and when
+        the handler raises every message of the batch comes back after its retry tier's
+        delay (attempt + 1), until the delivery limit dead-letters it."""
         ...
 
     @property

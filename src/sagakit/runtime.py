@@ -136,9 +136,14 @@ class Runtime:
             for pattern in consumer.bindings:
                 await self.transport.bind(consumer.queue, pattern)
         for consumer in self.consumers:
+            # A participant handles several batches at once, so a handler that hangs
+            # holds its own batch and not the participant (Participant.concurrency).
             self._subscriptions.append(
                 await self.transport.consume(
-                    consumer.queue, consumer.handle, prefetch=self.prefetch
+                    consumer.queue,
+                    consumer.handle,
+                    prefetch=self.prefetch,
+                    concurrency=getattr(consumer, "concurrency", 1),
                 )
             )
         for orchestrator in self.orchestrators if self.run_timers else ():

@@ -331,7 +331,7 @@ async def test_a_unit_that_opens_with_an_inbox_claim_rolls_it_back(store: SqlSag
         assert await unit.claim("c", ["first"]) == {"first"}
 
 
-def outgoing(n: int, saga: str = "s") -> Outgoing:
+def outgoing(n: int, saga: str = "s", queue: str = "q") -> Outgoing:
     env = Envelope(
         message_id=f"m{n}",
         type="t.x",
@@ -340,7 +340,7 @@ def outgoing(n: int, saga: str = "s") -> Outgoing:
         created_at=1.0,
         payload={"n": n},
     )
-    return Outgoing("q", env)
+    return Outgoing(queue, env)
 
 
 async def test_outbox_claims_batches_and_marks_sent(store: SqlSagaStore) -> None:
@@ -451,6 +451,36 @@ async def test_a_claim_never_jumps_ahead_of_a_sagas_earlier_message(pg_url: str)
         await unit.enqueue([outgoing(1, saga="s"), outgoing(2, saga="other")])
     async with store.unit() as unit:
         await unit.enqueue([outgoing(3, saga="s")])
+    async with store.claim_outbox(limit=1) as first:
+        assert [r.message.message_id for r in first.rows] == ["m1"]
+        async with store.claim_outbox(limit=10) as second:
+            assert [r.message.message_id for r in second.rows] == ["m2"]  # not m3
+            second.mark_sent([r.id for r in second.rows])
+        first.mark_sent([r.id for r in first.rows])
+    async with store.claim_outbox(limit=10) as third:
+        assert [r.message.message_id for r in third.rows] == ["m3"]
+    await store.close()
+
+
+async def test_a_sagas_message_to_another_queue_never_waits_for_an_earlier_one(
+    pg_url: str,
+) -> None:
+    """Order is per saga and destination: while one claim holds saga s's command to a
+    participant (its confirm not back yet), the reply s wrote to the orchestrator may
+    go; a second message to the participant's queue may not."""
+    from sagakit.stores import open_store
+
+    store = open_store(pg_url)
+    await store.migrate()
+    async with store.unit() as unit:
+        await unit.enqueue([outgoing(1, saga="s", queue="participant")])
+    async with store.unit() as unit:
+        await unit.enqueue(
+            [
+                outgoing(2, saga="s", queue="orchestrator"),
+                outgoing(3, saga="s", queue="participant"),
+            ]
+        )
     async with store.claim_outbox(limit=1) as first:
         assert [r.message.message_id for r in first.rows] == ["m1"]
         async with store.claim_outbox(limit=10) as second:

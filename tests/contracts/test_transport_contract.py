@@ -398,6 +398,37 @@ async def test_a_consumer_stopped_before_acking_leaves_the_message_for_the_next(
     assert (await publishing).confirmed == {sent.message_id}
 
 
+async def test_a_batch_that_hangs_holds_only_its_own_messages(transport: Transport) -> None:
+    # With room for two batches at once, one whose handler hangs does not hold the
+    # consumer: later messages are handled meanwhile, and a stop gives the hung one back.
+    await transport.declare("side-by-side")
+    stuck = message("side-by-side")
+    rest = [message("side-by-side") for _ in range(5)]
+    hung = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[Delivery]) -> None:
+        if any(d.message.message_id == stuck.message_id for d in batch):
+            hung.set()
+            await asyncio.Event().wait()
+        handled.extend(d.message.message_id for d in batch)
+
+    consumer = await transport.consume("side-by-side", handler, prefetch=1, concurrency=2)
+    first = asyncio.create_task(transport.publish([stuck]))
+    await asyncio.wait_for(hung.wait(), 5)
+    later = asyncio.create_task(transport.publish(rest))
+    await eventually(until(lambda: len(handled) == len(rest)))
+    assert sorted(handled) == sorted(m.message_id for m in rest)
+    assert (await later).confirmed == {m.message_id for m in rest}
+    started = asyncio.get_running_loop().time()
+    await consumer.stop(grace=0.2)
+    assert asyncio.get_running_loop().time() - started < 2
+    got = Recorder()
+    await transport.consume("side-by-side", got)
+    await eventually(until(lambda: got.ids == [stuck.message_id]))
+    assert (await first).confirmed == {stuck.message_id}
+
+
 async def test_settled_batches_leave_nothing_for_the_next_consumer(
     transport: Transport,
 ) -> None:

@@ -6,7 +6,15 @@ from collections import Counter
 
 import pytest
 
-from sagakit import DefinitionError, Orchestrator, Runtime, StartRequest
+from sagakit import (
+    DefinitionError,
+    Orchestrator,
+    Runtime,
+    SagaDefinition,
+    StartRequest,
+    Step,
+    StepKind,
+)
 from sagakit.choreography import Choreography, compile_routes
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import Faults, FaultyTransport, forward_only
@@ -28,6 +36,24 @@ def test_a_definition_compiles_into_event_routes() -> None:
         ("order.charge.failed", "reserve", "compensation"),
         ("order.charge.compensated", "reserve", "compensation"),
         ("order.ship.failed", "charge", "compensation"),  # the pivot is never compensated
+    }
+
+
+def test_a_retriable_step_failing_undoes_nothing_even_without_a_pivot() -> None:
+    # Compensatable steps and then a retriable one: once the retriable step is reached
+    # nothing may be undone, so its failure triggers no compensation (a person decides,
+    # as when orchestrated).
+    saga = SagaDefinition(
+        "late",
+        steps=[
+            Step(name="hold", participant="p", command="hold", compensation="free"),
+            Step(name="mail", participant="p", command="mail", kind=StepKind.RETRIABLE),
+        ],
+    )
+    routes = {(r.trigger, r.step.name, r.op) for r in compile_routes(saga)}
+    assert routes == {
+        ("late.started", "hold", "action"),
+        ("late.hold.succeeded", "mail", "action"),
     }
 
 

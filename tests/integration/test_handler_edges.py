@@ -21,6 +21,7 @@ from sagakit import (
     RetryPolicy,
     Runtime,
     SagaDefinition,
+    StartRequest,
     Step,
     StepContext,
     StepKind,
@@ -280,3 +281,51 @@ async def effects_seen(store: SqlSagaStore, saga: str) -> list[str]:
             )
         )
         return ["pay" for _ in rows]
+
+
+QUICK = SagaDefinition(
+    "quick",
+    steps=[
+        Step(
+            name="go",
+            participant="desk",
+            command="go",
+            kind=StepKind.PIVOT,
+            timeout=timedelta(seconds=20),
+        )
+    ],
+)
+
+
+async def test_a_slow_handler_leaves_its_batch_and_the_others_go_on(
+    store: SqlSagaStore,
+) -> None:
+    # Twelve commands arrive together; one handler takes seconds. The batch waits for
+    # it only a moment (a share of the shortest timeout in it), then runs again
+    # without it: the eleven end while the slow one still runs, alone, with its whole
+    # budget, and its effect is there once.
+    participant = Participant("desk", store)
+    slow_started = asyncio.Event()
+
+    @participant.command("go")
+    async def go(ctx: StepContext) -> None:
+        if ctx.payload["slow"]:
+            slow_started.set()
+            await asyncio.sleep(4)
+        await ctx.connection.execute(
+            text("INSERT INTO effects VALUES (:s, 'go')"), {"s": ctx.saga_id}
+        )
+
+    orchestrator = Orchestrator(store, [QUICK])
+    async with Runtime(open_transport("memory://"), timer_interval=0.05).add(
+        orchestrator, participant
+    ) as runtime:
+        ids = await orchestrator.start_many(
+            [StartRequest("quick", {"slow": i == 0}, saga_id=f"q{i}") for i in range(12)]
+        )
+        await runtime.wait_for(store, ids[1:], timeout=15)
+        assert (await store.statuses(["q0"]))["q0"] == "running"
+        assert slow_started.is_set()
+        assert (await runtime.wait_for(store, ["q0"], timeout=15))["q0"] == "completed"
+    for saga_id in ids:
+        assert await effects(store, saga_id) == ["go"]

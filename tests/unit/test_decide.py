@@ -231,6 +231,20 @@ def test_deadline_retries_then_compensates_including_the_timed_out_step() -> Non
     assert sent(final) == ["payment.refund/compensation"]
 
 
+def test_a_failure_that_comes_after_its_attempt_timed_out_counts_once() -> None:
+    # A handler cancelled at its timeout answers "failed" just after the saga's own
+    # deadline fired for the same try: that try is counted once, not twice.
+    d = Driver(ORDER)
+    d.start()
+    d.reply("reserve")
+    assert types(d.tick(31.0)) == ["StepTimedOut", "RetryScheduled"]
+    late = d.reply("charge", ok=False, retryable=True, attempt=1, reason="ran past its timeout")
+    assert types(late) == ["ReplyIgnored"]
+    assert d.state is not None and d.state.steps["charge"].attempts_counted == 1
+    assert types(d.tick(1.0)) == ["StepRequested"]
+    assert d.state.steps["charge"].attempt == 2
+
+
 def test_pivot_that_times_out_for_good_needs_attention() -> None:
     d = Driver(ORDER)
     d.start()

@@ -274,9 +274,10 @@ _CLAIM_OUTBOX = (
     "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
     "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $2 "
     "FOR UPDATE SKIP LOCKED), "
-    "f AS (SELECT saga_id, min(id) AS first FROM saga_outbox "
-    "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) GROUP BY saga_id) "
-    "SELECT c.*, f.first FROM c JOIN f USING (saga_id) ORDER BY c.id"
+    "f AS (SELECT saga_id, destination, min(id) AS first FROM saga_outbox "
+    "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) "
+    "GROUP BY saga_id, destination) "
+    "SELECT c.*, f.first FROM c JOIN f USING (saga_id, destination) ORDER BY c.id"
 )
 _MARK_SENT = "UPDATE saga_outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])"
 # Outbox rows a fused runtime ran itself, marked sent by message id (a CTE of an append).
@@ -464,7 +465,8 @@ class PostgresSagaStore(SqlSagaStore):
     async def _claim_in_order(
         self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
-        # One statement: the claim, and each claimed saga's earliest unsent row.
+        # One statement: the claim, and the earliest unsent row of each claimed saga
+        # for each destination.
         driver = await _driver_of(conn)
         found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit])
         rows = [
@@ -476,7 +478,7 @@ class PostgresSagaStore(SqlSagaStore):
             )
             for r in found
         ]
-        return rows, in_saga_order(rows, {r[3]: r[7] for r in found})
+        return rows, in_saga_order(rows, {(r[3], r[2]): r[7] for r in found})
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         driver = await _driver_of(conn)

@@ -92,14 +92,19 @@ def _stored(row: Any) -> StoredEvent:
     )
 
 
-def in_saga_order(rows: list[OutboxRow], lowest: Mapping[str, int]) -> list[OutboxRow]:
-    """``rows`` (in id order) but those of any saga whose ``lowest`` unsent row is
-    earlier than its first row here: that row is held by another claim."""
-    first: dict[str, int] = {}
+def in_saga_order(rows: list[OutboxRow], lowest: Mapping[tuple[str, str], int]) -> list[OutboxRow]:
+    """``rows`` (in id order) but those of any saga and destination whose ``lowest``
+    unsent row is earlier than its first row here: that row is held by another claim.
+
+    Order is kept per saga *and destination*: what one queue gets of one saga arrives in
+    the order it was written, while a saga's messages to different queues, which no
+    consumer could order anyway, never wait for each other (a reply does not wait for
+    its command's confirm)."""
+    first: dict[tuple[str, str], int] = {}
     for row in rows:
-        first.setdefault(row.saga_id, row.id)
-    blocked = {saga_id for saga_id, low in lowest.items() if low < first.get(saga_id, low)}
-    return [row for row in rows if row.saga_id not in blocked]
+        first.setdefault((row.saga_id, row.message.destination), row.id)
+    blocked = {key for key, low in lowest.items() if low < first.get(key, low)}
+    return [row for row in rows if (row.saga_id, row.message.destination) not in blocked]
 
 
 class SqlSagaStore:
@@ -496,14 +501,16 @@ class SqlSagaStore:
         rows = await self._claim_rows(conn, limit, exclude)
         return rows, await self._in_saga_order(conn, rows)
 
-    async def _first_unsent(self, conn: AsyncConnection, saga_ids: list[str]) -> dict[str, int]:
-        """The id of each saga's earliest unsent row."""
+    async def _first_unsent(
+        self, conn: AsyncConnection, saga_ids: list[str]
+    ) -> dict[tuple[str, str], int]:
+        """The id of each saga's earliest unsent row for each destination."""
         result = await conn.execute(
-            select(saga_outbox.c.saga_id, func.min(saga_outbox.c.id))
+            select(saga_outbox.c.saga_id, saga_outbox.c.destination, func.min(saga_outbox.c.id))
             .where(saga_outbox.c.sent_at.is_(None), self.among(saga_outbox.c.saga_id, saga_ids))
-            .group_by(saga_outbox.c.saga_id)
+            .group_by(saga_outbox.c.saga_id, saga_outbox.c.destination)
         )
-        return {row[0]: row[1] for row in result}
+        return {(row[0], row[1]): row[2] for row in result}
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         await conn.execute(
@@ -513,8 +520,9 @@ class SqlSagaStore:
         )
 
     async def _in_saga_order(self, conn: AsyncConnection, rows: list[OutboxRow]) -> list[OutboxRow]:
-        """Drop the rows of any saga that has an earlier unsent row outside this claim (held
-        by another relay or batch), so a saga's messages are never published out of order."""
+        """Drop the rows of any saga that has an earlier unsent row for the same
+        destination outside this claim (held by another relay or batch), so what a queue
+        gets of a saga is never published out of order."""
         if not rows:
             return rows
         lowest = await self._first_unsent(conn, list({row.saga_id for row in rows}))

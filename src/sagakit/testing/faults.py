@@ -77,9 +77,9 @@ class FaultyTransport:
         return self.inner.dead_letters
 
     async def consume(
-        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
     ) -> Subscription:
-        return await self.inner.consume(queue, handler, prefetch=prefetch)
+        return await self.inner.consume(queue, handler, prefetch=prefetch, concurrency=concurrency)
 
     async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
         if not self.enabled:

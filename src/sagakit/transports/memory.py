@@ -12,8 +12,9 @@ retry tier's delay, and dead letters with their reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sagakit.logs import get_logger
 from sagakit.messages import EVENTS, TransportMessage, split_destination, topic_matches
@@ -25,7 +26,7 @@ from sagakit.ports import (
     Delivery,
     PublishResult,
 )
-from sagakit.transports._consumers import ConsumerState, cancelling, wind_down
+from sagakit.transports._consumers import Batches, cancelling
 
 log = get_logger("sagakit.transport")
 
@@ -39,15 +40,19 @@ class _Item:
 
 @dataclass(slots=True)
 class _Subscription:
-    task: asyncio.Task[None]
-    queue: str
-    state: ConsumerState
-    current: list[_Item] = field(default_factory=list)
+    taker: asyncio.Task[None]
+    batches: Batches
 
     async def stop(self, *, grace: float = 0.0) -> None:
-        """Take no more messages; give the batch in hand ``grace`` seconds (see
-        wind_down); what it did not finish goes back on the queue."""
-        await wind_down(self.task, self.state, grace=grace, what=f"consumer of {self.queue}")
+        """Take no more messages; give the batches in hand ``grace`` seconds (see
+        Batches.wind_down); what they did not finish goes back on the queue."""
+        await self.batches.wind_down(self.taker, grace=grace)
+
+
+def _confirm(item: _Item) -> None:
+    """The message was handled: its publisher's wait ends (its outbox row is sent)."""
+    if not item.confirmed.done():
+        item.confirmed.set_result(None)
 
 
 class MemoryDeadLetters:
@@ -176,63 +181,68 @@ class MemoryTransport:
         return PublishResult(confirmed={mid for mid, _ in waiting}, failed=failed)
 
     async def consume(
-        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
     ) -> _Subscription:
         await self.declare(queue)
         q = self._queues[queue]
-        holder: list[_Subscription] = []
-        state = ConsumerState()
-        task = asyncio.create_task(self._run(queue, q, handler, prefetch, holder))
-        sub = _Subscription(task, queue, state)
-        holder.append(sub)
+        batches = Batches(concurrency, f"consumer of {queue}")
+        taker = asyncio.create_task(self._take(queue, q, handler, prefetch, batches))
+        sub = _Subscription(taker, batches)
         self._subscriptions.append(sub)
         return sub
 
-    async def _run(
+    async def _take(
         self,
         name: str,
         q: asyncio.Queue[_Item],
         handler: BatchHandler,
         prefetch: int,
-        holder: list[_Subscription],
+        batches: Batches,
     ) -> None:
-        sub = holder[0]
-        while not sub.state.stopping:
-            batch = [await q.get()]
+        """Cut what the queue holds into batches of up to ``prefetch``, each handled as
+        soon as one of the consumer's slots is free."""
+        while not batches.stopping:
+            await batches.slot()
+            try:
+                batch = [await q.get()]
+            except BaseException:
+                batches.give_back()
+                raise
             while len(batch) < prefetch and not q.empty():
                 batch.append(q.get_nowait())
-            sub.current = batch
-            sub.state.busy = True
-            deliveries = [Delivery(item.message, item.attempt) for item in batch]
-            try:
-                await handler(deliveries)
-            except asyncio.CancelledError:
+            batches.start(self._handle(name, q, handler, batch))
+
+    async def _handle(
+        self, name: str, q: asyncio.Queue[_Item], handler: BatchHandler, batch: list[_Item]
+    ) -> None:
+        deliveries = [Delivery(item.message, item.attempt) for item in batch]
+        for item, delivery in zip(batch, deliveries, strict=True):
+            delivery.on_done = functools.partial(_confirm, item)
+        try:
+            await handler(deliveries)
+        except asyncio.CancelledError:
+            for item in batch:
+                q.put_nowait(item)  # not acknowledged: someone else gets it
+            raise
+        except Exception as exc:
+            if cancelling():  # the stop cut the handler short: not its failure
                 for item in batch:
-                    q.put_nowait(item)  # not acknowledged: someone else gets it
-                raise
-            except Exception as exc:
-                if cancelling():  # the stop cut the handler short: not its failure
-                    for item in batch:
-                        q.put_nowait(item)
-                    raise asyncio.CancelledError from exc
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning(f"consumer of {name} failed on {len(batch)} message(s): {error}")
-                for item in batch:
+                    q.put_nowait(item)
+                raise asyncio.CancelledError from exc
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning(f"consumer of {name} failed on {len(batch)} message(s): {error}")
+            for item in batch:
+                if not item.confirmed.done():  # not one the handler finished early
                     await self._retry(name, q, item, error)
+            return
+        for item, delivery in zip(batch, deliveries, strict=True):
+            if delivery.rejection is not None:
+                reason, detail = delivery.rejection
+                await self._dead_letter(name, item, reason, detail)
+            elif delivery.retry_reason is not None:
+                await self._retry(name, q, item, delivery.retry_reason, after=delivery.deferred_for)
             else:
-                for item, delivery in zip(batch, deliveries, strict=True):
-                    if delivery.rejection is not None:
-                        reason, detail = delivery.rejection
-                        await self._dead_letter(name, item, reason, detail)
-                    elif delivery.retry_reason is not None:
-                        await self._retry(
-                            name, q, item, delivery.retry_reason, after=delivery.deferred_for
-                        )
-                    elif not item.confirmed.done():
-                        item.confirmed.set_result(None)
-            finally:
-                sub.state.busy = False
-            sub.current = []
+                _confirm(item)
 
     async def _retry(
         self,

@@ -62,7 +62,7 @@ from sagakit.transports._amqp import (
     translated,
     unbundled,
 )
-from sagakit.transports._consumers import ConsumerState, cancelling, wind_down
+from sagakit.transports._consumers import Batches, cancelling
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE, RabbitDeadLetters
 
 log = get_logger("sagakit.transport")
@@ -78,25 +78,25 @@ class RabbitSubscription:
         channel: aio_pika.abc.AbstractChannel,
         queue: aio_pika.abc.AbstractQueue,
         tag: str,
-        task: asyncio.Task[None],
-        state: ConsumerState,
+        taker: asyncio.Task[None],
+        batches: Batches,
     ) -> None:
         self.channel = channel
         self.queue = queue
         self.tag = tag
-        self.task = task
-        self.state = state
+        self.taker = taker
+        self.batches = batches
         self.stopped = False
 
     async def stop(self, *, grace: float = 0.0) -> None:
-        """Take no more deliveries; give the batch in hand ``grace`` seconds (see
-        wind_down); what it did not settle goes back to the broker."""
+        """Take no more deliveries; give the batches in hand ``grace`` seconds (see
+        Batches.wind_down); what they did not settle goes back to the broker."""
         if self.stopped:
             return
         self.stopped = True
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.queue.cancel(self.tag)
-        await wind_down(self.task, self.state, grace=grace, what=f"consumer of {self.queue.name}")
+        await self.batches.wind_down(self.taker, grace=grace)
         # Closing the channel gives every unacknowledged delivery back to the broker.
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.channel.close()
@@ -329,14 +329,15 @@ class RabbitTransport:
         return bundles
 
     async def consume(
-        self, queue: str, handler: BatchHandler, *, prefetch: int = 64
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
     ) -> RabbitSubscription:
         await self.declare(queue)
         inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         async with translated(f"consuming {queue!r}"):
             channel = await self.connection.channel(publisher_confirms=False)
             try:
-                await channel.set_qos(prefetch_count=prefetch)
+                # Room for every batch the consumer may have in hand at once.
+                await channel.set_qos(prefetch_count=prefetch * concurrency)
                 declared = await channel.declare_queue(
                     self.name(queue), durable=True, arguments=_QUORUM
                 )
@@ -345,11 +346,11 @@ class RabbitTransport:
                 with contextlib.suppress(*DRIVER_ERRORS):
                     await channel.close()
                 raise
-        state = ConsumerState()
-        task = asyncio.create_task(
-            self._deliver(queue, inbox, handler, prefetch, state), name=f"consume {queue}"
+        batches = Batches(concurrency, f"consumer of {queue}")
+        taker = asyncio.create_task(
+            self._deliver(queue, inbox, handler, prefetch, batches), name=f"consume {queue}"
         )
-        sub = RabbitSubscription(channel, declared, tag, task, state)
+        sub = RabbitSubscription(channel, declared, tag, taker, batches)
         self._subscriptions.append(sub)
         return sub
 
@@ -359,10 +360,17 @@ class RabbitTransport:
         inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
         handler: BatchHandler,
         prefetch: int,
-        state: ConsumerState,
+        batches: Batches,
     ) -> None:
-        while not state.stopping:
-            batch = [await inbox.get()]
+        """Cut the deliveries into batches of up to ``prefetch`` messages, each handled
+        as soon as one of the consumer's slots is free."""
+        while not batches.stopping:
+            await batches.slot()
+            try:
+                batch = [await inbox.get()]
+            except BaseException:
+                batches.give_back()
+                raise
             carried = _carries(batch[0])
             # One turn of the loop lets deliveries that arrived together reach the inbox.
             await asyncio.sleep(0)
@@ -370,20 +378,27 @@ class RabbitTransport:
                 batch.append(inbox.get_nowait())
                 carried += _carries(batch[-1])
             live = [m for m in batch if is_live(m)]
-            if not live or state.stopping:
-                continue  # a stop's unhandled deliveries go back when the channel closes
-            state.busy = True
-            try:
-                await self._handle(queue, live, handler, prefetch)
-            except Exception as exc:
-                if cancelling():
-                    raise asyncio.CancelledError from exc
-                log.exception(f"consumer of {queue} failed to settle a batch; returning it")
-                for message in live:
-                    if not message.processed:
-                        await self._finish(queue, message, "not settled")
-            finally:
-                state.busy = False
+            if not live or batches.stopping:
+                batches.give_back()  # a stop's unhandled deliveries go back with the channel
+                continue
+            batches.start(self._settled(queue, live, handler, prefetch))
+
+    async def _settled(
+        self,
+        queue: str,
+        live: list[aio_pika.abc.AbstractIncomingMessage],
+        handler: BatchHandler,
+        prefetch: int,
+    ) -> None:
+        try:
+            await self._handle(queue, live, handler, prefetch)
+        except Exception as exc:
+            if cancelling():
+                raise asyncio.CancelledError from exc
+            log.exception(f"consumer of {queue} failed to settle a batch; returning it")
+            for message in live:
+                if not message.processed:
+                    await self._finish(queue, message, "not settled")
 
     def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> list[Delivery]:
         """The deliveries an AMQP message carries: itself, or each message of a bundle (a
