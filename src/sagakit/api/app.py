@@ -48,6 +48,11 @@ class AdminConfig:
     metrics: Metrics = field(default_factory=Metrics)
     #: How often the live stream looks for changes, in seconds.
     poll: float = 0.5
+    #: A trace viewer's address for one trace, e.g. ``http://jaeger:16686/trace/{trace_id}``:
+    #: the dashboard links each saga's trace id to it.
+    trace_url: str | None = None
+    #: How often dead-letter depth and outbox lag are sampled for their charts, in seconds.
+    sample_every: float = 5.0
     authenticator: Authenticator = field(init=False)
     approval_steps: list[str] = field(init=False)
     _owners: dict[tuple[str, str], str] = field(init=False)
@@ -58,6 +63,13 @@ class AdminConfig:
             {s.name for d in self.definitions for s in d.steps if s.kind is StepKind.APPROVAL}
         )
         self._owners = {(d.name, s.name): s.participant for d in self.definitions for s in d.steps}
+        if self.trace_url is not None:
+            try:
+                shown = self.trace_url.format(trace_id="0" * 32)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"trace_url may hold only {{trace_id}}: {exc}") from exc
+            if shown == self.trace_url:
+                raise ValueError("trace_url needs {trace_id} where the trace's id goes")
 
     def participant_of(self, definition: str, step: str) -> str | None:
         return self._owners.get((definition, step))
@@ -142,6 +154,9 @@ def create_admin_app(config: AdminConfig) -> FastAPI:
     app.state.admin = config
     app.include_router(_reads)
     app.include_router(_actions)
+    from sagakit.api.insights import insights  # it builds on this module's dependencies
+
+    app.include_router(insights)
     _serve_dashboard(app)
     return app
 
