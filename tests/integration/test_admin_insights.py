@@ -360,9 +360,11 @@ def test_a_trace_url_must_say_where_the_trace_id_goes() -> None:
     from sagakit.api.app import AdminConfig as Config
 
     store: Any = None
-    for wrong in ("https://traces.example/", "https://traces.example/{trace}", "{0}"):
+    for wrong in ("https://traces.example/", "https://x/{trace}", "javascript:{trace_id}"):
         with pytest.raises(ValueError, match="trace_url"):
             Config(saga_store=store, definitions=[], tokens=TOKENS, trace_url=wrong)
+    grafana = 'http://grafana/explore?left={"queries":[{"query":"{trace_id}"}]}'
+    assert Config(saga_store=store, definitions=[], tokens=TOKENS, trace_url=grafana).trace_url
 
 
 def test_a_long_backlog_is_thinned_to_its_peaks() -> None:

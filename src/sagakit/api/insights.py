@@ -270,7 +270,7 @@ async def saga_timeline(request: Request, saga_id: str, token: Caller) -> dict[s
     return {
         "saga": _saga(row) if row else None,
         "trace_id": traced,
-        "trace_url": config.trace_url.format(trace_id=traced)
+        "trace_url": config.trace_url.replace("{trace_id}", traced)
         if traced and config.trace_url
         else None,
         **drawn,
