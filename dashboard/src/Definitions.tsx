@@ -1,6 +1,5 @@
 // The saga definitions: each version's steps as a graph (kinds, participants, the
 // compensations that undo them, optional and approval steps) and its sagas by status.
-import { useQuery } from "@tanstack/react-query";
 import {
   Background,
   Controls,
@@ -19,7 +18,7 @@ import { useDark } from "./charts/EChart";
 import { statusLabel } from "./format";
 import { Panel } from "./Panels";
 import { searchLink } from "./Overview";
-import { keys } from "./queries";
+import { keys, usePolled } from "./queries";
 
 const KIND_WORDS: Record<DefinitionStep["kind"], string> = {
   compensatable: "compensatable",
@@ -159,7 +158,7 @@ function Counts({ definition }: { definition: Definition }) {
 export function DefinitionPage() {
   const { name = "", version = "" } = useParams();
   const number = Number(version);
-  const loaded = useQuery({ queryKey: keys.definition(name, number), queryFn: () => api.definition(name, number) });
+  const loaded = usePolled(keys.definition(name, number), () => api.definition(name, number));
   return (
     <Panel id="definition" title={`${name} v${version}`} loaded={loaded} wide>
       {(definition) => (
@@ -184,7 +183,7 @@ export function DefinitionPage() {
 }
 
 export function DefinitionsPage() {
-  const loaded = useQuery({ queryKey: keys.definitions, queryFn: api.definitions });
+  const loaded = usePolled(keys.definitions, api.definitions);
   return (
     <Panel id="definitions" title="Definitions" loaded={loaded} wide>
       {({ items }) =>

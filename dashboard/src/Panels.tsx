@@ -5,6 +5,7 @@ import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useContext, type ReactNode } from "react";
 import { api, STATUSES } from "./api";
 import { Actions } from "./Actions";
+import { storeName } from "./charts/options";
 import { clock, seconds, shortId, statusLabel } from "./format";
 import { asApiError } from "./hooks";
 import { keys, usePolled, useStats } from "./queries";
@@ -202,7 +203,7 @@ export function BreakersPanel() {
               {items.map((breaker) => (
                 <tr key={`${breaker.store}/${breaker.name}`}>
                   <td>{breaker.name}</td>
-                  <td>{breaker.store}</td>
+                  <td title={breaker.store}>{storeName(breaker.store)}</td>
                   <td>
                     <span className={`breaker breaker-${breaker.state}`}>{statusLabel(breaker.state)}</span>
                   </td>
@@ -238,7 +239,7 @@ export function OutboxPanel() {
             <tbody>
               {items.map((lag) => (
                 <tr key={lag.store} className={lag.unsent ? "lagging" : ""}>
-                  <td>{lag.store}</td>
+                  <td title={lag.store}>{storeName(lag.store)}</td>
                   <td>{seconds(lag.lag_s)}</td>
                   <td>{lag.unsent}</td>
                 </tr>

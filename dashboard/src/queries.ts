@@ -25,7 +25,10 @@ export function newQueryClient(): QueryClient {
   });
 }
 
-/** Keys: "sagas" for anything a saga's change alters; "system" for what changes anyway. */
+/** Keys: "sagas" for the views a saga's change alters (reloaded soon after the feed
+ * reports one); "figures" for the charts and counts over many sagas, and "system" for
+ * what changes without a saga changing, both polled (a busy system would otherwise ask
+ * for its figures again on every change). */
 export const keys = {
   stats: ["sagas", "stats"] as const,
   search: (criteria: SearchCriteria, limit: number, offset: number) =>
@@ -34,11 +37,11 @@ export const keys = {
   timeline: (id: string) => ["sagas", "timeline", id] as const,
   attention: ["sagas", "attention"] as const,
   approvals: ["sagas", "approvals"] as const,
-  outcomes: (window: Window) => ["sagas", "outcomes", window] as const,
-  latency: (window: Window) => ["sagas", "latency", window] as const,
-  failures: (window: Window) => ["sagas", "failures", window] as const,
-  definitions: ["sagas", "definitions"] as const,
-  definition: (name: string, version: number) => ["sagas", "definition", name, version] as const,
+  outcomes: (window: Window) => ["figures", "outcomes", window] as const,
+  latency: (window: Window) => ["figures", "latency", window] as const,
+  failures: (window: Window) => ["figures", "failures", window] as const,
+  definitions: ["figures", "definitions"] as const,
+  definition: (name: string, version: number) => ["figures", "definition", name, version] as const,
   backlog: (window: Window) => ["system", "backlog", window] as const,
   deadLetters: ["system", "dead-letters"] as const,
   breakers: ["system", "breakers"] as const,
@@ -47,7 +50,7 @@ export const keys = {
 
 /** Mark every saga view stale soon after the feed reports a change (at most once per
  * `quietMs`); while the feed is down, poll them instead. */
-export function useFeedRefresh(feed: SagaFeed, mode: FeedMode, quietMs = 300): void {
+export function useFeedRefresh(feed: SagaFeed, mode: FeedMode, quietMs = 500): void {
   const client = useQueryClient();
   useEffect(() => {
     let timer: ReturnType<typeof setTimeout> | undefined;
