@@ -364,6 +364,26 @@ async def test_a_placed_order_appears_live_and_a_broken_address_is_caught(
     await expect(page.get_by_role("link", name=order_id, exact=True)).to_be_visible()
 
 
+async def test_the_token_screen_the_definitions_and_a_missing_page_pass_the_audit(
+    served: Served, browser: Browser
+) -> None:
+    from playwright.async_api import expect
+
+    context = await browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = await context.new_page()
+    await page.goto(f"{served.admin}/")  # no token
+    await expect(page.get_by_role("heading", name="Token missing or wrong")).to_be_visible()
+    await audit(page)
+    await context.close()
+    page = await open_dashboard(browser, served, VIEWER, "#/definitions")
+    await expect(page.get_by_role("link", name="order v1")).to_be_visible()
+    await audit(page)
+    await page.evaluate("location.hash = '#/nowhere'")
+    await expect(page.get_by_role("heading", name="Nothing here")).to_be_visible()
+    await audit(page)
+    await policy_kept(page)
+
+
 async def test_an_operator_replays_a_dead_letter(served: Served, browser: Browser) -> None:
     from playwright.async_api import expect
 
