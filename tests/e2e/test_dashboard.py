@@ -17,6 +17,7 @@ import pytest
 
 from sagakit import StepContext, StepRejected, tracing
 from sagakit.api.figures import OUTCOMES
+from sagakit.log import decode
 from shop.services.notification import NotificationService
 from tests.e2e.dashboard_kit import (
     ACTION,
@@ -65,6 +66,12 @@ async def browser() -> AsyncIterator[Browser]:
 
 def steps_that(events: Sequence[Any], kind: str) -> list[str]:
     return [e.step for e in events if type(e).__name__ == kind]
+
+
+def elapsed(seconds: float) -> str:
+    """A time from the saga's start as the dashboard writes it (format.ts, ``elapsed``)."""
+    ms = seconds * 1000
+    return f"{max(0, math.floor(ms + 0.5))}ms" if ms < 1000 else f"{math.floor(ms / 100) / 10:.1f}s"
 
 
 def nearest_rank(values: list[float], p: int) -> float:
@@ -169,11 +176,17 @@ async def test_a_failed_orders_timeline_has_the_logs_times_and_its_data(
     assert ends == [e.recorded_at for e in answers]
     outcomes = await rows.evaluate_all("rs => rs.map(r => r.dataset.outcome)")
     assert outcomes.count("failed") == 1 and outcomes.count("compensated") == len(undone)
-    # The chart draws the same bars, each named with its outcome.
+    # The chart draws the same bars, each from its request to its answer.
     gantt = await chart_label(page, "The saga's tries on a time axis")
-    assert f"{failed} action try 1 failed" in gantt
-    for step in undone:
-        assert f"{step} compensation try 1 compensated" in gantt
+    start = history[0].recorded_at
+    for asked, answered in zip(requests, answers, strict=True):
+        event = decode(asked)
+        op = "action" if asked.type == "StepRequested" else "compensation"
+        outcome = {"StepSucceeded": "succeeded", "StepFailed": "failed"}.get(
+            answered.type, "compensated"
+        )
+        span = f"{elapsed(asked.recorded_at - start)} to {elapsed(answered.recorded_at - start)}"
+        assert f"{event.step} {op} try {event.attempt} {outcome}, {span}" in gantt
     assert await colour(page, "table.tries .outcome.failed", "color") == RED
     # The failed try is inspected first: what it was sent and what it answered.
     inspected = page.locator("section.inspect")
