@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 # static directory) when its sources change. npm writes node_modules/.package-lock.json.
 NODE_DEPS := dashboard/node_modules/.package-lock.json
 DASHBOARD_BUILD := src/sagakit/api/static/index.html
+# The tests' Node.js programs (a participant written from docs/protocol.md, the AsyncAPI
+# checks): npm ci when their lock file changes.
+FOREIGN_DEPS := tests/foreign/node_modules/.package-lock.json
 DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/index.html dashboard/package.json \
 	dashboard/tsconfig.json dashboard/vite.config.ts -type f 2>/dev/null)
 
@@ -29,13 +32,17 @@ $(NODE_DEPS): dashboard/package-lock.json
 	cd dashboard && npm ci --no-audit --no-fund
 	touch $@
 
+$(FOREIGN_DEPS): tests/foreign/package-lock.json
+	cd tests/foreign && npm ci --no-audit --no-fund
+	touch $@
+
 $(DASHBOARD_BUILD): $(NODE_DEPS) $(DASHBOARD_SOURCES)
 	cd dashboard && npm run build
 	touch $@
 
 dashboard: $(DASHBOARD_BUILD)
 
-setup: $(STAMP) $(DASHBOARD_BUILD)
+setup: $(STAMP) $(DASHBOARD_BUILD) $(FOREIGN_DEPS)
 
 demo: setup
 	$(BIN)/sagakit demo
@@ -62,4 +69,4 @@ test: lint typecheck vitest unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .sagakit
-	rm -rf dashboard/node_modules src/sagakit/api/static
+	rm -rf dashboard/node_modules src/sagakit/api/static tests/foreign/node_modules

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_SYSTEMS = (
     "raw-asyncpg",
     "sagakit-fastpath",
+    "sagakit-fastpath-statements",
     "sagakit-inprocess",
     "sagakit-embedded",
     "sagakit-distributed",

@@ -30,6 +30,7 @@ from bench.load import Harness, LoadResult, closed_loop, open_loop, prepare
 #: Every system the bench knows, as ``module:class`` of its harness.
 SYSTEMS: dict[str, str] = {
     "sagakit-fastpath": "bench.systems.sagakit_local:FastPathHarness",
+    "sagakit-fastpath-statements": "bench.systems.sagakit_local:FastPathStatementsHarness",
     "sagakit-inprocess": "bench.systems.sagakit_local:InProcessHarness",
     "sagakit-embedded": "bench.systems.sagakit_local:EmbeddedHarness",
     "sagakit-distributed": "bench.systems.sagakit_distributed:DriverHarness",

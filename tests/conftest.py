@@ -91,9 +91,10 @@ async def open_rabbit(url: str = AMQP_URL, **options: object) -> RabbitTransport
 
     settings: dict[str, object] = {"retry_tiers": (0.05, 0.1, 0.2), "max_deliveries": 3}
     settings.update(options)
+    prefix = str(settings.pop("prefix", f"sagakit-test-{uuid.uuid4().hex[:10]}."))
     transport = RabbitTransport(
         url,
-        prefix=f"sagakit-test-{uuid.uuid4().hex[:10]}.",
+        prefix=prefix,
         connect_timeout=5,
         **settings,  # type: ignore[arg-type]
     )

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import text
 
@@ -87,26 +87,38 @@ _COMMANDS = {
 }
 
 
-def _handler(command: str) -> Any:
+#: How handlers write: ``write`` holds each write for the batch's grouped send
+#: (``ctx.write``); ``statement`` runs it on ``ctx.connection`` and decides on its row
+#: count, as the README and the tutorial write handlers.
+Style = Literal["write", "statement"]
+
+
+def _handler(command: str, style: Style) -> Any:
     statement = _SQL[command]
 
     async def handle(ctx: StepContext) -> None:
         p = ctx.payload
         if command == "ship" and p["fails"]:
             raise StepRejected("shipment refused")
-        await ctx.write(
-            statement, {"id": p["id"], "item": p["item"], "qty": p["qty"], "amount": p["amount"]}
-        )
+        params = {"id": p["id"], "item": p["item"], "qty": p["qty"], "amount": p["amount"]}
+        if style == "write":
+            await ctx.write(statement, params)
+            return
+        done = await ctx.connection.execute(statement, params)
+        if done.rowcount == 0:
+            raise StepRejected(f"{command}: no row for order {p['id']}")
 
     return handle
 
 
-def participants(store: SagaStore, names: Iterable[str] = PARTICIPANTS) -> list[Participant]:
+def participants(
+    store: SagaStore, names: Iterable[str] = PARTICIPANTS, *, style: Style = "write"
+) -> list[Participant]:
     made = []
     for name in names:
         participant = Participant(name, store)
         for command in _COMMANDS[name]:
-            participant.on(command, _handler(command))
+            participant.on(command, _handler(command, style))
         made.append(participant)
     return made
 

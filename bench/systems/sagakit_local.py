@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, cast
 
 from bench import workload
-from bench.systems.sagakit_app import ORDER, Watched, participants
+from bench.systems.sagakit_app import ORDER, Style, Watched, participants
 from sagakit import Orchestrator, Runtime
 from sagakit.ports import SagaStore
 from sagakit.stores import open_store
@@ -74,6 +74,8 @@ class FastPathHarness(InProcessHarness):
     """The fused fast path: each step's business write and the orchestrator's decision
     on it commit in one transaction, many sagas per transaction under load."""
 
+    style: Style = "write"
+
     async def open(self, *, recover: bool) -> None:
         from sagakit.fused import FusedRuntime
 
@@ -81,7 +83,9 @@ class FastPathHarness(InProcessHarness):
         await self.store.migrate()
         self.orchestrator = Orchestrator(self.store, [ORDER])
         self.fused = FusedRuntime(
-            self.orchestrator, participants(self.store), **self.options.get("fused", {})
+            self.orchestrator,
+            participants(self.store, style=self.style),
+            **self.options.get("fused", {}),
         )
         await self.fused.start()
 
@@ -95,3 +99,11 @@ class FastPathHarness(InProcessHarness):
             await fused.stop()
         if self.store is not None:
             await self.store.close()
+
+
+class FastPathStatementsHarness(FastPathHarness):
+    """The fused fast path with handlers in the README's style: each runs its write on
+    ``ctx.connection`` and decides on the row count (a savepoint each, and the turn on
+    shared rows from the batch's first such statement)."""
+
+    style: Style = "statement"

@@ -13,13 +13,13 @@ import {
   useLocation,
   useRouteError,
 } from "react-router";
-import { api, type FeedMode, type Me, onUnauthorized, SagaFeed, saveToken } from "./api";
+import { api, type FeedMode, type Me, onUnauthorized, SagaFeed } from "./api";
 import { asApiError } from "./hooks";
 import { Overview } from "./Overview";
 import { newQueryClient, useFeedRefresh } from "./queries";
 import { SagaPage } from "./SagaDetail";
 import { SearchPage } from "./SearchPage";
-import { type Notice, SessionContext } from "./session";
+import { type Notice, SessionContext, signIn } from "./session";
 
 type Phase =
   | { kind: "loading" }
@@ -235,8 +235,10 @@ function TokenScreen({ onToken }: { onToken: () => void }) {
   function submit(event: FormEvent<HTMLFormElement>) {
     event.preventDefault();
     if (!token.trim()) return;
-    saveToken(token);
-    onToken();
+    void signIn(token).then(() => {
+      setToken("");
+      onToken();
+    });
   }
   return (
     <main className="screen">
@@ -244,7 +246,8 @@ function TokenScreen({ onToken }: { onToken: () => void }) {
       <p>
         The admin API answered 401: this page has no token, or the admin API does not know it.
         Open the address that <code>sagakit demo --serve</code> or <code>sagakit up</code> printed
-        (it ends in <code>?token=…</code>), or paste a token here.
+        with <code>--show-tokens</code> (it ends in <code>#token=…</code>), or paste a token
+        here: it is exchanged for a session and not kept in this page.
       </p>
       <form onSubmit={submit}>
         <label>

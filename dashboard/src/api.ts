@@ -1,4 +1,4 @@
-// The one door to the admin API (docs/api.md): its shapes, the token, requests, and the
+// The one door to the admin API (docs/api.md): its shapes, requests, and the
 // live feed of saga changes. Nothing else in the dashboard calls fetch or EventSource.
 
 export const STATUSES = [
@@ -270,30 +270,9 @@ export class ApiError extends Error {
   }
 }
 
-// ------------------------------------------------------------------------------- the token
-
-const TOKEN_KEY = "sagakit.token";
-
-/** Take `?token=` from the page's address once: keep it for this tab, drop it from the bar
- * (and so from the history and from anything copied out of it). */
-export function adoptToken(): string | null {
-  const url = new URL(window.location.href);
-  const given = url.searchParams.get("token");
-  if (given !== null) {
-    if (given) sessionStorage.setItem(TOKEN_KEY, given);
-    url.searchParams.delete("token");
-    window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
-  }
-  return currentToken();
-}
-
-export function currentToken(): string | null {
-  return sessionStorage.getItem(TOKEN_KEY);
-}
-
-export function saveToken(token: string): void {
-  sessionStorage.setItem(TOKEN_KEY, token.trim());
-}
+// ------------------------------------------------------------------------------- who
+// The dashboard is known to the API by its session cookie (session.ts signs in): no
+// token is kept in the page, and requests carry none.
 
 let unauthorized: () => void = () => {};
 
@@ -306,14 +285,13 @@ export function onUnauthorized(listener: () => void): void {
 
 async function request<T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
-  const token = currentToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response: Response;
   try {
     response = await fetch(path, {
       method,
       headers,
+      credentials: "same-origin",
       body: body === undefined ? null : JSON.stringify(body),
     });
   } catch {
@@ -427,8 +405,7 @@ export class SagaFeed {
       this.setMode("polling");
       return;
     }
-    const token = encodeURIComponent(currentToken() ?? "");
-    const source = new EventSource(`/api/stream?token=${token}`);
+    const source = new EventSource("/api/stream"); // the session cookie goes with it
     this.source = source;
     source.addEventListener("open", () => this.setMode("live"));
     source.addEventListener("saga", (event) => {

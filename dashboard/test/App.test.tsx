@@ -23,7 +23,6 @@ function panel(name: RegExp): HTMLElement {
 
 beforeEach(() => {
   installEventSource();
-  sessionStorage.setItem("sagakit.token", "secret");
 });
 afterEach(() => vi.unstubAllGlobals());
 
@@ -60,7 +59,7 @@ describe("an operator", () => {
     expect(post).toEqual({
       method: "POST",
       url: "/api/dead-letters/dl-0001/replay",
-      auth: "Bearer secret",
+      auth: null, // the session cookie says who: the page holds no token
       body: { note: "payment handler fixed" },
     });
   });
@@ -162,13 +161,22 @@ describe("a viewer", () => {
 });
 
 describe("without a good token", () => {
-  it("shows the token screen on 401, and a pasted token is used from then on", async () => {
-    sessionStorage.clear();
-    const calls = fakeApi(
-      routes().map(([method, path, answer]) =>
-        [method, path, (call) => (call.auth === "Bearer pasted" ? answer(call) : { status: 401, body: { detail: "token missing or wrong" } })] as const,
-      ) as Parameters<typeof fakeApi>[0],
-    );
+  it("shows the token screen on 401, and a pasted token is exchanged for a session", async () => {
+    let signedIn = false;
+    const session: Parameters<typeof fakeApi>[0][number] = [
+      "POST",
+      /^\/api\/session$/,
+      (call) => {
+        signedIn = call.auth === "Bearer pasted";
+        return signedIn ? OPERATOR : { status: 401, body: { detail: "token missing or wrong" } };
+      },
+    ];
+    const calls = fakeApi([
+      session,
+      ...(routes().map(([method, path, answer]) =>
+        [method, path, (call) => (signedIn ? answer(call) : { status: 401, body: { detail: "token missing or wrong" } })] as const,
+      ) as Parameters<typeof fakeApi>[0]),
+    ]);
     const user = userEvent.setup();
     render(<App feed={new SagaFeed()} />);
 
@@ -180,7 +188,9 @@ describe("without a good token", () => {
     await user.click(screen.getByRole("button", { name: "Use this token" }));
 
     expect(await screen.findByText("alice")).toBeInTheDocument();
-    expect(sessionStorage.getItem("sagakit.token")).toBe("pasted");
+    // The token went once, to be exchanged; nothing after it carries it, nothing keeps it.
+    expect(calls.filter((call) => call.auth !== null).map((call) => call.url)).toEqual(["/api/session"]);
+    expect(JSON.stringify({ ...sessionStorage, ...localStorage })).not.toContain("pasted");
   });
 
   it("shows the token screen when a token stops working mid-session", async () => {

@@ -41,7 +41,6 @@ function routes(me = OPERATOR, timeline: unknown = TIMELINE) {
 
 beforeEach(() => {
   installEventSource();
-  sessionStorage.setItem("sagakit.token", "t");
   window.location.hash = "#/sagas/order-501";
 });
 afterEach(() => vi.unstubAllGlobals());

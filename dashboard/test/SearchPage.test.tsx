@@ -17,7 +17,6 @@ const searches = (calls: Call[]) =>
 
 beforeEach(() => {
   installEventSource();
-  sessionStorage.setItem("sagakit.token", "t");
 });
 afterEach(() => vi.unstubAllGlobals());
 

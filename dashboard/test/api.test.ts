@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { adoptToken, api, ApiError, onUnauthorized, sagasPath } from "../src/api";
+import { api, ApiError, onUnauthorized, sagasPath } from "../src/api";
+import { startSession, takeTokenFromAddress } from "../src/session";
 import { clock, elapsed } from "../src/format";
 import { fakeApi, OPERATOR } from "./fakes";
 
@@ -9,29 +10,39 @@ afterEach(() => {
 });
 
 describe("the token", () => {
-  it("is read from ?token= once, kept for the tab, and taken out of the address bar", () => {
-    window.history.replaceState(null, "", "/?token=s3cret&view=1#/sagas/order-101");
+  it("is taken from the address's fragment once and leaves the address bar", () => {
+    window.history.replaceState(null, "", "/?view=1#/sagas/order-101&token=s3cret");
 
-    expect(adoptToken()).toBe("s3cret");
+    expect(takeTokenFromAddress()).toBe("s3cret");
 
-    expect(sessionStorage.getItem("sagakit.token")).toBe("s3cret");
     expect(window.location.search).toBe("?view=1");
     expect(window.location.hash).toBe("#/sagas/order-101");
     expect(window.location.href).not.toContain("s3cret");
-    // A later page load without it keeps the one already adopted.
-    window.history.replaceState(null, "", "/");
-    expect(adoptToken()).toBe("s3cret");
+    expect(takeTokenFromAddress()).toBeNull();
+    window.history.replaceState(null, "", "/#token=t%2Fwo");
+    expect(takeTokenFromAddress()).toBe("t/wo");
+    expect(window.location.href).not.toContain("t%2Fwo");
+    window.history.replaceState(null, "", "/?token=older#/sagas/x");
+    expect(takeTokenFromAddress()).toBe("older");
+    expect(window.location.hash).toBe("#/sagas/x");
   });
 
-  it("travels as a bearer token on every request", async () => {
-    sessionStorage.setItem("sagakit.token", "s3cret");
-    const calls = fakeApi([["GET", /^\/api\/me$/, () => OPERATOR]]);
+  it("is exchanged once for a session; requests then carry no token and nothing keeps it", async () => {
+    window.history.replaceState(null, "", "/#token=s3cret");
+    const calls = fakeApi([
+      ["POST", /^\/api\/session$/, () => OPERATOR],
+      ["GET", /^\/api\/me$/, () => OPERATOR],
+    ]);
 
+    await startSession();
     expect(await api.me()).toEqual(OPERATOR);
 
     expect(calls).toEqual([
-      { method: "GET", url: "/api/me", auth: "Bearer s3cret", body: undefined },
+      { method: "POST", url: "/api/session", auth: "Bearer s3cret", body: undefined },
+      { method: "GET", url: "/api/me", auth: null, body: undefined },
     ]);
+    expect(JSON.stringify({ ...sessionStorage, ...localStorage })).not.toContain("s3cret");
+    expect(window.location.href).not.toContain("s3cret");
   });
 
   it("a 401 tells the app, and the error carries the API's reason", async () => {

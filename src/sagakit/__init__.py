@@ -7,6 +7,7 @@ drive it to one of two ends: everything done, or everything undone.
 from sagakit.breakers import CircuitBreaker
 from sagakit.choreography import Choreography
 from sagakit.clock import FakeClock, SystemClock
+from sagakit.contracts import ContractError
 from sagakit.decide import Decision, decide
 from sagakit.definition import (
     Parallel,
@@ -20,6 +21,7 @@ from sagakit.definition import (
 from sagakit.errors import (
     ConcurrencyError,
     CorruptLogError,
+    DataError,
     DefinitionError,
     PoisonMessageError,
     SagaError,
@@ -44,7 +46,9 @@ __all__ = [
     "Choreography",
     "CircuitBreaker",
     "ConcurrencyError",
+    "ContractError",
     "CorruptLogError",
+    "DataError",
     "Decision",
     "DefinitionError",
     "Envelope",

@@ -9,17 +9,22 @@ statement before the transaction goes on: two round trips per batch.
 The participant's own code does not change: it runs against :class:`InboxView`, a unit
 that answers its claims from the bulk claim and keeps its replies for the bulk write.
 
-A runtime that can run a batch again (the fused one) may also let handlers run without
-a savepoint and hold their writes for grouped sends (see :class:`Rerun` and
-:class:`Unbatch`); a plain batch guards every step with a savepoint and sends each write
-at once, as a unit would.
+Each step's handler gets a savepoint only if it touches the connection (opened at its
+first statement, after the earlier steps' held writes went out), so a step that fails
+undoes its own writes and nobody else's. Writes handed to ``StepContext.write`` wait and
+go out grouped, in an order that depends only on the rows they touch (see
+:func:`write_order`), so two transactions that write the same rows lock them in the same
+order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from decimal import Decimal
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy.exc import DBAPIError
@@ -30,28 +35,32 @@ from sagakit.ports import UnitOfWork
 
 #: Opens a savepoint (UnitOfWork.savepoint).
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[None]]
+#: Awaited once, before the first statement the handlers' connection sends.
+Hook = Callable[[], Awaitable[None]]
 
 
 class Unbatch(BaseException):
     """A group of batched writes failed: the batch must roll back and run again with
-    these sagas' writes sent one at a time, so the failure reaches its own step."""
+    these sagas' writes sent one at a time, so the failure reaches its own step.
+
+    A BaseException so that it passes through the participant's catch-all, which would
+    otherwise turn it into some other step's failure and let the batch commit.
+    """
 
     def __init__(self, saga_ids: set[str], cause: BaseException) -> None:
         super().__init__(f"a batched write failed: {cause}")
         self.saga_ids = saga_ids
 
 
-class Rerun(BaseException):
-    """A handler failed after it wrote, with no savepoint to undo its writes: the batch
-    must roll back and run again with a savepoint around that step.
+class HandlerTimedOut(BaseException):
+    """A handler ran past its step's timeout and was cancelled. Its statement may have
+    been cut off mid-flight, so the connection is not trusted: the whole transaction
+    rolls back and runs again, with that step answered as a failed attempt unrun."""
 
-    A BaseException so that it passes through the participant's catch-all, which would
-    otherwise turn it into the step's failure and let the batch commit half a write.
-    """
-
-    def __init__(self, step: str) -> None:
-        super().__init__(step)
+    def __init__(self, step: str, seconds: float) -> None:
+        super().__init__(f"{step} ran past its timeout of {seconds:g}s")
         self.step = step
+        self.seconds = seconds
 
 
 class BatchInbox:
@@ -64,37 +73,28 @@ class BatchInbox:
     claiming its action's key, reading stored replies, forgetting a key) goes to the
     store as it is, after the pending replies are written.
 
-    ``guarded`` names the steps (step_key) whose handler runs in a savepoint and writes
-    at once; None guards every step. Sagas in ``unbatched`` send their writes one by one.
-    Any other step runs without a savepoint: with ``lazy``, one opens if the step
-    touches the connection (WatchedConnection.savepoint_on_use); without, a step that
-    fails after touching it raises Rerun.
+    Sagas in ``unbatched`` send their writes one by one. ``before_use`` is awaited once,
+    before the first statement the handlers send (the fused runtime takes its turn for
+    rows other sagas share there).
     """
 
     def __init__(
         self,
         unit: UnitOfWork,
         *,
-        guarded: Collection[str] | None = None,
         unbatched: Collection[str] = (),
         translate: Callable[[Any], Exception] = lambda exc: exc,
-        lazy: bool = False,
+        before_use: Hook | None = None,
     ) -> None:
         self._unit = unit
-        self.lazy = lazy
         self.translate = translate
         self._claimed: dict[tuple[str, str], bool] = {}
         self._pending: list[tuple[str, str, str]] = []
         self._pending_keys: set[tuple[str, str]] = set()  # (consumer, key) of _pending
         self._fetched: dict[tuple[str, str], str | None] = {}
-        self.guarded = guarded
         self.unbatched = unbatched
-        self._view = InboxView(self, unit)
+        self._view = InboxView(self, unit, before_use)
         self.unit = cast(UnitOfWork, self._view)
-
-    def guards(self, step: str) -> bool:
-        """Whether ``step`` runs in a savepoint, its writes sent at once."""
-        return self.guarded is None or step in self.guarded
 
     def begin(self, env: Envelope) -> None:
         """The participant is about to run ``env``: its savepoint and writes are its."""
@@ -173,13 +173,15 @@ class BatchInbox:
 
 
 class InboxView:
-    """What a participant gets as its unit inside a fused batch (see BatchInbox), with
-    savepoints only where a step needs one (see Rerun)."""
+    """What a participant gets as its unit inside a batch (see BatchInbox): a savepoint
+    per step only where the step touches the connection."""
 
-    def __init__(self, inbox: BatchInbox, unit: UnitOfWork) -> None:
+    def __init__(self, inbox: BatchInbox, unit: UnitOfWork, before_use: Hook | None) -> None:
         self._inbox = inbox
         self._unit = unit
-        self._watched = WatchedConnection(unit.connection, inbox.translate, unit.write_many)
+        self._watched = WatchedConnection(
+            unit.connection, inbox.translate, unit.write_many, before_use=before_use
+        )
         self.step = ""  # the step running now (step_key)
 
     def __getattr__(self, name: str) -> Any:
@@ -191,31 +193,13 @@ class InboxView:
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        if self._inbox.guards(self.step):
-            async with self._unit.savepoint():
-                yield
-            return
-        if self._inbox.lazy:
-            async with self._watched.savepoint_on_use(self.step, self._unit.savepoint):
-                yield
-            return
-        uses = self._watched.uses
-        try:
+        async with self._watched.savepoint_on_use(self.step, self._unit.savepoint):
             yield
-        except Exception:
-            if self._watched.uses != uses:
-                raise Rerun(self.step) from None
-            self._watched.drop(self.step)  # its writes never went out: nothing to undo
-            raise
 
     async def write_later(self, saga_id: str, statement: Any, params: dict[str, Any]) -> None:
-        """StepContext.write inside a batch: held for a grouped send, unless this step
-        runs in a savepoint or this saga's writes must go one by one."""
-        if (
-            self._inbox.guards(self.step)
-            or saga_id in self._inbox.unbatched
-            or self._watched.in_savepoint(self.step)
-        ):
+        """StepContext.write inside a batch: held for a grouped send, unless the step has
+        opened its savepoint already or this saga's writes must go one by one."""
+        if saga_id in self._inbox.unbatched or self._watched.in_savepoint(self.step):
             await self._watched.execute(statement, params)
         else:
             self._watched.hold(self.step, saga_id, statement, params)
@@ -235,24 +219,29 @@ class InboxView:
 
 
 class WatchedConnection:
-    """The transaction's connection as handlers see it. It counts every use, so a failed
-    handler that never touched it is known to have written nothing, and it holds the
-    writes handlers leave for later (StepContext.write) until the next use or the end of
-    the handlers, then sends them grouped: the k-th held write of each saga in one round,
-    the same statement within a round as one ``executemany``. Rounds keep each saga's
-    writes in the order it made them; different sagas' writes may interleave, which one
-    transaction cannot tell apart."""
+    """The transaction's connection as handlers see it.
+
+    Before a step's first statement it opens that step's savepoint (savepoint_on_use),
+    after sending the writes other steps left waiting, so rolling the step back undoes
+    its writes and only its writes. It holds the writes handlers leave for later
+    (StepContext.write) until the next statement or the end of the handlers, then sends
+    them grouped: the k-th held write of each saga in one round, the same statement
+    within a round as one ``executemany``, in :func:`write_order`. Rounds keep each
+    saga's writes in the order it made them.
+    """
 
     def __init__(
         self,
         connection: Any,
         translate: Callable[[Any], Exception],
         many: Callable[[Any, Sequence[dict[str, Any]]], Awaitable[None]],
+        *,
+        before_use: Hook | None = None,
     ) -> None:
         self._connection = connection
         self._translate = translate
         self._many = many  # how a group of held writes goes out (UnitOfWork.write_many)
-        self.uses = 0
+        self._before_use = before_use
         self._held: list[tuple[str, str, Any, dict[str, Any]]] = []
         # The step whose savepoint opens when it first touches the connection, how to
         # open one, and the one it opened (savepoint_on_use).
@@ -260,25 +249,35 @@ class WatchedConnection:
         self._opened: contextlib.AbstractAsyncContextManager[None] | None = None
 
     def __getattr__(self, name: str) -> Any:
-        self.uses += 1
         attribute = getattr(self._connection, name)
         if not inspect.iscoroutinefunction(attribute):
             return attribute
-        if self._lazy is not None and self._opened is None:
+        if self._before_use is None and not self._held and self._settled():
+            return attribute
 
-            async def in_savepoint(*args: Any, **kwargs: Any) -> Any:
-                await self._open_savepoint()
-                return await attribute(*args, **kwargs)
+        async def when_ready(*args: Any, **kwargs: Any) -> Any:
+            await self._ready()
+            return await attribute(*args, **kwargs)
 
-            return in_savepoint
-        if self._held:
+        return when_ready
 
-            async def after_held(*args: Any, **kwargs: Any) -> Any:
-                await self.flush()
-                return await attribute(*args, **kwargs)
+    def _settled(self) -> bool:
+        """No savepoint is waiting to open for the running step."""
+        return self._lazy is None or self._opened is not None
 
-            return after_held
-        return attribute
+    async def _ready(self) -> None:
+        """What must happen before a handler's statement: the hook, the step's savepoint
+        (after the other steps' held writes), and this step's own held writes."""
+        await self._run_hook()
+        if not self._settled():
+            await self._open_savepoint()
+        elif self._held:
+            await self.flush()
+
+    async def _run_hook(self) -> None:
+        if self._before_use is not None:
+            hook, self._before_use = self._before_use, None
+            await hook()
 
     def in_savepoint(self, step: str) -> bool:
         """Whether ``step`` runs in a savepoint its first use of the connection opened."""
@@ -309,7 +308,7 @@ class WatchedConnection:
         step, opener = self._lazy
         mine = [held for held in self._held if held[0] == step]
         self._held = [held for held in self._held if held[0] != step]
-        await self.flush()
+        await self.flush()  # the other steps' writes: outside this step's savepoint
         opened = opener()
         await opened.__aenter__()
         self._opened = opened
@@ -325,29 +324,83 @@ class WatchedConnection:
             self._held = [held for held in self._held if held[0] != step]
 
     async def flush(self) -> None:
-        held, self._held = self._held, []
-        if not held:
+        if not self._held:
             return
-        self.uses += 1  # from here on, these writes are in the transaction
+        await self._run_hook()
+        held, self._held = self._held, []
         rounds: dict[str, int] = {}
-        groups: dict[tuple[int, Any, tuple[str, ...]], tuple[Any, list[dict[str, Any]]]] = {}
+        groups: dict[tuple[int, str], tuple[Any, list[dict[str, Any]]]] = {}
         for _step, saga_id, statement, params in held:
             number = rounds[saga_id] = rounds.get(saga_id, -1) + 1
-            key = (number, getattr(statement, "text", None) or id(statement), tuple(params))
+            key = (number, _sql_of(statement))
             groups.setdefault(key, (statement, []))[1].append(params)
         try:
-            for key in sorted(groups, key=lambda k: k[0]):
+            for key in sorted(groups):
                 statement, rows = groups[key]
-                if len(rows) > 1:
-                    # The same order in every transaction: two workers' batches that
-                    # update the same rows then lock them in the same order.
-                    rows.sort(key=lambda row: [repr(value) for value in row.values()])
-                await self._many(statement, rows)
+                await self._many(statement, write_order(key[1], rows))
         except (DBAPIError, StoreError) as exc:
             error = self._translate(exc) if isinstance(exc, DBAPIError) else exc
             if isinstance(error, StoreError) and error.retryable:
                 raise error from exc  # a deadlock, a lost connection: not the writes' fault
             raise Unbatch({saga_id for _, saga_id, _, _ in held}, exc) from exc
+
+
+def _sql_of(statement: Any) -> str:
+    text = getattr(statement, "text", None)
+    return text if isinstance(text, str) else str(statement)
+
+
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+_WHERE = re.compile(r"\bWHERE\b", re.IGNORECASE)
+_UPSERT = re.compile(
+    r"\bINSERT\s+INTO\s+[^(]+\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)"
+    r".*?\bON\s+CONFLICT\s*\(([^)]*)\)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=512)
+def row_identity(sql: str) -> tuple[str, ...]:
+    """The parameters of a write that say which row it touches, most significant first:
+    the WHERE clause's for an UPDATE or DELETE, the conflict target's for an upsert,
+    and every parameter in the order written for anything else."""
+    upsert = _UPSERT.search(sql)
+    if upsert is not None:
+        columns = [c.strip().strip('"') for c in upsert.group(1).split(",")]
+        values = [v.strip() for v in upsert.group(2).split(",")]
+        bound = {c: v[1:] for c, v in zip(columns, values, strict=False) if _BIND.fullmatch(v)}
+        target = [c.strip().strip('"') for c in upsert.group(3).split(",")]
+        return tuple(dict.fromkeys(bound[c] for c in target if c in bound))
+    where = _WHERE.search(sql)
+    tail = sql[where.end() :] if where is not None else sql
+    return tuple(dict.fromkeys(_BIND.findall(tail)))
+
+
+def write_order(sql: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` sorted by the rows they touch (:func:`row_identity`), then by their other
+    values: every transaction, in every process, takes the row locks of one group of
+    writes in the same order, so two of them writing the same rows queue instead of
+    deadlocking."""
+    if len(rows) < 2:
+        return rows
+    first = row_identity(sql)
+    names = first + tuple(sorted(n for n in rows[0] if n not in first))
+    return sorted(rows, key=lambda row: tuple(_sortable(row.get(n)) for n in names))
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    """A total order over parameter values of mixed types."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, int | float | Decimal):
+        return (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, bytes):
+        return (4, value)
+    return (5, repr(value))
 
 
 def inbox_key(env: Envelope, op: str | None) -> str:

@@ -31,7 +31,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit import tracing
+from sagakit.batching import HandlerTimedOut
 from sagakit.clock import SystemClock
+from sagakit.contracts import check_start
 from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
@@ -46,6 +48,7 @@ from sagakit.messages import (
     event_destination,
     new_id,
 )
+from sagakit.orchestrator import StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
 
@@ -212,9 +215,11 @@ class Choreography:
     ) -> str:
         """Start a saga inside the caller's own transaction, next to its business write
         (the order row that the saga is about): both commit, or neither."""
-        saga = self.definition(definition)
-        saga_id = saga_id or new_id()
-        body = SagaEventBody(data=dict(data), key=key, version=saga.version)
+        request = StartRequest(definition, data, saga_id=saga_id, key=key)  # refuses bad input
+        saga = self.definition(request.definition)
+        check_start(saga, request.data)
+        saga_id = request.saga_id or new_id()
+        body = SagaEventBody(data=dict(request.data), key=key, version=saga.version)
         started = saga_event(
             saga,
             saga_id,
@@ -288,6 +293,18 @@ class ChoreographedParticipant:
             work.extend((delivery, event, body, route) for route in routes)
         if not work:
             return
+        while True:  # each round answers one more late handler unrun, so it ends
+            try:
+                await self._handle_once(work)
+                return
+            except HandlerTimedOut as late:
+                self.participant.note_timeout(late)
+                for delivery, *_ in work:
+                    delivery.reset()
+
+    async def _handle_once(
+        self, work: Sequence[tuple[Delivery, Envelope, SagaEventBody, Route]]
+    ) -> None:
         async with self.store.unit() as unit:
             out: list[Outgoing] = []
             for delivery, event, body, route in work:

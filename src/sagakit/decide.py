@@ -75,6 +75,9 @@ class Reply:
     attempt: int
     message_id: str
     body: ReplyBody
+    #: Why a successful reply breaks the step's contract (see sagakit.contracts): the
+    #: step fails at once, and is owed its compensation, since its work may be done.
+    broken: str | None = None
 
     @classmethod
     def of(cls, envelope: Envelope) -> Reply:
@@ -233,6 +236,19 @@ class _Decider:
                 return "zombie: the step is being compensated"
             return f"step is {st.status} while the saga is {self.s.status}"
         locks_at = step.participant if body.locks else None
+        if reply.broken is not None:
+            self.emit(
+                StepFailed(
+                    step=step.name,
+                    attempt=reply.attempt,
+                    reason=reply.broken,
+                    retryable=False,
+                    locks_at=locks_at,
+                    done=True,
+                )
+            )
+            self.give_up(step, reply.broken, refused=False)
+            return None
         if body.ok:
             self.emit(
                 StepSucceeded(
@@ -593,6 +609,7 @@ class _Decider:
             step=step.name,
             op=op,
             attempt=attempt,
+            timeout=step.timeout.total_seconds(),
             payload=_payload(self.s, op),
         )
         self.d.commands.append(Outgoing(command_queue(step.participant), envelope))

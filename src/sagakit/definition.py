@@ -6,9 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sagakit.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class StepKind(StrEnum):
@@ -34,6 +37,11 @@ class RetryPolicy:
     cap: timedelta = timedelta(seconds=30)
 
     def __post_init__(self) -> None:
+        for name in ("backoff", "cap"):
+            if not isinstance(getattr(self, name), timedelta):
+                raise DefinitionError(
+                    f"retry {name} must be a timedelta, not {type(getattr(self, name)).__name__}"
+                )
         if self.attempts is not None and self.attempts < 1:
             raise DefinitionError(f"retry attempts must be at least 1, got {self.attempts}")
         if self.backoff < timedelta(0) or self.cap < self.backoff:
@@ -77,6 +85,34 @@ class Step:
     optional: bool = False
     #: For an approval: what an unanswered request becomes when its timeout passes.
     on_timeout: Literal["reject", "approve", "needs_attention"] = "reject"
+    #: The step's contract (see sagakit.contracts): the fields of the saga's data its
+    #: command reads, and what its reply adds. None: not checked.
+    command_model: type[BaseModel] | None = field(default=None, compare=False)
+    reply_model: type[BaseModel] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"step {self.name!r}"
+        if not isinstance(self.kind, StepKind):
+            kinds = ", ".join(repr(k.value) for k in StepKind)
+            if not isinstance(self.kind, str) or self.kind not in {k.value for k in StepKind}:
+                raise DefinitionError(f"{where}: kind {self.kind!r} is none of {kinds}")
+            object.__setattr__(self, "kind", StepKind(self.kind))
+        if not isinstance(self.timeout, timedelta):
+            raise DefinitionError(
+                f"{where}: timeout must be a timedelta (e.g. timedelta(seconds=5)), "
+                f"not {type(self.timeout).__name__} {self.timeout!r}"
+            )
+        for name in ("retry", "compensation_retry"):
+            policy = getattr(self, name)
+            if policy is not None and not isinstance(policy, RetryPolicy):
+                raise DefinitionError(
+                    f"{where}: {name} must be a RetryPolicy, not {type(policy).__name__}"
+                )
+        if self.on_timeout not in ("reject", "approve", "needs_attention"):
+            raise DefinitionError(
+                f"{where}: on_timeout {self.on_timeout!r} is none of "
+                "'reject', 'approve', 'needs_attention'"
+            )
 
     @property
     def policy(self) -> RetryPolicy:

@@ -13,6 +13,11 @@ class DefinitionError(SagaError):
     """A saga definition breaks a rule; raised when it is defined, naming the step."""
 
 
+class DataError(SagaError, ValueError):
+    """Saga data or a handler's reply that is not a JSON value (see :mod:`sagakit.data`),
+    naming where the offending value is and its type. Trying again cannot help."""
+
+
 class StepRejected(SagaError):
     """A participant refuses a command for a business reason (declined card, no stock).
 

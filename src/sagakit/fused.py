@@ -46,7 +46,7 @@ orchestrator offers "decide these outcomes inside this unit" as public API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,9 +55,10 @@ from typing import Any
 from sqlalchemy import select
 
 from sagakit import collector
-from sagakit.batching import BatchInbox, Rerun, Unbatch
+from sagakit.batching import BatchInbox, HandlerTimedOut, Unbatch
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
+from sagakit.contracts import check_start
 from sagakit.decide import Decision, Reply, Start, decide, outstanding
 from sagakit.definition import StepKind
 from sagakit.errors import ConcurrencyError, StoreError
@@ -65,7 +66,7 @@ from sagakit.locks import release_saga
 from sagakit.log import SagaState, SagaStatus
 from sagakit.logs import get_logger
 from sagakit.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
-from sagakit.orchestrator import Orchestrator
+from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Loaded, UnitOfWork
 from sagakit.stores.schema import saga_outbox, sagas
@@ -73,6 +74,7 @@ from sagakit.stores.schema import saga_outbox, sagas
 log = get_logger("sagakit.fused")
 
 _FAILED_BATCH_PAUSE = 0.05
+_CANCEL_WAIT = 0.5  # seconds cancelled workers get to roll back before a stop returns
 _RECOVER_CHUNK = 500  # sagas read at once when a runtime starts (_recover)
 _RELEASE = f".{RELEASE}"
 
@@ -95,6 +97,37 @@ class _Batch:
     commands: list[Envelope] = field(default_factory=list)
 
 
+class _TurnTimeout(BaseException):
+    """A transaction waited longer than ``turn_wait`` for the runtime's turn: it rolls
+    back, releasing its locks, and runs again. A BaseException, so no handler's
+    catch-all takes it for the step's own failure."""
+
+
+class _Turn:
+    """One transaction's hold on the runtime's turn for rows other sagas share."""
+
+    __slots__ = ("_lock", "_wait", "held")
+
+    def __init__(self, lock: asyncio.Lock, wait: float) -> None:
+        self._lock = lock
+        self._wait = wait
+        self.held = False
+
+    async def take(self) -> None:
+        if self.held:
+            return
+        try:
+            await asyncio.wait_for(self._lock.acquire(), self._wait)
+        except TimeoutError:
+            raise _TurnTimeout(f"waited {self._wait:g}s for the turn") from None
+        self.held = True
+
+    def give(self) -> None:
+        if self.held:
+            self.held = False
+            self._lock.release()
+
+
 class FusedRuntime:
     """Runs an orchestrator and its participants in one process, one transaction a step.
 
@@ -115,6 +148,7 @@ class FusedRuntime:
         timer_interval: float = 0.1,
         sweep_interval: float = 1.0,
         tune_collector: bool = True,
+        turn_wait: float = 5.0,
     ) -> None:
         self.orchestrator = orchestrator
         self.store = orchestrator.store
@@ -143,6 +177,8 @@ class FusedRuntime:
         self.tune_collector = tune_collector
         self.timer_interval = timer_interval
         self.sweep_interval = sweep_interval
+        self.turn_wait = turn_wait
+        self._stopping = False
         self._destinations = {command_queue(name): name for name in self.participants}
         # How the store reads a driver error (a write failed, or the database did).
         self._translate: Callable[[Any], Exception] = getattr(
@@ -155,7 +191,6 @@ class FusedRuntime:
         self._recent: set[str] = set()  # command ids run since the last sweep began
         self._busy: set[str] = set()  # sagas in a batch right now: one batch per saga
         self._states: dict[str, SagaState] = {}
-        self._guarded: set[str] = set()  # steps whose handler needs a savepoint (Rerun)
         self._unbatched: set[str] = set()  # sagas whose writes go one by one (Unbatch)
         self._breakers_loaded: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
@@ -164,7 +199,8 @@ class FusedRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self.transactions = 0
         #: Batches rolled back and run again, by why: "conflict" (another writer, or a
-        #: transient database error), "rerun" (Rerun), "unbatch" (Unbatch), "error".
+        #: transient database error), "unbatch" (Unbatch), "timeout" (a handler ran past
+        #: its step's timeout), "turn" (waited too long for the turn), "error".
         self.retries: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public
@@ -180,13 +216,28 @@ class FusedRuntime:
             self._tasks.append(asyncio.create_task(self._work(), name=f"fused:{number}"))
         self._tasks.append(asyncio.create_task(self._timers(), name="fused:timers"))
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 2.0) -> None:
+        """Stop within about ``grace`` seconds, whatever a handler is doing: workers take
+        no more batches, and the ones in flight get the grace to commit; then they are
+        cancelled, their transactions rolled back (the log still holds their requests,
+        so the next start runs them again) and the loops stopped."""
+        self._stopping = True
+        self._wake.set()
+        workers = [t for t in self._tasks if t.get_name() != "fused:timers"]
+        if workers and grace > 0:
+            await asyncio.wait(workers, timeout=grace)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=_CANCEL_WAIT)
+            for task in stuck:
+                log.warning(f"{task.get_name()} did not end when cancelled; leaving it behind")
         self._tasks.clear()
+        self._stopping = False
+        while self._starts:  # never taken: their callers must not wait for ever
+            item = self._starts.popleft()
+            if not item.done.done():
+                item.done.set_exception(RuntimeError("the fused runtime stopped first"))
 
     async def __aenter__(self) -> FusedRuntime:
         await self.start()
@@ -206,9 +257,13 @@ class FusedRuntime:
     ) -> str:
         """Start a saga (its first step runs in the same transaction); return its id once
         that transaction committed. Starting an id that exists does nothing."""
-        self.orchestrator.definition(definition, version)  # refuse unknown names now
+        request = StartRequest(definition, data, saga_id=saga_id, key=key, version=version)
+        # Refuse unknown names, and data that breaks a step's contract, now.
+        check_start(self.orchestrator.definition(request.definition, request.version), request.data)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        item = _Start(definition, data, saga_id or new_id(), key, version, done)
+        item = _Start(
+            request.definition, request.data, request.saga_id or new_id(), key, version, done
+        )
         self._starts.append(item)
         self._wake.set()
         return await done
@@ -245,7 +300,7 @@ class FusedRuntime:
     # ------------------------------------------------------------------ the loop
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopping:
             batch = self._take()
             if not batch.starts and not batch.commands:
                 self._wake.clear()
@@ -288,11 +343,19 @@ class FusedRuntime:
     async def _run_batch(self, batch: _Batch) -> None:
         try:
             decisions, onward = await self._transaction(batch)
-        except Rerun as rerun:
-            self.retries["rerun"] += 1
-            self._guarded.add(rerun.step)
+        except HandlerTimedOut:
+            self.retries["timeout"] += 1  # its participant answers it, unrun, next time
             self._forget(batch)
             self._requeue(batch)
+            return
+        except _TurnTimeout:
+            # Rolled back, so whatever waited on this transaction's locks goes on; a
+            # short random pause keeps the two from meeting the same way again.
+            self.retries["turn"] += 1
+            log.warning("a fused batch waited too long for the turn; running it again")
+            self._forget(batch)
+            self._requeue(batch)
+            await asyncio.sleep(random.uniform(0.01, 0.05))  # noqa: S311 - not for secrets
             return
         except Unbatch as unbatch:
             self.retries["unbatch"] += 1
@@ -327,11 +390,8 @@ class FusedRuntime:
             await asyncio.sleep(_FAILED_BATCH_PAUSE)
             return
         self.transactions += 1
-        if self._guarded or self._unbatched:
-            # A guarded step that committed is done with (its next try has a new key).
-            done = {d.state.saga_id for d in decisions}
-            self._guarded = {k for k in self._guarded if k.split("/", 1)[0] not in done}
-            self._unbatched -= done
+        if self._unbatched:
+            self._unbatched -= {d.state.saga_id for d in decisions}
         for env in batch.commands:
             self._known.discard(env.message_id)
             self._unwritten.discard(env.message_id)
@@ -380,8 +440,19 @@ class FusedRuntime:
 
     async def _transaction(self, batch: _Batch) -> tuple[list[Decision], dict[str, list[Outgoing]]]:
         """Run ``batch`` in one transaction; return its decisions and, apart from them,
-        the commands they chain to our own participants (run from memory, no outbox)."""
-        turn = False
+        the commands they chain to our own participants (run from memory, no outbox).
+
+        Rows other sagas share (business rows, semantic locks, breakers) are written by
+        one transaction at a time: a transaction takes the runtime's turn before its
+        first statement that may lock one (a handler's first statement, the held writes
+        or a release of locks) and keeps it until just before COMMIT, which waits for
+        nothing. So no transaction of this runtime ever waits for the turn while
+        holding such a row, and the database sees every other wait: the turn and the
+        database's locks never make a cycle it cannot see. Everything before (claims,
+        decisions, the append of a batch whose handlers only held writes) overlaps
+        freely. A wait for the turn is bounded all the same (``turn_wait``): a cycle
+        through another process's transactions is broken by rolling back."""
+        turn = _Turn(self._turn, self.turn_wait)
         onward: dict[str, list[Outgoing]] = {}
         try:
             async with self.store.unit() as unit:
@@ -391,13 +462,11 @@ class FusedRuntime:
                 releases = [env for env in commands if env.type.endswith(_RELEASE)]
                 if releases:
                     commands = [env for env in commands if not env.type.endswith(_RELEASE)]
+                    await turn.take()
                     await self._release(unit, releases)
                 await self._load_breakers(unit, commands)
                 inbox = BatchInbox(
-                    unit,
-                    guarded=self._guarded,
-                    unbatched=self._unbatched,
-                    translate=self._translate,
+                    unit, unbatched=self._unbatched, translate=self._translate, before_use=turn.take
                 )
                 if len(commands) > 1:
                     await inbox.preclaim_commands([(self._consumer_of(e), e) for e in commands])
@@ -412,21 +481,16 @@ class FusedRuntime:
                 sent = [e.message_id for e in batch.commands if e.message_id not in self._unwritten]
                 replies = inbox.take_replies()  # stored by the append's statement
                 await unit.append(list(decisions.values()), sent=sent, replies=replies)
-                # Rows other sagas share (the held business writes, the breakers) are
-                # written last, by one transaction at a time: workers overlap everything
-                # else and never deadlock on those rows. The turn passes on before the
-                # COMMIT, which takes no lock: the next transaction's writes then wait
-                # in the database, for this commit, only where they touch the same rows.
-                await self._turn.acquire()
-                turn = True
+                await turn.take()
                 await inbox.flush_writes()
                 for participant in self.participants.values():
                     await save_breakers(unit.connection, list(participant.breakers.values()))
-                self._turn.release()
-                turn = False
+                # The turn passes on before the COMMIT, which takes no lock: the next
+                # transaction's writes wait in the database, for this commit, only
+                # where they touch the same rows.
+                turn.give()
         finally:
-            if turn:
-                self._turn.release()
+            turn.give()
         return list(decisions.values()), onward
 
     def _runs_here(self, out: Outgoing) -> bool:
@@ -515,7 +579,11 @@ class FusedRuntime:
         participant = self.participants[self._destinations[_queue_of(env)]]
         command = env.type.split(".", 1)[1]
         inbox.begin(env)
-        body = await participant.execute(inbox.unit, env, participant.handler(command))
+        try:
+            body = await participant.execute(inbox.unit, env, participant.handler(command))
+        except HandlerTimedOut as late:
+            participant.note_timeout(late)
+            raise
         reply = Reply(
             step=env.step or "",
             op=env.op or "action",

@@ -136,6 +136,9 @@ class StepFailed(SagaEvent):
     locks_at: str | None = None
     #: A dependency was unavailable (an open breaker): this try does not count.
     deferred: bool = False
+    #: The participant said it did the work, but its reply broke the step's contract:
+    #: not retried, yet owed its compensation, as the work may be there.
+    done: bool = False
 
 
 class StepTimedOut(SagaEvent):
@@ -572,10 +575,10 @@ def _apply_step(step: StepState, event: SagaEvent) -> None:
             pass
         case ApprovalRequested(deadline=deadline):
             step.attempt, step.deadline = step.attempt + 1, deadline
-        case StepFailed(reason=reason, retryable=retryable, deferred=deferred):
+        case StepFailed(reason=reason, retryable=retryable, deferred=deferred, done=done):
             step.deadline = step.retry_at = None
             step.error = reason
-            step.final_failure = not retryable
+            step.final_failure = not retryable and not done
             if deferred:
                 step.attempt_base += 1
         case StepTimedOut(op=op):

@@ -17,6 +17,8 @@ from typing import Any, Literal, TextIO
 import structlog
 from opentelemetry import trace
 
+from sagakit.redaction import log_processor
+
 Mode = Literal["story", "json", "quiet"]
 
 
@@ -34,6 +36,7 @@ def add_trace_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[s
 _PROCESSORS: list[Any] = [
     structlog.stdlib.filter_by_level,
     add_trace_id,
+    log_processor,  # hidden fields masked, control characters escaped
     structlog.stdlib.render_to_log_kwargs,
 ]
 

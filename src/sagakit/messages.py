@@ -14,7 +14,8 @@ from sagakit.errors import PoisonMessageError
 Op = Literal["action", "compensation"]
 
 #: The envelope schema this code writes; readers accept this and every older one.
-ENVELOPE_VERSION = 1
+#: Version 2 added ``timeout`` (a command's handler budget).
+ENVELOPE_VERSION = 2
 
 #: Bodies larger than this are refused at the consumer and dead-lettered.
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -74,6 +75,9 @@ class Envelope(BaseModel):
     step: str | None = None
     op: Op | None = None
     attempt: int = 0
+    #: For a saga command: the seconds its handler may run before it is cancelled and
+    #: its transaction rolled back (the step's timeout).
+    timeout: float | None = Field(default=None, gt=0)
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
+from sagakit.contracts import ContractError, broken_reply, check_start
+from sagakit.data import check_json_object, check_key, check_saga_id
 from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
@@ -39,6 +41,7 @@ from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 if TYPE_CHECKING:
     from sagakit.metrics import Metrics
 from sagakit import tracing
+from sagakit.liveness import Heartbeat
 from sagakit.rules import RuleBook, RuleSet
 
 log = get_logger("sagakit.orchestrator")
@@ -49,7 +52,11 @@ _MAX_CONFLICT_RETRIES = 8
 
 @dataclass(frozen=True, slots=True)
 class StartRequest:
-    """One saga to start; ``saga_id`` makes starting idempotent when the caller picks it."""
+    """One saga to start; ``saga_id`` makes starting idempotent when the caller picks it.
+
+    ``definition`` is a definition's name, or the SagaDefinition itself (its version
+    then, unless ``version`` says otherwise). The data must be a dict of JSON values
+    (:mod:`sagakit.data`); anything else is refused here, with where and why."""
 
     definition: str
     data: Mapping[str, Any]
@@ -57,6 +64,27 @@ class StartRequest:
     key: str | None = None
     version: int | None = None
     traceparent: str | None = None
+
+    def __post_init__(self) -> None:
+        name, version = definition_named(self.definition, self.version)
+        object.__setattr__(self, "definition", name)
+        object.__setattr__(self, "version", version)
+        check_saga_id(self.saga_id)
+        check_key(self.key)
+        object.__setattr__(self, "data", check_json_object(self.data, "the saga's start data"))
+
+
+def definition_named(definition: object, version: int | None) -> tuple[str, int | None]:
+    """The name and version a saga is started by, given a definition's name or the
+    SagaDefinition itself (its own version unless ``version`` says otherwise)."""
+    if isinstance(definition, SagaDefinition):
+        return definition.name, definition.version if version is None else version
+    if not isinstance(definition, str):
+        raise TypeError(
+            "a saga is started by its definition's name or its SagaDefinition, "
+            f"not {type(definition).__name__}"
+        )
+    return definition, version
 
 
 class Orchestrator:
@@ -78,6 +106,7 @@ class Orchestrator:
         # current when it starts.
         self.rulebook = RuleBook() if rules else None
         self.group = group
+        self.heartbeat = Heartbeat(group)
         # Without a clock of its own, decisions take the time from the store's
         # transaction: the database's clock on PostgreSQL.
         self._own_clock = clock
@@ -129,7 +158,7 @@ class Orchestrator:
 
     async def start(
         self,
-        definition: str,
+        definition: str | SagaDefinition,
         data: Mapping[str, Any],
         *,
         saga_id: str | None = None,
@@ -138,16 +167,19 @@ class Orchestrator:
     ) -> str:
         """Start one saga and return its id once it is committed. Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
-        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone."""
-        self.definition(definition, version)
+        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
+        data that is not a dict of JSON values (DataError, naming the key) or that breaks
+        a step's contract (:class:`~sagakit.contracts.ContractError`)."""
+        name, version = definition_named(definition, version)
         request = StartRequest(
-            definition,
+            name,
             data,
-            saga_id=saga_id or new_id(),
+            saga_id=check_saga_id(saga_id) or new_id(),
             key=key,
             version=version,
             traceparent=tracing.current_traceparent(),  # the caller's trace, not the flush's
         )
+        check_start(self.definition(request.definition, request.version), request.data)
         return await self._starts.submit(request)
 
     async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
@@ -261,6 +293,10 @@ class Orchestrator:
             except LookupError as exc:
                 delivery.reject("unknown_definition", str(exc))
                 continue
+            breach = broken_reply(definition, env) if isinstance(trigger, Reply) else None
+            if breach is not None and isinstance(trigger, Reply):
+                delivery.reject("contract", breach)  # kept for a person; the step fails now
+                trigger = replace(trigger, broken=breach)
             rules = await self._pinned_rules(unit, state)
             decision = self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
@@ -284,8 +320,12 @@ class Orchestrator:
             return None  # already started: starting is idempotent
         try:
             definition = self.definition(body.definition, body.version)
+            check_start(definition, body.data)
         except LookupError as exc:
             delivery.reject("unknown_definition", str(exc))
+            return None
+        except ContractError as exc:
+            delivery.reject("contract", exc.reason)
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
         rules = await self._current_rules(unit, definition.name)
@@ -300,6 +340,7 @@ class Orchestrator:
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
         now = await self._now(unit)
+        await self.heartbeat.beat(unit.connection)  # sagakit.liveness
         ids = await unit.due(now, limit)
         if not ids:
             return []
@@ -505,10 +546,13 @@ def start_message(
     Enqueue it in your own transaction (``unit.enqueue([...])``) next to the business
     write the saga is about, and the two commit together: an order row and the saga
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
-    it needs the definition, not a running orchestrator.
+    it needs the definition, not a running orchestrator. Data that breaks a step's
+    contract raises :class:`~sagakit.contracts.ContractError` here.
     """
+    request = StartRequest(definition.name, data, saga_id=saga_id, key=key)  # refuses bad input
+    check_start(definition, request.data)
     body = StartBody(
-        definition=definition.name, version=definition.version, data=dict(data), key=key
+        definition=definition.name, version=definition.version, data=dict(request.data), key=key
     )
     envelope = Envelope(
         message_id=new_id(),

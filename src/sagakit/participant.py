@@ -18,23 +18,26 @@ makes it the barrier as well:
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Executable, text
 
 from sagakit import tracing
-from sagakit.batching import BatchInbox, Unbatch, inbox_key
+from sagakit.batching import BatchInbox, HandlerTimedOut, Unbatch, inbox_key, step_key
 from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
 from sagakit.clock import SystemClock
+from sagakit.contracts import AnyHandler, as_handler
+from sagakit.data import check_json
 from sagakit.decide import REASON_KEY
-from sagakit.errors import PoisonMessageError, SagaError, StepRejected
+from sagakit.errors import DataError, PoisonMessageError, SagaError, StepRejected
 from sagakit.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
 from sagakit.logs import get_logger
 from sagakit.messages import (
@@ -52,6 +55,9 @@ from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
 if TYPE_CHECKING:
     import structlog
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+#: Late steps remembered for their transaction's next run (Participant.note_timeout).
+_TIMED_OUT_KEPT = 10_000
 
 _PREVENTED = ReplyBody(
     ok=False, reason="prevented: compensated before it ran", retryable=False
@@ -132,6 +138,7 @@ class StepContext:
 
 
 Handler = Callable[[StepContext], Awaitable[Mapping[str, Any] | None]]
+_H = TypeVar("_H", bound="AnyHandler")
 
 
 @lru_cache(maxsize=512)
@@ -150,8 +157,14 @@ class Participant:
         clock: Clock | None = None,
         service_log: str | None = None,
         breakers: Sequence[CircuitBreaker] = (),
+        handler_timeout: float = 30.0,
     ) -> None:
         self.name = name
+        #: Seconds a handler may run when its command names no timeout of its own.
+        self.handler_timeout = handler_timeout
+        # Steps (step_key) whose handler ran past its timeout in a transaction that then
+        # rolled back: the transaction's next run answers them as failed, unrun.
+        self._timed_out: dict[str, float] = {}
         self.breakers = {breaker.name: breaker for breaker in breakers}
         self._breakers_loaded = not self.breakers
         self.store = store
@@ -166,19 +179,29 @@ class Participant:
     def bindings(self) -> tuple[str, ...]:
         return ()
 
-    def command(self, name: str) -> Callable[[Handler], Handler]:
+    def command(self, name: str) -> Callable[[_H], _H]:
         """Register the decorated coroutine as the handler of command ``name``."""
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: _H) -> _H:
             self.on(name, handler)
             return handler
 
         return register
 
-    def on(self, name: str, handler: Handler) -> None:
+    def on(self, name: str, handler: AnyHandler) -> None:
+        """Handle command ``name`` with ``handler``: ``(ctx)``, or typed ``(ctx, command)``
+        with pydantic models (see :mod:`sagakit.contracts`)."""
         if name in self._handlers:
             raise ValueError(f"participant {self.name!r} already handles {name!r}")
-        self._handlers[name] = handler
+        if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - an object with an async __call__
+        ):
+            what = getattr(handler, "__qualname__", type(handler).__name__)
+            raise TypeError(
+                f"the handler of {self.name}.{name} ({what}) must be an async function "
+                "(async def); sagakit awaits it inside the step's transaction"
+            )
+        self._handlers[name] = as_handler(handler)
 
     @property
     def commands(self) -> list[str]:
@@ -212,12 +235,14 @@ class Participant:
         if not commands and not releases:
             return
         unbatched: set[str] = set()
-        while True:  # each round sends one more saga's writes one by one, so it ends
+        while True:  # each round settles one more saga's writes or timeout, so it ends
             try:
                 await self._handle_once(commands, releases, unbatched)
                 return
             except Unbatch as unbatch:
                 unbatched.update(unbatch.saga_ids)
+            except HandlerTimedOut as late:
+                self.note_timeout(late)
 
     async def _handle_once(
         self,
@@ -234,10 +259,8 @@ class Participant:
                 self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
             inbox = BatchInbox(
                 unit,
-                guarded=(),
                 unbatched=unbatched,
                 translate=getattr(self.store, "_translate", lambda exc: exc),
-                lazy=True,
             )
             if len(commands) > 1:
                 await self._preclaim(inbox, [env for env, _ in commands])
@@ -346,7 +369,26 @@ class Participant:
             await unit.forget(self.consumer, key)
         return body
 
+    def note_timeout(self, late: HandlerTimedOut) -> None:
+        """The transaction ``late`` cut short has rolled back; when it runs again, the late
+        step is answered as a failed attempt without running its handler again."""
+        self._timed_out[late.step] = late.seconds
+        while len(self._timed_out) > _TIMED_OUT_KEPT:
+            del self._timed_out[next(iter(self._timed_out))]
+        saga_id, step = late.step.split("/", 2)[:2]
+        self.log.warning(
+            f"{step}: the handler ran past its timeout of {late.seconds:g}s; cancelled, its "
+            "transaction rolled back, and the attempt counted as failed",
+            saga_id=saga_id,
+            step=step,
+        )
+
     async def _call(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> ReplyBody:
+        key = step_key(env)
+        late = self._timed_out.get(key)
+        if late is not None:
+            reason = f"ran past its timeout of {late:g}s; cancelled and rolled back"
+            return ReplyBody(ok=False, reason=reason, retryable=True)
         ctx = StepContext(
             saga_id=env.saga_id,
             step=env.step or "",
@@ -363,12 +405,38 @@ class Participant:
             logger=self.log,
             traceparent=env.traceparent,
         )
+        # A handler past its budget is cancelled. Its statement may have been cut off
+        # mid-flight, so no savepoint is trusted to undo it: the whole transaction rolls
+        # back (HandlerTimedOut) and runs again, answering this attempt as failed.
+        budget = env.timeout or self.handler_timeout
+        timer = asyncio.timeout(budget)
+        try:
+            async with timer:
+                body = await self._guarded(unit, env, handler, ctx)
+        except BaseException as exc:
+            if timer.expired():
+                raise HandlerTimedOut(key, budget) from exc
+            raise
+        if timer.expired():
+            raise HandlerTimedOut(key, budget)
+        return body
+
+    async def _guarded(
+        self, unit: UnitOfWork, env: Envelope, handler: Handler, ctx: StepContext
+    ) -> ReplyBody:
+        """Run ``handler`` in its savepoint; turn how it ended into the step's outcome."""
         try:
             async with unit.savepoint():
-                data = await handler(ctx)
+                data = _reply_data(await handler(ctx), env)
         except StepRejected as exc:
             ctx.log.warning(f"{env.step}: refused: {exc.reason}")
+            try:
+                check_json(exc.data, f"the data of {env.step}'s refusal")
+            except DataError as bad:
+                return self._bad_data(ctx, env, bad)
             return ReplyBody(ok=False, reason=exc.reason, data=exc.data, locks=ctx.locks.touched)
+        except DataError as exc:
+            return self._bad_data(ctx, env, exc)
         except BreakerOpen as exc:
             ctx.log.info(f"{env.step}: deferred, {exc}")
             return ReplyBody(
@@ -389,14 +457,24 @@ class Participant:
             ctx.log.warning(f"{env.step}: failed ({exc}); retryable={exc.retryable}")
             return ReplyBody(ok=False, reason=str(exc), retryable=True)
         except Exception as exc:
-            ctx.log.error(  # noqa: TRY400 - the traceback only at debug; the story stays short
-                f"{env.step}: handler {env.type} raised {type(exc).__name__}: {exc}",
-                exc_info=logging.getLogger(self._logger_name).isEnabledFor(logging.DEBUG),
+            if _cancelling():  # cut short by a stop or its timeout, not a failure of its own
+                raise
+            # The story's line names the error; its traceback follows it.
+            ctx.log.exception(
+                f"{env.step}: handler {env.type} raised {type(exc).__name__}: {exc} "  # noqa: TRY401
+                f"(attempt {env.attempt}; it will be retried or compensated)",
+                attempt=env.attempt,
             )
             return ReplyBody(ok=False, reason=f"{type(exc).__name__}: {exc}", retryable=True)
         if not data and not ctx.locks.touched:
             return _DONE
-        return ReplyBody(ok=True, data=dict(data or {}), locks=ctx.locks.touched)
+        return ReplyBody(ok=True, data=data, locks=ctx.locks.touched)
+
+    def _bad_data(self, ctx: StepContext, env: Envelope, exc: DataError) -> ReplyBody:
+        """A handler handed back what cannot travel: the attempt fails now, for good (the
+        same code would hand back the same again), and its writes are rolled back."""
+        ctx.log.error(f"{env.step}: handler {env.type} failed: {exc}", attempt=env.attempt)
+        return ReplyBody(ok=False, reason=str(exc), retryable=False)
 
     def _reply(
         self, command: Envelope, body: ReplyBody, *, traceparent: str | None = None
@@ -423,6 +501,26 @@ def _hop(
 ) -> Iterator[str | None]:
     with opened as (_, traceparent):
         yield traceparent
+
+
+def _reply_data(data: object, env: Envelope) -> dict[str, Any]:
+    """What a handler returned, as the data its reply adds to the saga's (a dict of JSON
+    values, or nothing); DataError naming the step otherwise."""
+    if data is None:
+        return {}
+    where = f"the reply of {env.step} ({env.type})"
+    if not isinstance(data, Mapping):
+        raise DataError(
+            f"{where} is a {type(data).__name__}; a handler returns a dict (merged into "
+            "the saga's data) or None"
+        )
+    check_json(data, where)
+    return dict(data)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _retry_later() -> ReplyBody:

@@ -363,7 +363,11 @@ DEFAULT_RETRY_TIERS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
 
 
 class Subscription(Protocol):
-    async def stop(self) -> None: ...
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Take no more messages; let the batch being handled finish within ``grace``
+        seconds, then cancel it (its transaction rolls back and its messages go back to
+        the queue for another consumer). Returns within about ``grace`` seconds."""
+        ...
 
 
 class Transport(Protocol):

@@ -25,32 +25,42 @@ Rule sets are published to the store with increasing versions. A saga is pinned 
 the version that was current when it started, so publishing new rules never changes
 a saga already running. When a step is reached, the rules that name it are evaluated
 against the saga's data as it is then: a ``require`` that holds wins over a ``skip``.
-A rule that cannot be evaluated for a saga (a missing field, a type error) sends that
-saga to needs-attention, never the process down. Invalid files are refused when
-loaded, with the line and the reason.
+A condition's cost is bounded when the file is read and each evaluation has a time
+budget, spent in a worker process (:mod:`sagakit.rule_budget`). A rule that cannot be
+evaluated for a saga (a missing field, a type error, over its budget) takes its
+``on_error`` fallback: ``run`` (the default: the step runs, the careful side for a skip
+and a require alike), ``skip``, or ``attention`` (the saga needs a person); never the
+process down. Invalid files are refused when loaded, with the line and the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sagakit import rule_budget
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import SagaError
+from sagakit.logs import get_logger
+
+log = get_logger("sagakit.rules")
 
 Verdict = Literal["run", "skip"]
 
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
 _SAMPLE_HEADER = re.compile(r"^\s*\[\[\s*sample\s*\]\]")
 _TOP_KEYS = {"saga", "version", "rule", "sample"}
-_RULE_KEYS = {"name", "when", "skip", "require"}
+_RULE_KEYS = {"name", "when", "skip", "require", "on_error"}
+OnError = Literal["run", "skip", "attention"]
+ON_ERROR: tuple[OnError, ...] = ("run", "skip", "attention")
 
 
 class RuleError(SagaError):
@@ -79,24 +89,26 @@ class Rule:
     skip: tuple[str, ...]
     require: tuple[str, ...]
     line: int
-    program: Any = field(repr=False, compare=False)
+    on_error: OnError = "run"
 
     def holds(self, data: Mapping[str, Any], saga: Mapping[str, Any]) -> bool:
-        from celpy.adapter import json_to_cel
-        from celpy.celtypes import BoolType
-        from celpy.evaluation import CELEvalError
-
+        """Whether the condition holds; RuleFailed when it cannot be evaluated."""
         try:
-            result = self.program.evaluate(
-                {"data": json_to_cel(dict(data)), "saga": json_to_cel(dict(saga))}
-            )
-        except Exception as exc:  # celpy raises its own errors and Python's alike
-            raise RuleFailed(self.name, _cel_reason(exc)) from exc
-        if isinstance(result, CELEvalError):
-            raise RuleFailed(self.name, _cel_reason(result))
-        if not isinstance(result, bool | BoolType):
-            raise RuleFailed(self.name, f"the condition gave {result!r}, not true or false")
-        return bool(result)
+            rule_budget.check_data(dict(data))
+        except rule_budget.OverBudget as exc:
+            raise RuleFailed(self.name, str(exc)) from exc
+        evaluated, answer = rule_budget.WORKER.evaluate(self.when, data, saga)
+        if not evaluated:
+            raise RuleFailed(self.name, answer)
+        return answer == "true"
+
+    def fallback(self, step: Step, failure: RuleFailed) -> tuple[Verdict, str]:
+        """What ``step`` does when this rule failed: its ``on_error``; raises for
+        ``attention``."""
+        if self.on_error == "attention":
+            raise failure
+        log.warning(f"{failure}; step {step.name} takes on_error = {self.on_error}")
+        return self.on_error, f"{failure}; on_error = {self.on_error}"
 
 
 @dataclass(frozen=True)
@@ -114,19 +126,30 @@ class RuleSet:
     rules: tuple[Rule, ...]
     samples: tuple[Sample, ...] = ()
     source: str = ""
+    #: Why a stored rule set could not be read (over limits set since it was published):
+    #: every verdict under it fails, so its sagas need attention instead of guessing.
+    broken: str | None = None
 
     def verdict(
         self, step: Step, data: Mapping[str, Any], saga: Mapping[str, Any] | None = None
     ) -> tuple[Verdict, str]:
         """Whether ``step`` runs for this data, and which rule (or default) said so."""
+        if self.broken is not None:
+            raise RuleFailed(f"{self.saga} rules v{self.version}", self.broken)
         context = saga or {}
         required = [r for r in self.rules if step.name in r.require]
         for rule in required:
-            if rule.holds(data, context):
-                return "run", rule.name
+            try:
+                if rule.holds(data, context):
+                    return "run", rule.name
+            except RuleFailed as failed:
+                return rule.fallback(step, failed)
         for rule in (r for r in self.rules if step.name in r.skip):
-            if rule.holds(data, context):
-                return "skip", rule.name
+            try:
+                if rule.holds(data, context):
+                    return "skip", rule.name
+            except RuleFailed as failed:
+                return rule.fallback(step, failed)
         if step.optional:
             return "skip", "optional, and no rule requires it"
         return "run", "default"
@@ -239,15 +262,28 @@ def _rule(
         raise RuleError(source, header, f"rule {name!r} neither skips nor requires a step")
     if definition is not None:
         _check_steps(name, steps, definition=definition, source=source, lines=lines, header=header)
+    on_error = raw.get("on_error", "run")
+    if on_error not in ON_ERROR:
+        raise RuleError(
+            source, _line_of(lines, "on_error", header), f"on_error is one of {', '.join(ON_ERROR)}"
+        )
+    try:
+        rule_budget.check_text(when)
+    except rule_budget.OverBudget as exc:
+        raise RuleError(source, when_line, f"rule {name!r}: {exc}") from exc
     env = celpy.Environment()
     try:
-        program = env.program(env.compile(when))
+        tree = env.compile(when)
     except Exception as exc:  # celpy's parse errors carry the column in their text
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuleError(
             source, when_line, f"rule {name!r}: the condition does not parse: {detail}"
         ) from exc
-    return Rule(name, when, steps["skip"], steps["require"], header, program)
+    try:
+        rule_budget.check_tree(tree)
+    except rule_budget.OverBudget as exc:
+        raise RuleError(source, when_line, f"rule {name!r}: {exc}") from exc
+    return Rule(name, when, steps["skip"], steps["require"], header, on_error)
 
 
 def _check_steps(
@@ -292,13 +328,6 @@ def _sample(raw: Any, source: str, header: int) -> Sample:
     return Sample(raw["name"], dict(raw["data"]))
 
 
-def _cel_reason(exc: object) -> str:
-    args = getattr(exc, "args", ())
-    if args and isinstance(args[0], str):
-        return args[0]
-    return str(exc)
-
-
 # ---------------------------------------------------------------------------- the book
 
 
@@ -339,8 +368,12 @@ class RuleBook:
             ).first()
             if row is None:
                 raise RuleFailed(f"{saga} v{version}", "that rule set is not in the store")
-            found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+            try:
+                found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+            except RuleError as exc:
+                found = RuleSet(saga, version, (), source=row.source, broken=exc.reason)
             self._sets[(saga, version)] = found  # published sets never change
+            await asyncio.to_thread(rule_budget.WORKER.start)  # its start off the loop
         return found
 
 

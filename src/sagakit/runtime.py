@@ -8,7 +8,6 @@ restarts any loop that fails (a database restart, a dropped connection).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
@@ -23,6 +22,21 @@ from sagakit.relay import OutboxRelay
 from sagakit.stores.sql import SqlSagaStore
 
 log = get_logger("sagakit.runtime")
+
+#: Seconds a stop gives cancelled loops, and the transport's close, at the least.
+_CLOSE_WAIT = 0.5
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait, briefly, for them to unwind; one that will not (a driver
+    that does not let go) is left behind, logged, so a stop always returns."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
+    for task in stuck:
+        log.warning(f"{task.get_name()} did not end when cancelled; leaving it behind")
 
 
 class Consumer(Protocol):
@@ -177,23 +191,34 @@ class Runtime:
         return {store.url: await store.outbox_lag(now) for store in self._stores.values()}
 
     async def stop(self, *, grace: float = 2.0) -> None:
-        """Stop everything; batches already published get ``grace`` seconds to be
-        confirmed and marked sent, so a clean stop leaves no needless redelivery."""
+        """Stop everything within about ``grace`` seconds, whatever a handler is doing.
+
+        Relays first get up to half the grace to have the batches they published
+        confirmed and marked sent, so a clean stop leaves no needless redelivery. Then
+        consumers take no more messages, and the batches in their handlers get the rest
+        of the grace to finish and commit; what has not finished by then is cancelled,
+        its transaction rolled back and its messages handed back unacknowledged (another
+        replica, or this process on its next start, takes them). The loops go last."""
         if not self._running:
             return
         self._running = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
+
+        def left() -> float:
+            return max(deadline - loop.time(), 0.0)
+
+        half = loop.time() + left() / 2
         for relay in self.relays.values():
-            await relay.settle(grace)
-        for sub in self._subscriptions:
-            await sub.stop()
+            await relay.settle(max(half - loop.time(), 0.0))
+        await asyncio.gather(*(sub.stop(grace=left()) for sub in self._subscriptions))
         self._subscriptions.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel(self._tasks)
         self._tasks.clear()
-        await self.transport.close()
+        try:
+            await asyncio.wait_for(self.transport.close(), max(left(), _CLOSE_WAIT))
+        except TimeoutError:
+            log.warning("the transport did not close in time; leaving it")
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -27,6 +27,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from sagakit.redaction import redact_attributes
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("sagakit")
 
@@ -57,7 +59,7 @@ def span(
         name,
         context=_context(parent),
         kind=kind,
-        attributes={k: v for k, v in (attributes or {}).items() if v is not None},
+        attributes={k: v for k, v in redact_attributes(attributes or {}).items() if v is not None},
         links=linked,
     ) as current:
         yield current, current_traceparent() or parent

@@ -1,20 +1,31 @@
 """The order service's HTTP API: place an order, read its status.
 
-A bad request (zero or negative quantity, unknown customer or item, malformed JSON)
-gets a 4xx with a clear message and writes nothing.
+A bad request (zero or negative quantity, unknown customer or item, malformed JSON,
+NaN, a body over the limit) gets a 4xx with a clear message and writes nothing. A
+client that retries sends the same ``Idempotency-Key``: it gets the first order back.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from sagakit.api.docs import serve_docs
+from sagakit.api.guard import harden
 from shop.app import Shop
-from shop.services.order import MAX_QUANTITY, OrderRejected, orders
+from shop.services.order import KEY_TTL, MAX_QUANTITY, KeyReused, OrderRejected, orders
 from shop.world import dollars
+
+#: Order requests are small: anything bigger is refused before it is read.
+MAX_BODY = 16 * 1024
+
+
+def _problem(what: str) -> dict[str, Any]:
+    detail = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+    return {"description": what, "content": {"application/json": {"schema": detail}}}
 
 
 class OrderIn(BaseModel):
@@ -51,28 +62,62 @@ def _out(row: Any) -> OrderOut:
     )
 
 
-def create_app(shop: Shop) -> FastAPI:
+def create_app(shop: Shop, *, max_body: int = MAX_BODY) -> FastAPI:
     app = FastAPI(
         title="sagakit shop: orders",
         description="Place orders; each one runs the order saga across five services.",
         version="1",
+        docs_url=None,
+        responses={413: _problem("the body is over the limit"), 422: _problem("malformed")},
     )
+    serve_docs(app, docs_url="/docs", openapi_url="/openapi.json", title="sagakit shop")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok", "mode": shop.mode}
 
-    @app.post("/orders", status_code=201, response_model=OrderOut)
-    async def place(order: OrderIn) -> OrderOut:
+    @app.post(
+        "/orders",
+        status_code=201,
+        response_model=OrderOut,
+        responses={
+            200: {"model": OrderOut, "description": "placed before under this key"},
+            409: _problem("the idempotency key was used for a different order"),
+        },
+    )
+    async def place(
+        order: OrderIn,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                min_length=1,
+                max_length=200,
+                pattern=r"^[\x21-\x7e]+$",
+                description="Retry safely: the same key and request give back the first "
+                f"order (200) for {KEY_TTL // 3600} hours; another request under it, 409.",
+            ),
+        ] = None,
+    ) -> OrderOut:
         try:
-            placed = await shop.place(order.customer_id, order.sku, order.quantity)
+            placed = await shop.place(
+                order.customer_id, order.sku, order.quantity, idempotency_key=idempotency_key
+            )
         except OrderRejected as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
+        except KeyReused as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        if placed.replayed:
+            response.status_code = 200
         row = await _get(shop, placed.order_id)
         assert row is not None
         return _out(row)
 
-    @app.get("/orders/{order_id}", response_model=OrderOut)
+    @app.get(
+        "/orders/{order_id}",
+        response_model=OrderOut,
+        responses={404: _problem("no such order")},
+    )
     async def get(order_id: str) -> OrderOut:
         row = await _get(shop, order_id)
         if row is None:
@@ -90,7 +135,7 @@ def create_app(shop: Shop) -> FastAPI:
         async with shop.orders.store.unit() as unit:
             return [_out(row) for row in await unit.connection.execute(query)]
 
-    return app
+    return harden(app, max_body=max_body)
 
 
 async def _get(shop: Shop, order_id: str) -> Any:

@@ -8,12 +8,13 @@ pieces are the same; only the stores and the transport differ.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Orchestrator, tracing
+from sagakit import Orchestrator, redaction, tracing
 from sagakit.choreography import Choreography
 from sagakit.metrics import Metrics
 from sagakit.orchestrator import start_message
@@ -50,6 +51,17 @@ def embedded_files(directory: Path) -> list[Path]:
 
 def open_stores(urls: Mapping[str, str]) -> dict[str, SqlSagaStore]:
     return {name: open_store(url) for name, url in urls.items()}
+
+
+#: What the shop hides from logs, spans and viewers of sagas and dead letters: its
+#: customers' e-mail addresses and names (``SAGAKIT_REDACT`` set otherwise wins).
+REDACT = ("email", "customer")
+
+
+def hide_personal_data() -> None:
+    """Set this process's redaction to the shop's, unless ``SAGAKIT_REDACT`` is set."""
+    if "SAGAKIT_REDACT" not in os.environ:
+        redaction.configure(REDACT)
 
 
 @dataclass
@@ -149,12 +161,16 @@ class Shop:
             )
             await unit.enqueue([message])
 
-    async def place(self, customer_id: str, sku: str, quantity: int) -> PlacedOrder:
+    async def place(
+        self, customer_id: str, sku: str, quantity: int, *, idempotency_key: str | None = None
+    ) -> PlacedOrder:
         """Place an order: the order row and the start of its saga, in one transaction.
         The order's trace begins here."""
         attributes = {"order.customer": customer_id, "order.sku": sku}
         with tracing.span("order.place", None, attributes):
-            return await self.orders.place(customer_id, sku, quantity, start=self._start)
+            return await self.orders.place(
+                customer_id, sku, quantity, start=self._start, idempotency_key=idempotency_key
+            )
 
     async def close(self) -> None:
         for store in self.stores.values():

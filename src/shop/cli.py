@@ -12,13 +12,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sagakit.cli.app import app, console, fail
-from shop.app import MODES, Mode
+from sagakit.cli.render import safe
+from shop.app import MODES, Mode, hide_personal_data
 
 if TYPE_CHECKING:
     from sagakit.api.auth import Token
+
+ShowTokensOption = Annotated[
+    bool,
+    typer.Option(
+        "--show-tokens",
+        help="Print the dashboard's address with each token in it (for a local demo: "
+        "anything printed ends up in scrollback and logs).",
+    ),
+]
+
 
 ModeOption = Annotated[
     str, typer.Option("--mode", help="orchestration (a coordinator) or choreography (events).")
@@ -69,6 +81,7 @@ def demo(
         str | None,
         typer.Option(help="A carrier quote service to call (by default one runs in-process)."),
     ] = None,
+    show_tokens: ShowTokensOption = False,
 ) -> None:
     """Run the shop on the embedded default: orders through the saga, then the check."""
     from sagakit.logs import configure
@@ -76,14 +89,17 @@ def demo(
 
     chosen = _check_mode(mode)
     configure("quiet" if as_json else "story")
+    hide_personal_data()
     from sagakit import tracing
 
     if not tracing.configure(service="shop-demo") and serve:
         _trace_ids_for_the_dashboard()
 
+    tokens, where = _tokens(directory / "tokens") if serve else ([], "")
+
     def serving(admin: str, orders_api: str, tokens: list[Token]) -> None:
         console.print()
-        print_dashboard(admin, tokens)
+        print_dashboard(admin, tokens, where=where, show=show_tokens)
         console.print(f"[bold]order API[/] docs: {orders_api}/docs   (Ctrl-C to stop)")
 
     result = asyncio.run(
@@ -96,6 +112,7 @@ def demo(
             mode=chosen,
             serve=("127.0.0.1", port, _admin_port(port, admin_port)) if serve else None,
             on_serving=serving,
+            tokens=tokens or None,
             gateway_outage=gateway_outage,
             gateway_url=gateway_url,
             carrier_url=carrier_url,
@@ -125,12 +142,28 @@ def _trace_ids_for_the_dashboard() -> None:
     trace.set_tracer_provider(TracerProvider())
 
 
-def print_dashboard(admin: str, tokens: list[Token]) -> None:
-    """The dashboard's address with each token (it keeps the token and drops it from the
-    address bar), and where the admin API's documentation is."""
-    for token in tokens:
-        url = f"{admin}/?token={token.secret}"
-        console.print(f"[bold]dashboard[/] ({token.role}): {url}", soft_wrap=True)
+def _tokens(fresh_file: Path) -> tuple[list[Token], str]:
+    """The configured tokens, or fresh ones written to ``fresh_file``; and where."""
+    from sagakit.api.auth import configured_or_fresh
+
+    try:
+        return configured_or_fresh(fresh_file)
+    except ValueError as exc:  # says which item, never what it holds
+        raise fail(f"SAGAKIT_TOKENS: {exc}", 2) from exc
+
+
+def print_dashboard(admin: str, tokens: list[Token], *, where: str, show: bool = False) -> None:
+    """The dashboard's address, and where its tokens are (each by its first characters);
+    with ``show``, the address with each token in it (in the fragment, which no server
+    sees; the dashboard exchanges it for a session and drops it from the address bar)."""
+    if show:
+        for token in tokens:
+            url = f"{admin}/#token={token.secret}"
+            console.print(f"[bold]dashboard[/] ({token.role}): {url}", soft_wrap=True)
+    else:
+        console.print(f"[bold]dashboard[/]: {admin}/", soft_wrap=True)
+        known = ", ".join(f"{t.role} {t.name} ({t.hint})" for t in tokens)
+        console.print(f"  sign in with a token from {where}: {escape(known)}", soft_wrap=True)
     console.print(f"[bold]admin API[/] docs: {admin}/api/docs")
 
 
@@ -149,7 +182,7 @@ def _report(result: object) -> None:
     checks = Table(title="invariants", title_justify="left", show_header=False)
     for name, ok in summary["invariants"].items():
         mark = "[green]holds[/]" if ok else "[bold red]VIOLATED[/]"
-        checks.add_row(name, mark, "; ".join(result.report.violations[name][:3]))
+        checks.add_row(name, mark, safe("; ".join(result.report.violations[name][:3])))
     console.print(checks)
     breakers = Table(title="circuit breakers", title_justify="left", show_header=False)
     for name, breaker in summary["breakers"].items():
@@ -252,13 +285,14 @@ def up(
             help="Port of the orchestrator's Prometheus metrics (default: --port + 4).",
         ),
     ] = None,
+    show_tokens: ShowTokensOption = False,
 ) -> None:
     """Run the shop distributed: a process per service, orchestrator and relay, and the
     payment gateway and carrier it calls, restarted if they die; the dashboard and admin
     API run in this process.
 
-    Tokens come from SAGAKIT_TOKENS, or are made up for this run. Ctrl-C stops them all."""
-    from sagakit.api.auth import fresh_tokens, tokens_from
+    Tokens come from SAGAKIT_TOKENS, or are made up for this run and written to
+    .sagakit/tokens (mode 0600). Ctrl-C stops them all."""
     from sagakit.errors import SagaError
     from sagakit.logs import configure
     from shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
@@ -266,16 +300,14 @@ def up(
 
     _check_mode(mode)
     _check_postgres(db)
-    try:
-        tokens = tokens_from() or fresh_tokens()
-    except ValueError as exc:
-        raise fail(f"SAGAKIT_TOKENS: {exc}", 2) from exc
+    tokens, where_tokens = _tokens(Path(".sagakit/tokens"))
     admin_at = _admin_port(port, admin_port)
     try:  # bound now, so a port in use stops us before any service starts
         listener = socket.create_server(("127.0.0.1", admin_at))
     except OSError as exc:
         raise fail(f"cannot serve the dashboard on port {admin_at}: {exc}") from exc
     configure("story")
+    hide_personal_data()
     try:
         created = asyncio.run(prepare(db))
     except (OSError, SagaError) as exc:
@@ -323,7 +355,7 @@ def up(
             f"orchestrator metrics (sagas started and finished, step latencies) at "
             f"http://127.0.0.1:{scraped_at}/metrics; the admin API's /metrics has the gauges"
         )
-    print_dashboard(f"http://127.0.0.1:{admin_at}", tokens)
+    print_dashboard(f"http://127.0.0.1:{admin_at}", tokens, where=where_tokens, show=show_tokens)
 
     async def go() -> None:
         import signal as signals
@@ -464,6 +496,7 @@ def service(
     if log_format not in ("story", "json"):
         raise typer.BadParameter("choose story or json", param_hint="'--log-format'")
     configure("json" if log_format == "json" else "story")
+    hide_personal_data()
     if name in OUTSIDE:
         from shop.distributed import _exit_with_parent
 
@@ -527,13 +560,23 @@ def place_order(
     sku: Annotated[str, typer.Option(help="Item, e.g. lamp.")],
     quantity: Annotated[int, typer.Option(min=1, help="How many.")] = 1,
     api: ApiOption = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="An idempotency key: placing again with it gives back the first order.",
+        ),
+    ] = None,
 ) -> None:
     """Place an order through the HTTP API; its saga starts with it."""
     placed = _request(
-        "POST", f"{api}/orders", json={"customer_id": customer, "sku": sku, "quantity": quantity}
+        "POST",
+        f"{api}/orders",
+        json={"customer_id": customer, "sku": sku, "quantity": quantity},
+        headers={"Idempotency-Key": key} if key else {},
     )
     what = f"{placed['quantity']} x {placed['sku']} for {placed['amount']}"
-    console.print(f"placed [bold]{placed['order_id']}[/]: {what} ({placed['status']})")
+    console.print(safe(f"placed {placed['order_id']}: {what} ({placed['status']})"))
 
 
 @order.command("show")
@@ -544,7 +587,7 @@ def show_order(
     """Show an order's status as the order service sees it."""
     found = _request("GET", f"{api}/orders/{order_id}")
     reason = f" ({found['reason']})" if found.get("reason") else ""
-    console.print(f"{found['order_id']}: {found['status']}{reason}")
+    console.print(safe(f"{found['order_id']}: {found['status']}{reason}"))
 
 
 @app.command()
@@ -602,7 +645,7 @@ def verify(
             table.add_row(
                 name,
                 "[green]holds[/]" if holds else "[bold red]VIOLATED[/]",
-                "; ".join(report.violations[name][:3]),
+                safe("; ".join(report.violations[name][:3])),
             )
         console.print(table)
     if not report.ok:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sagakit.ports import DeadLetterQueue
 from sagakit.runtime import Runtime
@@ -30,6 +30,9 @@ from shop.outside import OutsideSystems, Trouble
 from shop.saga import ORDER_SAGA
 from shop.verify import Report, in_flight, verify
 from shop.world import default_world, plan_orders
+
+if TYPE_CHECKING:
+    from sagakit.api.auth import Token
 
 
 @dataclass
@@ -54,6 +57,7 @@ async def run_demo(
     timeout: float = 300.0,
     serve: tuple[str, int, int] | None = None,
     on_serving: Any = None,
+    tokens: list[Token] | None = None,
     gateway_outage: float = 0.0,
     gateway_url: str | None = None,
     carrier_url: str | None = None,
@@ -86,7 +90,7 @@ async def run_demo(
             await runtime.wait_for(shop.saga_store, ids, timeout=timeout)
         elapsed = time.perf_counter() - started
         if serve is not None:
-            await _serve(shop, dead_letters, serve, on_serving)
+            await _serve(shop, dead_letters, serve, on_serving, tokens)
     report = await verify(shop.stores)
     statuses = Counter(report.sagas)
     summary = {
@@ -130,7 +134,11 @@ def _fresh(directory: Path) -> None:
 
 
 async def _serve(
-    shop: Shop, dead_letters: DeadLetterQueue, where: tuple[str, int, int], on_serving: Any
+    shop: Shop,
+    dead_letters: DeadLetterQueue,
+    where: tuple[str, int, int],
+    on_serving: Any,
+    tokens: list[Token] | None,
 ) -> None:
     """The order API and the dashboard with its admin API, on ``where``'s two ports
     (order API first, as ``sagakit up`` has them), until Ctrl-C. Tokens come from
@@ -142,7 +150,7 @@ async def _serve(
     from shop.api import create_app
 
     host, orders_at, admin_at = where
-    tokens = tokens_from() or fresh_tokens()
+    tokens = tokens or tokens_from() or fresh_tokens()
     admin = create_admin_app(
         AdminConfig(
             saga_store=shop.saga_store,

@@ -1,5 +1,6 @@
 """The order saga: create, screen, (approve), reserve, charge, ship (the pivot), notify,
-approve."""
+approve. Every step is typed: its models (``shop.contracts``) say what it reads from
+the saga's data and what it adds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ from pathlib import Path
 
 from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
 from sagakit.definition import approval
+from shop.contracts import (
+    ChargePayment,
+    NotifyCustomer,
+    OrderLine,
+    OrderRef,
+    PaymentCharged,
+    ReserveStock,
+    ScheduleShipment,
+    ScreenCustomer,
+    ShipmentScheduled,
+    StockReserved,
+)
 
 _QUICK = RetryPolicy(attempts=3, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=2))
 _PATIENT = RetryPolicy(attempts=None, backoff=timedelta(milliseconds=100), cap=timedelta(seconds=5))
@@ -26,6 +39,7 @@ ORDER_SAGA = SagaDefinition(
             name="create_order",
             participant="order",
             command="create",
+            command_model=OrderLine,
             compensation="reject",
             timeout=timedelta(seconds=10),
             retry=_QUICK,
@@ -35,6 +49,7 @@ ORDER_SAGA = SagaDefinition(
             name="fraud_check",
             participant="payment",
             command="screen",
+            command_model=ScreenCustomer,
             compensation="clear",
             timeout=timedelta(seconds=10),
             retry=_QUICK,
@@ -45,6 +60,8 @@ ORDER_SAGA = SagaDefinition(
             name="reserve_stock",
             participant="inventory",
             command="reserve",
+            command_model=ReserveStock,
+            reply_model=StockReserved,
             compensation="release",
             timeout=timedelta(seconds=10),
             retry=_QUICK,
@@ -53,6 +70,8 @@ ORDER_SAGA = SagaDefinition(
             name="charge_payment",
             participant="payment",
             command="charge",
+            command_model=ChargePayment,
+            reply_model=PaymentCharged,
             compensation="refund",
             timeout=timedelta(seconds=10),
             retry=_OUTSIDE,
@@ -62,6 +81,8 @@ ORDER_SAGA = SagaDefinition(
             name="schedule_shipment",
             participant="shipping",
             command="schedule",
+            command_model=ScheduleShipment,
+            reply_model=ShipmentScheduled,
             kind=StepKind.PIVOT,
             timeout=timedelta(seconds=10),
             retry=_OUTSIDE,
@@ -70,6 +91,7 @@ ORDER_SAGA = SagaDefinition(
             name="notify_customer",
             participant="notification",
             command="notify",
+            command_model=NotifyCustomer,
             kind=StepKind.RETRIABLE,
             timeout=timedelta(seconds=10),
             retry=_PATIENT,
@@ -78,6 +100,7 @@ ORDER_SAGA = SagaDefinition(
             name="approve_order",
             participant="order",
             command="approve",
+            command_model=OrderRef,
             kind=StepKind.RETRIABLE,
             timeout=timedelta(seconds=10),
             retry=_PATIENT,

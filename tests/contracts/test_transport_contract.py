@@ -607,6 +607,27 @@ async def test_rabbit_sends_each_message_alone_when_bundles_are_off(
         await rabbit.close()
 
 
+async def test_rabbit_sends_each_message_alone_to_a_queue_that_opts_out_of_bundles(
+    amqp_url: str,
+) -> None:
+    """A queue served by a consumer that reads only plain messages (docs/protocol.md)
+    gets each message as one AMQP message; other queues still get bundles."""
+    rabbit = await open_rabbit(amqp_url, retry_tiers=TIERS, unbundled=["plain"])
+    try:
+        for queue in ("plain", "bundled"):
+            await rabbit.declare(queue)
+        sent = [message(queue) for queue in ("plain", "bundled") for _ in range(3)]
+        assert (await rabbit.publish(sent)).confirmed == {m.message_id for m in sent}
+        assert await broker_messages(amqp_url, rabbit.name("plain")) == 3
+        assert await broker_messages(amqp_url, rabbit.name("bundled")) == 1
+    finally:
+        await rabbit.teardown()
+        await rabbit.close()
+    named = open_transport(f"{amqp_url}?unbundled=sagakit.commands.a,sagakit.commands.b")
+    assert isinstance(named, RabbitTransport)
+    assert named.unbundled == {"sagakit.commands.a", "sagakit.commands.b"}
+
+
 class BrokerProxy:
     """A TCP proxy in front of the broker that a test can cut, and keep shut."""
 

@@ -37,18 +37,18 @@ from tests.e2e.helpers import (
 )
 from tests.sagas import ORDER, TRIP
 
-SHORT = 12  # how much of a saga id `sagakit list` shows
-_SHORT_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{12}(?![0-9a-f])")
+_SAGA_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 _TIMELINE_ROW = re.compile(r"^(\d+)\s+\+[\d.]+(?:ms|s|m)\s+(\w+)", re.MULTILINE)
 
 
 def shown(output: str) -> set[str]:
-    """The short saga ids in a `sagakit list` table."""
-    return set(_SHORT_ID.findall(output))
+    """The saga ids in a `sagakit list` table (whole: two ids that differ only at the
+    end must not look the same)."""
+    return set(_SAGA_ID.findall(output))
 
 
 def short(ids: set[str]) -> set[str]:
-    return {saga_id[:SHORT] for saga_id in ids}
+    return set(ids)
 
 
 def timeline(output: str) -> list[tuple[int, str]]:
@@ -181,13 +181,11 @@ def test_list_shows_every_saga_with_its_definition_key_and_status(world: World) 
     succeeded(result)
     assert shown(result.out) == short(set(world.statuses))
     for key, saga_id in world.ids.items():
-        row = line_with(result.out, saga_id[:SHORT])
+        row = line_with(result.out, saga_id)
         assert f"{world.definitions[saga_id]}@1" in row
         assert key in row
         assert world.statuses[saga_id] in row
-    assert "payment.charge refused on purpose" in line_with(
-        result.out, world.ids["order-4"][:SHORT]
-    )
+    assert "payment.charge refused on purpose" in line_with(result.out, world.ids["order-4"])
     total = len(world.statuses)
     assert f"{total} shown; in the store: {in_the_store(Counter(world.statuses.values()))}" in (
         result.out
@@ -330,14 +328,14 @@ def shortest_unique_start(saga_id: str, world: World) -> str:
 
 
 @pytest.mark.parametrize("key", ["order-4", "order-1"])  # order-1 shares 8 characters
-def test_show_accepts_the_short_id_from_the_list_or_any_unique_start(
+def test_show_accepts_the_id_from_the_list_or_any_unique_start(
     cli: InProcessCli, world: World, key: str
 ) -> None:
     saga_id = world.ids[key]
     full = cli("show", saga_id, "--db", world.url)
     assert full.code == 0, full
 
-    for start in (saga_id[:SHORT], shortest_unique_start(saga_id, world)):
+    for start in (saga_id, shortest_unique_start(saga_id, world)):
         by_start = cli("show", start, "--db", world.url)
         assert by_start.code == 0, by_start
         assert by_start.out.splitlines()[0] == full.out.splitlines()[0]
@@ -379,7 +377,7 @@ def test_show_marks_an_unreadable_event_and_exits_2(cli: InProcessCli, store_url
     asyncio.run(execute(store_url, damage.format("data = '{not json'"), id=garbled))
 
     # One through the script, for the exit code a shell sees; the other in process.
-    from_script = sagakit("show", teleported[:SHORT], "--db", store_url)
+    from_script = sagakit("show", teleported, "--db", store_url)
     results = [from_script, cli("show", garbled, "--db", store_url)]
 
     reasons = ["unknown event type 'Teleported'", "data is not JSON"]

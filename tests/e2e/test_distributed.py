@@ -244,7 +244,9 @@ async def test_the_distributed_shop_survives_a_killed_service_and_balances(
     output.close()
     assert up.returncode == 0
     printed = log.read_text(errors="replace")
-    assert f"dashboard (viewer): {admin}/?token={viewer}" in printed
+    assert f"dashboard: {admin}/" in printed
+    assert "sign in with a token from SAGAKIT_TOKENS: viewer e2e (e2e-…)" in printed
+    assert viewer not in printed  # a configured secret is never printed
     assert pids_of(stem, "payment") == [] and pids_of(stem, "order") == []
     # One order is one trace, across every service process that touched it.
     records = [

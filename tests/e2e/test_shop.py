@@ -147,3 +147,32 @@ async def test_bad_orders_get_a_clear_4xx_and_write_nothing(
         assert malformed.status_code == 422
         assert (await client.get("/orders")).json() == []
     assert await shop.saga_store.list_sagas() == []
+
+
+async def test_order_place_with_a_key_places_once_and_order_show_prints_as_text(
+    shop: Shop, unused_tcp_port: int
+) -> None:
+    import uvicorn
+
+    from tests.e2e.helpers import sagakit
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(shop), host="127.0.0.1", port=unused_tcp_port, log_level="error")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.01)
+    api = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        place = ("order", "place", "--customer", "c-ada", "--sku", "lamp", "--api", api)
+        first = await asyncio.to_thread(sagakit, *place, "--key", "retry-1")
+        again = await asyncio.to_thread(sagakit, *place, "--key", "retry-1")
+        other = await asyncio.to_thread(sagakit, *place, "--quantity", "2", "--key", "retry-1")
+        shown = await asyncio.to_thread(sagakit, "order", "show", "order-101", "--api", api)
+    finally:
+        server.should_exit = True
+        await serving
+    assert first.code == 0 and first.out.startswith("placed order-101: 1 x lamp"), first
+    assert again.code == 0 and again.out.startswith("placed order-101: 1 x lamp"), again
+    assert other.code == 1 and "409" in other.err and "different order" in other.err, other
+    assert shown.code == 0 and shown.out.startswith("order-101: "), shown

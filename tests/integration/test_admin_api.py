@@ -200,15 +200,22 @@ async def test_the_stream_tells_of_changes_as_they_happen(
     seen: list[dict[str, object]] = []
 
     async def listen() -> None:
-        url = f"http://127.0.0.1:{unused_tcp_port}/api/stream?token={VIEWER}"
-        async with httpx.AsyncClient(timeout=10) as live, live.stream("GET", url) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    seen.append(json.loads(line[6:]))
-                    if any(s["status"] == "completed" for s in seen):
-                        return
+        base = f"http://127.0.0.1:{unused_tcp_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as live:
+            # The dashboard's way: the token is exchanged once for a session cookie,
+            # which the stream (an EventSource: no headers) then presents.
+            signed_in = await live.post("/api/session", headers=headers(VIEWER))
+            assert signed_in.status_code == 200
+            cookie = signed_in.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            async with live.stream("GET", "/api/stream") as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        seen.append(json.loads(line[6:]))
+                        if any(s["status"] == "completed" for s in seen):
+                            return
 
     try:
         listener = asyncio.create_task(listen())
@@ -222,6 +229,8 @@ async def test_the_stream_tells_of_changes_as_they_happen(
     assert {s["saga_id"] for s in seen} == {"live"}
     assert seen[-1]["status"] == "completed"
     assert (await client.get("/api/stream")).status_code == 401
+    # A token in the address is no way in: it would sit in every access log.
+    assert (await client.get(f"/api/stream?token={VIEWER}")).status_code == 401
 
 
 async def test_no_cors_wildcard(world: tuple[SagaHarness, httpx.AsyncClient, Metrics]) -> None:
@@ -262,8 +271,8 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
         for method in methods
     ]
     reads = [path for method, path in routes if method == "GET"]
-    acts = [path for method, path in routes if method == "POST"]
-    assert "/api/stream" in reads and "/metrics" in reads and len(reads) == 18
+    acts = [path for method, path in routes if method == "POST" and path != "/api/session"]
+    assert "/api/stream" in reads and "/metrics" in reads and len(reads) == 19
     assert {p.rsplit("/", 1)[1] for p in acts} == {
         "retry",
         "compensate",
@@ -278,10 +287,9 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
             answer = await client.request(method, path, headers=given, json=body)
             assert answer.status_code == 401, (method, path, given)
             assert answer.headers["www-authenticate"] == "Bearer"
-        # Only the stream takes a token in the address (EventSource sends no headers).
-        if path != "/api/stream":
-            sneaky = await client.request(method, f"{path}?token={OPERATOR}", json=body)
-            assert sneaky.status_code == 401, (method, path)
+        # No route takes a token in the address.
+        sneaky = await client.request(method, f"{path}?token={OPERATOR}", json=body)
+        assert sneaky.status_code == 401, (method, path)
     for path in reads:
         if path != "/api/stream":  # endless; test_the_stream_... reads it with a token
             assert (await client.get(path, headers=headers(VIEWER))).status_code == 200, path

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from sagakit import Orchestrator, Runtime, StartRequest
-from sagakit.errors import UnknownSagaError
+from sagakit.errors import DataError, UnknownSagaError
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only
 from sagakit.transports.memory import MemoryTransport
@@ -111,8 +111,8 @@ async def test_concurrent_starts_share_a_transaction(store: SqlSagaStore) -> Non
     started = [saga_id for saga_id in ids if isinstance(saga_id, str)]
     assert len(set(started)) == 31 and started[-1] == "chosen"
     assert len(commits) == 1
-    # one start whose data is not JSON: its transaction fails, the others are retried
-    # one by one and start; it alone gets the error
+    # one start whose data is not JSON: refused before it joins a transaction, naming
+    # the key; the others start, and it alone gets the error
     later = await asyncio.gather(
         orchestrator.start("order", {"amount": 1}, saga_id="fine-1"),
         orchestrator.start("order", {"amount": object()}, saga_id="unstorable"),
@@ -120,7 +120,8 @@ async def test_concurrent_starts_share_a_transaction(store: SqlSagaStore) -> Non
         return_exceptions=True,
     )
     assert later[0] == "fine-1" and later[2] == "fine-2"
-    assert isinstance(later[1], ValueError) and "serialize" in str(later[1])
+    assert isinstance(later[1], DataError)
+    assert "start data['amount']: object is not a JSON value" in str(later[1])
     with pytest.raises(UnknownSagaError):
         await store.get("unstorable")
     started += ["fine-1", "fine-2"]

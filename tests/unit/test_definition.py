@@ -123,3 +123,35 @@ def test_renders_as_mermaid_with_parallel_branches_and_compensations() -> None:
     assert "s_hotel --> s_pay" in diagram and "s_car --> s_pay" in diagram
     assert 's_pay{{"pay<br/>bank.charge"}}' in diagram
     assert "s_car -. return .-> undone" in diagram
+
+
+def test_a_kind_given_as_its_string_value_is_that_kind_and_checked_the_same() -> None:
+    def step(name: str, kind: str, compensation: str | None = None) -> Step:
+        return Step(
+            name=name,
+            participant="p",
+            command=f"do_{name}",
+            compensation=compensation,
+            kind=kind,  # type: ignore[arg-type]
+        )
+
+    assert step("ship", "pivot").kind is StepKind.PIVOT
+    with pytest.raises(DefinitionError, match="'b' is a second pivot"):
+        SagaDefinition("x", steps=[step("a", "pivot"), step("b", "pivot")])
+    with pytest.raises(DefinitionError, match="pivot 'a' has a compensation"):
+        SagaDefinition("x", steps=[step("a", "pivot", "undo")])
+    with pytest.raises(DefinitionError, match="compensatable step 'a' has no compensation"):
+        SagaDefinition("x", steps=[step("a", "compensatable")])
+
+
+@pytest.mark.parametrize("kind", ["pivto", "PIVOT", "", 3, None])
+def test_a_kind_that_is_no_kind_is_refused_naming_the_step(kind: object) -> None:
+    with pytest.raises(DefinitionError, match=r"step 'ship': kind .* is none of 'compensatable'"):
+        Step(name="ship", participant="p", command="go", kind=kind)  # type: ignore[arg-type]
+
+
+def test_a_timeout_that_is_not_a_timedelta_is_refused_naming_the_step() -> None:
+    with pytest.raises(DefinitionError, match=r"step 'ship': timeout must be a timedelta .* int 5"):
+        Step(name="ship", participant="p", command="go", timeout=5)  # type: ignore[arg-type]
+    with pytest.raises(DefinitionError, match="retry backoff must be a timedelta"):
+        RetryPolicy(backoff=0.2)  # type: ignore[arg-type]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from sagakit.decide import Signal, Start, Tick, decide
@@ -36,8 +39,17 @@ def test_rules_route_steps_by_the_sagas_data() -> None:
 
 
 def test_a_rule_that_cannot_be_evaluated_says_which_and_why() -> None:
+    verdict, because = RULES.verdict(CHECKOUT.step("screen"), {"amount": 3})
+    assert verdict == "run"  # the documented fallback: the step runs
+    assert "'VIPs skip the fraud check'" in because and "vip" in because
+    assert because.endswith("on_error = run")
+    attention = RuleSet.parse(CHECKOUT_RULES.replace('skip = ["screen"]', _on_error("attention")))
     with pytest.raises(RuleFailed, match=r"'VIPs skip the fraud check'.*vip"):
-        RULES.verdict(CHECKOUT.step("screen"), {"amount": 3})
+        attention.verdict(CHECKOUT.step("screen"), {"amount": 3})
+
+
+def _on_error(fallback: str) -> str:
+    return f'skip = ["screen"]\non_error = "{fallback}"'
 
 
 @pytest.mark.parametrize(
@@ -167,11 +179,68 @@ def test_an_unanswered_approval_follows_its_timeout_policy() -> None:
     assert "no answer within 1:00:00" in (first.state.reason or "")
 
 
-def test_a_rule_that_fails_for_one_saga_sends_it_to_needs_attention() -> None:
-    first = run({"amount": 5000})  # no "vip" field: the VIP rule cannot be evaluated
-    assert [e.event_type for e in first.events] == ["SagaStarted", "SagaNeedsAttention"]
-    assert first.state.status is SagaStatus.NEEDS_ATTENTION
-    assert "VIPs skip the fraud check" in (first.state.reason or "")
+def test_a_rule_that_fails_for_one_saga_takes_its_fallback() -> None:
+    # No "vip" field: the VIP rule cannot be evaluated. By default the step runs.
+    first = run({"amount": 5000})
+    assert [e.event_type for e in first.events] == ["SagaStarted", "StepRequested"]
+    assert first.state.status is SagaStatus.RUNNING
+    skipping = RuleSet.parse(CHECKOUT_RULES.replace('skip = ["screen"]', _on_error("skip")))
+    skipped = run({"amount": 5000}, skipping)
+    assert [e.event_type for e in skipped.events][:2] == ["SagaStarted", "StepSkipped"]
+    assert "could not be evaluated" in skipped.events[1].rule  # type: ignore[attr-defined]
+    asking = RuleSet.parse(CHECKOUT_RULES.replace('skip = ["screen"]', _on_error("attention")))
+    stopped = run({"amount": 5000}, asking)
+    assert [e.event_type for e in stopped.events] == ["SagaStarted", "SagaNeedsAttention"]
+    assert stopped.state.status is SagaStatus.NEEDS_ATTENTION
+    assert "VIPs skip the fraud check" in (stopped.state.reason or "")
+
+
+def _rules_when(condition: str) -> str:
+    return CHECKOUT_RULES.replace('when = "data.vip"', f"when = {json.dumps(condition)}")
+
+
+TEN = "[0,1,2,3,4,5,6,7,8,9]"
+
+
+@pytest.mark.parametrize(
+    ("condition", "reason"),
+    [
+        # four nested loops over ten items: seconds per evaluation, refused when read
+        (
+            f"{TEN}.all(a, {TEN}.all(b, {TEN}.all(c, {TEN}.all(d, a + b + c + d >= 0))))",
+            "nests comprehensions 4 deep",
+        ),
+        ("data.a.all(x, data.b.all(y, x + y >= 0))", "may cost"),
+        ("(" * 200 + "data.vip" + ")" * 200, "nests brackets 200 deep"),
+        ("data.vip || " * 100 + "data.vip", "characters long"),
+    ],
+)
+def test_a_condition_over_its_budget_is_refused_when_read(condition: str, reason: str) -> None:
+    with pytest.raises(RuleError, match=reason) as refused:
+        RuleSet.parse(_rules_when(condition), definition=CHECKOUT)
+    assert refused.value.line == 6
+
+
+def test_a_condition_within_its_budget_reads_and_runs() -> None:
+    rules = RuleSet.parse(_rules_when("data.tags.exists(t, t == 'vip')"), definition=CHECKOUT)
+    screen = CHECKOUT.step("screen")
+    assert rules.verdict(screen, {"tags": ["new", "vip"], "amount": 1})[0] == "skip"
+    # More items than the bound counted on: the rule fails, and the step runs.
+    verdict, because = rules.verdict(screen, {"tags": ["vip"] * 101, "amount": 1})
+    assert verdict == "run" and "101 items" in because
+
+
+def test_an_evaluation_over_its_time_budget_is_stopped_and_the_worker_replaced() -> None:
+    from sagakit.rule_budget import RuleWorker
+
+    worker = RuleWorker(budget=0.05)
+    try:
+        slow = f"{TEN}.all(a, {TEN}.all(b, {TEN}.all(c, a + b + c >= 0)))"
+        evaluated, why = worker.evaluate(slow, {}, {})
+        assert not evaluated and "longer than its budget of 0.05s" in why
+        assert worker.evaluate("1 + 1 == 2", {}, {}) == (True, "true")  # a fresh worker
+    finally:
+        worker.close()
 
 
 def test_a_signal_with_nothing_pending_is_recorded_as_refused() -> None:
@@ -180,3 +249,30 @@ def test_a_signal_with_nothing_pending_is_recorded_as_refused() -> None:
         CHECKOUT, first.state, Signal("approve", "bob"), now=1.0, reply_to="r", rules=RULES
     )
     assert answered.events[0].refused == "no approval is pending"  # type: ignore[attr-defined]
+
+
+async def test_a_stored_rule_set_over_the_limits_is_refused_when_read(tmp_path: Path) -> None:
+    """Published before the limits, read after: its sagas need attention with the reason,
+    and nothing runs the condition."""
+    from sqlalchemy import insert
+
+    from sagakit.rules import RuleBook
+    from sagakit.stores import open_store
+    from sagakit.stores.schema import saga_rules
+
+    store = open_store(f"sqlite:///{tmp_path / 'rules.db'}")
+    await store.migrate()
+    deep = "(" * 200 + "data.vip" + ")" * 200
+    async with store.unit() as unit:
+        await unit.connection.execute(
+            insert(saga_rules).values(
+                saga="checkout", version=1, source=_rules_when(deep), published_at=0.0
+            )
+        )
+    async with store.unit() as unit:
+        read = await RuleBook().get(unit.connection, "checkout", 1)
+    await store.close()
+    assert read.broken is not None and "nests brackets 200 deep" in read.broken
+    first = run({"vip": True, "amount": 20}, read)
+    assert [e.event_type for e in first.events] == ["SagaStarted", "SagaNeedsAttention"]
+    assert "nests brackets 200 deep" in (first.state.reason or "")

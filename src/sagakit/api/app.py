@@ -2,7 +2,11 @@
 
 Every action is a message to the orchestrator through the saga store's outbox, the
 same way ``sagakit retry`` sends one: the orchestrator decides it and records who
-asked and why. The API never writes a saga's log itself.
+asked and why. The API never writes a saga's log itself; it puts each action on the
+record (``saga_audit``, :mod:`sagakit.audit`) in the same transaction as its message.
+What every request must be before it is read (a caller, a bounded body, JSON) is
+:mod:`.guard`'s; sessions, the audit view and the documentation page are routers of
+their own.
 """
 
 from __future__ import annotations
@@ -10,67 +14,43 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Scope
 
-from sagakit.api.auth import Authenticator, Token
+from sagakit.api import audit, insights, sessions
+from sagakit.api.auth import Token
+from sagakit.api.base import (
+    ACTION_ERRORS,
+    MAX_OFFSET,
+    READ_ERRORS,
+    AdminConfig,
+    Caller,
+    Operator,
+    Status,
+    config_of,
+    saga_json,
+)
+from sagakit.api.docs import serve_docs
+from sagakit.api.guard import harden
 from sagakit.breakers import read_all
-from sagakit.definition import SagaDefinition, StepKind
 from sagakit.errors import CorruptLogError, UnknownSagaError
 from sagakit.log import decode, describe, outcome
 from sagakit.messages import Outgoing
-from sagakit.metrics import Metrics
 from sagakit.orchestrator import operator_message, signal_message
-from sagakit.ports import DeadLetter, DeadLetterQueue, SagaRow
+from sagakit.ports import DeadLetter, SagaRow
+from sagakit.redaction import Redaction, redact_json
 from sagakit.stores.sql import SqlSagaStore
 
 STATIC = Path(__file__).parent / "static"
 
-
-@dataclass
-class AdminConfig:
-    """What the admin API reads and acts on."""
-
-    saga_store: SqlSagaStore
-    definitions: Sequence[SagaDefinition]
-    tokens: Sequence[Token]
-    #: Participants' stores: their breakers and outbox lag.
-    stores: Sequence[SqlSagaStore] = ()
-    dead_letters: DeadLetterQueue | None = None
-    group: str = "orchestrator"
-    metrics: Metrics = field(default_factory=Metrics)
-    #: How often the live stream looks for changes, in seconds.
-    poll: float = 0.5
-    #: A trace viewer's address for one trace, e.g. ``http://jaeger:16686/trace/{trace_id}``:
-    #: the dashboard links each saga's trace id to it.
-    trace_url: str | None = None
-    #: How often dead-letter depth and outbox lag are sampled for their charts, in seconds.
-    sample_every: float = 5.0
-    authenticator: Authenticator = field(init=False)
-    approval_steps: list[str] = field(init=False)
-    _owners: dict[tuple[str, str], str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.authenticator = Authenticator(self.tokens)
-        self.approval_steps = sorted(
-            {s.name for d in self.definitions for s in d.steps if s.kind is StepKind.APPROVAL}
-        )
-        self._owners = {(d.name, s.name): s.participant for d in self.definitions for s in d.steps}
-        if self.trace_url is not None:
-            if "{trace_id}" not in self.trace_url:
-                raise ValueError("trace_url needs {trace_id} where the trace's id goes")
-            if not self.trace_url.startswith(("http://", "https://")):
-                raise ValueError("trace_url must be an http:// or https:// address")
-
-    def participant_of(self, definition: str, step: str) -> str | None:
-        return self._owners.get((definition, step))
+__all__ = ["AdminConfig", "create_admin_app"]
 
 
 class Note(BaseModel):
@@ -85,11 +65,7 @@ class RequiredNote(BaseModel):
     note: str = Field(min_length=1, max_length=2000)
 
 
-def _saga(row: SagaRow) -> dict[str, Any]:
-    return asdict(row)
-
-
-def _letter(letter: DeadLetter) -> dict[str, Any]:
+def _letter(letter: DeadLetter, redaction: Redaction) -> dict[str, Any]:
     headers = letter.message.headers
     return {
         "id": letter.id,
@@ -101,62 +77,42 @@ def _letter(letter: DeadLetter) -> dict[str, Any]:
         "message_id": letter.message.message_id,
         "type": headers.get("type"),
         "saga_id": headers.get("saga_id"),
-        "body": letter.message.body.decode("utf-8", errors="backslashreplace"),
+        "body": redact_json(letter.message.body, redaction),
     }
-
-
-def caller(request: Request) -> Token:
-    """Whoever the request's token says it is; 401 without a valid one."""
-    header = request.headers.get("authorization", "")
-    presented = header[7:] if header.lower().startswith("bearer ") else None
-    if presented is None and request.url.path == "/api/stream":
-        presented = request.query_params.get("token")  # EventSource sets no headers
-    token = _config(request).authenticator.identify(presented)
-    if token is None:
-        raise HTTPException(
-            status_code=401,
-            detail="a valid token is required (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return token
-
-
-def operator(token: Annotated[Token, Depends(caller)]) -> Token:
-    """An operator; 403 for a viewer."""
-    if not token.may_act:
-        raise HTTPException(status_code=403, detail=f"{token.name} may read but not act")
-    return token
-
-
-Caller = Annotated[Token, Depends(caller)]
-Operator = Annotated[Token, Depends(operator)]
-Status = Literal[
-    "running", "compensating", "completed", "compensated", "needs_attention", "resolved"
-]
-
-
-def _config(request: Request) -> AdminConfig:
-    config: AdminConfig = request.app.state.admin
-    return config
 
 
 def create_admin_app(config: AdminConfig) -> FastAPI:
     app = FastAPI(
         title="sagakit admin",
-        description="Read sagas, watch them live, and act on the ones in trouble.",
+        description="Read sagas, watch them live, and act on the ones in trouble. Every "
+        "route but the documentation needs a token (Authorization: Bearer) or a session "
+        "(POST /api/session).",
         version="1",
-        docs_url="/api/docs",
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
     app.state.admin = config
-    app.include_router(_reads)
-    app.include_router(_actions)
-    from sagakit.api.insights import insights  # it builds on this module's dependencies
-
-    app.include_router(insights)
+    app.include_router(_reads, responses=READ_ERRORS)
+    app.include_router(_actions, responses=ACTION_ERRORS)
+    app.include_router(sessions.router, responses=READ_ERRORS)
+    app.include_router(audit.router, responses=READ_ERRORS)
+    app.include_router(insights.router, responses=ACTION_ERRORS)
+    serve_docs(app, docs_url="/api/docs", openapi_url="/api/openapi.json", title="sagakit admin")
     _serve_dashboard(app)
-    return app
+
+    def identify(scope: Scope) -> bool:
+        request = Request(scope)
+        return config.authenticator.identify_request(request.headers, request.cookies) is not None
+
+    return harden(app, max_body=config.max_body, identify=identify, public=_public)
+
+
+def _public(path: str) -> bool:
+    """The dashboard's files and the API's documentation: code, not data."""
+    return path in {"/", "/api/openapi.json", "/api/docs", "/api/docs/start.js"} or (
+        path.startswith(("/assets/", "/api/docs/assets/"))
+    )
 
 
 _reads = APIRouter()
@@ -170,7 +126,7 @@ async def me(token: Caller) -> dict[str, str]:
 
 @_reads.get("/api/stats")
 async def stats(request: Request, token: Caller) -> dict[str, Any]:
-    config = _config(request)
+    config = config_of(request)
     counts = await config.saga_store.count_by_status()
     now = time.time()
     lags = {store.url_safe: await store.outbox_lag(now) for store in _all_stores(config)}
@@ -191,25 +147,25 @@ class SagaFilter(BaseModel):
     status: Status | None = None
     definition: str | None = Field(default=None, max_length=200)
     key: str | None = Field(default=None, max_length=200)
-    since: float | None = None
-    until: float | None = None
+    since: float | None = Field(default=None, allow_inf_nan=False)
+    until: float | None = Field(default=None, allow_inf_nan=False)
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 @_reads.get("/api/sagas")
 async def sagas(
     request: Request, token: Caller, where: Annotated[SagaFilter, Query()]
 ) -> dict[str, Any]:
-    store = _config(request).saga_store
+    store = config_of(request).saga_store
     filters = where.model_dump(exclude={"limit", "offset"})
     rows = await store.list_sagas(**filters, limit=where.limit, offset=where.offset)
-    return {"items": [_saga(r) for r in rows], "total": await store.count_sagas(**filters)}
+    return {"items": [saga_json(r) for r in rows], "total": await store.count_sagas(**filters)}
 
 
-@_reads.get("/api/sagas/{saga_id}")
+@_reads.get("/api/sagas/{saga_id}", responses={404: ACTION_ERRORS[404]})
 async def saga(request: Request, saga_id: str, token: Caller) -> dict[str, Any]:
-    config = _config(request)
+    config = config_of(request)
     try:
         history = await config.saga_store.history(saga_id)
     except UnknownSagaError as exc:
@@ -245,37 +201,38 @@ async def saga(request: Request, saga_id: str, token: Caller) -> dict[str, Any]:
             }
         )
     trace_id = trace.split("-")[1] if trace and trace.count("-") >= 3 else None
-    return {"saga": _saga(row) if row else None, "trace_id": trace_id, "events": events}
+    return {"saga": saga_json(row) if row else None, "trace_id": trace_id, "events": events}
 
 
 @_reads.get("/api/dead-letters")
 async def dead_letters(
     request: Request, token: Caller, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
 ) -> dict[str, Any]:
-    queue = _config(request).dead_letters
+    config = config_of(request)
+    queue = config.dead_letters
     if queue is None:
         return {"items": [], "depth": 0}
     return {
-        "items": [_letter(x) for x in await queue.list(limit=limit)],
+        "items": [_letter(x, config.redaction) for x in await queue.list(limit=limit)],
         "depth": await queue.depth(),
     }
 
 
 @_reads.get("/api/approvals")
 async def pending_approvals(request: Request, token: Caller) -> dict[str, Any]:
-    config = _config(request)
+    config = config_of(request)
     if not config.approval_steps:
         return {"items": []}
     rows = await config.saga_store.list_sagas(
         status="running", steps=config.approval_steps, limit=1000
     )
-    return {"items": [_saga(r) for r in rows]}
+    return {"items": [saga_json(r) for r in rows]}
 
 
 @_reads.get("/api/breakers")
 async def breakers(request: Request, token: Caller) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
-    for store in _all_stores(_config(request)):
+    for store in _all_stores(config_of(request)):
         async with store.unit() as unit:
             items.extend(
                 {"store": store.url_safe, **row} for row in await read_all(unit.connection)
@@ -293,23 +250,23 @@ async def outbox(request: Request, token: Caller) -> dict[str, Any]:
                 "lag_s": await store.outbox_lag(now),
                 "unsent": await store.unsent_count(),
             }
-            for store in _all_stores(_config(request))
+            for store in _all_stores(config_of(request))
         ]
     }
 
 
-@_reads.get("/api/stream")
+@_reads.get("/api/stream", response_class=StreamingResponse)
 async def stream(request: Request, token: Caller) -> StreamingResponse:
     return StreamingResponse(
-        _changes(request, _config(request)),
+        _changes(request, config_of(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-@_reads.get("/metrics")
+@_reads.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, token: Caller) -> Response:
-    config = _config(request)
+    config = config_of(request)
     await config.metrics.refresh(
         config.saga_store,
         stores=list(config.stores),
@@ -325,29 +282,33 @@ OperatorAction = Literal["retry", "compensate", "resolve"]
 Answer = Literal["approve", "reject"]
 
 
-async def _queue(request: Request, saga_id: str, message: Outgoing) -> dict[str, Any]:
-    store = _config(request).saga_store
+async def _queue(
+    request: Request, saga_id: str, message: Outgoing, *, token: Token, action: str, note: str
+) -> dict[str, Any]:
+    """The action's message and its line on the record, in one transaction."""
+    store = config_of(request).saga_store
     if await _row(store, saga_id) is None:
         raise HTTPException(status_code=404, detail=f"no saga with id {saga_id!r}")
     async with store.unit() as unit:
         await unit.enqueue([message])
+        await audit.record_for(unit, token=token, action=action, target=saga_id, note=note)
     return {"accepted": True, "saga_id": saga_id}
 
 
 async def _operate(
     request: Request, saga_id: str, action: OperatorAction, token: Token, note: str
 ) -> dict[str, Any]:
-    group = _config(request).group
+    group = config_of(request).group
     message = operator_message(saga_id, action, who=token.name, note=note, group=group)
-    return await _queue(request, saga_id, message)
+    return await _queue(request, saga_id, message, token=token, action=action, note=note)
 
 
 async def _answer(
     request: Request, saga_id: str, answer: Answer, token: Token, note: str
 ) -> dict[str, Any]:
-    group = _config(request).group
+    group = config_of(request).group
     message = signal_message(saga_id, answer, who=token.name, note=note, group=group)
-    return await _queue(request, saga_id, message)
+    return await _queue(request, saga_id, message, token=token, action=answer, note=note)
 
 
 @_actions.post("/api/sagas/{saga_id}/retry", status_code=202)
@@ -381,13 +342,18 @@ async def reject(
 
 @_actions.post("/api/dead-letters/{letter_id}/replay")
 async def replay(request: Request, letter_id: str, token: Operator, body: Note) -> dict[str, int]:
-    queue = _config(request).dead_letters
+    """Send a dead letter back to its queue; recorded with who and why."""
+    config = config_of(request)
+    queue = config.dead_letters
     if queue is None:
         raise HTTPException(status_code=404, detail="no dead-letter queue here")
     try:
         await queue.get(letter_id)
     except LookupError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
+    async with config.saga_store.unit() as unit:
+        note = body.note
+        await audit.record_for(unit, token=token, action="replay", target=letter_id, note=note)
     return {"replayed": await queue.replay([letter_id])}
 
 
@@ -422,7 +388,7 @@ async def _changes(request: Request, config: AdminConfig) -> AsyncIterator[bytes
                 continue
             sent[row.saga_id] = row.version
             since = max(since, row.updated_at)
-            yield f"event: saga\ndata: {json.dumps(_saga(row))}\n\n".encode()
+            yield f"event: saga\ndata: {json.dumps(saga_json(row))}\n\n".encode()
         if len(sent) > 10_000:
             sent = {k: v for k, v in sent.items() if k in {r.saga_id for r in rows}}
         quiet = 0.0 if rows else quiet + config.poll

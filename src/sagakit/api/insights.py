@@ -4,7 +4,9 @@ one saga's timeline with its data; the definitions with their counts; and operat
 actions on several sagas at once.
 
 Every piece of saga data this module answers with (a step's input and reply, the saga's
-data after a step) passes through :func:`redact_saga_data` first.
+data after a step) passes through the admin API's redaction (``AdminConfig.redaction``,
+:mod:`sagakit.redaction`) first. Bulk actions go on the record (:mod:`sagakit.audit`)
+one line per saga, in the transaction that queues their messages.
 """
 
 from __future__ import annotations
@@ -18,8 +20,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagakit.api.app import AdminConfig, Caller, Operator, Status, _config, _saga
+from sagakit.api import audit
 from sagakit.api.backlog import Backlog, series, thin
+from sagakit.api.base import (
+    ACTION_ERRORS,
+    MAX_OFFSET,
+    AdminConfig,
+    Caller,
+    Operator,
+    Status,
+    config_of,
+    saga_json,
+)
 from sagakit.api.figures import (
     ENDS,
     LATENCY_EVENTS,
@@ -36,6 +48,7 @@ from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import UnknownSagaError
 from sagakit.orchestrator import operator_message
 from sagakit.ports import SagaSearch
+from sagakit.redaction import redact
 from sagakit.stores.findings import STOP_EVENTS
 from sagakit.tracing import trace_id
 
@@ -46,19 +59,13 @@ log = logging.getLogger("sagakit.api")
 EVENTS_READ = 20_000
 
 
-def redact_saga_data(config: AdminConfig, data: Mapping[str, Any]) -> dict[str, Any]:
-    """The one door saga data leaves the admin API by (a step's input, its reply, the
-    saga's data after it): redaction rules apply here."""
-    return dict(data)
-
-
 @asynccontextmanager
 async def _sampling(app: FastAPI) -> AsyncIterator[None]:
     async with _backlog(app).running():
         yield
 
 
-insights = APIRouter(lifespan=_sampling)
+router = APIRouter(lifespan=_sampling, tags=["insights"])
 
 
 def _backlog(app: FastAPI) -> Backlog:
@@ -86,11 +93,11 @@ def _span_json(span: Span, window: Window) -> dict[str, Any]:
 # ------------------------------------------------------------------------- overview
 
 
-@insights.get("/api/insights/outcomes")
+@router.get("/api/insights/outcomes")
 async def outcomes(request: Request, token: Caller, window: WindowQuery = "1h") -> dict[str, Any]:
     """Sagas started, completed, compensated and needing attention in each interval."""
     span = _span(window)
-    counts = await _config(request).saga_store.events_per_interval(
+    counts = await config_of(request).saga_store.events_per_interval(
         list(OUTCOMES), since=span.since, until=span.until, every=span.every
     )
     return {
@@ -100,10 +107,10 @@ async def outcomes(request: Request, token: Caller, window: WindowQuery = "1h") 
     }
 
 
-@insights.get("/api/insights/latency")
+@router.get("/api/insights/latency")
 async def latency(request: Request, token: Caller, window: WindowQuery = "1h") -> dict[str, Any]:
     """p50, p95 and p99 of saga durations and of each step's tries, in seconds."""
-    config = _config(request)
+    config = config_of(request)
     span = _span(window)
     events = await config.saga_store.recent_events(
         LATENCY_EVENTS + ENDS, since=span.since, limit=EVENTS_READ
@@ -130,12 +137,12 @@ async def latency(request: Request, token: Caller, window: WindowQuery = "1h") -
     }
 
 
-@insights.get("/api/insights/failures")
+@router.get("/api/insights/failures")
 async def failures(request: Request, token: Caller, window: WindowQuery = "1h") -> dict[str, Any]:
     """Why sagas turned back or asked for a person, grouped by step and reason pattern,
     each with the search that lists its sagas."""
     span = _span(window)
-    events = await _config(request).saga_store.recent_events(
+    events = await config_of(request).saga_store.recent_events(
         STOP_EVENTS, since=span.since, limit=EVENTS_READ
     )
     groups = failure_groups(events)
@@ -153,7 +160,7 @@ async def failures(request: Request, token: Caller, window: WindowQuery = "1h") 
     }
 
 
-@insights.get("/api/insights/backlog")
+@router.get("/api/insights/backlog")
 async def backlog(request: Request, token: Caller, window: WindowQuery = "1h") -> dict[str, Any]:
     """Dead-letter depth and each store's outbox lag over the window, as sampled."""
     sampler = _backlog(request.app)
@@ -189,10 +196,10 @@ class SagaQuery(BaseModel):
     until: float | None = Field(default=None, allow_inf_nan=False)
     sort: Literal["changed", "duration"] = "changed"
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10**9)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
-@insights.get("/api/search")
+@router.get("/api/search")
 async def search(
     request: Request, token: Caller, where: Annotated[SagaQuery, Query()]
 ) -> dict[str, Any]:
@@ -209,10 +216,10 @@ async def search(
         until=where.until,
         order=where.sort,
     )
-    rows, total = await _config(request).saga_store.search_sagas(
+    rows, total = await config_of(request).saga_store.search_sagas(
         wanted, limit=where.limit, offset=where.offset
     )
-    return {"items": [_saga(r) for r in rows], "total": total}
+    return {"items": [saga_json(r) for r in rows], "total": total}
 
 
 class Bulk(BaseModel):
@@ -224,7 +231,7 @@ class Bulk(BaseModel):
     note: str = Field(default="", max_length=2000)
 
 
-@insights.post("/api/bulk/{action}", status_code=202)
+@router.post("/api/bulk/{action}", status_code=202, responses={403: ACTION_ERRORS[403]})
 async def act_on_many(
     request: Request,
     action: Annotated[Literal["retry", "compensate", "resolve"], Path()],
@@ -232,10 +239,11 @@ async def act_on_many(
     body: Bulk,
 ) -> dict[str, Any]:
     """One operator action for each of several sagas: each is queued for the
-    orchestrator, which records it in that saga's log with who asked and why."""
+    orchestrator, which records it in that saga's log with who asked and why, and each
+    goes on the record of operator actions in the same transaction."""
     if action == "resolve" and not body.note.strip():
         raise HTTPException(status_code=422, detail="resolve needs a note saying why")
-    config = _config(request)
+    config = config_of(request)
     ids = list(dict.fromkeys(body.saga_ids))
     known = await config.saga_store.statuses(ids)
     accepted = [saga_id for saga_id in ids if saga_id in known]
@@ -246,6 +254,10 @@ async def act_on_many(
     if messages:
         async with config.saga_store.unit() as unit:
             await unit.enqueue(messages)
+            for saga_id in accepted:
+                await audit.record_for(
+                    unit, token=token, action=action, target=saga_id, note=body.note
+                )
     log.info("%s asked to %s %d saga(s) at once", token.name, action, len(accepted))
     return {"accepted": accepted, "unknown": [s for s in ids if s not in known]}
 
@@ -253,11 +265,11 @@ async def act_on_many(
 # ------------------------------------------------------------------------- one saga
 
 
-@insights.get("/api/sagas/{saga_id}/timeline")
+@router.get("/api/sagas/{saga_id}/timeline", responses={404: ACTION_ERRORS[404]})
 async def saga_timeline(request: Request, saga_id: str, token: Caller) -> dict[str, Any]:
     """Every try of every step and compensation on a time axis, the waits between
     them, and what each step received and gave back."""
-    config = _config(request)
+    config = config_of(request)
     store = config.saga_store
     try:
         history = await store.history(saga_id)
@@ -265,10 +277,10 @@ async def saga_timeline(request: Request, saga_id: str, token: Caller) -> dict[s
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     row = await store.row(saga_id)
     definition = _definition(config, row.definition, row.definition_version) if row else None
-    drawn = timeline(history, definition, lambda data: redact_saga_data(config, data))
+    drawn = timeline(history, definition, lambda data: redact(dict(data), config.redaction))
     traced = trace_id(drawn.pop("traceparent"))
     return {
-        "saga": _saga(row) if row else None,
+        "saga": saga_json(row) if row else None,
         "trace_id": traced,
         "trace_url": config.trace_url.replace("{trace_id}", traced)
         if traced and config.trace_url
@@ -284,10 +296,10 @@ def _definition(config: AdminConfig, name: str, version: int) -> SagaDefinition 
 # ------------------------------------------------------------------------ definitions
 
 
-@insights.get("/api/definitions")
+@router.get("/api/definitions")
 async def definitions(request: Request, token: Caller) -> dict[str, Any]:
     """Every definition the admin API knows or the store has sagas of, with counts."""
-    config = _config(request)
+    config = config_of(request)
     counts = await config.saga_store.count_by_definition()
     names = {(d.name, d.version) for d in config.definitions}
     names |= {(name, version) for name, version, _ in counts}
@@ -299,7 +311,7 @@ async def definitions(request: Request, token: Caller) -> dict[str, Any]:
     }
 
 
-@insights.get("/api/definitions/{name}/{version}")
+@router.get("/api/definitions/{name}/{version}", responses={404: ACTION_ERRORS[404]})
 async def definition(
     request: Request,
     name: Annotated[str, Path(max_length=200)],
@@ -308,7 +320,7 @@ async def definition(
 ) -> dict[str, Any]:
     """One definition's steps (kinds, participants, compensations, optional and
     approval steps) by stage, as a Mermaid flowchart too, and its sagas by status."""
-    config = _config(request)
+    config = config_of(request)
     counts = await config.saga_store.count_by_definition()
     if _definition(config, name, version) is None and not any(
         (n, v) == (name, version) for n, v, _ in counts

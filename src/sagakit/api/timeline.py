@@ -152,16 +152,19 @@ class Timeline:
                     data_after=self.redact(self.state.data),
                 )
             case StepFailed(step=step, reason=reason, retryable=retryable, deferred=deferred):
-                reply = {"reason": reason, "retryable": retryable, "deferred": deferred}
+                reply = self.redact(
+                    {"reason": reason, "retryable": retryable, "deferred": deferred}
+                )
                 outcome = "deferred" if deferred else "failed"
                 self.close(stored, step, "action", outcome, reason=reason, reply=reply)
             case StepTimedOut(step=step, op=op):
                 self.close(stored, step, op, "timed_out", reason=f"{op} timed out")
             case StepCompensated(step=step, null=null):
-                self.close(stored, step, "compensation", "compensated", reply={"null": null})
+                reply = self.redact({"null": null})
+                self.close(stored, step, "compensation", "compensated", reply=reply)
             case CompensationFailed(step=step, reason=reason, deferred=deferred):
                 outcome = "deferred" if deferred else "failed"
-                reply = {"reason": reason, "deferred": deferred}
+                reply = self.redact({"reason": reason, "deferred": deferred})
                 self.close(stored, step, "compensation", outcome, reason=reason, reply=reply)
             case RetryScheduled():
                 self.wait(stored, event)

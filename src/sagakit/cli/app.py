@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -12,10 +13,12 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from sagakit.errors import CorruptLogError, StoreError, UnknownSagaError
 from sagakit.log import SagaStatus
 from sagakit.ports import SagaRow
+from sagakit.redaction import mask_urls, printable
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.stores.sqlite import SqliteSagaStore
@@ -44,9 +47,22 @@ DbOption = Annotated[
 ]
 
 
+def say_error(message: str) -> None:
+    """One line on stderr, however wide the terminal or whether there is one: the text
+    as it is (no markup read from it), URLs' passwords masked, control characters
+    escaped."""
+    line = printable(mask_urls(" ".join(message.split())))
+    errors.print(Text.assemble(("error:", "bold red"), " ", line), soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
+    say_error(message)
     return typer.Exit(code)
+
+
+def emit_json(value: object) -> None:
+    """``--json``: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
 def _open(db: str) -> SqlSagaStore:
@@ -126,6 +142,10 @@ def migrate(db: DbOption = DEFAULT_DB) -> None:
     console.print(f"[green]migrated[/] {with_store(db, go, existing=False)}")
 
 
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document (times in ISO 8601, UTC).")
+]
+
 StatusOption = Annotated[
     SagaStatus | None, typer.Option("--status", "-s", help="Only sagas in this status.")
 ]
@@ -144,9 +164,10 @@ def list_sagas(
     ] = None,
     key: Annotated[str | None, typer.Option(help="Only the saga with this business key.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many rows.")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List sagas, newest first, with their status and current step."""
-    from sagakit.cli.render import saga_table
+    from sagakit.cli.render import saga_json, saga_table
 
     since_at = parse_since(since)
 
@@ -161,10 +182,13 @@ def list_sagas(
         return rows, await store.count_by_status()
 
     rows, counts = with_store(db, go)
+    if as_json:
+        emit_json({"items": [saga_json(row) for row in rows], "counts": counts})
+        return
     if not rows:
         console.print("no sagas match")
         return
-    console.print(saga_table(rows))
+    console.print(saga_table(rows), soft_wrap=True)
     summary = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
     console.print(f"[dim]{len(rows)} shown; in the store: {summary}[/]")
 
@@ -173,9 +197,10 @@ def list_sagas(
 def show(
     saga_id: Annotated[str, typer.Argument(help="The saga's id, or a unique start of it.")],
     db: DbOption = DEFAULT_DB,
+    as_json: JsonOption = False,
 ) -> None:
     """Show one saga's timeline: every event, its time from the start, and its outcome."""
-    from sagakit.cli.render import timeline
+    from sagakit.cli.render import timeline, timeline_json
 
     async def go(store: SqlSagaStore) -> None:
         try:
@@ -191,7 +216,10 @@ def show(
             state = await store.get(full_id)
         except CorruptLogError as exc:
             error = exc
-        console.print(timeline(full_id, events, state, error))
+        if as_json:
+            emit_json(timeline_json(full_id, events, state, error))
+        else:
+            console.print(timeline(full_id, events, state, error))
         if error is not None:
             raise typer.Exit(2)
 
@@ -199,7 +227,7 @@ def show(
 
 
 def _load_cli_modules() -> None:
-    from sagakit.cli import breakers, dlq, operate, rules  # noqa: F401 - they register commands
+    from sagakit.cli import asyncapi, breakers, dlq, operate, rules  # noqa: F401 - they register commands
 
     # Each optional part registers its own commands; one missing never hides another.
     # `shop` is the reference shop (demo, up, service, ...), `shop.labs` the labs,

@@ -10,8 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.breakers import read_all
-from sagakit.cli.app import app, console, fail, open_existing
-from sagakit.cli.render import when
+from sagakit.cli.app import JsonOption, app, console, emit_json, fail, open_existing
+from sagakit.cli.render import iso, safe, when
 from sagakit.errors import SagaError
 
 _STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}
@@ -27,6 +27,7 @@ def breakers(
             help="A participant's store (repeat for several: each keeps its own breakers).",
         ),
     ],
+    as_json: JsonOption = False,
 ) -> None:
     """Show each circuit breaker: closed, open (failing fast) or half-open (one trial)."""
 
@@ -44,6 +45,21 @@ def breakers(
         return rows
 
     rows = asyncio.run(go())
+    if as_json:
+        emit_json(
+            {
+                "items": [
+                    {
+                        "store": store,
+                        **row,
+                        "opened_at": iso(_seconds(row["opened_at"])),
+                        "updated_at": iso(_seconds(row["updated_at"])),
+                    }
+                    for store, row in rows
+                ]
+            }
+        )
+        return
     if not rows:
         console.print("no circuit breakers have been used")
         return
@@ -54,11 +70,15 @@ def breakers(
         state = str(row["state"])
         opened = row["opened_at"]
         table.add_row(
-            store,
-            str(row["name"]),
+            safe(store),
+            safe(row["name"]),
             Text(state, style=_STYLE.get(state, "")),
             str(row["failures"]),
             when(float(opened)) if isinstance(opened, float) else "-",
             when(float(row["updated_at"])),  # type: ignore[arg-type]
         )
     console.print(table)
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

@@ -10,11 +10,14 @@ from typing import Annotated, TypeVar
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
-from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail
-from sagakit.cli.render import SHORT_ID, when
+from sagakit.cli.app import DEFAULT_DB, DbOption, JsonOption, app, console, emit_json, fail
+from sagakit.cli.operate import WhoOption, record_cli
+from sagakit.cli.render import SHORT_ID, iso, safe, when
 from sagakit.errors import SagaError
 from sagakit.ports import DeadLetter, DeadLetterQueue
+from sagakit.redaction import redact_json
 
 T = TypeVar("T")
 
@@ -68,6 +71,21 @@ def with_dead_letters(
     return asyncio.run(go())
 
 
+def letter_json(letter: DeadLetter) -> dict[str, object]:
+    """A dead letter for ``--json``: as the admin API shows it (hidden fields masked)."""
+    return {
+        "id": letter.id,
+        "queue": letter.queue,
+        "reason": letter.reason,
+        "detail": letter.detail,
+        "attempts": letter.attempts,
+        "dead_at": iso(letter.dead_at),
+        "message_id": letter.message.message_id,
+        "headers": dict(letter.message.headers),
+        "body": redact_json(letter.message.body),
+    }
+
+
 async def _resolve(queue: DeadLetterQueue, prefix: str) -> DeadLetter:
     try:
         return await queue.get(prefix)
@@ -77,7 +95,9 @@ async def _resolve(queue: DeadLetterQueue, prefix: str) -> DeadLetter:
     if len(found) == 1:
         return found[0]
     if found:
-        raise fail(f"{prefix!r} is the start of several dead letter ids; give more of it")
+        listed = ", ".join(letter.id for letter in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise fail(f"{prefix!r} is the start of several dead letter ids: {listed}{more}")
     raise fail(f"no dead letter with id {prefix!r}")
 
 
@@ -86,6 +106,7 @@ def list_letters(
     db: DbOption = DEFAULT_DB,
     broker: BrokerOption = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List dead letters, oldest first, with the reason each was set aside."""
 
@@ -93,6 +114,9 @@ def list_letters(
         return await queue.list(limit=limit), await queue.depth()
 
     letters, depth = with_dead_letters(db, broker, go)
+    if as_json:
+        emit_json({"items": [letter_json(letter) for letter in letters], "depth": depth})
+        return
     if not letters:
         console.print("no dead letters")
         return
@@ -102,14 +126,14 @@ def list_letters(
     for letter in letters:
         headers = letter.message.headers
         table.add_row(
-            letter.id[:SHORT_ID],
-            letter.reason,
-            letter.queue,
-            headers.get("type", ""),
-            headers.get("saga_id", "")[:SHORT_ID],
+            safe(letter.id[:SHORT_ID]),
+            safe(letter.reason),
+            safe(letter.queue),
+            safe(headers.get("type", "")),
+            safe(headers.get("saga_id", "")),
             str(letter.attempts),
             when(letter.dead_at),
-            letter.detail[:80],
+            safe(letter.detail[:80]),
         )
     console.print(table)
     console.print(f"[dim]{len(letters)} shown of {depth}[/]")
@@ -138,14 +162,18 @@ def show_letter(
         ("dead at", when(letter.dead_at) + " UTC"),
         *((f"header {k}", v) for k, v in sorted(letter.message.headers.items())),
     ):
-        table.add_row(f"[bold]{name}[/]", value)
+        table.add_row(safe(name, "bold"), safe(value))
     console.print(table)
-    body = letter.message.body
+    raw = letter.message.body
+    body = redact_json(raw)
     try:
         pretty = json.dumps(json.loads(body), indent=2)
         console.print(Syntax(pretty, "json", word_wrap=True))
     except ValueError:
-        console.print(f"[dim]body ({len(body)} bytes, not JSON):[/] {body[:500]!r}")
+        # Not JSON: shown as Python would write the bytes, unless something is hidden.
+        plain = body == raw.decode("utf-8", errors="backslashreplace")
+        what = Text(f"body ({len(raw)} bytes, not JSON): ", style="dim")
+        console.print(what + safe(repr(raw[:500]) if plain else body))
 
 
 @dlq.command("replay")
@@ -156,19 +184,24 @@ def replay(
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     db: DbOption = DEFAULT_DB,
     broker: BrokerOption = None,
+    note: Annotated[str, typer.Option(help="Why (goes on the record).")] = "",
+    who: WhoOption = None,
 ) -> None:
-    """Send dead letters back to their queues; consumers see them through their inbox."""
+    """Send dead letters back to their queues; consumers see them through their inbox.
+    The replay is recorded in the saga store at --db with who asked and why."""
     if bool(letter_ids) == replay_all:
         raise typer.BadParameter("give dead letter ids or --all, not both and not neither")
+    chosen: list[str] = []
 
     async def go(queue: DeadLetterQueue) -> int:
         if replay_all:
             return await queue.replay(None)
-        chosen = [(await _resolve(queue, prefix)).id for prefix in letter_ids or []]
+        chosen.extend([(await _resolve(queue, prefix)).id for prefix in letter_ids or []])
         return await queue.replay(chosen)
 
     count = with_dead_letters(db, broker, go)
     console.print(f"[green]replayed[/] {count} dead letter(s)")
+    record_cli(db, who=who, action="replay", targets=chosen or ["all"], note=note)
 
 
 @dlq.command("purge")

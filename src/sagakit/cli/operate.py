@@ -1,4 +1,5 @@
-"""``sagakit retry / compensate / resolve``: a person acting on a saga, on the record.
+"""``sagakit retry / compensate / resolve / approve / reject``: a person acting on a saga,
+on the record; ``sagakit audit``: the record.
 
 The action travels to the orchestrator as a message through the saga store's outbox,
 so it works the same embedded and distributed, and the orchestrator records it in the
@@ -9,15 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import time
 from typing import Annotated, Literal
 
 import typer
+from rich.table import Table
 
-from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
-from sagakit.errors import UnknownSagaError
+from sagakit import audit, liveness
+from sagakit.cli.app import (
+    DEFAULT_DB,
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    emit_json,
+    fail,
+    say_error,
+    with_store,
+)
+from sagakit.cli.render import iso, local_time, safe
+from sagakit.errors import StoreError, UnknownSagaError
 from sagakit.log import OperatorIntervened, decode
 from sagakit.orchestrator import operator_message, signal_message
+from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
+from sagakit.stores.sqlite import SqliteSagaStore
+
+#: The exit status of an action queued with no orchestrator running to take it.
+NOBODY_TO_ACT = 3
 
 Action = Literal["retry", "compensate", "resolve", "approve", "reject"]
 
@@ -30,6 +50,39 @@ WaitOption = Annotated[
 ]
 GroupOption = Annotated[str, typer.Option(help="The orchestrator group that runs the saga.")]
 SagaArgument = Annotated[str, typer.Argument(help="The saga's id, or a unique start of it.")]
+
+
+def record_cli(db: str, *, who: str | None, action: str, targets: list[str], note: str) -> None:
+    """Put a person's action on the record in the saga store at ``db``; says so when
+    there is no store there to record it in (the action itself is done)."""
+    person = who or getpass.getuser()
+
+    async def go() -> None:
+        store = open_store(db)
+        try:
+            if isinstance(store, SqliteSagaStore) and not store.path.exists():
+                raise StoreError(f"no sagakit store at {store.path}")
+            if not await store.is_migrated():
+                raise StoreError(f"{store.url_safe} has no sagakit tables")
+            async with store.unit() as unit:
+                at = await unit.now()
+                for target in targets:
+                    await audit.record(
+                        unit.connection,
+                        who=person,
+                        action=action,
+                        target=target,
+                        note=note,
+                        via="cli",
+                        at=at,
+                    )
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    except (StoreError, ValueError, OSError) as exc:
+        say_error(f"{action} done but not recorded: {exc}")
 
 
 def act(
@@ -49,6 +102,24 @@ def act(
             message = operator_message(saga_id, action, who=person, note=note, group=group)
         async with store.unit() as unit:
             await unit.enqueue([message])
+            await audit.record(
+                unit.connection,
+                who=person,
+                action=action,
+                target=saga_id,
+                note=note,
+                via="cli",
+                at=await unit.now(),
+            )
+            last = await liveness.last_beat(unit.connection, group)
+        now = time.time()
+        if not liveness.alive(last, now):
+            seen = f"last seen {now - last:.0f}s ago" if last is not None else "never seen"
+            raise fail(
+                f"{saga_id}: {action} queued, but no orchestrator of group {group!r} runs "
+                f"on this store ({seen}): nobody will act on it until one starts",
+                NOBODY_TO_ACT,
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
@@ -57,12 +128,12 @@ def act(
                 if isinstance(event, OperatorIntervened) and event.who == person:
                     if event.refused:
                         raise fail(f"{saga_id}: {action} refused: {event.refused}")
-                    now = event.resume or (await store.get(saga_id)).status
-                    return f"{saga_id}: {action} done; the saga is now {now}"
+                    status = event.resume or (await store.get(saga_id)).status
+                    return f"{saga_id}: {action} done; the saga is now {status}"
             await asyncio.sleep(0.1)
         return f"{saga_id}: {action} queued for the orchestrator (it has not acted yet)"
 
-    console.print(with_store(db, go))
+    console.print(safe(with_store(db, go)), soft_wrap=True)
 
 
 @app.command()
@@ -132,3 +203,41 @@ def reject(
     if not note.strip():
         raise typer.BadParameter("say why", param_hint="'--note'")
     act("reject", saga, db=db, note=note, who=who, wait=wait, group=group)
+
+
+@app.command("audit")
+def audit_log(
+    db: DbOption = DEFAULT_DB,
+    target: Annotated[
+        str | None, typer.Option(help="Only actions on this saga or dead letter id.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Every operator action on the record, newest first: who did what, to which saga
+    or dead letter, why, and through which door (api or cli)."""
+
+    async def go(store: SqlSagaStore) -> list[audit.Action]:
+        async with store.unit() as unit:
+            return await audit.recent(unit.connection, limit=limit, target=target)
+
+    found = with_store(db, go)
+    if as_json:
+        emit_json({"items": [{**a.as_dict(), "at": iso(a.at)} for a in found]})
+        return
+    if not found:
+        console.print("no actions on the record")
+        return
+    table = Table(title="operator actions", title_justify="left", header_style="bold")
+    for column in ("when", "who", "action", "target", "note", "via"):
+        table.add_column(column, no_wrap=column in {"when", "action"})
+    for action in found:
+        table.add_row(
+            local_time(action.at),
+            safe(action.who),
+            safe(action.action),
+            safe(action.target),
+            safe(action.note),
+            action.via,
+        )
+    console.print(table)

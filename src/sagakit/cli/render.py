@@ -1,8 +1,15 @@
-"""How sagas look in a terminal: the list table and the timeline of one saga."""
+"""How sagas look in a terminal (the list table and the timeline of one saga) and in
+``--json``.
+
+Whatever came from users or from elsewhere (keys, reasons, notes, step names, dead
+letters' headers) goes in as plain :class:`~rich.text.Text`, never as markup, with its
+control characters escaped: ``[link=...]`` or ``[/]`` in a note is shown as written.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from rich.console import Group
@@ -12,8 +19,9 @@ from rich.text import Text
 from sagakit.errors import CorruptLogError
 from sagakit.log import SagaState, StoredEvent, decode, describe, outcome
 from sagakit.ports import SagaRow
+from sagakit.redaction import printable
 
-#: How much of a saga id the list shows; ``sagakit show`` accepts any unique prefix.
+#: How much of a dead letter's id ``dlq list`` shows; ``dlq show`` takes any unique start.
 SHORT_ID = 12
 
 STATUS_STYLE = {
@@ -32,12 +40,26 @@ def when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def clock_time(epoch: float) -> str:
-    """Time of day for today's moments, the full date otherwise (UTC)."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    if moment.date() == datetime.now(UTC).date():
-        return moment.strftime("%H:%M:%S")
-    return moment.strftime("%Y-%m-%d %H:%M")
+def local_time(epoch: float) -> str:
+    """The date and time in this machine's time zone, to the second."""
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso(epoch: float | None) -> str | None:
+    """ISO 8601 in UTC, for ``--json``."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+def safe(text: object, style: str = "") -> Text:
+    """Text from elsewhere, shown as written: no markup, control characters escaped."""
+    return Text(printable(str(text)), style=style)
+
+
+def saga_json(row: SagaRow) -> dict[str, object]:
+    out: dict[str, object] = asdict(row)
+    for key in ("created_at", "updated_at", "deadline"):
+        out[key] = iso(out[key])  # type: ignore[arg-type]
+    return out
 
 
 def relative(seconds: float) -> str:
@@ -54,13 +76,13 @@ def saga_table(rows: Sequence[SagaRow], *, title: str = "sagas") -> Table:
         table.add_column(column, no_wrap=column in {"saga", "status", "updated"})
     for row in rows:
         table.add_row(
-            row.saga_id[:SHORT_ID],
-            f"{row.definition}@{row.definition_version}",
-            row.key or "",
+            safe(row.saga_id),
+            safe(f"{row.definition}@{row.definition_version}"),
+            safe(row.key or ""),
             Text(row.status, style=STATUS_STYLE.get(row.status, "")),
-            row.current_step or "",
-            clock_time(row.updated_at),
-            row.reason or "",
+            safe(row.current_step or ""),
+            local_time(row.updated_at),
+            safe(row.reason or ""),
         )
     return table
 
@@ -73,15 +95,15 @@ def timeline(
 ) -> Group:
     """The story of one saga: every event with its time from the start, coloured."""
     head = Text()
-    head.append(f"saga {saga_id}", style="bold")
+    head.append(printable(f"saga {saga_id}"), style="bold")
     if state is not None:
-        head.append(f"  {state.definition} v{state.definition_version}")
+        head.append(printable(f"  {state.definition} v{state.definition_version}"))
         if state.key:
-            head.append(f"  key {state.key}")
+            head.append(printable(f"  key {state.key}"))
         head.append("  ")
         head.append(state.status.value, style=STATUS_STYLE.get(state.status.value, ""))
         if state.reason:
-            head.append(f"  ({state.reason})", style="dim")
+            head.append(printable(f"  ({state.reason})"), style="dim")
     start = events[0].recorded_at if events else 0.0
     table = Table(header_style="bold", box=None, pad_edge=False)
     for column in ("#", "time", "event", "step", "what happened"):
@@ -93,20 +115,51 @@ def timeline(
             table.add_row(
                 str(stored.seq),
                 relative(stored.recorded_at - start),
-                Text(stored.type, style="bold red"),
+                safe(stored.type, "bold red"),
                 "",
-                Text(f"unreadable: {exc.reason}", style="bold red"),
+                safe(f"unreadable: {exc.reason}", "bold red"),
             )
             continue
         style = OUTCOME_STYLE[outcome(event)]
         table.add_row(
             str(stored.seq),
             relative(stored.recorded_at - start),
-            Text(stored.type, style=style),
-            str(getattr(event, "step", "") or ""),
-            Text(describe(event), style=style),
+            safe(stored.type, style),
+            safe(getattr(event, "step", "") or ""),
+            safe(describe(event), style),
         )
     parts: list[Text | Table] = [head, Text(f"started {when(start)} UTC", style="dim"), table]
     if error is not None:
-        parts.append(Text(str(error), style="bold red"))
+        parts.append(safe(error, "bold red"))
     return Group(*parts)
+
+
+def timeline_json(
+    saga_id: str,
+    events: Sequence[StoredEvent],
+    state: SagaState | None,
+    error: CorruptLogError | None = None,
+) -> dict[str, object]:
+    """The timeline for ``--json``: the saga's head and every event, as the admin API
+    gives them."""
+    items: list[dict[str, object]] = []
+    for stored in events:
+        item: dict[str, object] = {"seq": stored.seq, "type": stored.type}
+        item["at"] = iso(stored.recorded_at)
+        try:
+            event = decode(stored)
+        except CorruptLogError as exc:
+            items.append({**item, "step": None, "outcome": "failed", "text": exc.reason})
+            continue
+        step = getattr(event, "step", None)
+        items.append({**item, "step": step, "outcome": outcome(event), "text": describe(event)})
+    head: dict[str, object] = {"saga_id": saga_id}
+    if state is not None:
+        head |= {
+            "definition": state.definition,
+            "definition_version": state.definition_version,
+            "key": state.key,
+            "status": state.status.value,
+            "reason": state.reason,
+        }
+    return {"saga": head, "events": items, "error": str(error) if error else None}

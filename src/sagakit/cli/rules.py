@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
+from sagakit.cli.render import safe
 from sagakit.definition import SagaDefinition
 from sagakit.rules import RuleError, RuleSet, publish
 from sagakit.stores.sql import SqlSagaStore
@@ -71,7 +72,7 @@ def check(file: FileArgument, definition: DefinitionOption = None) -> None:
             table.add_column(column)
         for step, verdict, because in rules.plan(saga, sample.data):
             style = {"run": "green", "skip": "yellow", "error": "bold red"}[verdict]
-            table.add_row(step, f"[{style}]{verdict}[/]", because)
+            table.add_row(safe(step), safe(verdict, style), safe(because))
         console.print(table)
     if not rules.samples:
         console.print("[dim]no [[sample]] tables in the file: nothing to dry-run[/]")
@@ -118,5 +119,5 @@ def show_rules(db: DbOption = DEFAULT_DB) -> None:
     for column in ("saga", "version", "published"):
         table.add_column(column)
     for saga, version, at in rows:
-        table.add_row(saga, str(version), when(at))
+        table.add_row(safe(saga), str(version), when(at))
     console.print(table)

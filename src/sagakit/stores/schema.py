@@ -153,3 +153,27 @@ saga_breakers = Table(
     Column("opened_at", Float),
     Column("updated_at", Float, nullable=False),
 )
+
+#: Every operator action (retry, compensate, resolve, approve, reject, a dead letter's
+#: replay): who asked, what, on which saga or letter, and why.
+saga_audit = Table(
+    "saga_audit",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("who", String(200), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("via", String(16), nullable=False),
+    Index("ix_saga_audit_at", "at"),
+)
+
+#: Running orchestrators' heartbeats (sagakit.liveness).
+saga_heartbeats = Table(
+    "saga_heartbeats",
+    metadata,
+    Column("group", String(200), primary_key=True),
+    Column("member", String(300), primary_key=True),
+    Column("beat_at", Float, nullable=False),
+)

@@ -332,13 +332,15 @@ class SqlSagaStore(SagaFindings):
             result = await conn.execute(
                 select(sagas.c.saga_id)
                 .where(sagas.c.saga_id.like(escaped + "%", escape="\\"))
-                .limit(2)
+                .order_by(sagas.c.saga_id)
+                .limit(11)
             )
             found = [row[0] for row in result]
         if not found:
             raise UnknownSagaError(f"no saga with id {prefix!r}")
         if len(found) > 1:
-            raise UnknownSagaError(f"{prefix!r} is the start of several saga ids; give more of it")
+            listed = ", ".join(found[:10]) + (" and more" if len(found) > 10 else "")
+            raise UnknownSagaError(f"{prefix!r} is the start of several saga ids: {listed}")
         return str(found[0])
 
     async def history(self, saga_id: str) -> list[StoredEvent]:

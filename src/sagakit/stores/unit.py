@@ -8,6 +8,8 @@ and answers everything read outside one).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -284,6 +286,12 @@ class SqlUnit:
             await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
             try:
                 yield
+            except asyncio.CancelledError:
+                # A statement cut off mid-flight may have broken the connection: then
+                # the transaction rolls back whole, and the cancellation must go on.
+                with contextlib.suppress(Exception):
+                    await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                raise
             except BaseException:
                 await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
                 raise

@@ -6,9 +6,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sagakit.ports import Transport
+from sagakit.redaction import mask_urls
 
 #: Query options sagakit reads itself; any other goes to the driver.
-_OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max")
+_OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max", "unbundled")
 
 
 def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
@@ -22,11 +23,13 @@ def _options(query: list[tuple[str, str]], url: str) -> dict[str, Any]:
                 options[whole] = int(given[whole])
     except ValueError as exc:
         raise ValueError(
-            f"transport URL {url!r}: retry_tiers is seconds separated by commas "
+            f"transport URL {mask_urls(url)!r}: retry_tiers is seconds separated by commas "
             "(e.g. 1,5,30), max_deliveries and bundle_max whole numbers"
         ) from exc
     if "prefix" in given:
         options["prefix"] = given["prefix"]
+    if given.get("unbundled"):
+        options["unbundled"] = tuple(given["unbundled"].split(","))
     return options
 
 
@@ -36,7 +39,8 @@ def open_transport(url: str) -> Transport:
     ``retry_tiers=1,5,30`` (seconds before each redelivery of a failed message) and
     ``max_deliveries=6``; RabbitMQ also ``bundle_max=256`` (messages for one queue
     published together travel as one broker message of at most that many; 1 sends each
-    on its own)."""
+    on its own) and ``unbundled=queue,queue`` (queues whose messages always travel
+    alone: those served by a consumer that reads only plain messages)."""
     scheme = url.split(":", 1)[0].lower()
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -46,13 +50,14 @@ def open_transport(url: str) -> Transport:
 
         options.pop("prefix", None)
         options.pop("bundle_max", None)
+        options.pop("unbundled", None)
         return MemoryTransport(**options)
     if scheme in {"amqp", "amqps"}:
         from sagakit.transports.rabbitmq import RabbitTransport
 
         rest = urlencode([(key, value) for key, value in query if key not in _OURS])
         return RabbitTransport(urlunsplit(parts._replace(query=rest)), **options)
-    raise ValueError(f"unsupported transport URL {url!r}: use memory:// or amqp://")
+    raise ValueError(f"unsupported transport URL {mask_urls(url)!r}: use memory:// or amqp://")
 
 
 __all__ = ["open_transport"]

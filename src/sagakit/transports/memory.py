@@ -12,7 +12,6 @@ retry tier's delay, and dead letters with their reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from sagakit.ports import (
     Delivery,
     PublishResult,
 )
+from sagakit.transports._consumers import ConsumerState, cancelling, wind_down
 
 log = get_logger("sagakit.transport")
 
@@ -40,12 +40,14 @@ class _Item:
 @dataclass(slots=True)
 class _Subscription:
     task: asyncio.Task[None]
+    queue: str
+    state: ConsumerState
     current: list[_Item] = field(default_factory=list)
 
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Take no more messages; give the batch in hand ``grace`` seconds (see
+        wind_down); what it did not finish goes back on the queue."""
+        await wind_down(self.task, self.state, grace=grace, what=f"consumer of {self.queue}")
 
 
 class MemoryDeadLetters:
@@ -179,8 +181,9 @@ class MemoryTransport:
         await self.declare(queue)
         q = self._queues[queue]
         holder: list[_Subscription] = []
+        state = ConsumerState()
         task = asyncio.create_task(self._run(queue, q, handler, prefetch, holder))
-        sub = _Subscription(task)
+        sub = _Subscription(task, queue, state)
         holder.append(sub)
         self._subscriptions.append(sub)
         return sub
@@ -193,12 +196,13 @@ class MemoryTransport:
         prefetch: int,
         holder: list[_Subscription],
     ) -> None:
-        while True:
+        sub = holder[0]
+        while not sub.state.stopping:
             batch = [await q.get()]
             while len(batch) < prefetch and not q.empty():
                 batch.append(q.get_nowait())
-            sub = holder[0]
             sub.current = batch
+            sub.state.busy = True
             deliveries = [Delivery(item.message, item.attempt) for item in batch]
             try:
                 await handler(deliveries)
@@ -207,6 +211,10 @@ class MemoryTransport:
                     q.put_nowait(item)  # not acknowledged: someone else gets it
                 raise
             except Exception as exc:
+                if cancelling():  # the stop cut the handler short: not its failure
+                    for item in batch:
+                        q.put_nowait(item)
+                    raise asyncio.CancelledError from exc
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(f"consumer of {name} failed on {len(batch)} message(s): {error}")
                 for item in batch:
@@ -222,6 +230,8 @@ class MemoryTransport:
                         )
                     elif not item.confirmed.done():
                         item.confirmed.set_result(None)
+            finally:
+                sub.state.busy = False
             sub.current = []
 
     async def _retry(

@@ -7,7 +7,9 @@ wrote it); an unroutable or refused message is reported failed, so its outbox ro
 Messages published together for the same queue (or event routing key) travel as one
 bundle (``_amqp.bundled``), up to ``bundle_max`` messages and ``bundle_bytes`` bytes:
 one broker message, one confirm, one ack for many saga messages, which is most of what
-a message costs the relay, the broker and each consumer. A consumer unpacks a bundle
+a message costs the relay, the broker and each consumer. A queue named in ``unbundled``
+(one served by a consumer that reads only plain messages, see docs/protocol.md) gets
+every message on its own. A consumer unpacks a bundle
 into one delivery per message; each gets its own verdict (a dead letter or a retry
 copy is published for that message alone) and the bundle is acked once every one of
 its messages is dealt with. A consumer that dies first gets the whole bundle again,
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aio_pika
@@ -60,6 +62,7 @@ from sagakit.transports._amqp import (
     translated,
     unbundled,
 )
+from sagakit.transports._consumers import ConsumerState, cancelling, wind_down
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE, RabbitDeadLetters
 
 log = get_logger("sagakit.transport")
@@ -76,22 +79,24 @@ class RabbitSubscription:
         queue: aio_pika.abc.AbstractQueue,
         tag: str,
         task: asyncio.Task[None],
+        state: ConsumerState,
     ) -> None:
         self.channel = channel
         self.queue = queue
         self.tag = tag
         self.task = task
+        self.state = state
         self.stopped = False
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 0.0) -> None:
+        """Take no more deliveries; give the batch in hand ``grace`` seconds (see
+        wind_down); what it did not settle goes back to the broker."""
         if self.stopped:
             return
         self.stopped = True
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.queue.cancel(self.tag)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await wind_down(self.task, self.state, grace=grace, what=f"consumer of {self.queue.name}")
         # Closing the channel gives every unacknowledged delivery back to the broker.
         with contextlib.suppress(*DRIVER_ERRORS):
             await self.channel.close()
@@ -117,6 +122,7 @@ class RabbitTransport:
         connection_name: str = "sagakit",
         bundle_max: int = 256,
         bundle_bytes: int = 1 << 20,
+        unbundled: Iterable[str] = (),
     ) -> None:
         if not retry_tiers:
             raise ValueError("retry_tiers needs at least one delay")
@@ -132,6 +138,8 @@ class RabbitTransport:
         #: ``bundle_max`` of 1 sends every message on its own.
         self.bundle_max = max(bundle_max, 1)
         self.bundle_bytes = bundle_bytes
+        #: Queues (our names, before the prefix) whose messages always travel alone.
+        self.unbundled = frozenset(unbundled)
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._topology: aio_pika.abc.AbstractRobustChannel | None = None
         self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
@@ -304,6 +312,8 @@ class RabbitTransport:
 
     def _bundles(self, group: list[TransportMessage]) -> list[list[TransportMessage]]:
         """``group`` (one destination, in order) cut into bundles within the limits."""
+        if group[0].destination in self.unbundled:
+            return [[message] for message in group]
         bundles: list[list[TransportMessage]] = []
         size = 0
         for message in group:
@@ -335,10 +345,11 @@ class RabbitTransport:
                 with contextlib.suppress(*DRIVER_ERRORS):
                     await channel.close()
                 raise
+        state = ConsumerState()
         task = asyncio.create_task(
-            self._deliver(queue, inbox, handler, prefetch), name=f"consume {queue}"
+            self._deliver(queue, inbox, handler, prefetch, state), name=f"consume {queue}"
         )
-        sub = RabbitSubscription(channel, declared, tag, task)
+        sub = RabbitSubscription(channel, declared, tag, task, state)
         self._subscriptions.append(sub)
         return sub
 
@@ -348,8 +359,9 @@ class RabbitTransport:
         inbox: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage],
         handler: BatchHandler,
         prefetch: int,
+        state: ConsumerState,
     ) -> None:
-        while True:
+        while not state.stopping:
             batch = [await inbox.get()]
             carried = _carries(batch[0])
             # One turn of the loop lets deliveries that arrived together reach the inbox.
@@ -358,15 +370,20 @@ class RabbitTransport:
                 batch.append(inbox.get_nowait())
                 carried += _carries(batch[-1])
             live = [m for m in batch if is_live(m)]
-            if not live:
-                continue
+            if not live or state.stopping:
+                continue  # a stop's unhandled deliveries go back when the channel closes
+            state.busy = True
             try:
                 await self._handle(queue, live, handler, prefetch)
-            except Exception:
+            except Exception as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from exc
                 log.exception(f"consumer of {queue} failed to settle a batch; returning it")
                 for message in live:
                     if not message.processed:
                         await self._finish(queue, message, "not settled")
+            finally:
+                state.busy = False
 
     def _decode(self, message: aio_pika.abc.AbstractIncomingMessage) -> list[Delivery]:
         """The deliveries an AMQP message carries: itself, or each message of a bundle (a
@@ -408,6 +425,8 @@ class RabbitTransport:
             try:
                 await handler(chunk)
             except Exception as exc:
+                if cancelling():  # the stop cut the handler short: not its failure
+                    raise
                 failure = f"{type(exc).__name__}: {exc}"
                 log.warning(f"consumer of {queue} failed on {len(chunk)} message(s): {failure}")
                 failures.update(dict.fromkeys(map(id, chunk), failure))

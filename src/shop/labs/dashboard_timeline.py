@@ -2,7 +2,8 @@
 
 A few orders go through the shop, one of them to a region no carrier serves. The admin
 API and the dashboard come up over the shop's databases, and the lab prints the address
-that opens the dashboard on the failed order's timeline, with a token to read it. The
+that opens the dashboard on the failed order's timeline, with a token made up for the
+lab in its fragment (a token from ``SAGAKIT_TOKENS`` is never printed: sign in with it). The
 same timeline, read through the same API the dashboard reads, prints as text: each step
 with its service and its time from the start, the red one, and the compensations going
 back. Every hop of that saga, in every service, is one trace; the lab collects its spans
@@ -65,7 +66,8 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
     transport = MemoryTransport(
         retry_tiers=LAB_RETRY_TIERS, max_deliveries=8, dead_letters=dead_letters
     )
-    tokens = tokens_from() or fresh_tokens()
+    configured = tokens_from()
+    tokens = configured or fresh_tokens()
     token = _reader(tokens)
     try:
         async with Runtime(transport).add(*shop.components()) as runtime:
@@ -77,7 +79,9 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
             chosen = next((i for i in ids if statuses[i] == "compensated"), ids[-1])
             admin = create_admin_app(_admin_config(shop, dead_letters, tokens))
             async with _Serving(admin, port) as serving:
-                url = f"{serving.url}/?token={quote(token.secret)}#/sagas/{quote(chosen)}"
+                url = f"{serving.url}/#/sagas/{quote(chosen)}"
+                if not configured:  # made up for this lab: shown, in the fragment only
+                    url += f"&token={quote(token.secret)}"
                 detail, built = await _read(serving.url, token, chosen)
                 say.say(f"the dashboard, on {chosen}'s timeline ({token.role} token):")
                 say.show(Text(url))

@@ -29,6 +29,7 @@ from sagakit.stores import open_store
 from sagakit.stores.schema import saga_events, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore
 from shop.app import SAGA, Shop
+from shop.contracts import NotifyCustomer
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, rows, table, unsent
 from shop.saga import ORDER_SAGA
 from shop.services.notification import NotificationService
@@ -69,10 +70,10 @@ class BusyMailService(NotificationService):
 
     busy = 0
 
-    async def notify(self, ctx: StepContext) -> None:
+    async def notify(self, ctx: StepContext, cmd: NotifyCustomer) -> None:
         if ctx.attempt <= self.busy:
             raise TransientError(f"mail server busy (try {ctx.attempt})")
-        await super().notify(ctx)
+        await super().notify(ctx, cmd)
 
 
 async def _place(shop: Shop, definition: SagaDefinition, customer: str, sku: str) -> str:
@@ -131,12 +132,27 @@ async def _snapshot(store: SqlSagaStore, saga_id: str, say: Narrator) -> dict[st
     return figures
 
 
+#: An order's data, as the order service starts its saga with (its steps check it).
+LEGACY_ORDER = {
+    "order_id": "order-legacy",
+    "number": 1,
+    "customer_id": "c-ada",
+    "customer": "Ada",
+    "email": "ada@example.com",
+    "region": "eu",
+    "sku": "lamp",
+    "item": "desk lamp",
+    "quantity": 1,
+    "amount_cents": 2500,
+}
+
+
 async def _upcast(directory: Path, say: Narrator) -> dict[str, Any]:
     """Write a StepFailed v1 row into a saga's log, as an older sagakit did, and read it."""
     store = open_store(f"sqlite:///{directory / LEGACY_DB}.db")
     try:
         saga_id = await Orchestrator(store, [ORDER_SAGA]).start(
-            ORDER_SAGA.name, {"order_id": "order-legacy"}, saga_id="order-legacy"
+            ORDER_SAGA.name, LEGACY_ORDER, saga_id="order-legacy"
         )  # SagaStarted, StepRequested(create_order); no runtime, so it goes no further
         legacy = '{"step": "create_order", "attempt": 1, "error": "customer blocked"}'
         async with store.unit() as unit:

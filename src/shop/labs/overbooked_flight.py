@@ -248,12 +248,12 @@ async def book(directory: Path, *, careful: bool, say: Narrator) -> dict[str, An
                     "customer_id": c.id,
                     "customer": c.name,
                     "order_id": f"{'careful' if careful else 'naive'}-{c.id}",
-                    "number": c.id,
+                    "number": number,
                     "amount_cents": FARE_CENTS,
                 },
                 saga_id=f"{c.id}",
             )
-            for c in world.customers
+            for number, c in enumerate(world.customers, start=1)
         ]
         async with Runtime(lab_transport()).add(orchestrator, airline.participant, payment) as rt:
             ids = await orchestrator.start_many(requests)

@@ -17,6 +17,7 @@ from typing import Any
 from sagakit import StepContext
 from sagakit.ports import SagaRow
 from sagakit.runtime import Runtime
+from shop.contracts import ChargePayment, PaymentCharged
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, table, unsent, until
 from shop.services.payment import PaymentService
 from shop.world import default_world
@@ -43,10 +44,10 @@ class SlowPaymentService(PaymentService):
 
     delay = 0.4
 
-    async def charge(self, ctx: StepContext) -> dict[str, int]:
-        ctx.log.info(f"Card network is slow: order #{ctx.payload['number']} waits {self.delay}s")
+    async def charge(self, ctx: StepContext, cmd: ChargePayment) -> PaymentCharged:
+        ctx.log.info(f"Card network is slow: order #{cmd.number} waits {self.delay}s")
         await asyncio.sleep(self.delay)
-        return await super().charge(ctx)
+        return await super().charge(ctx, cmd)
 
 
 def _row(row: SagaRow) -> dict[str, Any]:

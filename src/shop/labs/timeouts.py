@@ -1,4 +1,4 @@
-"""Lab 7: timeouts and zombies: the payment service sleeps, the orchestrator gives up.
+"""Lab 7: timeouts and zombies: the payment service stalls, the orchestrator gives up.
 
 A participant that does not answer is the hardest failure: the orchestrator cannot
 tell a slow service from a dead one. So every step has a deadline, stored with the
@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy import select
 
-from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext
+from sagakit import Orchestrator, RetryPolicy, SagaDefinition
 from sagakit.cli.render import timeline
+from sagakit.ports import Delivery
 from sagakit.runtime import Runtime
 from shop.labs.kit import (
     Narrator,
@@ -45,7 +47,7 @@ from shop.world import default_world, dollars
 
 TITLE = "Timeouts and zombies"
 LESSON = (
-    "The payment service sleeps past its deadline: the orchestrator gives up and the "
+    "The payment service stalls past its deadline: the orchestrator gives up and the "
     "order is cancelled; the late charge is a zombie, and its refund nets the money out."
 )
 
@@ -68,12 +70,25 @@ IMPATIENT_ORDER = SagaDefinition(
 
 
 class SleepyPaymentService(PaymentService):
-    """The shop's payment service behind a card network that hangs for a while."""
+    """The shop's payment service, stalled for a while before it takes the charge (a
+    long pause of its process, a backed-up queue): the charge itself is quick, but it
+    starts after the saga's deadline.
 
-    async def charge(self, ctx: StepContext) -> dict[str, int]:
-        ctx.log.info(f"Card network hangs: order #{ctx.payload['number']} waits {SLEEP_S}s")
-        await asyncio.sleep(SLEEP_S)
-        return await super().charge(ctx)
+    A handler that itself runs past its step's timeout is cancelled and rolled back (it
+    could not commit late); a command that starts late runs in full. That late commit
+    is what makes a zombie."""
+
+    def register(self) -> None:
+        super().register()
+        handle = self.participant.handle
+
+        async def stalled(deliveries: Sequence[Delivery]) -> None:
+            if any(b'"payment.charge"' in d.message.body for d in deliveries):
+                self.participant.log.info(f"Payment service stalls for {SLEEP_S}s")
+                await asyncio.sleep(SLEEP_S)
+            await handle(deliveries)
+
+        self.participant.handle = stalled  # type: ignore[method-assign]
 
 
 async def run(directory: Path, *, story: bool) -> dict[str, Any]:

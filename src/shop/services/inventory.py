@@ -10,6 +10,7 @@ from sqlalchemy import CheckConstraint, Column, Integer, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
+from shop.contracts import ReserveStock, StockReserved
 from shop.services.base import Service
 from shop.world import World
 
@@ -53,37 +54,35 @@ class InventoryService(Service):
             ],
         )
 
-    async def reserve(self, ctx: StepContext) -> dict[str, int]:
-        p = ctx.payload
+    async def reserve(self, ctx: StepContext, cmd: ReserveStock) -> StockReserved:
         taken = await ctx.connection.execute(
             update(items)
-            .where(items.c.sku == p["sku"], items.c.on_hand >= p["quantity"])
+            .where(items.c.sku == cmd.sku, items.c.on_hand >= cmd.quantity)
             .values(
-                on_hand=items.c.on_hand - p["quantity"], reserved=items.c.reserved + p["quantity"]
+                on_hand=items.c.on_hand - cmd.quantity, reserved=items.c.reserved + cmd.quantity
             )
         )
         if not taken.rowcount:
-            raise StepRejected(f"not enough {p['item']} in stock for {p['quantity']}")
+            raise StepRejected(f"not enough {cmd.item} in stock for {cmd.quantity}")
         await ctx.connection.execute(
             insert(reservations).values(
-                order_id=p["order_id"], sku=p["sku"], quantity=p["quantity"], status="reserved"
+                order_id=cmd.order_id, sku=cmd.sku, quantity=cmd.quantity, status="reserved"
             )
         )
-        ctx.log.info(f"Reserved {p['quantity']} x {p['item']} for order #{p['number']}")
-        return {"reserved": p["quantity"]}
+        ctx.log.info(f"Reserved {cmd.quantity} x {cmd.item} for order #{cmd.number}")
+        return StockReserved(reserved=cmd.quantity)
 
-    async def release(self, ctx: StepContext) -> None:
-        p = ctx.payload
+    async def release(self, ctx: StepContext, cmd: ReserveStock) -> None:
         await ctx.connection.execute(
             update(items)
-            .where(items.c.sku == p["sku"])
+            .where(items.c.sku == cmd.sku)
             .values(
-                on_hand=items.c.on_hand + p["quantity"], reserved=items.c.reserved - p["quantity"]
+                on_hand=items.c.on_hand + cmd.quantity, reserved=items.c.reserved - cmd.quantity
             )
         )
         await ctx.connection.execute(
             update(reservations)
-            .where(reservations.c.order_id == p["order_id"])
+            .where(reservations.c.order_id == cmd.order_id)
             .values(status="released")
         )
-        ctx.log.info(f"Released {p['quantity']} x {p['item']} from order #{p['number']}")
+        ctx.log.info(f"Released {cmd.quantity} x {cmd.item} from order #{cmd.number}")

@@ -8,6 +8,8 @@ import time
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert
 
 from sagakit import StepContext, TransientError
+from sagakit.redaction import shown
+from shop.contracts import NotifyCustomer
 from shop.services.base import Service
 
 metadata = MetaData()
@@ -30,20 +32,18 @@ class NotificationService(Service):
     def register(self) -> None:
         self.participant.on("notify", self.notify)
 
-    async def notify(self, ctx: StepContext) -> None:
-        p = ctx.payload
+    async def notify(self, ctx: StepContext, cmd: NotifyCustomer) -> None:
         if self.rng.random() < self.fail_rate:
-            ctx.log.warning(f"Mail server busy; order #{p['number']} will be notified later")
+            ctx.log.warning(f"Mail server busy; order #{cmd.number} will be notified later")
             raise TransientError("mail server busy")
-        tracking = p.get("tracking", "-")
-        text = f"Your order #{p['number']} ({p['quantity']} x {p['item']}) ships as {tracking}"
+        text = f"Your order #{cmd.number} ({cmd.quantity} x {cmd.item}) ships as {cmd.tracking}"
         await ctx.connection.execute(
             insert(notifications).values(
-                order_id=p["order_id"],
-                customer_id=p["customer_id"],
-                email=p["email"],
+                order_id=cmd.order_id,
+                customer_id=cmd.customer_id,
+                email=cmd.email,
                 text=text,
                 sent_at=time.time(),
             )
         )
-        ctx.log.info(f"Emailed {p['email']} about order #{p['number']}")
+        ctx.log.info(f"Emailed {shown('email', cmd.email)} about order #{cmd.number}")

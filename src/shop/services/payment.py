@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
 from sagakit.breakers import CircuitBreaker
+from shop.contracts import ChargePayment, PaymentCharged, ScreenCustomer
 from shop.outside import GATEWAY_BREAKER
 from shop.services.base import Service
 from shop.world import World, dollars
@@ -107,47 +108,45 @@ class PaymentService(Service):
             ],
         )
 
-    async def screen(self, ctx: StepContext) -> None:
+    async def screen(self, ctx: StepContext, cmd: ScreenCustomer) -> None:
         """The fraud check: a customer flagged before is turned away here."""
-        p = ctx.payload
         account = (
             await ctx.connection.execute(
-                select(accounts).where(accounts.c.customer_id == p["customer_id"])
+                select(accounts).where(accounts.c.customer_id == cmd.customer_id)
             )
         ).first()
         if account is not None and account.flagged:
-            raise StepRejected(f"fraud screening flagged {p['customer']}")
+            raise StepRejected(f"fraud screening flagged customer {cmd.customer_id}")
         await ctx.connection.execute(
             insert(screenings).values(
-                order_id=p["order_id"],
-                customer_id=p["customer_id"],
+                order_id=cmd.order_id,
+                customer_id=cmd.customer_id,
                 verdict="clear",
                 at=time.time(),
             )
         )
-        ctx.log.info(f"Screened order #{p['number']}: clear")
+        ctx.log.info(f"Screened order #{cmd.number}: clear")
 
-    async def clear(self, ctx: StepContext) -> None:
+    async def clear(self, ctx: StepContext, cmd: ScreenCustomer) -> None:
         await ctx.connection.execute(
-            delete(screenings).where(screenings.c.order_id == ctx.payload["order_id"])
+            delete(screenings).where(screenings.c.order_id == cmd.order_id)
         )
 
-    async def charge(self, ctx: StepContext) -> dict[str, int]:
-        p = ctx.payload
-        amount = int(p["amount_cents"])
+    async def charge(self, ctx: StepContext, cmd: ChargePayment) -> PaymentCharged:
+        amount = cmd.amount_cents
         account = (
             await ctx.connection.execute(
-                select(accounts).where(accounts.c.customer_id == p["customer_id"])
+                select(accounts).where(accounts.c.customer_id == cmd.customer_id)
             )
         ).first()
         if account is None:
-            raise StepRejected(f"no account for customer {p['customer_id']}")
+            raise StepRejected(f"no account for customer {cmd.customer_id}")
         if account.card_declined:
             raise StepRejected(f"card declined for {dollars(amount)}")
         charged = await ctx.connection.execute(
             update(accounts)
             .where(
-                accounts.c.customer_id == p["customer_id"],
+                accounts.c.customer_id == cmd.customer_id,
                 accounts.c.balance_cents - amount >= -accounts.c.credit_limit_cents,
             )
             .values(balance_cents=accounts.c.balance_cents - amount)
@@ -159,13 +158,13 @@ class PaymentService(Service):
         async with ctx.breakers[GATEWAY_BREAKER]:
             held = await self.outside.payment_gateway.authorize(
                 key=f"{ctx.saga_id}/{ctx.step}",
-                order_id=p["order_id"],
-                customer_id=p["customer_id"],
+                order_id=cmd.order_id,
+                customer_id=cmd.customer_id,
                 amount_cents=amount,
             )
         await ctx.connection.execute(
             insert(authorizations).values(
-                order_id=p["order_id"],
+                order_id=cmd.order_id,
                 authorization_id=held.id,
                 amount_cents=amount,
                 status="authorized",
@@ -174,22 +173,21 @@ class PaymentService(Service):
         )
         await ctx.connection.execute(
             insert(payments).values(
-                order_id=p["order_id"],
-                customer_id=p["customer_id"],
+                order_id=cmd.order_id,
+                customer_id=cmd.customer_id,
                 kind="charge",
                 amount_cents=amount,
                 at=time.time(),
             )
         )
-        ctx.log.info(f"Charged {dollars(amount)} for order #{p['number']} ({held.id})")
-        return {"charged_cents": amount}
+        ctx.log.info(f"Charged {dollars(amount)} for order #{cmd.number} ({held.id})")
+        return PaymentCharged(charged_cents=amount)
 
-    async def refund(self, ctx: StepContext) -> None:
-        p = ctx.payload
-        amount = int(p["amount_cents"])
+    async def refund(self, ctx: StepContext, cmd: ChargePayment) -> None:
+        amount = cmd.amount_cents
         held = (
             await ctx.connection.execute(
-                select(authorizations).where(authorizations.c.order_id == p["order_id"])
+                select(authorizations).where(authorizations.c.order_id == cmd.order_id)
             )
         ).first()
         if held is not None and held.status == "authorized":
@@ -197,21 +195,21 @@ class PaymentService(Service):
                 await self.outside.payment_gateway.void(held.authorization_id)
             await ctx.connection.execute(
                 update(authorizations)
-                .where(authorizations.c.order_id == p["order_id"])
+                .where(authorizations.c.order_id == cmd.order_id)
                 .values(status="voided", at=time.time())
             )
         await ctx.connection.execute(
             update(accounts)
-            .where(accounts.c.customer_id == p["customer_id"])
+            .where(accounts.c.customer_id == cmd.customer_id)
             .values(balance_cents=accounts.c.balance_cents + amount)
         )
         await ctx.connection.execute(
             insert(payments).values(
-                order_id=p["order_id"],
-                customer_id=p["customer_id"],
+                order_id=cmd.order_id,
+                customer_id=cmd.customer_id,
                 kind="refund",
                 amount_cents=amount,
                 at=time.time(),
             )
         )
-        ctx.log.info(f"Refunded {dollars(amount)} for order #{p['number']}")
+        ctx.log.info(f"Refunded {dollars(amount)} for order #{cmd.number}")

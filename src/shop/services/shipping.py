@@ -13,6 +13,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
 from sagakit import StepContext
 from sagakit.breakers import CircuitBreaker
+from shop.contracts import ScheduleShipment, ShipmentScheduled
 from shop.outside import CARRIER_BREAKER
 from shop.services.base import Service
 
@@ -50,25 +51,24 @@ class ShippingService(Service):
     def breakers(self) -> list[CircuitBreaker]:
         return [self.outside.breaker(CARRIER_BREAKER)]
 
-    async def schedule(self, ctx: StepContext) -> dict[str, str]:
-        p = ctx.payload
+    async def schedule(self, ctx: StepContext, cmd: ScheduleShipment) -> ShipmentScheduled:
         # A region the carrier does not serve is its refusal (StepRejected), not a failure.
         async with ctx.breakers[CARRIER_BREAKER]:
             quote = await self.outside.carrier_quotes.quote(
-                order_id=p["order_id"], region=p["region"], sku=p["sku"], quantity=p["quantity"]
+                order_id=cmd.order_id, region=cmd.region, sku=cmd.sku, quantity=cmd.quantity
             )
         await ctx.connection.execute(
             insert(shipments).values(
-                order_id=p["order_id"],
-                sku=p["sku"],
-                quantity=p["quantity"],
-                region=p["region"],
+                order_id=cmd.order_id,
+                sku=cmd.sku,
+                quantity=cmd.quantity,
+                region=cmd.region,
                 scheduled_at=time.time(),
             )
         )
         await ctx.connection.execute(
             insert(quotes).values(
-                order_id=p["order_id"],
+                order_id=cmd.order_id,
                 quote_id=quote.id,
                 price_cents=quote.price_cents,
                 eta_days=quote.eta_days,
@@ -76,5 +76,5 @@ class ShippingService(Service):
             )
         )
         eta = f"{quote.eta_days} days"
-        ctx.log.info(f"Shipment scheduled for order #{p['number']} to {p['region']} ({eta})")
-        return {"tracking": f"TRK-{p['number']}"}
+        ctx.log.info(f"Shipment scheduled for order #{cmd.number} to {cmd.region} ({eta})")
+        return ShipmentScheduled(tracking=f"TRK-{cmd.number}")
