@@ -1,10 +1,10 @@
-import { render, screen, waitFor, within } from "@testing-library/react";
+import { act, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SagaFeed } from "../src/api";
 import { App } from "../src/App";
 import { criteriaFrom } from "../src/SearchPage";
-import { type Call, fakeApi, installEventSource, OPERATOR, overviewRoutes, sagaRow, VIEWER } from "./fakes";
+import { type Call, FakeEventSource, fakeApi, installEventSource, NOW_S, OPERATOR, overviewRoutes, sagaRow, VIEWER } from "./fakes";
 
 const SAGAS = [
   sagaRow({ saga_id: "order-103", status: "needs_attention", reason: "refund keeps failing" }),
@@ -88,5 +88,24 @@ describe("finding sagas", () => {
     await screen.findByRole("link", { name: "order-103" });
     expect(screen.queryAllByRole("checkbox")).toEqual([]);
     expect(screen.queryAllByRole("button", { name: /^(Retry|Compensate|Resolve)/ })).toEqual([]);
+  });
+
+  it("loads the list again when the live stream, opened with the session alone, tells of a change", async () => {
+    window.location.hash = "#/sagas";
+    const calls = fakeApi(overviewRoutes(VIEWER, SAGAS));
+    render(<App feed={new SagaFeed()} />);
+    await screen.findByRole("link", { name: "order-103" });
+    const stream = FakeEventSource.last();
+    expect(stream.url).toBe("/api/stream"); // the session cookie goes with it, no token
+    const loads = searches(calls).length;
+
+    act(() => {
+      stream.open();
+      stream.saga(sagaRow({ saga_id: "order-105", status: "running", updated_at: NOW_S }));
+    });
+
+    expect(await screen.findByText("live")).toBeInTheDocument();
+    await waitFor(() => expect(searches(calls).length).toBeGreaterThan(loads), { timeout: 5000 });
+    expect(calls.every((call) => call.auth === null)).toBe(true);
   });
 });

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from sagakit import StepContext, StepRejected, tracing
@@ -320,6 +321,11 @@ async def test_operators_act_on_several_sagas_at_once_and_viewers_see_no_action(
                 "mailed them by hand",
             )
         assert set((await served.shop.saga_store.statuses(stuck)).values()) == {"resolved"}
+        async with httpx.AsyncClient(base_url=served.admin, timeout=10) as client:
+            record = await client.get("/api/audit", headers={"Authorization": f"Bearer {VIEWER}"})
+        assert sorted(
+            (a["action"], a["target"], a["who"], a["note"]) for a in record.json()["items"]
+        ) == [("resolve", saga_id, "olga", "mailed them by hand") for saga_id in sorted(stuck)]
         await policy_kept(page)
         for opened in (viewer, page):  # their streams end before the shop does
             await opened.context.close()

@@ -326,3 +326,10 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
         for action in ("retry", "compensate", "resolve", "approve", "reject", "retry")
     )
     assert all(s["refused"] for s in said)
+    # Every action, the bulk one and the replay too, is on the record with who and why.
+    audited = (await client.get("/api/audit", headers=headers(VIEWER))).json()["items"]
+    expected = [(action, "s1") for action in ("retry", "compensate", "resolve", "approve")]
+    expected += [("reject", "s1"), ("retry", "s1"), ("replay", letter["id"])]
+    assert sorted((a["action"], a["target"], a["who"], a["note"]) for a in audited) == sorted(
+        (action, target, "alice", "why not") for action, target in expected
+    )

@@ -351,6 +351,11 @@ async def test_operators_act_on_several_sagas_each_on_the_record(world: World) -
         assert [(r["action"], r["who"], r["note"]) for r in records] == [
             ("retry", "alice", "batch check")
         ]
+    # and each is on the record of operator actions, as one saga's action is
+    audited = (await get(client, "/api/audit"))["items"]
+    assert sorted((a["action"], a["target"], a["who"], a["note"], a["via"]) for a in audited) == [
+        ("retry", saga_id, "alice", "batch check", "api") for saga_id in sorted(ids["completed"])
+    ]
     unnoted = {"saga_ids": ids["completed"]}
     assert (
         await client.post("/api/bulk/resolve", headers=headers(OPERATOR), json=unnoted)
