@@ -31,11 +31,12 @@ from sagakit.errors import UnknownSagaError
 from sagakit.log import decode
 from sagakit.messages import TransportMessage
 from sagakit.ports import Delivery
+from sagakit.redaction import Redaction
 from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from shop.api import create_app
-from shop.app import SAGA, Shop, embedded_urls, open_stores
+from shop.app import REDACT, SAGA, Shop, embedded_urls, open_stores
 from shop.saga import ORDER_SAGA
 from shop.world import default_world
 
@@ -188,6 +189,7 @@ async def serve_shop(tmp_path: Path) -> AsyncIterator[Served]:
             poll=0.1,
             trace_url=TRACES,
             sample_every=0.5,
+            redaction=Redaction(REDACT),  # what `sagakit demo --serve` hides
         )
     )
     flaky = Flaky()
