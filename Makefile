@@ -14,7 +14,12 @@ FOREIGN_DEPS := tests/foreign/node_modules/.package-lock.json
 DASHBOARD_SOURCES := $(shell find dashboard/src dashboard/index.html dashboard/package.json \
 	dashboard/tsconfig.json dashboard/vite.config.ts -type f 2>/dev/null)
 
-.PHONY: demo test lint typecheck unit vitest dashboard setup clean
+# The browser tests drive the system Chromium (browsers are not downloaded); `make test`
+# installs it when it is missing, with apt-get (as root, or through sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck unit vitest dashboard setup browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,10 +54,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+browser:
+	@test -x $(CHROMIUM) || { echo "installing chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 vitest: $(NODE_DEPS)
 	cd dashboard && npx vitest run
 
-unit: setup
+unit: setup browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck vitest unit

@@ -1,48 +1,44 @@
-// The operator's panels: overall stats, needs-attention sagas, approvals, dead letters,
-// circuit breakers and outbox lag. They poll (dead letters, breakers and the outbox
-// change without a saga changing) and also reload soon after the stream reports a change.
+// The operator's panels: overall stats, needs-attention sagas (several at once),
+// approvals, dead letters, circuit breakers and outbox lag.
+import type { UseQueryResult } from "@tanstack/react-query";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useContext, type ReactNode } from "react";
-import { api, type SagaFeed, type SagaRow, STATUSES } from "./api";
-import { type ActionSpec, Actions } from "./Actions";
+import { api, STATUSES } from "./api";
+import { Actions } from "./Actions";
+import { storeName } from "./charts/options";
 import { clock, seconds, shortId, statusLabel } from "./format";
-import { type Loaded, useFeedTick, useResource } from "./hooks";
-import { sagaActions } from "./SagaDetail";
-import { StatusBadge } from "./SagaList";
-import { describeError, PANEL_POLL_MS, SessionContext } from "./session";
+import { asApiError } from "./hooks";
+import { keys, usePolled, useStats } from "./queries";
+import { SagaLink, SagaTable } from "./SagaTable";
+import { sagaActions } from "./SagaActions";
+import { describeError, SessionContext } from "./session";
 
-function Panel<T>({
+export function Panel<T>({
   id,
   title,
   loaded,
+  wide = false,
   children,
 }: {
   id: string;
   title: ReactNode;
-  loaded: Loaded<T>;
+  loaded: Pick<UseQueryResult<T>, "data" | "error">;
+  wide?: boolean;
   children: (data: T) => ReactNode;
 }) {
   return (
-    <section className="panel" aria-labelledby={`${id}-title`}>
+    <section className={`panel${wide ? " wide" : ""}`} aria-labelledby={`${id}-title`}>
       <h2 id={`${id}-title`}>{title}</h2>
-      {loaded.error && <p role="alert">{describeError(loaded.error)}</p>}
+      {loaded.error && <p role="alert">{describeError(asApiError(loaded.error))}</p>}
       {loaded.data === undefined ? !loaded.error && <p>Loading…</p> : children(loaded.data)}
     </section>
   );
 }
 
-function usePanel<T>(feed: SagaFeed, load: () => Promise<T>): Loaded<T> {
-  const changed = useFeedTick(feed, 1000);
-  return useResource(load, [changed], PANEL_POLL_MS);
-}
-
-function sagaLink(row: SagaRow) {
-  return <a href={`#/sagas/${encodeURIComponent(row.saga_id)}`}>{row.key ?? shortId(row.saga_id)}</a>;
-}
-
-export function StatsPanel({ feed }: { feed: SagaFeed }) {
-  const loaded = usePanel(feed, api.stats);
+export function StatsPanel() {
+  const loaded = useStats();
   return (
-    <Panel id="stats" title="Overview" loaded={loaded}>
+    <Panel id="stats" title="Overview" loaded={loaded} wide>
       {(stats) => {
         const lags = Object.values(stats.outbox_lag_s);
         return (
@@ -76,68 +72,37 @@ export function StatsPanel({ feed }: { feed: SagaFeed }) {
   );
 }
 
-function SagaRows({ rows, actions }: { rows: SagaRow[]; actions: (row: SagaRow) => ActionSpec[] }) {
-  const { canAct } = useContext(SessionContext);
-  if (rows.length === 0) return <p className="empty">None.</p>;
-  return (
-    <table>
-      <thead>
-        <tr>
-          <th scope="col">Saga</th>
-          <th scope="col">Status</th>
-          <th scope="col">Step</th>
-          <th scope="col">Reason</th>
-          {canAct && <th scope="col">Actions</th>}
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map((row) => (
-          <tr key={row.saga_id}>
-            <td>{sagaLink(row)}</td>
-            <td>
-              <StatusBadge status={row.status} />
-            </td>
-            <td>{row.current_step ?? ""}</td>
-            <td className="reason">{row.reason ?? ""}</td>
-            {canAct && (
-              <td>
-                <Actions subject={row.key ?? row.saga_id} actions={actions(row)} />
-              </td>
-            )}
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
-
-export function NeedsAttentionPanel({ feed }: { feed: SagaFeed }) {
-  const loaded = usePanel(feed, () =>
-    api.sagas({ status: "needs_attention", limit: 100, offset: 0 }),
-  );
+export function NeedsAttentionPanel() {
+  const loaded = useQuery({
+    queryKey: keys.attention,
+    queryFn: () => api.search({ status: "needs_attention" }, 100, 0),
+  });
   const title = `Needs attention${loaded.data ? ` (${loaded.data.total})` : ""}`;
   return (
     <Panel id="attention" title={title} loaded={loaded}>
       {(page) => (
-        <SagaRows
+        <SagaTable
           rows={page.items}
-          actions={(row) =>
-            sagaActions(row.saga_id, row.key ?? row.saga_id, ["retry", "compensate", "resolve"])
-          }
+          caption="Sagas that need attention"
+          columns={["saga", "step", "reason"]}
+          actions={(row) => sagaActions(row.saga_id, row.key ?? row.saga_id, ["retry", "compensate", "resolve"])}
+          selectable
         />
       )}
     </Panel>
   );
 }
 
-export function ApprovalsPanel({ feed }: { feed: SagaFeed }) {
-  const loaded = usePanel(feed, api.approvals);
+export function ApprovalsPanel() {
+  const loaded = useQuery({ queryKey: keys.approvals, queryFn: api.approvals });
   const title = `Approvals${loaded.data ? ` (${loaded.data.items.length})` : ""}`;
   return (
     <Panel id="approvals" title={title} loaded={loaded}>
       {(found) => (
-        <SagaRows
+        <SagaTable
           rows={found.items}
+          caption="Sagas waiting for an approval"
+          columns={["saga", "step"]}
           actions={(row) => sagaActions(row.saga_id, row.key ?? row.saga_id, ["approve", "reject"])}
         />
       )}
@@ -145,12 +110,13 @@ export function ApprovalsPanel({ feed }: { feed: SagaFeed }) {
   );
 }
 
-export function DeadLettersPanel({ feed }: { feed: SagaFeed }) {
+export function DeadLettersPanel() {
   const { canAct } = useContext(SessionContext);
-  const loaded = usePanel(feed, api.deadLetters);
+  const client = useQueryClient();
+  const loaded = usePolled(keys.deadLetters, api.deadLetters);
   const title = `Dead letters${loaded.data ? ` (${loaded.data.depth})` : ""}`;
   return (
-    <Panel id="dead-letters" title={title} loaded={loaded}>
+    <Panel id="dead-letters" title={title} loaded={loaded} wide>
       {({ items }) =>
         items.length === 0 ? (
           <p className="empty">None.</p>
@@ -176,15 +142,7 @@ export function DeadLettersPanel({ feed }: { feed: SagaFeed }) {
                   </td>
                   <td>{letter.queue}</td>
                   <td>{letter.type ?? "-"}</td>
-                  <td>
-                    {letter.saga_id ? (
-                      <a href={`#/sagas/${encodeURIComponent(letter.saga_id)}`}>
-                        {shortId(letter.saga_id)}
-                      </a>
-                    ) : (
-                      "-"
-                    )}
-                  </td>
+                  <td>{letter.saga_id ? <SagaLink id={letter.saga_id} label={shortId(letter.saga_id)} /> : "-"}</td>
                   <td className="reason">
                     <details>
                       <summary>{letter.reason}</summary>
@@ -204,7 +162,7 @@ export function DeadLettersPanel({ feed }: { feed: SagaFeed }) {
                             label: "Replay",
                             run: async (note) => {
                               const { replayed } = await api.replay(letter.id, note);
-                              loaded.reload();
+                              await client.invalidateQueries({ queryKey: ["system"] });
                               return `Replayed ${replayed} dead letter${replayed === 1 ? "" : "s"} (${shortId(letter.id)}) to ${letter.queue}`;
                             },
                           },
@@ -222,8 +180,8 @@ export function DeadLettersPanel({ feed }: { feed: SagaFeed }) {
   );
 }
 
-export function BreakersPanel({ feed }: { feed: SagaFeed }) {
-  const loaded = usePanel(feed, api.breakers);
+export function BreakersPanel() {
+  const loaded = usePolled(keys.breakers, api.breakers);
   return (
     <Panel id="breakers" title="Circuit breakers" loaded={loaded}>
       {({ items }) =>
@@ -245,11 +203,9 @@ export function BreakersPanel({ feed }: { feed: SagaFeed }) {
               {items.map((breaker) => (
                 <tr key={`${breaker.store}/${breaker.name}`}>
                   <td>{breaker.name}</td>
-                  <td>{breaker.store}</td>
+                  <td title={breaker.store}>{storeName(breaker.store)}</td>
                   <td>
-                    <span className={`breaker breaker-${breaker.state}`}>
-                      {statusLabel(breaker.state)}
-                    </span>
+                    <span className={`breaker breaker-${breaker.state}`}>{statusLabel(breaker.state)}</span>
                   </td>
                   <td>{breaker.failures}</td>
                   <td>{clock(breaker.opened_at)}</td>
@@ -264,8 +220,8 @@ export function BreakersPanel({ feed }: { feed: SagaFeed }) {
   );
 }
 
-export function OutboxPanel({ feed }: { feed: SagaFeed }) {
-  const loaded = usePanel(feed, api.outbox);
+export function OutboxPanel() {
+  const loaded = usePolled(keys.outbox, api.outbox);
   return (
     <Panel id="outbox" title="Outbox lag" loaded={loaded}>
       {({ items }) =>
@@ -283,7 +239,7 @@ export function OutboxPanel({ feed }: { feed: SagaFeed }) {
             <tbody>
               {items.map((lag) => (
                 <tr key={lag.store} className={lag.unsent ? "lagging" : ""}>
-                  <td>{lag.store}</td>
+                  <td title={lag.store}>{storeName(lag.store)}</td>
                   <td>{seconds(lag.lag_s)}</td>
                   <td>{lag.unsent}</td>
                 </tr>

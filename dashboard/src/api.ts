@@ -1,4 +1,4 @@
-// The one door to the admin API (docs/api.md): its shapes, the token, requests, and the
+// The one door to the admin API (docs/api.md): its shapes, requests, and the
 // live feed of saga changes. Nothing else in the dashboard calls fetch or EventSource.
 
 export const STATUSES = [
@@ -103,6 +103,157 @@ export interface SagaQuery {
   offset: number;
 }
 
+export type Window = "15m" | "1h" | "24h";
+export const WINDOWS: readonly Window[] = ["15m", "1h", "24h"];
+
+interface Spanned {
+  window: Window;
+  since: number;
+  until: number;
+  every_s: number;
+}
+
+export interface Outcomes extends Spanned {
+  at: number[];
+  series: Record<"started" | "completed" | "compensated" | "needs_attention", number[]>;
+}
+
+export interface Percentiles {
+  count: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface StepLatency extends Percentiles {
+  step: string;
+  op: "action" | "compensation";
+  participant: string | null;
+}
+
+export interface Latency extends Spanned {
+  events_read: number;
+  all_read: boolean;
+  saga: Percentiles;
+  steps: StepLatency[];
+}
+
+export interface SearchCriteria {
+  status?: SagaStatus | undefined;
+  definition?: string | undefined;
+  version?: number | undefined;
+  key?: string | undefined;
+  reason?: string | undefined;
+  step?: string | undefined;
+  since?: number | undefined;
+  until?: number | undefined;
+  sort?: "changed" | "duration" | undefined;
+}
+
+export interface FailureGroup {
+  step: string | null;
+  pattern: string;
+  example: string;
+  count: number;
+  last_at: number;
+  search: { step: string | null; reason: string; since: number };
+}
+
+export interface Failures extends Spanned {
+  events_read: number;
+  all_read: boolean;
+  items: FailureGroup[];
+}
+
+export interface Backlog extends Spanned {
+  sampling_since: number | null;
+  sample_every_s: number;
+  at: number[];
+  dead_letters: number[];
+  stores: Array<{ store: string; lag_s: Array<number | null>; unsent: Array<number | null> }>;
+}
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type JsonObject = { [key: string]: Json };
+
+export interface Bar {
+  step: string;
+  op: "action" | "compensation" | "approval";
+  attempt: number;
+  participant: string | null;
+  kind: string | null;
+  start: number;
+  end: number | null;
+  start_seq: number;
+  end_seq: number | null;
+  outcome: "running" | "succeeded" | "failed" | "deferred" | "timed_out" | "compensated";
+  reason: string | null;
+  input: JsonObject | null;
+  reply: JsonObject | null;
+  data_after: JsonObject | null;
+}
+
+export interface Wait {
+  step: string;
+  op: "action" | "compensation";
+  attempt: number;
+  participant: string | null;
+  start: number;
+  due: number;
+  end: number | null;
+}
+
+export interface Mark {
+  seq: number;
+  type: string;
+  at: number;
+  step: string | null;
+  text: string;
+}
+
+export interface SagaTimeline {
+  saga: SagaRow | null;
+  trace_id: string | null;
+  trace_url: string | null;
+  started_at: number | null;
+  ended_at: number | null;
+  status: SagaStatus | null;
+  rules_version: number | null;
+  pivot: string | null;
+  unreadable: string | null;
+  bars: Bar[];
+  waits: Wait[];
+  marks: Mark[];
+  data: { initial: JsonObject | null; final: JsonObject | null };
+}
+
+export interface DefinitionSummary {
+  name: string;
+  version: number;
+  known: boolean;
+  counts: Partial<Record<SagaStatus, number>>;
+  total: number;
+}
+
+export interface DefinitionStep {
+  name: string;
+  participant: string;
+  command: string;
+  compensation: string | null;
+  kind: "compensatable" | "pivot" | "retriable" | "approval";
+  optional: boolean;
+  timeout_s: number;
+  attempts: number | null;
+  on_timeout: string | null;
+}
+
+export interface Definition extends DefinitionSummary {
+  stages?: DefinitionStep[][];
+  mermaid?: string;
+}
+
+export type BulkAction = "retry" | "compensate" | "resolve";
+
 export type SagaAction = "retry" | "compensate" | "resolve" | "approve" | "reject";
 
 /** The actions whose note (the "why" written to the saga's log) the API requires. */
@@ -183,6 +334,17 @@ export function sagasPath(query: SagaQuery): string {
   return `/api/sagas?${params.toString()}`;
 }
 
+/** The query string of a search: only the criteria given. */
+export function searchPath(criteria: SearchCriteria, limit: number, offset: number): string {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(criteria)) {
+    if (value !== undefined && value !== "") params.set(name, String(value));
+  }
+  params.set("limit", String(limit));
+  params.set("offset", String(offset));
+  return `/api/search?${params.toString()}`;
+}
+
 const id = encodeURIComponent;
 
 /** The note travels only when given: an empty one would be recorded as a blank "why". */
@@ -203,6 +365,21 @@ export const api = {
       `/api/sagas/${id(sagaId)}/${action}`,
       why(note),
     ),
+  outcomes: (window: Window) => request<Outcomes>("GET", `/api/insights/outcomes?window=${window}`),
+  latency: (window: Window) => request<Latency>("GET", `/api/insights/latency?window=${window}`),
+  failures: (window: Window) => request<Failures>("GET", `/api/insights/failures?window=${window}`),
+  backlog: (window: Window) => request<Backlog>("GET", `/api/insights/backlog?window=${window}`),
+  search: (criteria: SearchCriteria, limit: number, offset: number) =>
+    request<Page<SagaRow>>("GET", searchPath(criteria, limit, offset)),
+  timeline: (sagaId: string) => request<SagaTimeline>("GET", `/api/sagas/${id(sagaId)}/timeline`),
+  definitions: () => request<{ items: DefinitionSummary[] }>("GET", "/api/definitions"),
+  definition: (name: string, version: number) =>
+    request<Definition>("GET", `/api/definitions/${id(name)}/${version}`),
+  bulk: (action: BulkAction, sagaIds: string[], note: string) =>
+    request<{ accepted: string[]; unknown: string[] }>("POST", `/api/bulk/${action}`, {
+      saga_ids: sagaIds,
+      ...why(note),
+    }),
   replay: (deadLetterId: string, note: string) =>
     request<{ replayed: number }>("POST", `/api/dead-letters/${id(deadLetterId)}/replay`, why(note)),
 };

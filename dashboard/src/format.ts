@@ -23,6 +23,13 @@ export function seconds(value: number): string {
   return value < 60 ? `${value.toFixed(1)} s` : elapsed(value * 1000);
 }
 
+/** An interval's length in words: 30 s, 1 min, 30 min, 1 h. */
+export function interval(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${seconds / 60} min`;
+  return `${seconds / 3600} h`;
+}
+
 /** Saga ids are long; twelve characters are enough to tell them apart on screen. */
 export function shortId(id: string): string {
   return id.length > 12 ? `${id.slice(0, 12)}…` : id;

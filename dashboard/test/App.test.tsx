@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SagaFeed } from "../src/api";
 import { App } from "../src/App";
 import { clock } from "../src/format";
-import { fakeApi, installEventSource, NOW_S, OPERATOR, overviewRoutes, sagaRow, VIEWER } from "./fakes";
+import { fakeApi, installEventSource, NOW_S, OPERATOR, overviewRoutes, sagaRow, timelineOf, VIEWER } from "./fakes";
 
 const SAGAS = [
   sagaRow({ saga_id: "order-103", status: "needs_attention", current_step: "charge_payment", reason: "refund keeps failing" }),
@@ -49,7 +49,7 @@ describe("an operator", () => {
     const calls = fakeApi(routes().concat([["POST", /^\/api\/dead-letters\/dl-0001\/replay$/, () => ({ replayed: 1 })]]));
     const user = userEvent.setup();
     render(<App feed={new SagaFeed()} />);
-    const letters = await waitFor(() => panel(/^Dead letters/));
+    const letters = await waitFor(() => panel(/^Dead letters \(/));
     await user.click(await within(letters).findByRole("button", { name: "Replay" }));
     await user.type(within(letters).getByLabelText(/Note/), "payment handler fixed");
     await user.click(within(letters).getByRole("button", { name: "Confirm replay" }));
@@ -145,7 +145,12 @@ describe("a viewer", () => {
   });
 
   it("sees no actions on a saga's page either", async () => {
-    fakeApi(routes(VIEWER).concat([["GET", /^\/api\/sagas\/order-103$/, () => ({ saga: SAGAS[0], trace_id: null, events: [] })]]));
+    fakeApi(
+      routes(VIEWER).concat([
+        ["GET", /^\/api\/sagas\/order-103$/, () => ({ saga: SAGAS[0], trace_id: null, events: [] })],
+        ["GET", /^\/api\/sagas\/order-103\/timeline$/, () => timelineOf(SAGAS[0])],
+      ]),
+    );
     window.location.hash = "#/sagas/order-103";
     render(<App feed={new SagaFeed()} />);
     await screen.findByRole("heading", { name: /order-103/ });
@@ -196,7 +201,7 @@ describe("without a good token", () => {
     await screen.findByText("alice");
 
     revoked = true;
-    window.location.hash = "#/sagas/order-101";
+    await userEvent.setup().click(screen.getByRole("link", { name: "Sagas" }));
 
     expect(await screen.findByRole("heading", { name: "Token missing or wrong" })).toBeInTheDocument();
   });

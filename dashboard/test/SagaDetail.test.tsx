@@ -1,237 +1,110 @@
-import { act, cleanup, render, screen, within } from "@testing-library/react";
+import { render, screen, within } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type SagaDetail, SagaFeed } from "../src/api";
-import { badges, SagaDetailView, stepNodes } from "../src/SagaDetail";
-import { type Session, SessionContext } from "../src/session";
-import { event, FakeEventSource, fakeApi, installEventSource, OPERATOR, sagaRow, VIEWER } from "./fakes";
+import { type Bar, SagaFeed, type SagaTimeline } from "../src/api";
+import { App } from "../src/App";
+import { fakeApi, installEventSource, OPERATOR, overviewRoutes, sagaRow, timelineOf, VIEWER } from "./fakes";
 
-// The issue's example: payment and inventory succeed, shipping fails, the rest is undone.
-const EVENTS = [
-  event("SagaStarted", 0, "info", null, null, "started order v1 for order-501"),
-  event("StepRequested", 0, "info", "create_order", "order"),
-  event("StepSucceeded", 0, "ok", "create_order", "order", "create_order: succeeded"),
-  event("StepRequested", 0, "info", "charge_payment", "payment"),
-  event("StepSucceeded", 450, "ok", "charge_payment", "payment", "charge_payment: succeeded"),
-  event("StepRequested", 450, "info", "reserve_stock", "inventory"),
-  event("StepSucceeded", 1200, "ok", "reserve_stock", "inventory", "reserve_stock: succeeded"),
-  event("StepRequested", 1200, "info", "schedule_shipment", "shipping"),
-  event("StepFailed", 1310, "failed", "schedule_shipment", "shipping", "schedule_shipment: failed (we do not ship to antarctica)"),
-  event("CompensationStarted", 1310, "undo", "schedule_shipment", null, "compensating because schedule_shipment failed: we do not ship to antarctica"),
-  event("CompensationRequested", 1310, "undo", "reserve_stock", "inventory"),
-  event("StepCompensated", 1400, "undo", "reserve_stock", "inventory", "reserve_stock: compensated"),
-  event("CompensationRequested", 1500, "undo", "charge_payment", "payment", "charge_payment: compensation requested"),
-  event("StepCompensated", 1800, "undo", "charge_payment", "payment", "charge_payment: compensated"),
-  event("CompensationRequested", 1800, "undo", "create_order", "order"),
-  event("StepCompensated", 1850, "undo", "create_order", "order", "create_order: compensated"),
-  event("SagaCompensated", 1850, "undo", null, null, "compensated (schedule_shipment failed: we do not ship to antarctica)"),
-];
+const T0 = 1_700_000_000;
+const SAGA = sagaRow({ saga_id: "order-501", status: "compensated", reason: "charge_payment failed: card declined", created_at: T0, updated_at: T0 + 1.2 });
 
-const DETAIL: SagaDetail = {
-  saga: sagaRow({
-    saga_id: "order-501",
-    status: "compensated",
-    reason: "schedule_shipment failed: we do not ship to antarctica",
-  }),
+function bar(step: string, op: Bar["op"], start: number, end: number | null, outcome: Bar["outcome"], extra: Partial<Bar> = {}): Bar {
+  return {
+    step, op, attempt: 1, participant: step === "reserve_stock" ? "inventory" : "payment", kind: "compensatable",
+    start: T0 + start, end: end === null ? null : T0 + end, start_seq: Math.round(start * 1000), end_seq: null,
+    outcome, reason: null, input: { order_id: "order-501" }, reply: null, data_after: null, ...extra,
+  };
+}
+
+const TIMELINE: SagaTimeline = timelineOf(SAGA, {
   trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
-  events: EVENTS,
-};
-
-function renderDetail(session: Partial<Session> = {}, feed = new SagaFeed()) {
-  const value: Session = { me: OPERATOR, canAct: true, notify: () => {}, ...session };
-  render(
-    <SessionContext.Provider value={value}>
-      <SagaDetailView id="order-501" feed={feed} mode="live" />
-    </SessionContext.Provider>,
-  );
-  return screen.findByRole("heading", { name: /order-501/ });
-}
-
-function node(lane: HTMLElement, text: RegExp): HTMLElement {
-  const found = within(lane).getByText(text).closest(".node");
-  if (!(found instanceof HTMLElement)) throw new Error(`no node with ${text}`);
-  return found;
-}
-
-beforeEach(() => installEventSource());
-afterEach(() => vi.unstubAllGlobals());
-
-describe("one saga", () => {
-  it("tells its status, reason and trace id", async () => {
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => DETAIL]]);
-    const heading = await renderDetail();
-
-    expect(within(heading).getByText("compensated")).toHaveClass("status-compensated");
-    expect(screen.getByText("4bf92f3577b34da6a3ce929d0e0e4736")).toBeInTheDocument();
-    expect(screen.getByText("schedule_shipment failed: we do not ship to antarctica", { selector: "dd" })).toBeInTheDocument();
-    expect(screen.getByText("order v1")).toBeInTheDocument();
-  });
-
-  it("draws the steps forward in green, the failure in red, and the compensations going back", async () => {
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => DETAIL]]);
-    await renderDetail();
-
-    const lanes = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem");
-    expect(lanes.map((lane) => lane.querySelector(".node .head")?.textContent)).toEqual([
-      "[O] create_order",
-      "[P] charge_payment",
-      "[I] reserve_stock",
-      "[S] schedule_shipment",
-    ]);
-    const [order, payment, inventory, shipping] = lanes as [HTMLElement, HTMLElement, HTMLElement, HTMLElement];
-    expect(node(payment, /succeeded \(450ms\)/)).toHaveAttribute("data-outcome", "ok");
-    expect(node(inventory, /succeeded \(1\.2s\)/)).toHaveClass("ok");
-    expect(node(shipping, /FAILED \(1\.3s\)/)).toHaveAttribute("data-outcome", "failed");
-    expect(node(shipping, /compensating/)).toHaveClass("undo");
-    const refund = node(payment, /compensated \(1\.8s\)/);
-    expect(refund).toHaveAttribute("data-outcome", "undo");
-    expect(refund).toHaveTextContent("↩ [P] charge_payment");
-    expect(node(order, /compensated \(1\.8s\)/)).toHaveClass("back");
-    // The first step's compensation has no step before it to point back to.
-    expect(node(order, /compensated/).querySelector(".arrow.backward")).toBeNull();
-    expect(refund.querySelector(".arrow.backward")).not.toBeNull();
-    expect(screen.getByText("[S] shipping")).toBeInTheDocument();
-  });
-
-  it("shows a step deferred by an open breaker as waiting, not as failed", async () => {
-    const events = [
-      event("SagaStarted", 0, "info", null, null, "started order v1 for order-502"),
-      event("StepRequested", 0, "info", "charge_payment", "payment"),
-      event("StepFailed", 30, "info", "charge_payment", "payment",
-        "charge_payment: deferred (circuit breaker 'payment-gateway' is open; retry in 9.9s) - tries again when the dependency is back"),
-    ];
-    const detail = { ...DETAIL, saga: { ...DETAIL.saga, saga_id: "order-501", status: "running" as const }, events };
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => detail]]);
-    await renderDetail();
-
-    const lanes = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem");
-    const charge = node(lanes[0] as HTMLElement, /deferred \(30ms\)/);
-    expect(charge).toHaveAttribute("data-outcome", "info");
-    expect(screen.queryByText(/FAILED/)).toBeNull();
-  });
-
-  it("keeps a refund's retry on its way back, and the step's success on the way forward", async () => {
-    const events = [
-      event("SagaStarted", 0, "info", null, null, "started order v1 for order-503"),
-      event("StepRequested", 0, "info", "charge_payment", "payment"),
-      event("StepSucceeded", 40, "ok", "charge_payment", "payment", "charge_payment: succeeded"),
-      event("CompensationStarted", 90, "undo", "schedule_shipment", null, "compensating because schedule_shipment failed"),
-      event("CompensationRequested", 90, "undo", "charge_payment", "payment"),
-      event("CompensationFailed", 120, "info", "charge_payment", "payment",
-        "charge_payment: compensation deferred (circuit breaker 'payment-gateway' is open; retry in 9.9s) - tries again when the dependency is back"),
-      event("RetryScheduled", 120, "undo", "charge_payment", "payment", "charge_payment: compensation retry 2 scheduled"),
-    ];
-    const detail = { ...DETAIL, saga: { ...DETAIL.saga, status: "compensating" as const }, events };
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => detail]]);
-    await renderDetail();
-
-    const [payment] = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem");
-    expect(node(payment as HTMLElement, /succeeded \(40ms\)/)).toHaveAttribute("data-outcome", "ok");
-    expect(node(payment as HTMLElement, /retry scheduled \(120ms\)/)).toHaveClass("back");
-  });
-
-  it("lists every event with its time from the start, coloured by outcome", async () => {
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => DETAIL]]);
-    await renderDetail();
-
-    const log = screen.getByRole("table", { name: "Saga log" });
-    const rows = within(log).getAllByRole("row").slice(1);
-    expect(rows).toHaveLength(EVENTS.length);
-    const cells = (i: number) => within(rows[i] as HTMLElement).getAllByRole("cell").map((td) => td.textContent);
-    expect(cells(0)).toEqual([String(EVENTS[0]?.seq), "0ms", "", "SagaStarted", "", "started order v1 for order-501"]);
-    expect(cells(4)[1]).toBe("450ms");
-    expect(rows[8]).toHaveClass("outcome-failed");
-    expect(cells(8)[5]).toBe("schedule_shipment: failed (we do not ship to antarctica)");
-    expect(rows[13]).toHaveAttribute("data-outcome", "undo");
-    expect(cells(13)).toEqual([String(EVENTS[13]?.seq), "1.8s", "[P]", "StepCompensated", "charge_payment", "↩ charge_payment: compensated"]);
-    expect(rows[6]).toHaveClass("outcome-ok");
-  });
-
-  it("grows as the saga moves on, reloading when the stream reports it", async () => {
-    const detail = { ...DETAIL, saga: { ...DETAIL.saga, status: "running" as const }, events: EVENTS.slice(0, 5) };
-    const calls = fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => detail]]);
-    const feed = new SagaFeed();
-    feed.start();
-    await renderDetail({}, feed);
-    expect(screen.queryByText(/reserve_stock/)).toBeNull();
-
-    detail.events = EVENTS.slice(0, 7);
-    act(() => FakeEventSource.last().saga(sagaRow({ saga_id: "order-501", version: 7 })));
-    act(() => FakeEventSource.last().saga(sagaRow({ saga_id: "order-999", version: 7 })));
-
-    expect(await screen.findByText("reserve_stock: succeeded")).toBeInTheDocument();
-    expect(calls).toHaveLength(2);
-    feed.stop();
-  });
-
-  it("offers an operator the actions that fit its status, and a viewer none", async () => {
-    const stuck = { ...DETAIL, saga: { ...DETAIL.saga, status: "needs_attention" as const } };
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => stuck]]);
-    await renderDetail();
-    expect(screen.getAllByRole("button").map((b) => b.textContent)).toEqual(["Retry", "Compensate", "Resolve"]);
-    cleanup();
-
-    await renderDetail({ me: VIEWER, canAct: false });
-    expect(screen.queryAllByRole("button")).toEqual([]);
-  });
-
-  it("shows a compensation that keeps failing in red, under the step that had succeeded", async () => {
-    const stuck: SagaDetail = {
-      saga: sagaRow({ saga_id: "order-501", status: "needs_attention", reason: "refund keeps failing" }),
-      trace_id: null,
-      events: [
-        event("SagaStarted", 0, "info"),
-        event("StepRequested", 0, "info", "charge_payment", "payment"),
-        event("StepSucceeded", 450, "ok", "charge_payment", "payment", "charge_payment: succeeded"),
-        event("StepRequested", 450, "info", "reserve_stock", "inventory"),
-        event("StepFailed", 600, "failed", "reserve_stock", "inventory", "reserve_stock: failed (none left)"),
-        event("CompensationStarted", 600, "undo", "reserve_stock"),
-        event("CompensationRequested", 600, "undo", "charge_payment", "payment"),
-        event("CompensationFailed", 2500, "failed", "charge_payment", "payment", "charge_payment: compensation failed"),
-        event("SagaNeedsAttention", 2500, "failed", "charge_payment", null, "needs attention: refund keeps failing"),
-      ],
-    };
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => stuck]]);
-    await renderDetail();
-
-    const [payment, inventory] = within(screen.getByRole("list", { name: "Steps" })).getAllByRole("listitem") as [HTMLElement, HTMLElement];
-    // The charge did succeed: the saga's being stuck is its refund's story, told below it.
-    expect(node(payment, /succeeded \(450ms\)/)).toHaveAttribute("data-outcome", "ok");
-    const refund = node(payment, /COMPENSATION FAILED \(2\.5s\)/);
-    expect(refund).toHaveClass("back");
-    expect(refund).toHaveAttribute("data-outcome", "failed");
-    expect(node(inventory, /FAILED \(600ms\)/)).toHaveAttribute("data-outcome", "failed");
-    expect(screen.getByText("needs attention", { selector: "h2 .status" })).toHaveClass("status-needs_attention");
-    expect(screen.getAllByRole("button").map((b) => b.textContent)).toEqual(["Retry", "Compensate", "Resolve"]);
-  });
-
-  it("says when a saga does not exist", async () => {
-    fakeApi([["GET", /^\/api\/sagas\/order-501$/, () => ({ status: 404, body: { detail: "no saga 'order-501'" } })]]);
-    render(<SagaDetailView id="order-501" feed={new SagaFeed()} mode="live" />);
-    expect(await screen.findByRole("alert")).toHaveTextContent("Not found (404): no saga 'order-501'");
-  });
+  trace_url: "http://jaeger.example/trace/4bf92f3577b34da6a3ce929d0e0e4736",
+  ended_at: T0 + 1.2,
+  rules_version: 3,
+  pivot: "schedule_shipment",
+  bars: [
+    bar("reserve_stock", "action", 0, 0.3, "succeeded", { reply: { reserved: 1 }, data_after: { order_id: "order-501", reserved: 1 } }),
+    bar("charge_payment", "action", 0.3, 0.5, "failed", { attempt: 1, reason: "gateway timeout", reply: { reason: "gateway timeout", retryable: true } }),
+    bar("charge_payment", "action", 0.7, 0.9, "failed", { attempt: 2, reason: "card declined", reply: { reason: "card declined", retryable: false } }),
+    bar("reserve_stock", "compensation", 0.9, 1.2, "compensated", { input: { order_id: "order-501", _reason: "card declined" }, reply: { null: false } }),
+  ],
+  waits: [{ step: "charge_payment", op: "action", attempt: 2, participant: "payment", start: T0 + 0.5, due: T0 + 0.7, end: T0 + 0.7 }],
+  marks: [{ seq: 1, type: "SagaStarted", at: T0, step: null, text: "started" }],
 });
 
-describe("the timeline's parts", () => {
-  it("counts a step's attempts and keeps its last outcome", () => {
-    const nodes = stepNodes([
-      event("StepRequested", 0, "info", "notify", "notification"),
-      event("StepFailed", 10, "failed", "notify", "notification"),
-      event("RetryScheduled", 10, "info", "notify", "notification"),
-      event("StepRequested", 200, "info", "notify", "notification"),
-      event("StepSucceeded", 250, "ok", "notify", "notification"),
+function routes(me = OPERATOR, timeline: unknown = TIMELINE) {
+  return overviewRoutes(me, [SAGA], [
+    ["GET", /^\/api\/sagas\/order-501\/timeline$/, () => timeline],
+    ["GET", /^\/api\/sagas\/order-501$/, () => ({ saga: SAGA, trace_id: null, events: [] })],
+  ]);
+}
+
+beforeEach(() => {
+  installEventSource();
+  window.location.hash = "#/sagas/order-501";
+});
+afterEach(() => vi.unstubAllGlobals());
+
+describe("one saga's page", () => {
+  it("lists every try with its times from the start, and the waits between them", async () => {
+    fakeApi(routes());
+    render(<App feed={new SagaFeed()} />);
+    const tries = await screen.findByRole("table", { name: "Tries, from the saga's start" });
+    const rows = within(tries).getAllByRole("row").slice(1);
+    expect(rows.map((row) => within(row).getAllByRole("cell").slice(0, 7).map((c) => c.textContent))).toEqual([
+      ["reserve_stock", "inventory", "do 1", "+0ms", "+300ms", "300ms", "succeeded"],
+      ["charge_payment", "payment", "do 1", "+300ms", "+500ms", "200ms", "failed: gateway timeout"],
+      ["charge_payment", "payment", "do 2", "+700ms", "+900ms", "200ms", "failed: card declined"],
+      ["↩ reserve_stock", "inventory", "undo 1", "+900ms", "+1.2s", "300ms", "compensated"],
     ]);
-    expect(nodes).toHaveLength(1);
-    expect(nodes[0]?.attempts).toBe(2);
-    expect(nodes[0]?.forward?.type).toBe("StepSucceeded");
-    expect(nodes[0]?.back).toBeUndefined();
+    const chart = screen.getByRole("img", { name: /^The saga's tries on a time axis/ });
+    expect(chart.getAttribute("aria-label")).toContain("charge_payment waited 200ms before try 2");
   });
 
-  it("gives participants distinct tags", () => {
-    const tags = badges([
-      event("StepRequested", 0, "info", "a", "order"),
-      event("StepRequested", 0, "info", "b", "orchestra"),
-      event("StepRequested", 0, "info", "c", "payment"),
-    ]);
-    expect([...tags.values()]).toEqual(["O", "Or", "P"]);
+  it("inspects the last failed try first, and any other on asking", async () => {
+    fakeApi(routes());
+    const user = userEvent.setup();
+    render(<App feed={new SagaFeed()} />);
+    expect(await screen.findByRole("heading", { name: "Data of charge_payment action try 2" })).toBeInTheDocument();
+    const inspect = () => screen.getByRole("heading", { name: /^Data of/ }).closest("section") as HTMLElement;
+    expect(within(inspect()).getByRole("figure", { name: "Reply" })).toHaveTextContent("card declined");
+
+    await user.click(screen.getByRole("button", { name: "Inspect reserve_stock compensation try 1" }));
+
+    expect(screen.getByRole("heading", { name: "Data of reserve_stock compensation try 1" })).toBeInTheDocument();
+    expect(within(inspect()).getByRole("figure", { name: "Input" })).toHaveTextContent("_reason");
+  });
+
+  it("links the trace to its viewer and names the pinned rules", async () => {
+    fakeApi(routes());
+    render(<App feed={new SagaFeed()} />);
+    const trace = await screen.findByRole("link", { name: "4bf92f3577b34da6a3ce929d0e0e4736" });
+    expect(trace).toHaveAttribute("href", TIMELINE.trace_url);
+    expect(screen.getByText("version 3")).toBeInTheDocument();
+    expect(screen.getByRole("link", { name: "order v1" })).toHaveAttribute("href", "#/definitions/order/1");
+  });
+
+  it("offers an operator what a saga needing attention allows, and a viewer nothing", async () => {
+    const stuck = { ...TIMELINE, status: "needs_attention" as const, saga: { ...SAGA, status: "needs_attention" as const } };
+    fakeApi(routes(OPERATOR, stuck));
+    const { unmount } = render(<App feed={new SagaFeed()} />);
+    await screen.findByRole("heading", { name: /order-501/ });
+    const actions = screen.getAllByRole("button").map((b) => b.textContent).filter((t) => /^(Retry|Compensate|Resolve)$/.test(t ?? ""));
+    expect(actions).toEqual(["Retry", "Compensate", "Resolve"]);
+    unmount();
+
+    fakeApi(routes(VIEWER, stuck));
+    render(<App feed={new SagaFeed()} />);
+    await screen.findByRole("heading", { name: /order-501/ });
+    expect(screen.queryAllByRole("button", { name: /^(Retry|Compensate|Resolve)$/ })).toEqual([]);
+  });
+
+  it("keeps the page when an answer breaks the view, and says so", async () => {
+    fakeApi(routes(VIEWER, { ...TIMELINE, bars: null }));
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    render(<App feed={new SagaFeed()} />);
+    expect(await screen.findByRole("heading", { name: "This view failed" })).toBeInTheDocument();
+    expect(screen.getByRole("navigation", { name: "Views" })).toBeInTheDocument();
+    expect(screen.getByRole("link", { name: "Back to the overview" })).toBeInTheDocument();
   });
 });

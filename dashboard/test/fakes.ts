@@ -1,7 +1,7 @@
 // Stand-ins for the admin API in tests: answers shaped like docs/api.md, a fetch that
 // records what the dashboard asked, and an EventSource the test drives.
 import { vi } from "vitest";
-import type { DeadLetter, Me, SagaEvent, SagaRow, Stats } from "../src/api";
+import type { Backlog, DeadLetter, Failures, Latency, Me, Outcomes, SagaEvent, SagaRow, SagaTimeline, Stats } from "../src/api";
 
 export const NOW_S = Date.now() / 1000;
 
@@ -59,6 +59,50 @@ export const DEAD_LETTER: DeadLetter = {
   body: "{oops",
 };
 
+const SPAN = { window: "15m" as const, since: 1_700_000_000, until: 1_700_000_090, every_s: 30 };
+
+export const OUTCOMES: Outcomes = {
+  ...SPAN,
+  at: [1_700_000_000, 1_700_000_030, 1_700_000_060],
+  series: { started: [2, 3, 0], completed: [1, 2, 1], compensated: [1, 0, 0], needs_attention: [0, 0, 1] },
+};
+
+export const LATENCY: Latency = {
+  ...SPAN,
+  events_read: 40,
+  all_read: true,
+  saga: { count: 5, p50: 1.2, p95: 2.1, p99: 2.2 },
+  steps: [
+    { step: "charge_payment", op: "action", participant: "payment", count: 5, p50: 0.2, p95: 0.4, p99: 0.45 },
+    { step: "charge_payment", op: "compensation", participant: "payment", count: 1, p50: 0.1, p95: 0.1, p99: 0.1 },
+  ],
+};
+
+export const FAILURES: Failures = {
+  ...SPAN,
+  events_read: 3,
+  all_read: true,
+  items: [
+    {
+      step: "charge_payment",
+      pattern: "charge_payment failed: card declined for $*",
+      example: "charge_payment failed: card declined for $8.50",
+      count: 2,
+      last_at: 1_700_000_050,
+      search: { step: "charge_payment", reason: "charge_payment failed: card declined for $*", since: 1_700_000_000 },
+    },
+  ],
+};
+
+export const BACKLOG: Backlog = {
+  ...SPAN,
+  sampling_since: 1_700_000_000,
+  sample_every_s: 5,
+  at: [1_700_000_000, 1_700_000_005],
+  dead_letters: [0, 1],
+  stores: [{ store: "sqlite:////tmp/shop/payment.db", lag_s: [0, 0.5], unsent: [0, 2] }],
+};
+
 export interface Call {
   method: string;
   url: string;
@@ -113,13 +157,17 @@ export function overviewRoutes(me: Me, sagas: SagaRow[], extra: Route[] = []): R
     ["GET", /^\/api\/stats$/, () => STATS],
     [
       "GET",
-      /^\/api\/sagas$/,
+      /^\/api\/(sagas|search)$/,
       (call) => {
         const status = new URL(call.url, "http://x").searchParams.get("status");
         const items = status ? sagas.filter((row) => row.status === status) : sagas;
         return { items, total: items.length };
       },
     ],
+    ["GET", /^\/api\/insights\/outcomes$/, () => OUTCOMES],
+    ["GET", /^\/api\/insights\/latency$/, () => LATENCY],
+    ["GET", /^\/api\/insights\/failures$/, () => FAILURES],
+    ["GET", /^\/api\/insights\/backlog$/, () => BACKLOG],
     ["GET", /^\/api\/approvals$/, () => ({ items: [] })],
     ["GET", /^\/api\/dead-letters$/, () => ({ items: [DEAD_LETTER], depth: 1 })],
     ["GET", /^\/api\/breakers$/, () => ({ items: [] })],
@@ -172,4 +220,24 @@ export class FakeEventSource {
 export function installEventSource(): void {
   FakeEventSource.instances = [];
   vi.stubGlobal("EventSource", FakeEventSource);
+}
+
+/** A timeline with no tries yet, for a saga's page that is about something else. */
+export function timelineOf(saga: SagaRow | undefined, overrides: Partial<SagaTimeline> = {}): SagaTimeline {
+  return {
+    saga: saga ?? null,
+    trace_id: null,
+    trace_url: null,
+    started_at: saga?.created_at ?? null,
+    ended_at: null,
+    status: saga?.status ?? null,
+    rules_version: null,
+    pivot: null,
+    unreadable: null,
+    bars: [],
+    waits: [],
+    marks: [],
+    data: { initial: {}, final: {} },
+    ...overrides,
+  };
 }

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sagakit.messages import new_id
 
@@ -43,6 +43,28 @@ class SagaRow:
     created_at: float
     updated_at: float
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SagaSearch:
+    """What to find sagas by; every field is optional and those given must all hold.
+
+    ``key`` matches exactly, or as a pattern when it holds ``*`` (any text). ``reason``
+    matches anywhere in the saga's reason, ignoring case, ``*`` again any text.
+    ``stopped_at`` names a step the saga is at now, or where its log says it turned back
+    or asked for a person. ``since`` and ``until`` bound its last change; ``order`` puts
+    the newest change first, or the longest (last change minus start) first.
+    """
+
+    status: str | None = None
+    definition: str | None = None
+    definition_version: int | None = None
+    key: str | None = None
+    reason: str | None = None
+    stopped_at: str | None = None
+    since: float | None = None
+    until: float | None = None
+    order: Literal["changed", "duration"] = "changed"
 
 
 @dataclass(slots=True)
@@ -191,6 +213,30 @@ class SagaStore(Protocol):
     ) -> list[SagaRow]: ...
 
     async def count_by_status(self) -> dict[str, int]: ...
+
+    async def search_sagas(
+        self, search: SagaSearch, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[SagaRow], int]:
+        """The sagas ``search`` finds (a page of them, in its order), and how many."""
+        ...
+
+    async def count_by_definition(self) -> dict[tuple[str, int, str], int]:
+        """How many sagas of each (definition, version) are in each status."""
+        ...
+
+    async def events_per_interval(
+        self, types: Sequence[str], *, since: float, until: float, every: float
+    ) -> dict[str, list[int]]:
+        """Per event type, how many the logs recorded in each interval of ``every``
+        seconds from ``since`` (inclusive) to ``until`` (exclusive)."""
+        ...
+
+    async def recent_events(
+        self, types: Sequence[str], *, since: float, limit: int
+    ) -> list[StoredEvent]:
+        """The newest ``limit`` stored events of ``types`` recorded at or after ``since``,
+        newest first."""
+        ...
 
     async def statuses(self, saga_ids: Sequence[str]) -> dict[str, str]:
         """The projection's status of each saga that exists."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -395,6 +396,7 @@ async def _serve_admin(
                 tokens=tokens,
                 stores=[store for name, store in stores.items() if name != SAGA],
                 dead_letters=transport.dead_letters,
+                trace_url=os.environ.get("SAGAKIT_TRACE_URL") or None,
             )
         )
         # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s

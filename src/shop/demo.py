@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ async def _serve(
             stores=[store for name, store in shop.stores.items() if name != SAGA],
             dead_letters=dead_letters,
             metrics=shop.metrics,
+            trace_url=os.environ.get("SAGAKIT_TRACE_URL") or None,
         )
     )
     servers = [

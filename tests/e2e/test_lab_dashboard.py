@@ -19,7 +19,7 @@ from sagakit.log import decode
 from sagakit.stores.sql import SqlSagaStore
 from shop.app import SAGA, embedded_urls, open_stores
 from shop.labs import dashboard_timeline
-from tests.e2e.test_dashboard import ARTIFACTS, CHROMIUM, _missing
+from tests.e2e.dashboard_kit import ARTIFACTS, CHROMIUM, missing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,7 +84,7 @@ async def test_lab9_shows_one_failed_order_as_its_log_has_it_and_stops_serving(
 async def test_lab9_opens_the_dashboard_on_the_failed_orders_timeline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    why = _missing()
+    why = missing()
     if why is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"lab 9's browser test cannot run: {why}")
@@ -120,10 +120,11 @@ async def test_lab9_opens_the_dashboard_on_the_failed_orders_timeline(
             await page.goto(f"{base}/#/sagas/{failed['saga_id']}&token={secret}")
             heading = page.get_by_role("heading", name=re.compile(failed["saga_id"]))
             await expect(heading.locator(".status")).to_have_text("compensated")
-            await expect(page.locator(".timeline .node.failed .head")).to_have_text(
-                re.compile(r"schedule_shipment$")
+            tries = page.get_by_role("table", name="Tries, from the saga's start")
+            await expect(tries.locator('tr[data-outcome="failed"] td').first).to_have_text(
+                re.compile(r"schedule_shipment")
             )
-            await expect(page.locator(".timeline .node.back:not(.turn)")).to_have_count(4)
+            await expect(tries.locator('tr[data-outcome="compensated"]')).to_have_count(4)
             await expect(page.locator(".role")).to_have_text("viewer")
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=ARTIFACTS / "lab9-timeline.png", full_page=True)

@@ -261,13 +261,18 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
     [letter] = (await client.get("/api/dead-letters", headers=headers(VIEWER))).json()["items"]
     spec = (await client.get("/api/openapi.json")).json()
     routes = [
-        (method.upper(), path.format(saga_id=saga_id, letter_id=letter["id"]))
+        (
+            method.upper(),
+            path.format(
+                saga_id=saga_id, letter_id=letter["id"], name="checkout", version=1, action="retry"
+            ),
+        )
         for path, methods in spec["paths"].items()
         for method in methods
     ]
     reads = [path for method, path in routes if method == "GET"]
     acts = [path for method, path in routes if method == "POST" and path != "/api/session"]
-    assert "/api/stream" in reads and "/metrics" in reads and len(reads) == 11
+    assert "/api/stream" in reads and "/metrics" in reads and len(reads) == 19
     assert {p.rsplit("/", 1)[1] for p in acts} == {
         "retry",
         "compensate",
@@ -276,7 +281,7 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
         "reject",
         "replay",
     }
-    body = {"note": "why not"}
+    body = {"note": "why not", "saga_ids": [saga_id]}
     for method, path in routes:
         for given in ({}, headers("not-the-token-at-all"), {"Authorization": OPERATOR}):
             answer = await client.request(method, path, headers=given, json=body)
@@ -288,8 +293,12 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
     for path in reads:
         if path != "/api/stream":  # endless; test_the_stream_... reads it with a token
             assert (await client.get(path, headers=headers(VIEWER))).status_code == 200, path
+
+    def sent(path: str) -> dict[str, object]:  # only the bulk action takes saga ids
+        return body if path.startswith("/api/bulk/") else {"note": body["note"]}
+
     for path in acts:
-        refused = await client.post(path, headers=headers(VIEWER), json=body)
+        refused = await client.post(path, headers=headers(VIEWER), json=sent(path))
         assert refused.status_code == 403, path
         assert refused.json()["detail"] == "bob may read but not act"
     # None of that queued a thing, touched the saga, or took the dead letter away.
@@ -297,21 +306,30 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
     assert "OperatorIntervened" not in [e.type for e in await h.history(saga_id)]
     assert (await client.get("/api/dead-letters", headers=headers(VIEWER))).json()["depth"] == 1
     for path in acts:
-        answer = await client.post(path, headers=headers(OPERATOR), json=body)
+        answer = await client.post(path, headers=headers(OPERATOR), json=sent(path))
         if path.endswith("/replay"):
             assert (answer.status_code, answer.json()) == (200, {"replayed": 1})
+        elif path.startswith("/api/bulk/"):
+            assert (answer.status_code, answer.json()) == (202, {"accepted": ["s1"], "unknown": []})
         else:
             assert (answer.status_code, answer.json()) == (202, {"accepted": True, "saga_id": "s1"})
     for _ in range(300):  # the orchestrator takes each action in turn and records it
         said = [
             json.loads(e.data) for e in await h.history(saga_id) if e.type == "OperatorIntervened"
         ]
-        if len(said) == 5:
+        if len(said) == 6:
             break
         await asyncio.sleep(0.01)
     # On a completed saga each is refused, but on the record with who asked and why.
-    assert [(s["action"], s["who"], s["note"]) for s in said] == [
+    assert sorted((s["action"], s["who"], s["note"]) for s in said) == sorted(
         (action, "alice", "why not")
-        for action in ("retry", "compensate", "resolve", "approve", "reject")
-    ]
+        for action in ("retry", "compensate", "resolve", "approve", "reject", "retry")
+    )
     assert all(s["refused"] for s in said)
+    # Every action, the bulk one and the replay too, is on the record with who and why.
+    audited = (await client.get("/api/audit", headers=headers(VIEWER))).json()["items"]
+    expected = [(action, "s1") for action in ("retry", "compensate", "resolve", "approve")]
+    expected += [("reject", "s1"), ("retry", "s1"), ("replay", letter["id"])]
+    assert sorted((a["action"], a["target"], a["who"], a["note"]) for a in audited) == sorted(
+        (action, target, "alice", "why not") for action, target in expected
+    )

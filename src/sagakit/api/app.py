@@ -15,7 +15,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
 
-from sagakit.api import audit, sessions
+from sagakit.api import audit, insights, sessions
 from sagakit.api.auth import Token
 from sagakit.api.base import (
     ACTION_ERRORS,
@@ -34,7 +33,9 @@ from sagakit.api.base import (
     AdminConfig,
     Caller,
     Operator,
+    Status,
     config_of,
+    saga_json,
 )
 from sagakit.api.docs import serve_docs
 from sagakit.api.guard import harden
@@ -64,10 +65,6 @@ class RequiredNote(BaseModel):
     note: str = Field(min_length=1, max_length=2000)
 
 
-def _saga(row: SagaRow) -> dict[str, Any]:
-    return asdict(row)
-
-
 def _letter(letter: DeadLetter, redaction: Redaction) -> dict[str, Any]:
     headers = letter.message.headers
     return {
@@ -82,11 +79,6 @@ def _letter(letter: DeadLetter, redaction: Redaction) -> dict[str, Any]:
         "saga_id": headers.get("saga_id"),
         "body": redact_json(letter.message.body, redaction),
     }
-
-
-Status = Literal[
-    "running", "compensating", "completed", "compensated", "needs_attention", "resolved"
-]
 
 
 def create_admin_app(config: AdminConfig) -> FastAPI:
@@ -105,6 +97,7 @@ def create_admin_app(config: AdminConfig) -> FastAPI:
     app.include_router(_actions, responses=ACTION_ERRORS)
     app.include_router(sessions.router, responses=READ_ERRORS)
     app.include_router(audit.router, responses=READ_ERRORS)
+    app.include_router(insights.router, responses=ACTION_ERRORS)
     serve_docs(app, docs_url="/api/docs", openapi_url="/api/openapi.json", title="sagakit admin")
     _serve_dashboard(app)
 
@@ -167,7 +160,7 @@ async def sagas(
     store = config_of(request).saga_store
     filters = where.model_dump(exclude={"limit", "offset"})
     rows = await store.list_sagas(**filters, limit=where.limit, offset=where.offset)
-    return {"items": [_saga(r) for r in rows], "total": await store.count_sagas(**filters)}
+    return {"items": [saga_json(r) for r in rows], "total": await store.count_sagas(**filters)}
 
 
 @_reads.get("/api/sagas/{saga_id}", responses={404: ACTION_ERRORS[404]})
@@ -208,7 +201,7 @@ async def saga(request: Request, saga_id: str, token: Caller) -> dict[str, Any]:
             }
         )
     trace_id = trace.split("-")[1] if trace and trace.count("-") >= 3 else None
-    return {"saga": _saga(row) if row else None, "trace_id": trace_id, "events": events}
+    return {"saga": saga_json(row) if row else None, "trace_id": trace_id, "events": events}
 
 
 @_reads.get("/api/dead-letters")
@@ -233,7 +226,7 @@ async def pending_approvals(request: Request, token: Caller) -> dict[str, Any]:
     rows = await config.saga_store.list_sagas(
         status="running", steps=config.approval_steps, limit=1000
     )
-    return {"items": [_saga(r) for r in rows]}
+    return {"items": [saga_json(r) for r in rows]}
 
 
 @_reads.get("/api/breakers")
@@ -395,7 +388,7 @@ async def _changes(request: Request, config: AdminConfig) -> AsyncIterator[bytes
                 continue
             sent[row.saga_id] = row.version
             since = max(since, row.updated_at)
-            yield f"event: saga\ndata: {json.dumps(_saga(row))}\n\n".encode()
+            yield f"event: saga\ndata: {json.dumps(saga_json(row))}\n\n".encode()
         if len(sent) > 10_000:
             sent = {k: v for k, v in sent.items() if k in {r.saga_id for r in rows}}
         quiet = 0.0 if rows else quiet + config.poll

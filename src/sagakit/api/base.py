@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -13,7 +13,7 @@ from sagakit.api.auth import SESSION_COOKIE, Authenticator, Token
 from sagakit.api.guard import MAX_BODY
 from sagakit.definition import SagaDefinition, StepKind
 from sagakit.metrics import Metrics
-from sagakit.ports import DeadLetterQueue
+from sagakit.ports import DeadLetterQueue, SagaRow
 from sagakit.redaction import Redaction, current
 from sagakit.stores.sql import SqlSagaStore
 
@@ -42,6 +42,11 @@ class AdminConfig:
     redaction: Redaction = field(default_factory=current)
     #: How long a dashboard's session lasts, in seconds.
     session_ttl: float = 8 * 3600
+    #: A trace viewer's address for one trace, e.g. ``http://jaeger:16686/trace/{trace_id}``:
+    #: the dashboard links each saga's trace id to it.
+    trace_url: str | None = None
+    #: How often dead-letter depth and outbox lag are sampled for their charts, in seconds.
+    sample_every: float = 5.0
     authenticator: Authenticator = field(init=False)
     approval_steps: list[str] = field(init=False)
     _owners: dict[tuple[str, str], str] = field(init=False)
@@ -52,9 +57,24 @@ class AdminConfig:
             {s.name for d in self.definitions for s in d.steps if s.kind is StepKind.APPROVAL}
         )
         self._owners = {(d.name, s.name): s.participant for d in self.definitions for s in d.steps}
+        if self.trace_url is not None:
+            if "{trace_id}" not in self.trace_url:
+                raise ValueError("trace_url needs {trace_id} where the trace's id goes")
+            if not self.trace_url.startswith(("http://", "https://")):
+                raise ValueError("trace_url must be an http:// or https:// address")
 
     def participant_of(self, definition: str, step: str) -> str | None:
         return self._owners.get((definition, step))
+
+
+Status = Literal[
+    "running", "compensating", "completed", "compensated", "needs_attention", "resolved"
+]
+
+
+def saga_json(row: SagaRow) -> dict[str, Any]:
+    """A saga's row as the API answers it."""
+    return asdict(row)
 
 
 def config_of(request: Request) -> AdminConfig:

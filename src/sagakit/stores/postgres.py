@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     any_,
     bindparam,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -483,6 +484,9 @@ class PostgresSagaStore(SqlSagaStore):
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         driver = await _driver_of(conn)
         await _on_driver(self, conn, driver, _MARK_SENT, [list(ids), self.clock.now()])
+
+    def round_down(self, value: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.floor(value)  # a CAST to integer would round to the nearest
 
     def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         array = bindparam(

@@ -36,6 +36,7 @@ from sagakit.messages import TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow, SagaRow
 from sagakit.stores import migrations
 from sagakit.stores.ends import EndWatch
+from sagakit.stores.findings import SagaFindings
 from sagakit.stores.schema import (
     VERSION_TABLE,
     saga_events,
@@ -107,7 +108,7 @@ def in_saga_order(rows: list[OutboxRow], lowest: Mapping[tuple[str, str], int]) 
     return [row for row in rows if (row.saga_id, row.message.destination) not in blocked]
 
 
-class SqlSagaStore:
+class SqlSagaStore(SagaFindings):
     """Shared implementation; use :class:`SqliteSagaStore` or :class:`PostgresSagaStore`."""
 
     #: ``lock_skipping`` and ``claim_outbox`` hold row locks only where the database has them.
