@@ -57,16 +57,14 @@ async def hold(url: str, count: int, seed: int, settle: float, runtime: str) -> 
     fused runtime (``fused``), or an orchestrator, its participant and their relays in
     the ordinary runtime over the in-process transport (``plain``)."""
     from sagakit import Orchestrator, Runtime, StartRequest
-    from sagakit.fused import FusedRuntime
     from sagakit.stores.postgres import PostgresSagaStore
     from sagakit.transports.memory import MemoryTransport
 
     store = PostgresSagaStore(url, pool_size=4)
     await store.migrate()
     orchestrator = Orchestrator(store, [WAITING])
-    running: FusedRuntime | Runtime
     if runtime == "fused":
-        running = FusedRuntime(orchestrator, participants(store, ["orders"]), batch=512)
+        running = Runtime().fuse(orchestrator, *participants(store, ["orders"]), batch=512)
     else:
         running = Runtime(MemoryTransport()).add(orchestrator, *participants(store, ["orders"]))
     await running.start()
@@ -79,8 +77,7 @@ async def hold(url: str, count: int, seed: int, settle: float, runtime: str) -> 
         # A fixed set of starters, so the process never holds one object per saga.
         for order_id in ids:
             order = workload.plan(seed, order_id).as_dict()
-            assert isinstance(running, FusedRuntime)
-            await running.begin(WAITING.name, order, saga_id=str(order_id))
+            await orchestrator.start(WAITING.name, order, saga_id=str(order_id))
 
     async def chunks() -> None:
         while chunk := [

@@ -22,11 +22,11 @@ from sagakit import (
     StepRejected,
 )
 from sagakit.definition import approval
-from sagakit.fused import FusedRuntime
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_locks
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport
+from tests.fused_kit import Fused
 
 ONCE = RetryPolicy(attempts=1, backoff=timedelta(milliseconds=10), cap=timedelta(milliseconds=10))
 
@@ -105,12 +105,12 @@ async def test_many_sagas_share_transactions_and_each_ends_as_its_steps_say(
     store: SqlSagaStore,
 ) -> None:
     plan = {f"s{i}": ["ok", "refuse", "write-then-refuse"][i % 3] for i in range(30)}
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    fused = Fused(store, [ORDER], participants(store))
     async with fused:
         ends = await asyncio.gather(
             *(fused.run("order", {"ship": how}, saga_id=sid) for sid, how in plan.items())
         )
-    assert fused.transactions < 30 * 3  # many steps per transaction
+    assert fused.engine.committed < 30 * 3  # many steps per transaction
     done = await moves(store)
     for (sid, how), end in zip(plan.items(), ends, strict=True):
         mine = [what for saga, what in done if saga == sid]
@@ -129,12 +129,12 @@ async def test_running_a_saga_again_after_it_ended_returns_how_it_ended(
     # A caller whose first call timed out starts the same saga id again: nothing runs
     # twice, and the answer is the saga's end, whether this runtime or an earlier one
     # ran it.
-    first = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    first = Fused(store, [ORDER], participants(store))
     async with first:
         assert await first.run("order", {"ship": "ok"}, saga_id="again-1") == "completed"
         again = first.run("order", {"ship": "refuse"}, saga_id="again-1")
         assert await asyncio.wait_for(again, 5) == "completed"
-    later = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    later = Fused(store, [ORDER], participants(store))
     async with later:
         again = later.run("order", {"ship": "ok"}, saga_id="again-1")
         assert await asyncio.wait_for(again, 5) == "completed"
@@ -147,7 +147,7 @@ async def test_starting_a_saga_that_is_still_running_starts_nothing(
     # Starts are taken to be new without asking the store: the one that is not clashes
     # with its own log, and its batch runs again, now asking. A saga started beside it
     # is started once all the same.
-    fused = FusedRuntime(Orchestrator(store, [CONFIRMED, ORDER]), participants(store))
+    fused = Fused(store, [CONFIRMED, ORDER], participants(store))
     async with fused:
         await fused.begin("confirmed", {}, saga_id="held-1")
         again, other = await asyncio.gather(
@@ -155,7 +155,7 @@ async def test_starting_a_saga_that_is_still_running_starts_nothing(
             fused.run("order", {"ship": "ok"}, saga_id="other-1"),
         )
         assert (again, other) == ("held-1", "completed")
-        assert fused.retries["conflict"] >= 1
+        assert fused.engine.retries["conflict"] >= 1
     assert await store.count_by_status() == {"running": 1, "completed": 1}
     async with store.unit() as unit:
         started = await unit.connection.execute(
@@ -175,7 +175,7 @@ async def test_a_saga_another_runtime_ends_answers_the_waiters_here_within_a_swe
         return None
 
     elsewhere = Orchestrator(store, [FAR], group="elsewhere")
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), participants(store), sweep_interval=0.1)
+    fused = Fused(store, [ORDER], participants(store), sweep_interval=0.1)
     async with fused:
         ended = fused.wait("far-1")
         async with Runtime(MemoryTransport()).add(elsewhere, far):
@@ -186,11 +186,11 @@ async def test_a_saga_another_runtime_ends_answers_the_waiters_here_within_a_swe
 async def test_a_saga_waiting_on_a_person_is_held_in_the_store_not_in_memory(
     store: SqlSagaStore,
 ) -> None:
-    fused = FusedRuntime(Orchestrator(store, [CONFIRMED]), participants(store))
+    fused = Fused(store, [CONFIRMED], participants(store))
     async with fused:
         for i in range(50):
             await fused.begin("confirmed", {}, saga_id=f"w{i}")
-        assert fused.cached_sagas == 0
+        assert fused.engine.cached_sagas == 0
     counts = await store.count_by_status()
     assert counts == {"running": 50}
     assert await moves(store) == []
@@ -201,7 +201,7 @@ async def test_a_finished_saga_releases_its_semantic_locks(store: SqlSagaStore) 
         async with store.unit() as unit:
             return [row.resource for row in await unit.connection.execute(select(saga_locks))]
 
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    fused = Fused(store, [ORDER], participants(store))
     async with fused:
         first = await fused.run("order", {"ship": "ok", "lock": 7}, saga_id="a")
         second = await fused.run("order", {"ship": "refuse", "lock": 8}, saga_id="b")
@@ -223,7 +223,7 @@ async def test_a_new_runtime_finishes_what_a_stopped_one_left_in_the_outbox(
     await orchestrator.start_many([])  # nothing to start: the call is harmless
     for i in range(5):
         await orchestrator.start("order", {"ship": "ok"}, saga_id=f"left{i}")
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    fused = Fused(store, [ORDER], participants(store))
     async with fused:
         ends = await asyncio.wait_for(
             asyncio.gather(*(fused.wait(f"left{i}") for i in range(5))), 10
@@ -247,7 +247,7 @@ async def test_a_new_runtime_runs_the_steps_a_stopped_one_held_in_memory(
         reached.set()
         await asyncio.Event().wait()
 
-    first = FusedRuntime(Orchestrator(store, [ORDER]), [stock, post])
+    first = Fused(store, [ORDER], [stock, post])
     async with first:
         # All five start in one transaction, before any shipment hangs its own.
         await asyncio.gather(
@@ -257,7 +257,7 @@ async def test_a_new_runtime_runs_the_steps_a_stopped_one_held_in_memory(
     async with store.unit() as unit:
         queued = await unit.connection.execute(text("SELECT count(*) FROM saga_outbox"))
         assert queued.scalar_one() == 0  # no outbox row: the log is what holds them
-    second = FusedRuntime(Orchestrator(store, [ORDER]), participants(store))
+    second = Fused(store, [ORDER], participants(store))
     async with second:
         ends = await asyncio.wait_for(
             asyncio.gather(*(second.wait(f"held{i}") for i in range(5))), 10
@@ -270,7 +270,7 @@ async def test_a_new_runtime_runs_the_steps_a_stopped_one_held_in_memory(
 
 def test_every_participant_must_be_local(store: SqlSagaStore) -> None:
     with pytest.raises(ValueError, match="missing"):
-        FusedRuntime(Orchestrator(store, [ORDER]), participants(store)[:1])
+        Fused(store, [ORDER], participants(store)[:1])
 
 
 async def labels(store: SqlSagaStore) -> int:
@@ -311,7 +311,7 @@ async def test_held_writes_go_in_groups_and_vanish_with_a_refused_step(
     store: SqlSagaStore,
 ) -> None:
     plan = {f"h{i}": ["ok", "write-then-refuse"][i % 2] for i in range(20)}
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), writing_participants(store))
+    fused = Fused(store, [ORDER], writing_participants(store))
     async with fused:
         ends = await asyncio.gather(
             *(fused.run("order", {"ship": how}, saga_id=sid) for sid, how in plan.items())
@@ -323,7 +323,7 @@ async def test_held_writes_go_in_groups_and_vanish_with_a_refused_step(
             assert (end, mine) == ("completed", ["take", "ship"])
         else:  # the refused step's held writes were dropped, not undone
             assert (end, mine) == ("compensated", ["take", "put"])
-    assert fused.retries["rerun"] == 0  # a held write needs no savepoint to undo
+    assert not fused.engine.retries  # no batch ran twice: a dropped held write undoes nothing
     assert await labels(store) == 10
 
 
@@ -335,7 +335,7 @@ async def test_a_held_write_that_fails_fails_its_own_step_only(store: SqlSagaSto
     async with store.unit() as unit:
         await unit.connection.execute(text("INSERT INTO labels (saga) VALUES ('dup')"))
     ids = ["dup", *(f"ok{i}" for i in range(9))]
-    fused = FusedRuntime(Orchestrator(store, [ORDER]), writing_participants(store))
+    fused = Fused(store, [ORDER], writing_participants(store))
     async with fused:
         ends = dict(
             zip(
@@ -345,7 +345,7 @@ async def test_a_held_write_that_fails_fails_its_own_step_only(store: SqlSagaSto
             )
         )
     assert ends == {"dup": "needs_attention", **dict.fromkeys(ids[1:], "completed")}
-    assert fused.retries["unbatch"] >= 1
+    assert fused.engine.retries["unbatch"] >= 1
     done = await moves(store)
     assert [what for saga, what in done if saga == "dup"] == ["take"]
     assert sorted(saga for saga, what in done if what == "ship") == ids[1:]

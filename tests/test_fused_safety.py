@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 
 from sagakit import (
-    Orchestrator,
     Participant,
     RetryPolicy,
     SagaDefinition,
@@ -22,9 +21,9 @@ from sagakit import (
     StepKind,
     StepRejected,
 )
-from sagakit.fused import FusedRuntime
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
+from tests.fused_kit import Fused
 
 ONCE = RetryPolicy(attempts=1)
 TWICE = RetryPolicy(attempts=2, backoff=timedelta(milliseconds=10))
@@ -109,7 +108,7 @@ async def test_a_held_write_survives_a_refusal_after_a_statement_in_its_batch(
 ) -> None:
     # good holds its write; bad, in the same batch, writes on the connection and then
     # refuses. Rolling bad back must undo bad's write and only bad's.
-    fused = FusedRuntime(Orchestrator(store, [PAY]), [bank(store)], workers=1)
+    fused = Fused(store, [PAY], [bank(store)], workers=1)
     async with fused:
         ends = await asyncio.gather(
             fused.run("pay", {"style": "held", "amount": 5}, saga_id="good"),
@@ -129,7 +128,7 @@ async def test_sagas_sharing_a_hot_row_in_every_style_all_end_and_money_adds_up(
     # then refuse. None may wait for ever on the other, and every cent is accounted for.
     styles = ["held", "statement", "statement-then-refuse", "held", "statement"]
     plan = {f"s{i:03}": (styles[i % len(styles)], 1 + i % 7, i % 11 == 0) for i in range(300)}
-    fused = FusedRuntime(Orchestrator(store, [PAY]), [bank(store)], workers=2, batch=16)
+    fused = Fused(store, [PAY], [bank(store)], workers=2, batch=16)
     async with fused:
         ends = await asyncio.wait_for(
             asyncio.gather(
@@ -196,7 +195,7 @@ def desk(store: SqlSagaStore) -> Participant:
 async def test_a_hung_handler_is_cancelled_at_its_timeout_and_others_go_on(
     store: SqlSagaStore,
 ) -> None:
-    fused = FusedRuntime(Orchestrator(store, [HANGS]), [desk(store)], timer_interval=0.05)
+    fused = Fused(store, [HANGS], [desk(store)], timer_interval=0.05)
     async with fused:
         started = time.monotonic()
         hung = fused.run("hangs", {"hang": True}, saga_id="hung")
@@ -207,21 +206,21 @@ async def test_a_hung_handler_is_cancelled_at_its_timeout_and_others_go_on(
     assert fine == "completed"
     assert took < 10  # two attempts of one second each, not an hour
     assert await effects(store) == [("fine", "hold"), ("fine", "wait"), ("hung", "hold")]
-    assert fused.retries["timeout"] >= 2
+    assert fused.engine.retries["timeout"] >= 2
 
 
 async def test_stop_returns_within_its_grace_while_a_handler_hangs(
     store: SqlSagaStore,
 ) -> None:
-    fused = FusedRuntime(Orchestrator(store, [HANGS]), [desk(store)])
-    await fused.start()
+    fused = Fused(store, [HANGS], [desk(store)])
+    await fused.runtime.start()
     await fused.begin("hangs", {"hang": True}, saga_id="hung")
     await asyncio.sleep(0.3)  # the handler is asleep inside its transaction now
     started = time.monotonic()
-    await fused.stop(grace=0.5)
+    await fused.runtime.stop(grace=0.5)
     assert time.monotonic() - started < 1.5
     # rolled back: the step that hung left nothing, and the next runtime runs it again
     assert ("hung", "wait") not in await effects(store)
-    again = FusedRuntime(Orchestrator(store, [HANGS]), [desk(store)])
+    again = Fused(store, [HANGS], [desk(store)])
     async with again:
         assert await asyncio.wait_for(again.wait("hung"), 15) == "needs_attention"

@@ -77,28 +77,21 @@ class FastPathHarness(InProcessHarness):
     style: Style = "write"
 
     async def open(self, *, recover: bool) -> None:
-        from sagakit.fused import FusedRuntime
-
         self.store = open_store(self.url)
         await self.store.migrate()
         self.orchestrator = Orchestrator(self.store, [ORDER])
-        self.fused = FusedRuntime(
+        self.runtime = Runtime().fuse(
             self.orchestrator,
-            participants(self.store, style=self.style),
+            *participants(self.store, style=self.style),
             **self.options.get("fused", {}),
         )
-        await self.fused.start()
+        await self.runtime.start()
 
     async def submit(self, order: workload.Order) -> str:
-        status = await self.fused.run(ORDER.name, order.as_dict(), saga_id=str(order.id))
+        assert self.orchestrator is not None
+        handle = await self.orchestrator.start(ORDER.name, order.as_dict(), saga_id=str(order.id))
+        status = (await handle.outcome(timeout=3600)).value
         return {"completed": "approved", "compensated": "rejected"}.get(status, status)
-
-    async def close(self) -> None:
-        fused = getattr(self, "fused", None)
-        if fused is not None:
-            await fused.stop()
-        if self.store is not None:
-            await self.store.close()
 
 
 class FastPathStatementsHarness(FastPathHarness):

@@ -31,6 +31,7 @@ from sagakit.errors import (
     TransportError,
     UnknownSagaError,
 )
+from sagakit.handle import SagaHandle
 from sagakit.locks import LockPolicy
 from sagakit.log import SagaState, SagaStatus, StepStatus
 from sagakit.messages import Envelope, MessageKind, ReplyBody
@@ -64,6 +65,7 @@ __all__ = [
     "Runtime",
     "SagaDefinition",
     "SagaError",
+    "SagaHandle",
     "SagaState",
     "SagaStatus",
     "StartRequest",

@@ -8,9 +8,10 @@ the saga row lock make the second one wait and then find the reply already decid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +24,7 @@ from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trig
 from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.groupcommit import GroupCommit
+from sagakit.handle import SagaHandle
 from sagakit.log import (
     CompensationFailed,
     OperatorIntervened,
@@ -30,6 +32,7 @@ from sagakit.log import (
     SagaCompleted,
     SagaEvent,
     SagaState,
+    SagaStatus,
     StepFailed,
     describe,
     outcome,
@@ -116,8 +119,9 @@ class Orchestrator:
         self._definitions: dict[tuple[str, int], SagaDefinition] = {}
         self._latest: dict[str, SagaDefinition] = {}
         self._starts: GroupCommit[StartRequest, str] = GroupCommit(
-            self.start_many, shared=_unreachable
+            self._start_together, shared=_unreachable
         )
+        self._start_path: Callable[[StartRequest], Awaitable[str]] = self._starts.submit
         for definition in definitions:
             self.register(definition)
 
@@ -164,8 +168,9 @@ class Orchestrator:
         saga_id: str | None = None,
         key: str | None = None,
         version: int | None = None,
-    ) -> str:
-        """Start one saga and return its id once it is committed. Starting an id that
+    ) -> SagaHandle:
+        """Start one saga; once its start is committed, return its handle (its id, with
+        ``outcome()`` to wait for its end). Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
         :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
         data that is not a dict of JSON values (DataError, naming the key) or that breaks
@@ -180,10 +185,33 @@ class Orchestrator:
             traceparent=tracing.current_traceparent(),  # the caller's trace, not the flush's
         )
         check_start(self.definition(request.definition, request.version), request.data)
-        return await self._starts.submit(request)
+        return SagaHandle(await self._start_path(request), self.store)
 
-    async def start_many(self, requests: Sequence[StartRequest]) -> list[str]:
-        """Start many sagas in one transaction (their first commands go out together)."""
+    def hand_starts_to(self, starter: Callable[[StartRequest], Awaitable[str]] | None) -> None:
+        """Have ``starter`` run this orchestrator's starts from now on: a runtime that
+        runs the first step in the start's own transaction (``Runtime.fuse``). None
+        gives them back to the orchestrator's own shared start transactions."""
+        self._start_path = starter or self._starts.submit
+
+    async def outcomes(
+        self, saga_ids: Iterable[str], *, timeout: float = 30.0
+    ) -> dict[str, SagaStatus]:
+        """How each saga ended, once all have (TimeoutError naming the unfinished after
+        ``timeout``): the wait of ``SagaHandle.outcome``, for many at once."""
+        ended = await self.store.wait_ended(list(saga_ids), timeout=timeout)
+        return {saga_id: SagaStatus(status) for saga_id, status in ended.items()}
+
+    async def start_many(self, requests: Sequence[StartRequest]) -> list[SagaHandle]:
+        """Start many sagas at once (their first commands go out together); return their
+        handles once their starts are committed."""
+        if self._start_path != self._starts.submit:
+            ids = await asyncio.gather(*(self._start_path(r) for r in requests))
+        else:
+            ids = await self._start_together(requests)
+        return [SagaHandle(saga_id, self.store) for saga_id in ids]
+
+    async def _start_together(self, requests: Sequence[StartRequest]) -> list[str]:
+        """Start many sagas in one transaction."""
         planned = [
             (self.definition(r.definition, r.version), r, r.saga_id or new_id()) for r in requests
         ]
@@ -361,6 +389,40 @@ class Orchestrator:
         return decisions
 
     # ------------------------------------------------------------------ plumbing
+
+    async def decide_in(
+        self,
+        unit: UnitOfWork,
+        definition: SagaDefinition,
+        state: SagaState | None,
+        trigger: Trigger,
+        *,
+        now: float,
+        traceparent: str | None = None,
+    ) -> Decision:
+        """Decide ``trigger`` for the saga in ``state`` (None for a :class:`Start`), which
+        runs ``definition``, inside ``unit``, as this orchestrator decides its own: with
+        the routing rules the saga is pinned to (a start: the current ones). Nothing is
+        appended: the caller appends the decision with the rest of its transaction, then
+        calls :meth:`committed`. For a runtime that runs steps inside the orchestrator's
+        transactions (``Runtime.fuse``)."""
+        if state is None:
+            rules = await self._current_rules(unit, definition.name)
+        else:
+            rules = await self._pinned_rules(unit, state)
+        return self._decide(
+            definition, state, trigger, now=now, traceparent=traceparent, rules=rules
+        )
+
+    async def now_in(self, unit: UnitOfWork) -> float:
+        """The time decisions in ``unit`` are made at: this orchestrator's clock, or the
+        transaction's (the database's, on PostgreSQL)."""
+        return await self._now(unit)
+
+    def committed(self, decisions: Iterable[Decision]) -> None:
+        """Decisions made with :meth:`decide_in` have committed: count them and tell
+        their story, as for the orchestrator's own."""
+        self._tell(decisions)
 
     async def _now(self, unit: UnitOfWork) -> float:
         return self._own_clock.now() if self._own_clock is not None else await unit.now()

@@ -309,7 +309,7 @@ class Participant:
             inbox = BatchInbox(
                 unit,
                 unbatched=unbatched,
-                translate=getattr(self.store, "_translate", lambda exc: exc),
+                translate=self.store.translate,
             )
             if len(commands) > 1:
                 await self._preclaim(inbox, [env for env, _ in commands])

@@ -242,6 +242,35 @@ class SagaStore(Protocol):
         """The projection's status of each saga that exists."""
         ...
 
+    def translate(self, exc: Any) -> Exception:
+        """A driver's error as sagakit's: a StoreError (``retryable`` when the cause
+        passes: a deadlock, a lost connection), or a conflict of a row's key."""
+        ...
+
+    async def unsent(self, destinations: Sequence[str]) -> list[OutboxRow]:
+        """The outbox's unsent rows for these destinations, oldest first: what a runtime
+        that delivers to them in-process (``Runtime.fuse``) picks up."""
+        ...
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Mark these outbox rows sent (delivered in-process, not by a relay)."""
+        ...
+
+    async def active(self, definitions: Sequence[str]) -> list[SagaRow]:
+        """The sagas of these definitions that are running or compensating with a step
+        in flight (``current_step`` set): where a restarted runtime looks for the steps
+        an earlier one ran from memory."""
+        ...
+
+    async def wait_ended(
+        self, saga_ids: Sequence[str], *, timeout: float = 30.0, poll: float | None = None
+    ) -> dict[str, str]:
+        """The terminal status of each of ``saga_ids`` once every one has ended, however
+        many processes decide them; TimeoutError naming the unfinished after
+        ``timeout``. The one way sagakit waits for sagas (SagaHandle.outcome,
+        Orchestrator.outcomes)."""
+        ...
+
     def claim_outbox(
         self, *, limit: int, exclude: Sequence[int] = ()
     ) -> AbstractAsyncContextManager[OutboxClaim]:

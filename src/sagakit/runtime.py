@@ -14,12 +14,13 @@ from types import TracebackType
 from typing import Protocol
 
 from sagakit import collector
-from sagakit.log import SagaStatus
+from sagakit.fused.engine import FusedEngine
 from sagakit.logs import get_logger
 from sagakit.orchestrator import Orchestrator
+from sagakit.participant import Participant
 from sagakit.ports import Delivery, SagaStore, Subscription, Transport
 from sagakit.relay import OutboxRelay
-from sagakit.stores.sql import SqlSagaStore
+from sagakit.transports.memory import MemoryTransport
 
 log = get_logger("sagakit.runtime")
 
@@ -61,13 +62,17 @@ class Consumer(Protocol):
 class Runtime:
     """Runs orchestrators, participants and relays over one transport until stopped.
 
+    Components added with :meth:`add` each consume their queue on the transport (the
+    in-process one when none is given). An orchestrator added with :meth:`fuse` runs its
+    participants inside its own transactions instead (see :mod:`sagakit.fused`).
+
     On start it sets the garbage collector for a runtime's allocations once per process
     (:mod:`sagakit.collector`) unless ``tune_collector`` is False. With ``timers`` False
     the orchestrators' timers are left to whoever owns time (a test's fake clock)."""
 
     def __init__(
         self,
-        transport: Transport,
+        transport: Transport | None = None,
         *,
         prefetch: int = 64,
         timer_interval: float = 0.1,
@@ -85,7 +90,7 @@ class Runtime:
         self.tune_collector = tune_collector
         self.outbox_retention = outbox_retention
         self.prune_interval = prune_interval
-        self.transport = transport
+        self.transport: Transport = transport or MemoryTransport()
         self.prefetch = prefetch
         self.timer_interval = timer_interval
         self.relay_poll = relay_poll
@@ -94,6 +99,8 @@ class Runtime:
         self.orchestrators: list[Orchestrator] = []
         self.consumers: list[Consumer] = []
         self.relays: dict[int, OutboxRelay] = {}
+        #: The fused engines, by their orchestrator's group (see :meth:`fuse`).
+        self.fused: dict[str, FusedEngine] = {}
         self._stores: dict[int, SagaStore] = {}
         self._subscriptions: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,6 +115,33 @@ class Runtime:
                 self.orchestrators.append(component)
             self.consumers.append(component)
             self._stores.setdefault(id(component.store), component.store)
+        return self
+
+    def fuse(
+        self,
+        orchestrator: Orchestrator,
+        *participants: Participant,
+        batch: int = 128,
+        workers: int = 2,
+        turn_wait: float = 5.0,
+    ) -> Runtime:
+        """Run ``orchestrator`` with ``participants`` inside its own transactions: every
+        participant of its definitions, all on its store. Each step is one transaction
+        holding the participant's inbox row and writes, the decision on its outcome and
+        the next command; ``orchestrator.start()`` runs a saga's first step in the
+        start's own transaction. ``batch`` bounds the steps one transaction carries,
+        ``workers`` transactions run at once, and ``turn_wait`` bounds a transaction's
+        wait for the turn on rows other sagas share (see :mod:`sagakit.fused`)."""
+        if self._running:
+            raise RuntimeError("fuse orchestrators before the runtime starts")
+        self.fused[orchestrator.group] = FusedEngine(
+            orchestrator,
+            participants,
+            batch=batch,
+            workers=workers,
+            timer_interval=self.timer_interval,
+            turn_wait=turn_wait,
+        )
         return self
 
     def relay(self, *stores: SagaStore) -> Runtime:
@@ -157,6 +191,9 @@ class Runtime:
             self.relays[key] = relay
             self._spawn(f"relay:{store.url}", relay.run)
             self._spawn(f"prune:{store.url}", self._prune_loop(store))
+        for engine in self.fused.values():
+            engine.ticks = self.run_timers
+            await engine.start()
 
     def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
@@ -216,7 +253,10 @@ class Runtime:
         half = loop.time() + left() / 2
         for relay in self.relays.values():
             await relay.settle(max(half - loop.time(), 0.0))
-        await asyncio.gather(*(sub.stop(grace=left()) for sub in self._subscriptions))
+        await asyncio.gather(
+            *(sub.stop(grace=left()) for sub in self._subscriptions),
+            *(engine.stop(grace=left()) for engine in self.fused.values()),
+        )
         self._subscriptions.clear()
         await _cancel(self._tasks)
         self._tasks.clear()
@@ -254,19 +294,6 @@ async def wait_terminal(
     store: SagaStore, saga_ids: Iterable[str], *, timeout: float = 30.0, poll: float = 0.02
 ) -> dict[str, str]:
     """Wait until every saga is terminal; return their statuses, or raise TimeoutError
-    naming the stragglers. A SQL store answers from its own commits and (PostgreSQL)
-    other processes' announcements; any other store is polled every ``poll`` seconds."""
-    if isinstance(store, SqlSagaStore):
-        return await store.wait_ended(list(saga_ids), timeout=timeout, poll=poll)
-    ids = list(saga_ids)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        statuses = await store.statuses(ids)
-        pending = [i for i in ids if i not in statuses or not SagaStatus(statuses[i]).terminal]
-        if not pending:
-            return statuses
-        if loop.time() > deadline:
-            sample = ", ".join(f"{i} ({statuses.get(i, 'missing')})" for i in pending[:5])
-            raise TimeoutError(f"{len(pending)} saga(s) not terminal after {timeout}s: {sample}")
-        await asyncio.sleep(poll)
+    naming the stragglers. The same wait as ``SagaHandle.outcome`` and
+    ``Orchestrator.outcomes``: the store's ``wait_ended``."""
+    return await store.wait_ended(list(saga_ids), timeout=timeout, poll=poll)

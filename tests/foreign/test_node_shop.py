@@ -78,13 +78,17 @@ class Wire:
         result: PublishResult = await self.inner.publish([*messages, *again])
         return result
 
-    async def consume(self, queue: str, handler: BatchHandler, *, prefetch: int = 64) -> Any:
+    async def consume(
+        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
+    ) -> Any:
         async def recording(batch: Sequence[Delivery]) -> None:
             # What the Node participant sent (what this process sent, publish saw).
             self.seen.extend(d.message for d in batch if _from_node(d.message))
             await handler(batch)
 
-        return await self.inner.consume(queue, recording, prefetch=prefetch)
+        return await self.inner.consume(
+            queue, recording, prefetch=prefetch, concurrency=concurrency
+        )
 
 
 def _from_node(message: TransportMessage) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sagakit import Participant, StepContext
-from sagakit.batching import BatchInbox
+from sagakit import Participant
+from sagakit.batching import BatchInbox, WatchedConnection
 from sagakit.messages import Envelope, ReplyBody
 from sagakit.participant import Handler
 from sagakit.ports import UnitOfWork
@@ -86,27 +86,32 @@ def _skip_inbox_on_compensation(participant: Participant) -> None:
     participant._preclaim = planted_preclaim  # type: ignore[method-assign]
 
 
-async def test_held_writes_dropped_when_a_fused_batch_runs_again_are_caught(
+async def test_held_writes_sent_inside_another_steps_savepoint_are_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """When a fused batch rolls back and runs again (a handler failed after touching
-    the connection), the writes its other handlers hold with ``ctx.write`` are lost."""
+    """The lost write, planted back: a step's savepoint opens *before* the writes other
+    steps hold with ``ctx.write`` go out, so when that step fails after a statement of
+    its own, its rollback takes the others' writes with it, and their sagas complete
+    without their effects."""
     scenario = generate(5, RUNNERS["fused-sqlite"].family, SOUND)
-    first: dict[str, StepContext] = {}
-    dropped: list[str] = []
-    write = StepContext.write
+    swept: list[int] = []
 
-    async def planted_write(ctx: StepContext, statement: Any, params: Any = None) -> None:
-        if first.setdefault(ctx.message_id, ctx) is not ctx:  # this command's second run
-            dropped.append(ctx.message_id)
-            return
-        await write(ctx, statement, params)
+    async def planted_open(self: WatchedConnection) -> None:
+        assert self._lazy is not None
+        step, opener = self._lazy
+        others = [held for held in self._held if held[0] != step]
+        opened = opener()
+        await opened.__aenter__()  # the savepoint first ...
+        self._opened = opened
+        if others:
+            swept.append(len(others))
+        await self.flush()  # ... then everyone's held writes, inside it
 
     def plant(_participants: Sequence[Participant]) -> None:
-        monkeypatch.setattr(StepContext, "write", planted_write)
+        monkeypatch.setattr(WatchedConnection, "_open_savepoint", planted_open)
 
     planted = await caught("fused-sqlite", scenario, plant)
-    assert dropped, "no fused batch ran again: this plant had nothing to break"
+    assert swept, "no step's savepoint took another's held writes: nothing to break"
     assert "effects" in kinds(planted)
 
 

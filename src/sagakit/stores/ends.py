@@ -149,5 +149,7 @@ class EndWatch:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A look cut short by the close is nobody's concern any more.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._poller
+            self._poller = None

@@ -562,6 +562,9 @@ class PostgresSagaStore(SqlSagaStore):
         self.ends.saw(heard(payload))
 
     async def close(self) -> None:
+        # The waiters' poller first: it may be adding a channel to the listening
+        # connection, which must not be closed under it.
+        await self.ends.close()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()

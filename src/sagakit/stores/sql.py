@@ -159,7 +159,7 @@ class SqlSagaStore(SagaFindings):
             async with self._open_write() as conn:
                 yield conn
         except (DBAPIError, OSError) as exc:
-            raise self._translate(exc) from exc
+            raise self.translate(exc) from exc
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -167,7 +167,7 @@ class SqlSagaStore(SagaFindings):
             async with self._open_read() as conn:
                 yield conn
         except (DBAPIError, OSError) as exc:
-            raise self._translate(exc) from exc
+            raise self.translate(exc) from exc
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
@@ -185,7 +185,7 @@ class SqlSagaStore(SagaFindings):
         """The clock decisions use (see UnitOfWork.now); the store's own by default."""
         return self.clock.now()
 
-    def _translate(self, exc: DBAPIError | OSError) -> Exception:
+    def translate(self, exc: DBAPIError | OSError) -> Exception:
         """Driver errors become sagakit's, with the URL (never its password) attached."""
         if isinstance(exc, IntegrityError):
             return ConcurrencyError(f"conflicting write: {exc.orig}")
@@ -423,6 +423,30 @@ class SqlSagaStore(SagaFindings):
                 select(sagas.c.status, func.count()).group_by(sagas.c.status)
             )
             return {row[0]: row[1] for row in result}
+
+    async def unsent(self, destinations: Sequence[str]) -> list[OutboxRow]:
+        query = (
+            select(saga_outbox)
+            .where(saga_outbox.c.sent_at.is_(None))
+            .where(self.among(saga_outbox.c.destination, list(destinations)))
+            .order_by(saga_outbox.c.id)
+        )
+        async with self._read() as conn:
+            return _outbox_rows(await conn.execute(query))
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        if ids:
+            async with self.unit() as unit:
+                await self._mark_sent(unit.connection, ids)
+
+    async def active(self, definitions: Sequence[str]) -> list[SagaRow]:
+        query = select(sagas).where(
+            sagas.c.status.in_(("running", "compensating")),
+            sagas.c.current_step.is_not(None),
+            self.among(sagas.c.definition, sorted(set(definitions))),
+        )
+        async with self._read() as conn:
+            return [_row(r) for r in await conn.execute(query)]
 
     async def statuses(self, saga_ids: Sequence[str]) -> dict[str, str]:
         return {saga_id: status for saga_id, (status, _) in (await self.heads(saga_ids)).items()}

@@ -80,6 +80,9 @@ class SleepyPaymentService(PaymentService):
 
     def register(self) -> None:
         super().register()
+        # The whole service is stalled, not one of its batches: the refund that comes
+        # while it is stalled waits behind the charge, as it would in a paused process.
+        self.participant.concurrency = 1
         handle = self.participant.handle
 
         async def stalled(deliveries: Sequence[Delivery]) -> None:

@@ -66,7 +66,7 @@ class Observation:
 
 
 class Startable(Protocol):
-    """A runtime: ``Runtime`` or ``FusedRuntime``."""
+    """A runtime: ``Runtime``, with components added or an orchestrator fused."""
 
     async def start(self) -> None: ...
 

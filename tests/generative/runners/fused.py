@@ -1,4 +1,4 @@
-"""``FusedRuntime``: the orchestrator and every participant on one store, one
+"""``Runtime.fuse``: the orchestrator and every participant on one store, one
 transaction a step, many sagas' steps to a transaction. There is no transport, so no
 message faults: what mixes here is the batches."""
 
@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sagakit import Orchestrator
-from sagakit.fused import FusedRuntime
+from sagakit import Orchestrator, Runtime
 from tests.generative.behaviours import start_data
 from tests.generative.runners.base import (
     Databases,
@@ -40,12 +39,13 @@ class FusedRunner:
             store = await databases.shared(self.database)
             await publish_rules(store, scenario)
             plans, participants = cast(scenario, dict.fromkeys(PARTICIPANTS, store), plant)
-            fused = FusedRuntime(
-                Orchestrator(store, definitions(scenario)), participants, timer_interval=0.05
-            )
+            orchestrator = Orchestrator(store, definitions(scenario))
+            fused = Runtime(timer_interval=0.05).fuse(orchestrator, *participants)
 
             async def start(saga: SagaCase) -> str:
-                return await fused.begin(saga.definition, start_data(saga), saga_id=saga.saga_id)
+                return await orchestrator.start(
+                    saga.definition, start_data(saga), saga_id=saga.saga_id
+                )
 
             await drive(
                 seen, fused, start, store=store, scenario=scenario, plans=plans, bound=bound
