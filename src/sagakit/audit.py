@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from sagakit.stores.schema import saga_audit
+from sagakit.ports import UnitOfWork
 
 Via = Literal["api", "cli"]
 
@@ -32,22 +29,20 @@ class Action:
 
 
 async def record(
-    conn: AsyncConnection, *, who: str, action: str, target: str, note: str, via: Via, at: float
+    unit: UnitOfWork, *, who: str, action: str, target: str, note: str, via: Via, at: float
 ) -> None:
-    """Put one action on the record, in the caller's transaction."""
-    await conn.execute(
-        insert(saga_audit).values(
-            at=at, who=who[:200], action=action, target=target[:200], note=note, via=via
-        )
+    """Put one action on the record, in ``unit``'s transaction."""
+    await unit.records.audit.add(
+        at=at, who=who[:200], action=action, target=target[:200], note=note, via=via
     )
 
 
 async def recent(
-    conn: AsyncConnection, *, limit: int = 100, offset: int = 0, target: str | None = None
+    unit: UnitOfWork, *, limit: int = 100, offset: int = 0, target: str | None = None
 ) -> list[Action]:
     """Actions, newest first."""
-    query = select(saga_audit).order_by(saga_audit.c.at.desc(), saga_audit.c.id.desc())
-    if target is not None:
-        query = query.where(saga_audit.c.target == target)
-    rows = await conn.execute(query.limit(limit).offset(offset))
-    return [Action(r.id, r.at, r.who, r.action, r.target, r.note, r.via) for r in rows]
+    rows = await unit.records.audit.recent(limit=limit, offset=offset, target=target)
+    return [
+        Action(r["id"], r["at"], r["who"], r["action"], r["target"], r["note"], r["via"])
+        for r in rows
+    ]

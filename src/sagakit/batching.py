@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sagakit.errors import StoreError
 from sagakit.messages import Envelope
-from sagakit.ports import UnitOfWork
+from sagakit.ports import Records, UnitOfWork
 
 #: Opens a savepoint (UnitOfWork.savepoint).
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[None]]
@@ -224,6 +224,12 @@ class InboxView:
     @property
     def connection(self) -> WatchedConnection:
         return self._watched
+
+    @property
+    def records(self) -> Records:
+        """The smaller tables, through the watched connection: a handler's lock is taken
+        in its savepoint, and after the turn where the batch has one."""
+        return self._unit.records_on(self._watched)
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

@@ -22,17 +22,15 @@ it, so ``sagakit breakers`` can show it and a restarted process keeps a breaker 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from sagakit.errors import TransientError
+from sagakit.ports import BreakerRecords, UnitOfWork
 
 
 class BreakerState(StrEnum):
@@ -165,9 +163,9 @@ class CircuitBreaker:
             "updated_at": self.clock(),
         }
 
-    def restore(self, row: Any) -> None:
-        self.state = BreakerState(row.state)
-        self.opened_at = row.opened_at
+    def restore(self, row: Mapping[str, Any]) -> None:
+        self.state = BreakerState(row["state"])
+        self.opened_at = row["opened_at"]
         if self.state is BreakerState.HALF_OPEN:
             self.state = BreakerState.OPEN  # the trial in flight died with the process
 
@@ -179,48 +177,30 @@ def dependency_failure(exc: BaseException) -> bool:
     return not isinstance(exc, StepRejected | BreakerOpen)
 
 
-async def save(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> None:
-    """Write the state of the breakers that changed, in the caller's transaction."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from sagakit.stores.schema import saga_breakers
-
+async def save(records: BreakerRecords, breakers: Sequence[CircuitBreaker]) -> None:
+    """Write the state of the breakers that changed, in the caller's transaction
+    (``unit.records.breakers``)."""
     changed = [b for b in breakers if b.changed]
     if not changed:
         return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(saga_breakers)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["name"],
-        set_={
-            c: getattr(stmt.excluded, c) for c in ("state", "failures", "opened_at", "updated_at")
-        },
-    )
-    await conn.execute(stmt, [b.row() for b in changed])
+    await records.save([b.row() for b in changed])
     for breaker in changed:
         breaker.changed = False
 
 
-async def load(conn: AsyncConnection, breakers: Sequence[CircuitBreaker]) -> None:
+async def load(records: BreakerRecords, breakers: Sequence[CircuitBreaker]) -> None:
     """Pick up where a previous process left the breakers (an open one stays open). A
     breaker the database has not seen is written with the batch, so ``sagakit breakers``
     lists every breaker in use, not only those that ever tripped."""
-    from sagakit.stores.schema import saga_breakers
-
     by_name = {b.name: b for b in breakers}
-    result = await conn.execute(
-        select(saga_breakers).where(saga_breakers.c.name.in_(list(by_name)))
-    )
     seen = set()
-    for row in result:
-        by_name[row.name].restore(row)
-        seen.add(row.name)
+    for row in await records.load(list(by_name)):
+        by_name[row["name"]].restore(row)
+        seen.add(row["name"])
     for name in by_name.keys() - seen:
         by_name[name].changed = True
 
 
-async def read_all(conn: AsyncConnection) -> list[dict[str, Any]]:
-    from sagakit.stores.schema import saga_breakers
-
-    result = await conn.execute(select(saga_breakers).order_by(saga_breakers.c.name))
-    return [dict(row._mapping) for row in result]
+async def read_all(unit: UnitOfWork) -> list[dict[str, Any]]:
+    """Every breaker's state in ``unit``'s store."""
+    return await unit.records.breakers.all()

@@ -14,10 +14,7 @@ import os
 import socket
 import time
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from sagakit.stores.schema import saga_heartbeats
+from sagakit.ports import HeartbeatRecords, UnitOfWork
 
 #: How often a running orchestrator beats, in seconds.
 EVERY = 5.0
@@ -34,31 +31,19 @@ class Heartbeat:
         self.every = every
         self._last = float("-inf")
 
-    async def beat(self, conn: AsyncConnection) -> None:
+    async def beat(self, records: HeartbeatRecords) -> None:
         """Record that this orchestrator runs (a no-op within ``every`` of the last)."""
         now = time.time()
         moment = time.monotonic()
         if moment - self._last < self.every:
             return
         self._last = moment
-        where = (saga_heartbeats.c.group == self.group) & (saga_heartbeats.c.member == self.member)
-        updated = await conn.execute(update(saga_heartbeats).where(where).values(beat_at=now))
-        if not updated.rowcount:
-            await conn.execute(
-                insert(saga_heartbeats).values(group=self.group, member=self.member, beat_at=now)
-            )
-            # Rows of processes long gone are cleared by whoever starts next.
-            await conn.execute(
-                delete(saga_heartbeats).where(saga_heartbeats.c.beat_at < now - 86400)
-            )
+        await records.beat(self.group, self.member, at=now, forget_before=now - 86400)
 
 
-async def last_beat(conn: AsyncConnection, group: str) -> float | None:
-    """The newest beat of ``group`` in this store (wall-clock time), or None."""
-    found = await conn.scalar(
-        select(func.max(saga_heartbeats.c.beat_at)).where(saga_heartbeats.c.group == group)
-    )
-    return float(found) if found is not None else None
+async def last_beat(unit: UnitOfWork, group: str) -> float | None:
+    """The newest beat of ``group`` in ``unit``'s store (wall-clock time), or None."""
+    return await unit.records.heartbeats.newest(group)
 
 
 def alive(last: float | None, now: float | None = None, *, stale: float = STALE) -> bool:

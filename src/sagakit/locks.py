@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any
-
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit.errors import StepRejected, TransientError
-from sagakit.stores.schema import saga_lock_waiters, saga_locks
+from sagakit.ports import LockRecords
 
 
 class LockPolicy(StrEnum):
@@ -46,17 +42,12 @@ class LockBusy(TransientError):
         self.policy = policy
 
 
-def _insert(conn: AsyncConnection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 class Locks:
-    """The semantic locks of one saga at one participant, within one transaction."""
+    """The semantic locks of one saga at one participant, within one transaction (its
+    records: ``unit.records.locks``)."""
 
-    def __init__(self, conn: AsyncConnection, *, participant: str, saga_id: str, step: str) -> None:
-        self._conn = conn
+    def __init__(self, records: LockRecords, *, participant: str, saga_id: str, step: str) -> None:
+        self._records = records
         self.participant = participant
         self.saga_id = saga_id
         self.step = step
@@ -72,35 +63,19 @@ class Locks:
             self.touched = True
             return
         if holder is None and policy is LockPolicy.QUEUE:
-            first = await self._conn.scalar(
-                select(saga_lock_waiters.c.saga_id)
-                .where(saga_lock_waiters.c.resource == resource)
-                .order_by(saga_lock_waiters.c.since, saga_lock_waiters.c.saga_id)
-                .limit(1)
-            )
+            first = await self._records.first_in_line(resource)
             if first is not None and first != self.saga_id:
                 raise LockBusy(resource, None, policy)
         if holder is None:
-            stmt = (
-                _insert(self._conn)(saga_locks)
-                .values(
-                    resource=resource,
-                    saga_id=self.saga_id,
-                    participant=self.participant,
-                    step=self.step,
-                    acquired_at=time.time(),
-                )
-                .on_conflict_do_nothing(index_elements=["resource"])
-                .returning(saga_locks.c.resource)
+            taken = await self._records.take(
+                resource,
+                saga_id=self.saga_id,
+                participant=self.participant,
+                step=self.step,
+                at=time.time(),
             )
-            if await self._conn.scalar(stmt) is not None:
+            if taken:
                 self.touched = True
-                await self._conn.execute(
-                    delete(saga_lock_waiters).where(
-                        saga_lock_waiters.c.resource == resource,
-                        saga_lock_waiters.c.saga_id == self.saga_id,
-                    )
-                )
                 return
             holder = await self.holder(resource)  # someone took it a moment ago
         if policy is LockPolicy.FAIL:
@@ -109,10 +84,7 @@ class Locks:
 
     async def holder(self, resource: str) -> str | None:
         """The saga holding ``resource``, if any."""
-        found = await self._conn.scalar(
-            select(saga_locks.c.saga_id).where(saga_locks.c.resource == resource)
-        )
-        return str(found) if found is not None else None
+        return await self._records.holder(resource)
 
     async def ensure_held(self, resource: str) -> None:
         """Refuse the step unless this saga still holds ``resource`` (re-read it before
@@ -122,35 +94,18 @@ class Locks:
             raise StepRejected(f"{resource} is no longer held by this saga (holder: {holder})")
 
     async def release(self, resource: str) -> None:
-        await self._conn.execute(
-            delete(saga_locks).where(
-                saga_locks.c.resource == resource, saga_locks.c.saga_id == self.saga_id
-            )
-        )
+        await self._records.release(resource, self.saga_id)
 
     async def count_held(self) -> int:
-        found = await self._conn.scalar(
-            select(func.count()).select_from(saga_locks).where(saga_locks.c.saga_id == self.saga_id)
-        )
-        return int(found or 0)
+        return await self._records.count_held(self.saga_id)
 
 
-async def queue_for(conn: AsyncConnection, resource: str, saga_id: str) -> None:
+async def queue_for(records: LockRecords, resource: str, saga_id: str) -> None:
     """Put ``saga_id`` in line for ``resource`` (done outside the failed step's savepoint,
     so the place in line survives the step's rollback)."""
-    await conn.execute(
-        _insert(conn)(saga_lock_waiters)
-        .values(resource=resource, saga_id=saga_id, since=time.time())
-        .on_conflict_do_nothing(index_elements=["resource", "saga_id"])
-    )
+    await records.queue(resource, saga_id, at=time.time())
 
 
-async def release_saga(conn: AsyncConnection, saga_id: str, participant: str) -> int:
+async def release_saga(records: LockRecords, saga_id: str, participant: str) -> int:
     """Release every lock (and place in line) ``saga_id`` has at ``participant``."""
-    released = await conn.execute(
-        delete(saga_locks).where(
-            saga_locks.c.saga_id == saga_id, saga_locks.c.participant == participant
-        )
-    )
-    await conn.execute(delete(saga_lock_waiters).where(saga_lock_waiters.c.saga_id == saga_id))
-    return int(released.rowcount or 0)
+    return await records.release_saga(saga_id, participant)

@@ -131,7 +131,7 @@ class Metrics:
             self.outbox_lag.labels(store.url_safe).set(await store.outbox_lag(now))
             self.outbox_unsent.labels(store.url_safe).set(await store.unsent_count())
             async with store.unit() as unit:
-                for row in await read_all(unit.connection):
+                for row in await read_all(unit):
                     value = _BREAKER.get(str(row["state"]), 0)
                     self.breaker_state.labels(store.url_safe, str(row["name"])).set(value)
         if dead_letters is not None:

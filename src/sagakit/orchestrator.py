@@ -368,7 +368,7 @@ class Orchestrator:
 
     async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
         now = await self._now(unit)
-        await self.heartbeat.beat(unit.connection)  # sagakit.liveness
+        await self.heartbeat.beat(unit.records.heartbeats)  # sagakit.liveness
         ids = await unit.due(now, limit)
         if not ids:
             return []
@@ -430,13 +430,14 @@ class Orchestrator:
     async def _current_rules(self, unit: UnitOfWork, saga: str) -> RuleSet | None:
         if self.rulebook is None:
             return None
-        version = await self.rulebook.latest(unit.connection, saga)
-        return None if version is None else await self.rulebook.get(unit.connection, saga, version)
+        records = unit.records.rules
+        version = await self.rulebook.latest(records, saga)
+        return None if version is None else await self.rulebook.get(records, saga, version)
 
     async def _pinned_rules(self, unit: UnitOfWork, state: SagaState) -> RuleSet | None:
         if self.rulebook is None or state.rules_version is None:
             return None
-        return await self.rulebook.get(unit.connection, state.definition, state.rules_version)
+        return await self.rulebook.get(unit.records.rules, state.definition, state.rules_version)
 
     def _decide(
         self,

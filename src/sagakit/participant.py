@@ -301,10 +301,10 @@ class Participant:
     ) -> None:
         async with self.store.unit() as unit:
             if not self._breakers_loaded:
-                await load_breakers(unit.connection, list(self.breakers.values()))
+                await load_breakers(unit.records.breakers, list(self.breakers.values()))
                 self._breakers_loaded = True
             for saga_id in releases:
-                released = await release_saga(unit.connection, saga_id, self.name)
+                released = await release_saga(unit.records.locks, saga_id, self.name)
                 self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
             inbox = BatchInbox(
                 unit,
@@ -321,7 +321,7 @@ class Participant:
             await inbox.flush_writes()
             inbox.check_used()
             await unit.enqueue(replies)
-            await save_breakers(unit.connection, list(self.breakers.values()))
+            await save_breakers(unit.records.breakers, list(self.breakers.values()))
 
     async def _preclaim(self, inbox: BatchInbox, commands: Sequence[Envelope]) -> None:
         """Claim, in bulk, every inbox key that executing ``commands`` will ask for."""
@@ -447,7 +447,7 @@ class Participant:
             payload=env.payload,
             connection=unit.connection,
             locks=Locks(
-                unit.connection, participant=self.name, saga_id=env.saga_id, step=env.step or ""
+                unit.records.locks, participant=self.name, saga_id=env.saga_id, step=env.step or ""
             ),
             breakers=self.breakers,
             writer=getattr(unit, "write_later", None),
@@ -506,7 +506,7 @@ class Participant:
             ctx.log.info(f"{env.step}: waiting, {exc}")
             if exc.policy is LockPolicy.QUEUE:
                 # Outside the rolled-back savepoint: the place in line must survive it.
-                await queue_for(unit.connection, exc.resource, env.saga_id)
+                await queue_for(unit.records.locks, exc.resource, env.saga_id)
             queued = exc.policy is LockPolicy.QUEUE
             return ReplyBody(ok=False, reason=str(exc), retryable=True, locks=queued)
         except SagaError as exc:

@@ -43,13 +43,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from sagakit import rule_budget
 from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
+from sagakit.ports import RuleRecords, UnitOfWork
 
 log = get_logger("sagakit.rules")
 
@@ -339,59 +337,38 @@ class RuleBook:
         self._sets: dict[tuple[str, int], RuleSet] = {}
         self._latest: dict[str, tuple[float, int | None]] = {}
 
-    async def latest(self, conn: AsyncConnection, saga: str) -> int | None:
+    async def latest(self, records: RuleRecords, saga: str) -> int | None:
         """The newest published version for ``saga`` (looked up at most every ``refresh``
         seconds)."""
-        from sagakit.stores.schema import saga_rules
-
         seen = self._latest.get(saga)
         now = time.monotonic()
         if seen is not None and now - seen[0] < self.refresh:
             return seen[1]
-        version = await conn.scalar(
-            select(func.max(saga_rules.c.version)).where(saga_rules.c.saga == saga)
-        )
-        self._latest[saga] = (now, int(version) if version is not None else None)
+        self._latest[saga] = (now, await records.newest(saga))
         return self._latest[saga][1]
 
-    async def get(self, conn: AsyncConnection, saga: str, version: int) -> RuleSet:
-        from sagakit.stores.schema import saga_rules
-
+    async def get(self, records: RuleRecords, saga: str, version: int) -> RuleSet:
         found = self._sets.get((saga, version))
         if found is None:
-            row = (
-                await conn.execute(
-                    select(saga_rules.c.source).where(
-                        saga_rules.c.saga == saga, saga_rules.c.version == version
-                    )
-                )
-            ).first()
-            if row is None:
+            source = await records.source(saga, version)
+            if source is None:
                 raise RuleFailed(f"{saga} v{version}", "that rule set is not in the store")
             try:
-                found = RuleSet.parse(row.source, source=f"{saga} rules v{version}")
+                found = RuleSet.parse(source, source=f"{saga} rules v{version}")
             except RuleError as exc:
-                found = RuleSet(saga, version, (), source=row.source, broken=exc.reason)
+                found = RuleSet(saga, version, (), source=source, broken=exc.reason)
             self._sets[(saga, version)] = found  # published sets never change
             await asyncio.to_thread(rule_budget.WORKER.start)  # its start off the loop
         return found
 
 
-async def publish(conn: AsyncConnection, rules: RuleSet) -> None:
-    """Add a rule set to the store; its version must be newer than any published."""
-    from sagakit.stores.schema import saga_rules
-
-    newest = await conn.scalar(
-        select(func.max(saga_rules.c.version)).where(saga_rules.c.saga == rules.saga)
-    )
+async def publish(unit: UnitOfWork, rules: RuleSet) -> None:
+    """Add a rule set to ``unit``'s store; its version must be newer than any published."""
+    newest = await unit.records.rules.newest(rules.saga)
     if newest is not None and rules.version <= newest:
         raise RuleError(
             f"{rules.saga} rules",
             1,
             f"version {rules.version} is not newer than the published {newest}",
         )
-    await conn.execute(
-        insert(saga_rules).values(
-            saga=rules.saga, version=rules.version, source=rules.source, published_at=time.time()
-        )
-    )
+    await unit.records.rules.add(rules.saga, rules.version, rules.source, at=time.time())

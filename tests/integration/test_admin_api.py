@@ -52,7 +52,7 @@ async def world() -> AsyncIterator[tuple[SagaHarness, httpx.AsyncClient, Metrics
     harness.orchestrator.metrics = metrics
     async with harness as h:
         async with h.store.unit() as unit:
-            await publish(unit.connection, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
+            await publish(unit, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
         app = create_admin_app(
             AdminConfig(
                 saga_store=h.store,

@@ -66,7 +66,7 @@ async def world() -> AsyncIterator[World]:
         harness.add(participant)
     async with harness as h:
         async with h.store.unit() as unit:
-            await publish(unit.connection, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
+            await publish(unit, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
         app = create_admin_app(
             AdminConfig(
                 saga_store=h.store,

@@ -45,7 +45,7 @@ async def test_rules_are_pinned_when_a_saga_starts_and_approvals_come_from_peopl
     harness.add(*participants(harness, done))
     async with harness as h:
         async with h.store.unit() as unit:
-            await publish(unit.connection, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
+            await publish(unit, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
         large = {"vip": False, "amount": 5000}
         waiting = await h.start("checkout", large, saga_id="big-1")
         for _ in range(200):
@@ -57,7 +57,7 @@ async def test_rules_are_pinned_when_a_saga_starts_and_approvals_come_from_peopl
         # The threshold goes up; sagas already running keep the rules they started with.
         relaxed = CHECKOUT_RULES.replace("version = 1", "version = 2").replace("> 1000", "> 100000")
         async with h.store.unit() as unit:
-            await publish(unit.connection, RuleSet.parse(relaxed, definition=CHECKOUT))
+            await publish(unit, RuleSet.parse(relaxed, definition=CHECKOUT))
         h.orchestrator.rulebook.refresh = 0  # type: ignore[union-attr]
         through = await h.start("checkout", large, saga_id="big-2")
         vip = await h.start("checkout", {"vip": True, "amount": 10}, saga_id="vip-1")

@@ -270,7 +270,7 @@ async def test_a_stored_rule_set_over_the_limits_is_refused_when_read(tmp_path: 
             )
         )
     async with store.unit() as unit:
-        read = await RuleBook().get(unit.connection, "checkout", 1)
+        read = await RuleBook().get(unit.records.rules, "checkout", 1)
     await store.close()
     assert read.broken is not None and "nests brackets 200 deep" in read.broken
     first = run({"vip": True, "amount": 20}, read)

@@ -234,9 +234,7 @@ async def breakers(request: Request, token: Caller) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     for store in _all_stores(config_of(request)):
         async with store.unit() as unit:
-            items.extend(
-                {"store": store.url_safe, **row} for row in await read_all(unit.connection)
-            )
+            items.extend({"store": store.url_safe, **row} for row in await read_all(unit))
     return {"items": items}
 
 
@@ -362,16 +360,7 @@ def _all_stores(config: AdminConfig) -> list[SqlSagaStore]:
 
 
 async def _row(store: SqlSagaStore, saga_id: str) -> SagaRow | None:
-    from sqlalchemy import select
-
-    from sagakit.stores.schema import sagas
-    from sagakit.stores.sql import _row as to_row
-
-    async with store.unit() as unit:
-        found = (
-            await unit.connection.execute(select(sagas).where(sagas.c.saga_id == saga_id))
-        ).first()
-    return to_row(found) if found is not None else None
+    return await store.row(saga_id)
 
 
 async def _changes(request: Request, config: AdminConfig) -> AsyncIterator[bytes]:

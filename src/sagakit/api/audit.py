@@ -20,7 +20,7 @@ async def record_for(
 ) -> None:
     """Record an action asked through the API, in ``unit``'s transaction."""
     await audit.record(
-        unit.connection,
+        unit,
         who=token.name,
         action=action,
         target=target,
@@ -40,5 +40,5 @@ async def actions(
 ) -> dict[str, Any]:
     """Who did what to which saga or dead letter, and why, newest first."""
     async with config_of(request).saga_store.unit() as unit:
-        found = await audit.recent(unit.connection, limit=limit, offset=offset, target=target)
+        found = await audit.recent(unit, limit=limit, offset=offset, target=target)
     return {"items": [action.as_dict() for action in found]}

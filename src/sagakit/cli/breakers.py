@@ -37,7 +37,7 @@ def breakers(
             store = open_existing(url)
             try:
                 async with store.unit() as unit:
-                    rows.extend((store.url_safe, row) for row in await read_all(unit.connection))
+                    rows.extend((store.url_safe, row) for row in await read_all(unit))
             except SagaError as exc:
                 raise fail(str(exc)) from exc
             finally:

@@ -68,7 +68,7 @@ def record_cli(db: str, *, who: str | None, action: str, targets: list[str], not
                 at = await unit.now()
                 for target in targets:
                     await audit.record(
-                        unit.connection,
+                        unit,
                         who=person,
                         action=action,
                         target=target,
@@ -103,7 +103,7 @@ def act(
         async with store.unit() as unit:
             await unit.enqueue([message])
             await audit.record(
-                unit.connection,
+                unit,
                 who=person,
                 action=action,
                 target=saga_id,
@@ -111,7 +111,7 @@ def act(
                 via="cli",
                 at=await unit.now(),
             )
-            last = await liveness.last_beat(unit.connection, group)
+            last = await liveness.last_beat(unit, group)
         now = time.time()
         if not liveness.alive(last, now):
             seen = f"last seen {now - last:.0f}s ago" if last is not None else "never seen"
@@ -219,7 +219,7 @@ def audit_log(
 
     async def go(store: SqlSagaStore) -> list[audit.Action]:
         async with store.unit() as unit:
-            return await audit.recent(unit.connection, limit=limit, target=target)
+            return await audit.recent(unit, limit=limit, target=target)
 
     found = with_store(db, go)
     if as_json:

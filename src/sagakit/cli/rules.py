@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
 from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
 from sagakit.cli.render import safe
@@ -88,7 +87,7 @@ def publish_rules(
     async def go(store: SqlSagaStore) -> None:
         try:
             async with store.unit() as unit:
-                await publish(unit.connection, rules)
+                await publish(unit, rules)
         except RuleError as exc:
             raise fail(exc.reason) from exc
 
@@ -100,16 +99,10 @@ def publish_rules(
 def show_rules(db: DbOption = DEFAULT_DB) -> None:
     """List the published rule sets."""
     from sagakit.cli.render import when
-    from sagakit.stores.schema import saga_rules
 
     async def go(store: SqlSagaStore) -> list[tuple[str, int, float]]:
         async with store.unit() as unit:
-            result = await unit.connection.execute(
-                select(saga_rules.c.saga, saga_rules.c.version, saga_rules.c.published_at).order_by(
-                    saga_rules.c.saga, saga_rules.c.version
-                )
-            )
-            return [(r.saga, r.version, r.published_at) for r in result]
+            return await unit.records.rules.published()
 
     rows = with_store(db, go)
     if not rows:

@@ -147,7 +147,7 @@ class Transactions:
                 await turn.take()
                 await inbox.flush_writes()
                 for participant in self.by_queue.values():
-                    await save_breakers(unit.connection, list(participant.breakers.values()))
+                    await save_breakers(unit.records.breakers, list(participant.breakers.values()))
                 # The turn passes on before the COMMIT, which takes no lock: the next
                 # transaction's writes wait in the database, for this commit, only
                 # where they touch the same rows.
@@ -163,7 +163,7 @@ class Transactions:
         """A finished saga's semantic locks, freed at each participant that held one (what
         Participant.handle does with the same command)."""
         for env in releases:
-            await release_saga(unit.connection, env.saga_id, self._of(env).name)
+            await release_saga(unit.records.locks, env.saga_id, self._of(env).name)
 
     async def _load_breakers(self, unit: UnitOfWork, commands: Sequence[Envelope]) -> None:
         """Each participant's circuit breakers as a previous process left them, once."""
@@ -171,7 +171,7 @@ class Transactions:
             participant = self._of(env)
             if participant.name in self._breakers_loaded or not participant.breakers:
                 continue
-            await load_breakers(unit.connection, list(participant.breakers.values()))
+            await load_breakers(unit.records.breakers, list(participant.breakers.values()))
             self._breakers_loaded.add(participant.name)
 
     async def _decide_starts(

@@ -23,7 +23,7 @@ from sagakit.decide import Decision
 from sagakit.errors import ConcurrencyError
 from sagakit.log import SNAPSHOT_SCHEMA, SagaState, encode, state_to_json
 from sagakit.messages import Outgoing, TransportMessage
-from sagakit.ports import Loaded
+from sagakit.ports import Loaded, Records
 from sagakit.stores.schema import saga_events, saga_inbox, saga_outbox, saga_snapshots, sagas
 
 if TYPE_CHECKING:
@@ -68,6 +68,15 @@ class SqlUnit:
     @property
     def connection(self) -> AsyncConnection:
         return self._conn
+
+    @property
+    def records(self) -> Records:
+        return self.records_on(self._conn)
+
+    def records_on(self, connection: Any) -> Records:
+        from sagakit.stores.records import records_on
+
+        return records_on(connection)
 
     async def now(self) -> float:
         if self._now is None:

@@ -52,7 +52,7 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
     shop = await open_shop(directory, default_world(orders=len(ORDERS)))
     try:
         async with shop.saga_store.unit() as unit:
-            await publish(unit.connection, rules)
+            await publish(unit, rules)
         say.say(f"Published rules v{rules.version} for the {rules.saga} saga:")
         say.show(
             table(

@@ -150,7 +150,7 @@ async def publish_rules(store: SqlSagaStore, scenario: Scenario) -> None:
             rules = saga.rules()
             if rules is not None:
                 parsed = RuleSet.parse(rules, definition=saga.to_definition())
-                await publish(unit.connection, parsed)
+                await publish(unit, parsed)
 
 
 async def drive(
