@@ -16,6 +16,12 @@ from rich.progress import Progress as RichProgress
 STEPS = 5
 PEER_TARGETS = {"dbos": 25.0, "temporal": 50.0, "sagaz": 2.0}
 DISTRIBUTED_VS_DBOS = 8.0
+#: Issue 20: the ordinary runtime at rest, the distributed mode's open loop at 100/s
+#: (p50, p99) and its best closed loop.
+REST_P50_MS = 20.0
+DISTRIBUTED_OPEN_P50_MS = 40.0
+DISTRIBUTED_OPEN_P99_MS = 150.0
+DISTRIBUTED_CLOSED = 500.0
 RAW_SHARE = 0.25
 IN_PROCESS = ("sagakit-fastpath", "sagakit-inprocess")
 
@@ -59,6 +65,9 @@ class Progress:
     def step(self, system: str, what: str) -> None:
         self._bar.update(self._task, description=f"{system}: {what}")
         self._bar.advance(self._task)
+        if self.show:  # a line too, for a log or a terminal that shows no bar
+            done = int(self._bar.tasks[0].completed)
+            self._bar.console.print(f"[{done}/{self._bar.tasks[0].total:g}] {system}: {what}")
 
     def add(self, steps: int) -> None:
         """More steps than the bar was made for (head-to-heads, known only at the end)."""
@@ -145,6 +154,36 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         note = f"{dist['throughput']:g}/s vs {dbos['throughput']:g}/s"
         found.append(_target(f"sagakit-distributed >= {DISTRIBUTED_VS_DBOS:g}x dbos", ratio,
                              DISTRIBUTED_VS_DBOS, note))  # fmt: skip
+    found.extend(_latency_targets(results))
+    return found
+
+
+def _at_most(name: str, measured: float | None, want: float, note: str) -> dict[str, Any]:
+    holds = measured is not None and measured <= want
+    value = round(measured, 3) if measured is not None else None
+    return {"target": name, "measured": value, "want": want, "holds": holds, "note": note}
+
+
+def _latency_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ordinary runtime at rest, and the distributed mode's open loop and best
+    closed loop (issue 20)."""
+    found = []
+    rest = [r for r in _runs(results, "sagakit-inprocess") if r["concurrency"] == 1]
+    if rest:
+        found.append(_at_most("sagakit-inprocess at rest: p50 ms", rest[0]["p50_ms"],
+                              REST_P50_MS, "one saga at a time"))  # fmt: skip
+    entry = results["systems"].get("sagakit-distributed") or {}
+    fast = entry.get("open_fast") or {}
+    if "p50_ms" in fast:
+        note = f"open loop at {fast['rate']:g}/s, {fast['throughput']:g}/s served"
+        found.append(_at_most("sagakit-distributed open loop: p50 ms", fast["p50_ms"],
+                              DISTRIBUTED_OPEN_P50_MS, note))  # fmt: skip
+        found.append(_at_most("sagakit-distributed open loop: p99 ms", fast["p99_ms"],
+                              DISTRIBUTED_OPEN_P99_MS, note))  # fmt: skip
+    dist = best(results, "sagakit-distributed")
+    if dist is not None:
+        found.append(_target("sagakit-distributed closed loop: sagas/s", dist["throughput"],
+                             DISTRIBUTED_CLOSED, f"at {dist['concurrency']}"))  # fmt: skip
     return found
 
 
@@ -229,9 +268,19 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for system, entry in results["systems"].items():
-        run = entry.get("open")
-        if run:
-            lines.append(_row(system, run, _fmt(run.get("rate"))))
+        for key in ("open", "open_fast"):
+            run = entry.get(key)
+            if run:
+                lines.append(_row(system, run, _fmt(run.get("rate"))))
+    lines += ["", "## Latency at rest (one saga at a time)", ""]
+    lines += ["| system | p50 ms | p95 ms | p99 ms | sagas/s |", "|---|---:|---:|---:|---:|"]
+    for system, entry in results["systems"].items():
+        for run in entry.get("runs", []):
+            if run.get("concurrency") == 1 and "error" not in run and system != "raw-asyncpg":
+                lines.append(
+                    f"| {system} | {_fmt(run['p50_ms'])} | {_fmt(run['p95_ms'])} "
+                    f"| {_fmt(run['p99_ms'])} | {_fmt(run['throughput'])} |"
+                )
     lines += ["", "## Crash column (SIGKILL mid-run, restart, own recovery)", ""]
     lines += [
         "| system | passed | in flight at kill | recovery s | detail |",

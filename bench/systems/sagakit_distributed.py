@@ -20,6 +20,7 @@ from bench import workload
 from bench.systems.sagakit_app import ORDER, PARTICIPANTS, participants
 from sagakit import Orchestrator, Runtime
 from sagakit.messages import command_queue, reply_queue
+from sagakit.publisher import OutboxPublisher
 from sagakit.stores.postgres import PostgresSagaStore
 from sagakit.transports import open_transport
 
@@ -83,18 +84,25 @@ async def serve(role: str, db: str, broker: str, ready: Path | None) -> None:
 
 
 class DriverHarness:
-    """Starts sagas in the store (the relay process publishes their first commands) and
-    waits for their ends as any client would (``wait_ended``: the orchestrator's process
-    announces them, so nothing polls the projection but a backstop); the quiesce polls
-    are left out of commits per saga."""
+    """Starts sagas in the store and publishes their first commands on commit, as a
+    service starting sagas would (the relay process takes what it left), and waits for
+    their ends as any client would (``wait_ended``: the orchestrator's process announces
+    them, so nothing polls the projection but a backstop); the quiesce polls are left
+    out of commits per saga."""
 
     def __init__(self, db: str, options: dict[str, Any]) -> None:
         self.url = db
+        self.broker = str(options["broker"])
         self.observer_transactions = 0
+        self.publisher: OutboxPublisher | None = None
 
     async def open(self, *, recover: bool) -> None:
         self.store = PostgresSagaStore(self.url, pool_size=POOL)
         self.orchestrator = Orchestrator(self.store, [ORDER])
+        self.transport = open_transport(self.broker)
+        await self.transport.start()
+        self.publisher = OutboxPublisher(self.store, self.transport)
+        self.publisher.attach()
 
     async def submit(self, order: workload.Order) -> str:
         saga_id = str(order.id)
@@ -114,6 +122,9 @@ class DriverHarness:
             await asyncio.sleep(0.2)
 
     async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close(2.0)
+            await self.transport.close()
         await self.store.close()
 
 

@@ -288,8 +288,9 @@ class Orchestrator:
     async def _decide_replies(
         self, unit: UnitOfWork, replies: list[tuple[Delivery, Envelope]]
     ) -> list[Decision]:
-        fresh = await unit.claim(self.consumer, [env.message_id for _, env in replies])
-        loaded = await unit.load([env.saga_id for _, env in replies if env.message_id in fresh])
+        fresh, loaded = await unit.claim_and_load(
+            self.consumer, [(env.message_id, env.saga_id) for _, env in replies]
+        )
         now = await self._now(unit)
         decisions: dict[str, Decision] = {}
         seen: set[str] = set()

@@ -317,10 +317,9 @@ class Participant:
             for env, handler in commands:
                 inbox.begin(env)
                 replies.append(await self._run(inbox.unit, env, handler))
-            await inbox.flush()
             await inbox.flush_writes()
             inbox.check_used()
-            await unit.enqueue(replies)
+            await unit.enqueue(replies, replies=inbox.take_replies())
             await save_breakers(unit.records.breakers, list(self.breakers.values()))
 
     async def _preclaim(self, inbox: BatchInbox, commands: Sequence[Envelope]) -> None:

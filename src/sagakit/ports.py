@@ -193,6 +193,14 @@ class UnitOfWork(Protocol):
         pairs that were new (what claim does for each consumer)."""
         ...
 
+    async def claim_and_load(
+        self, consumer: str, keys: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], Loaded]:
+        """Claim each ``(key, saga id)``'s key for ``consumer`` and load (row-locked) the
+        sagas whose key was new: what an orchestrator does with a batch of replies
+        (one statement on PostgreSQL)."""
+        ...
+
     async def claim_commands(
         self,
         pairs: Sequence[tuple[str, str]],
@@ -241,8 +249,11 @@ class UnitOfWork(Protocol):
         claimed) as set_replies would. Raises ConcurrencyError if a log moved meanwhile."""
         ...
 
-    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
-        """Put messages in the outbox (participants' replies and events)."""
+    async def enqueue(
+        self, messages: Sequence[Outgoing], *, replies: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Put messages in the outbox (participants' replies and events), storing
+        ``replies`` (``(consumer, key, reply)``, as set_replies) with them."""
         ...
 
     async def quarantine(self, reasons: dict[str, str]) -> None:
@@ -274,6 +285,8 @@ class SagaStore(Protocol):
     """Saga logs, the projection, the outbox and the inbox, in one database."""
 
     url: str
+    #: The clock outbox rows are stamped with (``created_at``).
+    clock: Clock
 
     def unit(self) -> AbstractAsyncContextManager[UnitOfWork]:
         """Begin a local transaction; it commits when the block ends without error."""
@@ -350,6 +363,18 @@ class SagaStore(Protocol):
         """Mark these outbox rows sent (delivered in-process, not by a relay)."""
         ...
 
+    async def mark_sent_messages(self, message_ids: Sequence[str]) -> None:
+        """Mark the outbox rows of these messages sent (a publisher's confirms)."""
+        ...
+
+    def publish_on_commit(
+        self, hook: Callable[[Sequence[TransportMessage]], None] | None, *, grace: float = 1.0
+    ) -> None:
+        """Call ``hook`` after each commit with the messages it wrote to the outbox, and
+        wake no relay for them: relays leave those rows alone for ``grace`` seconds
+        (see sagakit.publisher). None turns it off."""
+        ...
+
     async def active(self, definitions: Sequence[str]) -> list[SagaRow]:
         """The sagas of these definitions that are running or compensating with a step
         in flight (``current_step`` set): where a restarted runtime looks for the steps
@@ -366,9 +391,10 @@ class SagaStore(Protocol):
         ...
 
     def claim_outbox(
-        self, *, limit: int, exclude: Sequence[int] = ()
+        self, *, limit: int, exclude: Sequence[int] = (), older_than: float | None = None
     ) -> AbstractAsyncContextManager[OutboxClaim]:
-        """Hold up to ``limit`` unsent rows; rows marked sent are recorded on exit."""
+        """Hold up to ``limit`` unsent rows (with ``older_than``, by the store's clock,
+        only those no publisher holds after it); rows marked sent are recorded on exit."""
         ...
 
     async def wait_for_outbox(self, timeout: float) -> None:

@@ -3,12 +3,18 @@
 A row is marked sent only after the transport confirmed it, so a relay that dies
 between publish and mark-sent publishes the row again on restart; consumers' inboxes
 make that second copy harmless. Up to ``max_inflight`` batches publish at once.
+
+Rows a publisher publishes on commit (:mod:`sagakit.publisher`) carry the time until
+which the relay leaves them to it (``relay_after``); after that the relay takes them:
+those the publisher did not get confirmed (it failed, or its process died between the
+commit and the publish).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind
@@ -40,13 +46,17 @@ class OutboxRelay:
         max_inflight: int = 4,
         poll_interval: float = 0.5,
         retry_after: float = 1.0,
+        caught_up: Callable[[float], None] | None = None,
     ) -> None:
+        """``caught_up(at)`` is called when a claim found nothing: every row due for
+        the relay at ``at`` (this loop's time) has been sent."""
         self.store = store
         self.transport = transport
         self.batch_size = batch_size
         self.max_inflight = max_inflight
         self.poll_interval = poll_interval
         self.retry_after = retry_after
+        self.caught_up = caught_up
         self.stats = RelayStats()
         self._inflight: set[int] = set()
         self._cooling: dict[int, float] = {}
@@ -109,7 +119,9 @@ class OutboxRelay:
                 async with self._claim_lock:
                     claim = await stack.enter_async_context(
                         self.store.claim_outbox(
-                            limit=self.batch_size, exclude=[*self._inflight, *self._cooling]
+                            limit=self.batch_size,
+                            exclude=[*self._inflight, *self._cooling],
+                            older_than=self.store.clock.now(),
                         )
                     )
                     ids = [row.id for row in claim.rows]
@@ -117,6 +129,8 @@ class OutboxRelay:
                 if claimed is not None:
                     claimed.set_result(len(ids))
                 if not ids:
+                    if self.caught_up is not None and not self._inflight and not self._cooling:
+                        self.caught_up(now)
                     return 0
                 traces = [row.message.headers.get("traceparent") for row in claim.rows[:64]]
                 with tracing.span(

@@ -1,7 +1,9 @@
 """The runtime: owns everything that runs in a process, and stops it cleanly.
 
 Give it a transport, orchestrators and participants; it declares their queues, starts
-their consumers, one outbox relay per store and one timer loop per orchestrator, and
+their consumers, a publisher for each of their stores (what a transaction commits to
+the outbox is published straight after the commit), one outbox relay per store (for
+what a publisher did not get confirmed) and one timer loop per orchestrator, and
 restarts any loop that fails (a database restart, a dropped connection).
 """
 
@@ -19,6 +21,7 @@ from sagakit.logs import get_logger
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import Delivery, SagaStore, Subscription, Transport
+from sagakit.publisher import OutboxPublisher
 from sagakit.relay import OutboxRelay
 from sagakit.transports.memory import MemoryTransport
 
@@ -78,6 +81,8 @@ class Runtime:
         timer_interval: float = 0.1,
         relay_poll: float = 0.5,
         relay_batch: int = 256,
+        relay_grace: float = 1.0,
+        publish_on_commit: bool = True,
         restart_delay: float = 0.5,
         outbox_retention: float = 3600.0,
         prune_interval: float = 300.0,
@@ -95,10 +100,15 @@ class Runtime:
         self.timer_interval = timer_interval
         self.relay_poll = relay_poll
         self.relay_batch = relay_batch
+        self.relay_grace = relay_grace
+        self.publish_on_commit = publish_on_commit
         self.restart_delay = restart_delay
         self.orchestrators: list[Orchestrator] = []
         self.consumers: list[Consumer] = []
         self.relays: dict[int, OutboxRelay] = {}
+        #: The publishers of the added components' stores, by store (publish on commit).
+        self.publishers: dict[int, OutboxPublisher] = {}
+        self._committing: set[int] = set()
         #: The fused engines, by their orchestrator's group (see :meth:`fuse`).
         self.fused: dict[str, FusedEngine] = {}
         self._stores: dict[int, SagaStore] = {}
@@ -115,6 +125,7 @@ class Runtime:
                 self.orchestrators.append(component)
             self.consumers.append(component)
             self._stores.setdefault(id(component.store), component.store)
+            self._committing.add(id(component.store))
         return self
 
     def fuse(
@@ -182,11 +193,21 @@ class Runtime:
             )
         for orchestrator in self.orchestrators if self.run_timers else ():
             self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
+        fused = {id(engine.store) for engine in self.fused.values()}
+        for key in self._committing - fused if self.publish_on_commit else ():
+            publisher = OutboxPublisher(self._stores[key], self.transport, grace=self.relay_grace)
+            publisher.attach()
+            self.publishers[key] = publisher
         for key, store in self._stores.items():
             if not self.run_relays:
                 break
+            publishing = self.publishers.get(key)
             relay = OutboxRelay(
-                store, self.transport, batch_size=self.relay_batch, poll_interval=self.relay_poll
+                store,
+                self.transport,
+                batch_size=self.relay_batch,
+                poll_interval=self.relay_poll,
+                caught_up=publishing.caught_up if publishing else None,
             )
             self.relays[key] = relay
             self._spawn(f"relay:{store.url}", relay.run)
@@ -253,6 +274,9 @@ class Runtime:
         half = loop.time() + left() / 2
         for relay in self.relays.values():
             await relay.settle(max(half - loop.time(), 0.0))
+        for publisher in self.publishers.values():
+            await publisher.close(max(half - loop.time(), 0.0))
+        self.publishers.clear()
         await asyncio.gather(
             *(sub.stop(grace=left()) for sub in self._subscriptions),
             *(engine.stop(grace=left()) for engine in self.fused.values()),

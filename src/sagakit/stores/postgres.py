@@ -31,7 +31,7 @@ from sqlalchemy.sql.sqltypes import NullType
 from sagakit.decide import Decision
 from sagakit.errors import StoreError
 from sagakit.log import StoredEvent
-from sagakit.messages import TransportMessage
+from sagakit.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
@@ -145,9 +145,28 @@ class PostgresUnit(SqlUnit):
         if rows:  # (an append carries them too: _SET_REPLIES_FROM)
             await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
 
+    async def enqueue(
+        self, messages: Sequence[Outgoing], *, replies: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """With replies, one statement stores them and inserts the outbox rows (a
+        participant's batch ends so: one round trip where there were two)."""
+        if not replies:
+            await super().enqueue(messages)
+            return
+        rows = self._outbox_rows(messages)
+        inserts = [_SET_REPLIES]
+        args: list[Any] = [list(column) for column in zip(*replies, strict=True)]
+        if rows:
+            inserts.append(_bulk(saga_outbox, tuple(rows[0]), start=4))
+            args.append(rows)
+        notify = bool(rows) and self._store.wakes_relays and not self.notified
+        await self._fetch(_together(tuple(inserts), notify=notify, payloads=None), *args)
+        self.notified = self.notified or notify
+        self.enqueued += len(rows)
+
     async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
         sql = _bulk(table, tuple(rows[0]))
-        if table is saga_outbox and self._store.notify_outbox and not self.notified:
+        if table is saga_outbox and self._store.wakes_relays and not self.notified:
             # The NOTIFY rides on the insert instead of a round trip of its own; it is
             # delivered at commit, and never if the transaction rolls back.
             sql = _together((sql,), notify=True, payloads=None)
@@ -201,7 +220,7 @@ class PostgresUnit(SqlUnit):
             args.extend(list(column) for column in zip(*replies, strict=True))
         if not inserts:
             return
-        notify = bool(outbox) and self._store.notify_outbox and not self.notified
+        notify = bool(outbox) and self._store.wakes_relays and not self.notified
         payloads = None
         if self.unannounced:
             args.append(announcements(self.unannounced))
@@ -215,12 +234,30 @@ class PostgresUnit(SqlUnit):
         self.notified = self.notified or notify
         self.enqueued += len(outbox)
 
+    async def claim_and_load(
+        self, consumer: str, keys: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], Loaded]:
+        """One statement: the claim, and the load of every saga named (row-locked). A
+        saga whose key was not new is loaded too, and its rows locked: duplicates are
+        rare, and a round trip is saved on every batch."""
+        if not keys:
+            return set(), Loaded()
+        unique = list(dict.fromkeys(key for key, _ in keys))
+        ids = sorted({saga for _, saga in keys})
+        rows = await self._fetch(_CLAIM_AND_LOAD, consumer, unique, self._store.clock.now(), ids)
+        fresh = {r[8] for r in rows if r[8] is not None}
+        wanted = {saga for key, saga in keys if key in fresh}
+        return fresh, await self._loaded([r for r in rows if r[8] is None and r[0] in wanted])
+
     async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
         ids = sorted(set(saga_ids))
-        loaded = Loaded()
         if not ids:
-            return loaded
-        rows = await self._fetch(_LOAD_LOCKED if lock else _LOAD_UNLOCKED, ids)
+            return Loaded()
+        return await self._loaded(await self._fetch(_LOAD_LOCKED if lock else _LOAD_UNLOCKED, ids))
+
+    async def _loaded(self, rows: Sequence[Any]) -> Loaded:
+        """The sagas of a load's rows (head, then its events after the snapshot)."""
+        loaded = Loaded()
         heads: dict[str, tuple[int, int]] = {}  # version, snapshot version
         events: dict[str, list[StoredEvent]] = {}
         for r in rows:
@@ -273,7 +310,9 @@ async def _on_driver(
 # The relay's statements: the same text whatever the number of rows.
 _CLAIM_OUTBOX = (
     "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
-    "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) ORDER BY id LIMIT $2 "
+    "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) "
+    "AND (relay_after IS NULL OR relay_after <= $3) "
+    "ORDER BY id LIMIT $2 "
     "FOR UPDATE SKIP LOCKED), "
     "f AS (SELECT saga_id, destination, min(id) AS first FROM saga_outbox "
     "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) "
@@ -377,6 +416,19 @@ _LOAD = (
 )
 _LOAD_LOCKED = _LOAD.format(heads=_LOAD_HEADS + " FOR UPDATE")
 _LOAD_UNLOCKED = _LOAD.format(heads=_LOAD_HEADS)
+# An orchestrator's batch of replies: the inbox claim ($1 consumer, $2 keys, $3 time)
+# and the locked load of the sagas ($4), the claimed keys last in each row's ninth column.
+_CLAIM_AND_LOAD = (
+    "WITH c AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
+    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
+    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key), "
+    "h AS (" + _LOAD_HEADS.replace("$1", "$4") + " FOR UPDATE) "
+    "SELECT h.saga_id, h.version, h.snapshot_version, e.seq, e.type, e.schema_version, e.data, "
+    "e.recorded_at, NULL::varchar AS claimed FROM h LEFT JOIN saga_events e "
+    "ON e.saga_id = h.saga_id AND e.seq > h.snapshot_version "
+    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, key FROM c "
+    "ORDER BY 1, 4"
+)
 
 
 def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]] | None:
@@ -464,12 +516,17 @@ class PostgresSagaStore(SqlSagaStore):
     # work on each was most of the claim's CPU.
 
     async def _claim_in_order(
-        self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
+        self,
+        conn: AsyncConnection,
+        limit: int,
+        exclude: Sequence[int],
+        older_than: float | None = None,
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         # One statement: the claim, and the earliest unsent row of each claimed saga
         # for each destination.
         driver = await _driver_of(conn)
-        found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit])
+        latest = math.inf if older_than is None else older_than
+        found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit, latest])
         rows = [
             OutboxRow(
                 id=r[0],

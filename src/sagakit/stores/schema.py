@@ -82,6 +82,9 @@ saga_outbox = Table(
     Column("body", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("sent_at", Float),
+    # Set when a publisher publishes the row on commit (sagakit.publisher): the relay
+    # leaves it until then. NULL: the relay takes it at once.
+    Column("relay_after", Float),
     Index(
         "ix_saga_outbox_unsent",
         "id",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +140,10 @@ class SqlSagaStore(SagaFindings):
         #: Whether committing outbox rows wakes relays in other processes (NOTIFY). A
         #: runtime that runs its own outbox (the fused one) turns it off.
         self.notify_outbox = True
+        #: Told of each commit's outbox messages (publish on commit; see
+        #: sagakit.publisher); while set, commits wake no relay.
+        self._on_commit: Callable[[Sequence[TransportMessage]], None] | None = None
+        self._publisher_grace = 1.0
         #: Waiters for sagas' ends (``wait_ended``), told by this process's commits, by
         #: other processes' announcements where the database has them, and by a poll.
         self.ends = EndWatch(self.statuses, self._listen_for_ends)
@@ -169,15 +173,35 @@ class SqlSagaStore(SagaFindings):
         except (DBAPIError, OSError) as exc:
             raise self.translate(exc) from exc
 
+    @property
+    def wakes_relays(self) -> bool:
+        """Whether a commit that wrote outbox rows wakes relays (NOTIFY, and this
+        process's): not while a publisher publishes on commit, nor for a fused runtime."""
+        return self.notify_outbox and self._on_commit is None
+
+    def publish_on_commit(
+        self, hook: Callable[[Sequence[TransportMessage]], None] | None, *, grace: float = 1.0
+    ) -> None:
+        self._on_commit = hook
+        self._publisher_grace = grace
+
+    @property
+    def publisher_grace(self) -> float | None:
+        """Seconds the relay leaves a new outbox row to the publisher (None: none)."""
+        return None if self._on_commit is None else self._publisher_grace
+
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[SqlUnit]:
         async with self._begin() as conn:
             unit = self.unit_class(self, conn)
             yield unit
-            if unit.enqueued and self.notify_outbox and not unit.notified:
+            if unit.enqueued and self.wakes_relays and not unit.notified:
                 await self._notify(conn)
         if unit.enqueued:
-            self._outbox_event.set()
+            if self._on_commit is not None and unit.outgoing:
+                self._on_commit(unit.outgoing)
+            else:
+                self._outbox_event.set()
         if unit.ended:
             self.ends.saw(unit.ended)
 
@@ -439,6 +463,16 @@ class SqlSagaStore(SagaFindings):
             async with self.unit() as unit:
                 await self._mark_sent(unit.connection, ids)
 
+    async def mark_sent_messages(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            async with self._begin() as conn:
+                await conn.execute(
+                    update(saga_outbox)
+                    .where(self.among(saga_outbox.c.message_id, list(message_ids)))
+                    .where(saga_outbox.c.sent_at.is_(None))
+                    .values(sent_at=self.clock.now())
+                )
+
     async def active(self, definitions: Sequence[str]) -> list[SagaRow]:
         query = select(sagas).where(
             sagas.c.status.in_(("running", "compensating")),
@@ -478,13 +512,13 @@ class SqlSagaStore(SagaFindings):
 
     @asynccontextmanager
     async def claim_outbox(
-        self, *, limit: int, exclude: Sequence[int] = ()
+        self, *, limit: int, exclude: Sequence[int] = (), older_than: float | None = None
     ) -> AsyncIterator[SqlOutboxClaim]:
         if self.row_locks:
             # Hold the rows for the whole publish: a relay that dies releases them at once.
             async with self._begin() as conn:
                 released = self._claims_released
-                rows, kept = await self._claim_in_order(conn, limit, exclude)
+                rows, kept = await self._claim_in_order(conn, limit, exclude, older_than)
                 if len(kept) < len(rows):
                     self._held_back(released)
                 claim = SqlOutboxClaim(kept)
@@ -498,16 +532,21 @@ class SqlSagaStore(SagaFindings):
                     self._outbox_event.set()
             return
         async with self._read() as conn:
-            claim = SqlOutboxClaim(await self._claim_rows(conn, limit, exclude))
+            claim = SqlOutboxClaim(await self._claim_rows(conn, limit, exclude, older_than))
         yield claim
         if claim.sent:
             async with self.unit() as unit:
                 await self._mark_sent(unit.connection, claim.sent)
 
     async def _claim_rows(
-        self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
+        self,
+        conn: AsyncConnection,
+        limit: int,
+        exclude: Sequence[int],
+        older_than: float | None = None,
     ) -> list[OutboxRow]:
-        """The first ``limit`` unsent rows but ``exclude``, locked where rows lock."""
+        """The first ``limit`` unsent rows but ``exclude`` (and written before
+        ``older_than``, if given), locked where rows lock."""
         query = (
             select(saga_outbox)
             .where(saga_outbox.c.sent_at.is_(None))
@@ -516,14 +555,22 @@ class SqlSagaStore(SagaFindings):
         )
         if exclude:
             query = query.where(~self.among(saga_outbox.c.id, exclude))
+        if older_than is not None:
+            query = query.where(
+                saga_outbox.c.relay_after.is_(None) | (saga_outbox.c.relay_after <= older_than)
+            )
         return _outbox_rows(await conn.execute(self.lock_skipping(query)))
 
     async def _claim_in_order(
-        self, conn: AsyncConnection, limit: int, exclude: Sequence[int]
+        self,
+        conn: AsyncConnection,
+        limit: int,
+        exclude: Sequence[int],
+        older_than: float | None = None,
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         """The rows claimed (locked), and those of them that may go now (see
         _in_saga_order)."""
-        rows = await self._claim_rows(conn, limit, exclude)
+        rows = await self._claim_rows(conn, limit, exclude, older_than)
         return rows, await self._in_saga_order(conn, rows)
 
     async def _first_unsent(

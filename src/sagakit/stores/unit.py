@@ -58,6 +58,8 @@ class SqlUnit:
         self._now: float | None = None
         self._savepoints = 0
         self.enqueued = 0
+        #: The messages this transaction wrote to the outbox, for publish on commit.
+        self.outgoing: list[TransportMessage] = []
         #: Whether this transaction already told other processes about its outbox rows.
         self.notified = False
         #: (saga id, status) of the sagas this transaction ended, and those of them not
@@ -95,6 +97,12 @@ class SqlUnit:
         rows = [{"consumer": consumer, "key": k, "reply": None, "received_at": now} for k in unique]
         result = await self._conn.execute(self._store.statements.claim, rows)
         return {row[0] for row in result}
+
+    async def claim_and_load(
+        self, consumer: str, keys: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], Loaded]:
+        fresh = await self.claim(consumer, [key for key, _ in keys])
+        return fresh, await self.load([saga for key, saga in keys if key in fresh])
 
     async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         by_consumer: dict[str, list[str]] = {}
@@ -247,7 +255,10 @@ class SqlUnit:
                 self.unannounced.append(self.ended[-1])
         return rows
 
-    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
+    async def enqueue(
+        self, messages: Sequence[Outgoing], *, replies: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        await self.set_replies(replies)
         rows = self._outbox_rows(messages)
         if rows:
             await self._insert(saga_outbox, rows)
@@ -255,9 +266,12 @@ class SqlUnit:
 
     def _outbox_rows(self, messages: Sequence[Outgoing]) -> list[dict[str, Any]]:
         now = self._store.clock.now()
+        grace = self._store.publisher_grace
+        relay_after = None if grace is None else now + grace
         rows = []
         for out in messages:
             wire = TransportMessage.of(out)
+            self.outgoing.append(wire)
             rows.append(
                 {
                     "message_id": wire.message_id,
@@ -268,6 +282,7 @@ class SqlUnit:
                     "body": wire.body.decode(),
                     "created_at": now,
                     "sent_at": None,
+                    "relay_after": relay_after,
                 }
             )
         return rows
@@ -291,6 +306,7 @@ class SqlUnit:
         # where a counter made every command prepare two new statements.
         self._savepoints += 1
         name = f"sagakit_sp{self._savepoints}"
+        written = len(self.outgoing)  # what a rollback to here takes back from the outbox
         try:
             await self._conn.exec_driver_sql(f"SAVEPOINT {name}")
             try:
@@ -300,9 +316,11 @@ class SqlUnit:
                 # the transaction rolls back whole, and the cancellation must go on.
                 with contextlib.suppress(Exception):
                     await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                del self.outgoing[written:]
                 raise
             except BaseException:
                 await self._conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+                del self.outgoing[written:]
                 raise
         finally:
             self._savepoints -= 1

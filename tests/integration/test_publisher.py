@@ -1,0 +1,141 @@
+"""Publish on commit: a commit's messages go out at once from the process that made them;
+what that did not get confirmed, the relay publishes, and inboxes absorb the copies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit.errors import TransportError
+from sagakit.messages import TransportMessage
+from sagakit.ports import Delivery, PublishResult
+from sagakit.publisher import OutboxPublisher
+from sagakit.relay import OutboxRelay
+from sagakit.stores.sql import SqlSagaStore
+from sagakit.transports.memory import MemoryTransport
+from tests.integration.shop import check_effects, create_effects, effects, order_participants
+from tests.integration.test_relay import Collector, message
+from tests.sagas import ORDER
+
+
+class Broken(MemoryTransport):
+    """Fails the first ``failures`` publishes: before delivering anything (the broker
+    was down, or the process died between its commit and its publish) or, with
+    ``after_delivery``, after delivering them (the confirm was lost)."""
+
+    def __init__(self, failures: int, *, after_delivery: bool = False) -> None:
+        super().__init__()
+        self.failures = failures
+        self.after_delivery = after_delivery
+        self.delivered: Counter[str] = Counter()
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        if self.failures and not self.after_delivery:
+            self.failures -= 1
+            raise TransportError("broker unreachable")
+        result = await super().publish(messages)
+        if self.failures:
+            self.failures -= 1
+            raise TransportError("confirm lost")
+        return result
+
+    async def consume(
+        self, queue: str, handler: object, *, prefetch: int = 64, concurrency: int = 1
+    ) -> object:
+        async def counted(deliveries: Sequence[Delivery]) -> None:
+            self.delivered.update(d.message.message_id for d in deliveries)
+            await handler(deliveries)  # type: ignore[operator]
+
+        return await super().consume(queue, counted, prefetch=prefetch, concurrency=concurrency)
+
+
+def orders(n: int) -> list[StartRequest]:
+    return [
+        StartRequest("order", {"amount": 10 + i, "decline": i % 4 == 1}, saga_id=f"order-{i}")
+        for i in range(n)
+    ]
+
+
+async def run_sagas(store: SqlSagaStore, transport: Broken) -> tuple[Runtime, dict[str, str]]:
+    await create_effects(store)
+    orchestrator = Orchestrator(store, [ORDER])
+    runtime = Runtime(transport, timer_interval=0.02, relay_poll=0.05, relay_grace=0.2)
+    runtime.add(orchestrator, *order_participants(store))
+    async with runtime:
+        ids = await orchestrator.start_many(orders(12))
+        statuses = await runtime.wait_for(store, ids, timeout=60)
+        relayed = sum(relay.stats.published for relay in runtime.relays.values())
+        left = sum(p.stats.left for p in runtime.publishers.values())
+    assert left > 0 and relayed > 0  # the relay did take over what the publisher left
+    assert Counter(statuses.values()) == {"completed": 9, "compensated": 3}
+    assert check_effects(statuses, await effects(store)) == []
+    assert await store.unsent_count() == 0
+    return runtime, statuses
+
+
+async def test_what_a_failed_publish_left_unsent_the_relay_delivers_once(
+    store: SqlSagaStore,
+) -> None:
+    transport = Broken(3)
+    await run_sagas(store, transport)
+    assert max(transport.delivered.values()) == 1  # never published, so never twice
+
+
+async def test_copies_from_publisher_and_relay_take_effect_once(store: SqlSagaStore) -> None:
+    transport = Broken(3, after_delivery=True)
+    await run_sagas(store, transport)
+    # Delivered twice (or more: the relay's own confirm may be lost), every effect once.
+    assert max(transport.delivered.values()) >= 2
+
+
+async def test_a_commits_messages_go_out_without_the_relay(store: SqlSagaStore) -> None:
+    transport = MemoryTransport()
+    collector = Collector()
+    await transport.consume("work", collector)
+    publisher = OutboxPublisher(store, transport)
+    publisher.attach()
+    async with store.unit() as unit:
+        await unit.enqueue([message(n) for n in range(5)])
+    for _ in range(200):
+        if await store.unsent_count() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(collector.seen) == [f"m{n}" for n in range(5)]
+    assert await store.unsent_count() == 0  # confirmed, so marked sent
+    await publisher.close(1.0)
+    await transport.close()
+
+
+async def test_a_sagas_later_message_waits_behind_the_one_left_to_the_relay(
+    store: SqlSagaStore,
+) -> None:
+    transport = Broken(1)
+    collector = Collector()
+    await transport.consume("work", collector)
+    publisher = OutboxPublisher(store, transport, grace=0.5)
+    publisher.attach()
+    async with store.unit() as unit:
+        await unit.enqueue([message(1)])  # its publish fails
+    await asyncio.sleep(0.05)
+    async with store.unit() as unit:
+        await unit.enqueue([message(1, then="-next"), message(2)])
+    await asyncio.sleep(0.05)
+    assert collector.seen == ["m2"]  # another saga's message is not held up
+    relay = OutboxRelay(store, transport, caught_up=publisher.caught_up)
+    assert await relay.drain() == 0  # the publisher's still
+    await asyncio.sleep(0.5)
+    assert await relay.drain() == 2
+    assert collector.seen == ["m2", "m1", "m1-next"]
+    await relay.drain()  # finds nothing: the pair is the publisher's again
+    async with store.unit() as unit:
+        await unit.enqueue([message(1, then="-last")])
+    for _ in range(200):
+        if len(collector.seen) == 4:
+            break
+        await asyncio.sleep(0.01)
+    assert collector.seen[-1] == "m1-last"
+    assert await store.unsent_count() == 0
+    await publisher.close(1.0)
+    await transport.close()
