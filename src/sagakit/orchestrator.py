@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -361,15 +361,24 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ timers
 
-    async def tick(self, *, limit: int = 256) -> int:
-        """Fire due retries and deadlines for up to ``limit`` sagas; return how many moved."""
-        decided = await self._retrying(lambda unit: self._decide_due(unit, limit))
+    async def tick(self, *, limit: int = 256, held: Collection[str] = ()) -> int:
+        """Fire due retries and deadlines for up to ``limit`` sagas; return how many moved.
+
+        Sagas in ``held`` are left alone this time: a runtime that runs their steps in
+        this process (``Runtime.fuse``) holds them queued or running, bounded by each
+        handler's own timeout, so a deadline that passed while a step waited its turn
+        in memory does not give up on a try that has not begun."""
+        decided = await self._retrying(lambda unit: self._decide_due(unit, limit, held))
         return sum(1 for decision in decided if decision.events)
 
-    async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
+    async def _decide_due(
+        self, unit: UnitOfWork, limit: int, held: Collection[str] = ()
+    ) -> list[Decision]:
         now = await self._now(unit)
         await self.heartbeat.beat(unit.records.heartbeats)  # sagakit.liveness
-        ids = await unit.due(now, limit)
+        ids = await unit.due(now, limit + len(held))
+        if held:
+            ids = [saga_id for saga_id in ids if saga_id not in held][:limit]
         if not ids:
             return []
         loaded = await unit.load(ids)
