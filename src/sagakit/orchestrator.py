@@ -9,6 +9,7 @@ the saga row lock make the second one wait and then find the reply already decid
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -231,7 +232,7 @@ class Orchestrator:
                             saga_id, dict(request.data), request.key, request.traceparent
                         )
                         rules = await self._current_rules(unit, definition.name)
-                        decisions[saga_id] = self._decide(
+                        decisions[saga_id] = await self._decide(
                             definition,
                             None,
                             trigger,
@@ -326,7 +327,7 @@ class Orchestrator:
                 delivery.reject("contract", breach)  # kept for a person; the step fails now
                 trigger = replace(trigger, broken=breach)
             rules = await self._pinned_rules(unit, state)
-            decision = self._decide(
+            decision = await self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
             )
             decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
@@ -357,7 +358,7 @@ class Orchestrator:
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
         rules = await self._current_rules(unit, definition.name)
-        return self._decide(definition, None, trigger, now=now, rules=rules)
+        return await self._decide(definition, None, trigger, now=now, rules=rules)
 
     # ------------------------------------------------------------------ timers
 
@@ -393,7 +394,7 @@ class Orchestrator:
             except LookupError:
                 continue  # another orchestrator group owns this definition
             rules = await self._pinned_rules(unit, state)
-            decisions.append(self._decide(definition, state, Tick(), now=now, rules=rules))
+            decisions.append(await self._decide(definition, state, Tick(), now=now, rules=rules))
         await unit.append(decisions)
         return decisions
 
@@ -419,7 +420,7 @@ class Orchestrator:
             rules = await self._current_rules(unit, definition.name)
         else:
             rules = await self._pinned_rules(unit, state)
-        return self._decide(
+        return await self._decide(
             definition, state, trigger, now=now, traceparent=traceparent, rules=rules
         )
 
@@ -448,7 +449,7 @@ class Orchestrator:
             return None
         return await self.rulebook.get(unit.records.rules, state.definition, state.rules_version)
 
-    def _decide(
+    async def _decide(
         self,
         definition: SagaDefinition,
         state: SagaState | None,
@@ -470,7 +471,8 @@ class Orchestrator:
             "saga.step": getattr(trigger, "step", None),
         }
         with tracing.span(name, parent, attributes) as (span, hop):
-            decision = decide(
+            call = functools.partial(
+                decide,
                 definition,
                 state,
                 trigger,
@@ -479,6 +481,10 @@ class Orchestrator:
                 traceparent=hop,
                 rules=rules,
             )
+            # A routing rule's condition is evaluated in the rule worker, a wait of up to
+            # its budget (sagakit.rule_budget); in a thread, that wait never holds up this
+            # event loop, and so no other saga, health check or stop.
+            decision = await asyncio.to_thread(call) if rules and rules.rules else call()
             if span.is_recording():
                 span.set_attribute("saga.events", [e.event_type for e in decision.events])
                 span.set_attribute("saga.status", decision.state.status.value)
