@@ -204,9 +204,11 @@ def _exit_with_parent() -> None:
 def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
     import uvicorn
 
-    from shop.api import create_app
+    from sagakit.api.guard import max_body_from
+    from shop.api import MAX_BODY, create_app
 
-    config = uvicorn.Config(create_app(shop), host=host, port=port, log_level="warning")
+    app = create_app(shop, max_body=max_body_from(os.environ, MAX_BODY))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     return uvicorn.Server(config)
 
 
