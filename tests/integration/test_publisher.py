@@ -139,3 +139,25 @@ async def test_a_sagas_later_message_waits_behind_the_one_left_to_the_relay(
     assert await store.unsent_count() == 0
     await publisher.close(1.0)
     await transport.close()
+
+
+async def test_a_process_dying_between_commit_and_publish_loses_nothing(
+    store: SqlSagaStore,
+) -> None:
+    """The commit's hook fires but nothing is ever published (the process died right
+    after its commit): the rows wait out the grace, then the relay sends each once."""
+    transport = MemoryTransport()
+    collector = Collector()
+    await transport.consume("work", collector)
+    store.publish_on_commit(lambda messages: None, grace=0.3)
+    async with store.unit() as unit:
+        await unit.enqueue([message(n) for n in range(3)])
+    store.publish_on_commit(None)
+    relay = OutboxRelay(store, transport)
+    assert await relay.drain() == 0  # still the publisher's to send
+    await asyncio.sleep(0.35)
+    assert await relay.drain() == 3
+    assert await relay.drain() == 0
+    assert sorted(collector.seen) == ["m0", "m1", "m2"]
+    assert await store.unsent_count() == 0
+    await transport.close()
