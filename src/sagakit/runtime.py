@@ -195,6 +195,8 @@ class Runtime:
             self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
         fused = {id(engine.store) for engine in self.fused.values()}
         for key in self._committing - fused if self.publish_on_commit else ():
+            if getattr(self._stores[key], "publisher_grace", None) is not None:
+                continue  # another runtime here publishes this store's commits on its transport
             publisher = OutboxPublisher(self._stores[key], self.transport, grace=self.relay_grace)
             publisher.attach()
             self.publishers[key] = publisher

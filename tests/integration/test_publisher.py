@@ -161,3 +161,17 @@ async def test_a_process_dying_between_commit_and_publish_loses_nothing(
     assert sorted(collector.seen) == ["m0", "m1", "m2"]
     assert await store.unsent_count() == 0
     await transport.close()
+
+
+async def test_a_second_runtime_on_the_same_store_leaves_its_publisher_alone(
+    store: SqlSagaStore,
+) -> None:
+    """Commits go to the transport of the runtime that attached first: a second runtime
+    over the same store object must not take them to its own transport."""
+    await create_effects(store)
+    first, second = MemoryTransport(), MemoryTransport()
+    one = Runtime(first).add(Orchestrator(store, [ORDER]), *order_participants(store))
+    other = Runtime(second).add(Orchestrator(store, [ORDER], group="other"))
+    async with one, other:
+        assert list(one.publishers) and not other.publishers
+    assert store.publisher_grace is None  # the owner's stop detached it
