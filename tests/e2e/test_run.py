@@ -1,0 +1,160 @@
+"""``sagakit run MODULE:ATTR``: a service of one's own as real processes over PostgreSQL and
+RabbitMQ, its probes, and a stop by SIGTERM in the middle of the load that loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sagakit import Orchestrator, open_store
+from sagakit.transports.rabbit_namespace import survey, work_queues
+from tests.conftest import AMQP_URL, create_pg_database, drop_pg_database, open_rabbit
+from tests.e2e.helpers import SAGAKIT, sagakit
+from tests.e2e.service_app import BOOKING
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+GRACE = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """One `sagakit run` process with its health port."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.log = open(  # noqa: SIM115 - closed in stop(), after the process ends
+            Path(env["SERVICE_LOGS"]) / f"run-{self.port}.log", "w+"
+        )
+        self.process = subprocess.Popen(
+            [SAGAKIT, "run", "tests.e2e.service_app:factory", *args],
+            env={**env, "SAGAKIT_HEALTH_PORT": str(self.port), "SAGAKIT_GRACE": str(GRACE)},
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.output()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(self.url("/readyz"))).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"not ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    async def terminate(self) -> tuple[int, float]:
+        """SIGTERM; the exit code and the seconds it took to exit."""
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(self.process.wait, 30)
+        return code, time.monotonic() - began
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+async def service_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    db = await create_pg_database()
+    prefix = f"sagakit-test-run-{uuid.uuid4().hex[:8]}."
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SAGAKIT_")}
+    environ.update(
+        SERVICE_DB=db,
+        SERVICE_BROKER=f"{AMQP_URL}?prefix={prefix}",
+        SERVICE_LOGS=str(tmp_path),
+        SERVICE_CHARGE_SECONDS="0.3",
+        NO_COLOR="1",
+    )
+    try:
+        yield environ
+    finally:
+        transport = await open_rabbit(prefix=prefix)
+        try:
+            from sagakit.transports.rabbit_namespace import remove
+
+            await remove(transport, await survey(transport, work_queues([BOOKING])))
+        finally:
+            await transport.close()
+        await drop_pg_database(db)
+
+
+def test_a_store_not_migrated_stops_the_start_with_the_fix(service_env: dict[str, str]) -> None:
+    env = {k: v for k, v in service_env.items() if k.startswith("SERVICE_")}
+    result = sagakit("run", "tests.e2e.service_app:factory", env=env, cwd=ROOT)
+    assert result.code == 1, str(result)
+    assert result.err.count("\n") == 1, str(result)  # one line
+    assert f"run `sagakit migrate --db {service_env['SERVICE_DB']}`" in result.err
+
+
+async def test_replicas_share_the_work_and_a_sigterm_loses_no_saga(
+    service_env: dict[str, str],
+) -> None:
+    first = Service(service_env, "--migrate")
+    second: Service | None = None
+    store = open_store(service_env["SERVICE_DB"])
+    try:
+        await first.ready()
+        second = Service(service_env)
+        await second.ready()
+        async with httpx.AsyncClient() as client:
+            alive = await client.get(first.url("/healthz"))
+            assert (alive.status_code, alive.json()) == (200, {"status": "alive"})
+
+            orchestrator = Orchestrator(store, [BOOKING])
+            handles = [await orchestrator.start("booking", {"seats": 2}) for _ in range(60)]
+            await asyncio.sleep(1.0)  # some done, some in the middle of a charge
+            statuses = await store.statuses(handles)
+            assert "running" in statuses.values()  # mid-load
+            code, took = await first.terminate()
+            assert code == 0, first.output()
+            assert took < GRACE + 2, f"took {took:.1f}s to stop:\n{first.output()}"
+            assert "is stopping (grace 3s)" in first.output()
+
+            ended = await store.wait_ended(handles, timeout=60)
+            assert set(ended.values()) == {"completed"}, ended
+
+            ready = await client.get(second.url("/readyz"))
+            assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+            metrics = (await client.get(second.url("/metrics"))).text
+            assert 'sagakit_sagas_finished_total{definition="booking",outcome="completed"}' in (
+                metrics
+            )
+            assert "sagakit_outbox_unsent{" in metrics
+        code, _ = await second.terminate()
+        assert code == 0, second.output()
+    finally:
+        for service in (first, second):
+            if service is not None:
+                service.kill()
+        await store.close()
