@@ -236,12 +236,15 @@ async def serve(
     # Bound here, so a port in use is an error now, not a server's exit later.
     listener = socket.create_server(health) if health else None
     probes = http_server(health_app(state), host=health[0], port=health[1]) if health else None
-    serving = [asyncio.create_task(server.serve()) for server in alongside]
+    serving: list[asyncio.Task[None]] = []
     if probes is not None and listener is not None:
         serving.append(asyncio.create_task(probes.serve(sockets=[listener])))
     servers = [*alongside, *([probes] if probes else [])]
     try:
         await runtime.start()
+        # Requests only once the queues exist and the consumers run: an event published
+        # before a queue is bound to it would reach only the queues bound already.
+        serving += [asyncio.create_task(server.serve()) for server in alongside]
         where = f"http://{health[0]}:{health[1]}" if health else None
         log.info(f"{name} is up: {describe(runtime, where)}")
         ended = asyncio.create_task(stop.wait())
