@@ -100,6 +100,6 @@ async def _nobody_serves(transport: Transport, queue: str) -> str | None:
     from sagakit.transports.rabbit_namespace import probe
 
     broker_name = transport.name(queue)
-    if await probe(transport, broker_name) is None:
+    if await probe(transport.connection, broker_name) is None:
         return f"the broker has no queue {broker_name!r} (no process has served it yet)"
     return None

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from sagakit import Orchestrator, open_store
-from sagakit.transports.rabbit_namespace import survey, work_queues
-from tests.conftest import AMQP_URL, create_pg_database, drop_pg_database, open_rabbit
+from sagakit.transports.rabbit_namespace import connected, remove, survey, work_queues
+from sagakit.transports.rabbitmq import RabbitTransport
+from tests.conftest import AMQP_URL, create_pg_database, drop_pg_database
 from tests.e2e.helpers import SAGAKIT, sagakit
 from tests.e2e.service_app import BOOKING
 
@@ -99,13 +100,10 @@ async def service_env(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     try:
         yield environ
     finally:
-        transport = await open_rabbit(prefix=prefix)
-        try:
-            from sagakit.transports.rabbit_namespace import remove
-
-            await remove(transport, await survey(transport, work_queues([BOOKING])))
-        finally:
-            await transport.close()
+        transport = RabbitTransport(AMQP_URL, prefix=prefix)
+        async with connected(transport) as connection:
+            namespace = await survey(connection, transport, work_queues([BOOKING]))
+            await remove(connection, namespace)
         await drop_pg_database(db)
 
 

@@ -9,9 +9,11 @@ declare, which answers its message and consumer counts, or that it does not exis
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
+import aio_pika
+from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from sagakit.choreography import follower_queue, tracker_queue
@@ -77,12 +79,25 @@ def work_queues(
     return sorted(names)
 
 
-async def probe(transport: RabbitTransport, name: str) -> QueueState | None:
+@contextlib.asynccontextmanager
+async def connected(transport: RabbitTransport) -> AsyncIterator[AbstractConnection]:
+    """A plain connection to the transport's broker: unlike ``transport.start()``, it
+    declares nothing, so looking at a namespace does not bring its exchange back."""
+    async with translated("connecting to RabbitMQ"):
+        connection = await aio_pika.connect(transport.url, timeout=transport.connect_timeout)
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(*DRIVER_ERRORS):
+            await connection.close()
+
+
+async def probe(connection: AbstractConnection, name: str) -> QueueState | None:
     """The queue the broker calls ``name``, or None when it has none. Asked on a channel
     of its own (the broker closes a channel that asks about a missing queue), below
     aio-pika's robust layer, which would answer a known queue from its cache."""
     async with translated(f"looking up queue {name!r}"):
-        channel = await transport.connection.channel(publisher_confirms=False)
+        channel = await connection.channel(publisher_confirms=False)
         try:
             underlay = await channel.get_underlay_channel()
             declared = await underlay.queue_declare(name, passive=True)
@@ -94,9 +109,9 @@ async def probe(transport: RabbitTransport, name: str) -> QueueState | None:
     return QueueState(name, int(declared.message_count or 0), int(declared.consumer_count or 0))
 
 
-async def _exchange_exists(transport: RabbitTransport, name: str) -> bool:
+async def _exchange_exists(connection: AbstractConnection, name: str) -> bool:
     async with translated(f"looking up exchange {name!r}"):
-        channel = await transport.connection.channel(publisher_confirms=False)
+        channel = await connection.channel(publisher_confirms=False)
         try:
             underlay = await channel.get_underlay_channel()
             await underlay.exchange_declare(name, passive=True)
@@ -108,30 +123,37 @@ async def _exchange_exists(transport: RabbitTransport, name: str) -> bool:
     return True
 
 
-async def survey(transport: RabbitTransport, queues: Sequence[str]) -> Namespace:
+async def survey(
+    connection: AbstractConnection, transport: RabbitTransport, queues: Sequence[str]
+) -> Namespace:
     """What the transport's prefix has on the broker among ``queues`` (our names), their
     delay tiers and the dead-letter queue, and its events exchange."""
     found: list[QueueState] = []
     for queue in [*queues, DEAD_LETTER_QUEUE]:
-        state = await probe(transport, transport.name(queue))
+        state = await probe(connection, transport.name(queue))
         if state is not None:
             found.append(state)
         if queue == DEAD_LETTER_QUEUE:
             continue
         for tier in range(1, len(transport.retry_tiers) + _SPARE_TIERS + 1):
-            tier_state = await probe(transport, transport.tier_queue(queue, tier))
+            tier_state = await probe(connection, transport.tier_queue(queue, tier))
             if tier_state is None:
                 break
             found.append(tier_state)
     exchange = transport.name(EVENTS)
-    exists = await _exchange_exists(transport, exchange)
+    exists = await _exchange_exists(connection, exchange)
     return Namespace(transport.prefix, tuple(found), exchange if exists else None)
 
 
-async def remove(transport: RabbitTransport, namespace: Namespace) -> None:
+async def remove(connection: AbstractConnection, namespace: Namespace) -> None:
     """Delete the namespace's queues (their messages with them) and its exchange."""
     async with translated("removing the namespace"):
-        for queue in namespace.queues:
-            await transport.topology.queue_delete(queue.name)
-        if namespace.exchange is not None:
-            await transport.topology.exchange_delete(namespace.exchange)
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            for queue in namespace.queues:
+                await channel.queue_delete(queue.name)
+            if namespace.exchange is not None:
+                await channel.exchange_delete(namespace.exchange)
+        finally:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await channel.close()
