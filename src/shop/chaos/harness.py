@@ -38,7 +38,6 @@ from shop.chaos.nemesis import Nemesis, Servers, Struck
 from shop.chaos.schedule import ISOLATED, Fault, plan
 from shop.chaos.wire import CHAOS_ENV, ServiceChaos, declare_detours, detour_names
 from shop.distributed import (
-    PROCESSES,
     Child,
     child_argv,
     create_databases,
@@ -97,7 +96,7 @@ class ChaosReport:
 def schedule_for(config: ChaosConfig) -> list[Fault]:
     """The run's fault schedule, spread over its load (estimated from ``sagas``)."""
     seconds = config.sagas / config.rate if config.sagas else config.seconds
-    return plan(config.seed, seconds, config.cadence)
+    return plan(config.seed, seconds, config.cadence, config.processes)
 
 
 async def run_chaos(
@@ -242,27 +241,24 @@ class ChaosRun:
             output=self.output,
         )  # fmt: skip
         calls_out = ["--gateway-url", f"http://127.0.0.1:{gateway_port}"]
-        return [
-            gateway,
-            *(
-                Child(
-                    name,
-                    child_argv(
-                        name,
-                        db=config.db,
-                        broker=config.broker,
-                        mode=config.mode,
-                        port=self.port,
-                        fail_rate=config.mail_trouble,
-                        seed=config.seed,
-                    )
-                    + (calls_out if name == "payment" else []),
-                    env=env,
-                    output=self.output,
-                )
-                for name in PROCESSES
-            ),
-        ]
+        children = [gateway]
+        for process in config.processes:
+            name = process.split("-", 1)[0]  # payment-2 is a replica of payment
+            # The load goes to the first order process's API; a replica's API has a port
+            # of its own, and its consumers share the order service's work.
+            port = self.port if process == name else _free_port()
+            argv = child_argv(
+                name,
+                db=config.db,
+                broker=config.broker,
+                mode=config.mode,
+                port=port,
+                fail_rate=config.mail_trouble,
+                seed=config.seed,
+            )
+            extra = calls_out if name == "payment" else []
+            children.append(Child(process, argv + extra, env=env, output=self.output))
+        return children
 
     async def _wait_healthy(self, supervisor: asyncio.Task[None]) -> None:
         self.phase = "starting"
