@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from sagakit.errors import StoreError
+from sagakit.definition import participants_of
+from sagakit.errors import StoreError, TransportError
 from sagakit.logs import get_logger
 from sagakit.messages import command_queue
 from sagakit.stores.migrations import HEAD
@@ -66,8 +67,6 @@ async def warn_unserved(
     """Warn about every participant a definition names that nobody serves: none of the
     queues this process consumes (``served``) and, on a broker that can be asked, no
     queue there either. Returns the participants warned about."""
-    from sagakit.transports.rabbit_namespace import participants_of
-
     named: dict[str, set[str]] = {}
     for orchestrator in orchestrators:
         for definition in orchestrator.definitions:
@@ -100,6 +99,11 @@ async def _nobody_serves(transport: Transport, queue: str) -> str | None:
     from sagakit.transports.rabbit_namespace import probe
 
     broker_name = transport.name(queue)
-    if await probe(transport.connection, broker_name) is None:
+    try:
+        missing = await probe(transport.connection, broker_name) is None
+    except TransportError as exc:  # a check that cannot be made does not stop the start
+        log.info(f"could not look for queue {broker_name!r}: {exc}")
+        return None
+    if missing:
         return f"the broker has no queue {broker_name!r} (no process has served it yet)"
     return None

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from sagakit.choreography import follower_queue, tracker_queue
-from sagakit.definition import SagaDefinition, StepKind
+from sagakit.definition import SagaDefinition, participants_of
 from sagakit.messages import EVENTS, command_queue, reply_queue
 from sagakit.transports._amqp import DRIVER_ERRORS, translated
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE
@@ -51,17 +51,6 @@ class Namespace:
     @property
     def empty(self) -> bool:
         return not self.queues and self.exchange is None
-
-
-def participants_of(definitions: Iterable[SagaDefinition]) -> set[str]:
-    """The participants whose command queues a definition's steps go to (an approval's
-    answer comes from a person, through the orchestrator, not from a queue)."""
-    return {
-        step.participant
-        for definition in definitions
-        for step in definition.steps
-        if step.kind is not StepKind.APPROVAL
-    }
 
 
 def work_queues(
