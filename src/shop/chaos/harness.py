@@ -130,6 +130,8 @@ class ChaosRun:
         self.nemesis: Nemesis | None = None
         self.output: IO[Any] | None = None
         self.port = 0
+        #: Every order process's API (the first one's is ``port``): the load takes turns.
+        self.order_ports: list[int] = []
         #: The payment gateway's books (its own SQLite file, as under `sagakit up`).
         self.gateway_books = config.directory / "gateway.db"
         #: Whether this run declared its queues (only then are they its to delete).
@@ -244,9 +246,11 @@ class ChaosRun:
         children = [gateway]
         for process in config.processes:
             name = process.split("-", 1)[0]  # payment-2 is a replica of payment
-            # The load goes to the first order process's API; a replica's API has a port
-            # of its own, and its consumers share the order service's work.
+            # Each order replica serves the API on a port of its own; the load takes them
+            # in turn, and one refusing the connection (killed) sends it to the next.
             port = self.port if process == name else _free_port()
+            if name == "order":
+                self.order_ports.append(port)
             argv = child_argv(
                 name,
                 db=config.db,
@@ -292,9 +296,8 @@ class ChaosRun:
         start, enough = time.monotonic(), asyncio.Event()
         nemesis = asyncio.create_task(self.nemesis.run(self.schedule, start, enough))
         try:
-            await run_load(
-                f"http://127.0.0.1:{self.port}", stream, rate=config.rate, stats=stats, done=done
-            )
+            apis = [f"http://127.0.0.1:{port}" for port in self.order_ports]
+            await run_load(apis, stream, rate=config.rate, stats=stats, done=done)
             enough.set()  # the faults under way run their course; the rest are called off
             await nemesis
         finally:
