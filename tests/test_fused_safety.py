@@ -21,6 +21,10 @@ from sagakit import (
     StepKind,
     StepRejected,
 )
+from sagakit.clock import FakeClock
+from sagakit.fused.queue import StepQueue
+from sagakit.messages import Envelope, command_queue
+from sagakit.orchestrator import Orchestrator
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from tests.fused_kit import Fused
@@ -224,3 +228,45 @@ async def test_stop_returns_within_its_grace_while_a_handler_hangs(
     again = Fused(store, [HANGS], [desk(store)])
     async with again:
         assert await asyncio.wait_for(again.wait("hung"), 15) == "needs_attention"
+
+
+QUEUED = SagaDefinition(
+    "queued",
+    steps=[
+        Step(
+            name="only",
+            participant="desk",
+            command="only",
+            kind=StepKind.RETRIABLE,
+            retry=RetryPolicy(attempts=3, backoff=timedelta(milliseconds=10)),
+            timeout=timedelta(milliseconds=200),
+        ),
+    ],
+)
+
+
+async def test_a_deadline_passed_while_its_step_waits_in_memory_is_left_to_the_engine(
+    store: SqlSagaStore,
+) -> None:
+    """The deadline bounds a try, not the wait for a batch: a tick leaves alone the
+    sagas a fused engine holds queued or running (each try there is bounded by its
+    handler's timeout), and times out the same saga once nothing holds it."""
+    clock = FakeClock(1_700_000_000.0)
+    orchestrator = Orchestrator(store, [QUEUED], clock=clock)
+    await orchestrator.start("queued", {}, saga_id="q")
+    queue = StepQueue(8)
+    (row,) = await store.unsent([command_queue("desk")])
+    queue.put_command(Envelope.from_bytes(row.message.body))
+    assert queue.held() == {"q"}
+    clock.advance(1.0)  # five times the step's timeout
+
+    assert await orchestrator.tick(held=queue.held()) == 0
+    assert (await store.get("q")).steps["only"].attempt == 1
+
+    queue.take()  # a worker took it: busy, still held
+    assert queue.held() == {"q"}
+    assert await orchestrator.tick(held=queue.held()) == 0
+
+    assert await orchestrator.tick() == 1  # nobody holds it: the try timed out
+    kinds = [event.type for event in await store.history("q")]
+    assert kinds.count("StepTimedOut") == 1

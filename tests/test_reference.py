@@ -4,6 +4,7 @@ command is gone."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,11 @@ def test_every_public_name_is_described() -> None:
     api = text[text.index("## Python API") :]
     missing = [name for name in sagakit.__all__ if not re.search(rf"`{re.escape(name)}[`(]", api)]
     assert not missing, f"docs/reference.md's Python API does not describe {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(sagakit._MOVED))
+def test_a_name_that_left_the_top_level_says_where_it_went(name: str) -> None:
+    module = importlib.import_module(sagakit._MOVED[name])
+    assert hasattr(module, name)
+    with pytest.raises(ImportError, match=rf"from {re.escape(module.__name__)} import {name}"):
+        exec(f"from sagakit import {name}", {})  # the import users write

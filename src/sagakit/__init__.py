@@ -6,9 +6,7 @@ drive it to one of two ends: everything done, or everything undone.
 
 from sagakit.breakers import CircuitBreaker
 from sagakit.choreography import Choreography
-from sagakit.clock import FakeClock, SystemClock
 from sagakit.contracts import ContractError
-from sagakit.decide import Decision, decide
 from sagakit.definition import (
     Parallel,
     RetryPolicy,
@@ -34,7 +32,6 @@ from sagakit.errors import (
 from sagakit.handle import SagaHandle
 from sagakit.locks import LockPolicy
 from sagakit.log import SagaState, SagaStatus, StepStatus
-from sagakit.messages import Envelope, MessageKind, ReplyBody
 from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant, StepContext
 from sagakit.runtime import Runtime, wait_terminal
@@ -43,6 +40,27 @@ from sagakit.transports import open_transport
 
 __version__ = "0.1.0"
 
+#: Names that were exported here and now live only in their own modules: the engine's
+#: internals and the test kit's clock, which most users never import. (``decide`` left
+#: too: ``sagakit.decide`` is its module, where the function is.)
+_MOVED = {
+    "Decision": "sagakit.decide",
+    "Envelope": "sagakit.messages",
+    "MessageKind": "sagakit.messages",
+    "ReplyBody": "sagakit.messages",
+    "FakeClock": "sagakit.testing",
+    "SystemClock": "sagakit.clock",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        # An ImportError, not an AttributeError: ``from sagakit import X`` shows this
+        # message instead of a bare "cannot import name".
+        raise ImportError(f"sagakit.{name} has moved: use `from {_MOVED[name]} import {name}`")
+    raise AttributeError(f"module 'sagakit' has no attribute {name!r}")
+
+
 __all__ = [
     "Choreography",
     "CircuitBreaker",
@@ -50,17 +68,12 @@ __all__ = [
     "ContractError",
     "CorruptLogError",
     "DataError",
-    "Decision",
     "DefinitionError",
-    "Envelope",
-    "FakeClock",
     "LockPolicy",
-    "MessageKind",
     "Orchestrator",
     "Parallel",
     "Participant",
     "PoisonMessageError",
-    "ReplyBody",
     "RetryPolicy",
     "Runtime",
     "SagaDefinition",
@@ -75,13 +88,11 @@ __all__ = [
     "StepRejected",
     "StepStatus",
     "StoreError",
-    "SystemClock",
     "TransientError",
     "TransportError",
     "UnknownSagaError",
     "__version__",
     "approval",
-    "decide",
     "open_store",
     "open_transport",
     "parallel",

@@ -9,9 +9,10 @@ the saga row lock make the second one wait and then find the reply already decid
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -231,7 +232,7 @@ class Orchestrator:
                             saga_id, dict(request.data), request.key, request.traceparent
                         )
                         rules = await self._current_rules(unit, definition.name)
-                        decisions[saga_id] = self._decide(
+                        decisions[saga_id] = await self._decide(
                             definition,
                             None,
                             trigger,
@@ -326,7 +327,7 @@ class Orchestrator:
                 delivery.reject("contract", breach)  # kept for a person; the step fails now
                 trigger = replace(trigger, broken=breach)
             rules = await self._pinned_rules(unit, state)
-            decision = self._decide(
+            decision = await self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
             )
             decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
@@ -357,19 +358,28 @@ class Orchestrator:
             return None
         trigger = Start(env.saga_id, body.data, body.key, env.traceparent)
         rules = await self._current_rules(unit, definition.name)
-        return self._decide(definition, None, trigger, now=now, rules=rules)
+        return await self._decide(definition, None, trigger, now=now, rules=rules)
 
     # ------------------------------------------------------------------ timers
 
-    async def tick(self, *, limit: int = 256) -> int:
-        """Fire due retries and deadlines for up to ``limit`` sagas; return how many moved."""
-        decided = await self._retrying(lambda unit: self._decide_due(unit, limit))
+    async def tick(self, *, limit: int = 256, held: Collection[str] = ()) -> int:
+        """Fire due retries and deadlines for up to ``limit`` sagas; return how many moved.
+
+        Sagas in ``held`` are left alone this time: a runtime that runs their steps in
+        this process (``Runtime.fuse``) holds them queued or running, bounded by each
+        handler's own timeout, so a deadline that passed while a step waited its turn
+        in memory does not give up on a try that has not begun."""
+        decided = await self._retrying(lambda unit: self._decide_due(unit, limit, held))
         return sum(1 for decision in decided if decision.events)
 
-    async def _decide_due(self, unit: UnitOfWork, limit: int) -> list[Decision]:
+    async def _decide_due(
+        self, unit: UnitOfWork, limit: int, held: Collection[str] = ()
+    ) -> list[Decision]:
         now = await self._now(unit)
         await self.heartbeat.beat(unit.records.heartbeats)  # sagakit.liveness
-        ids = await unit.due(now, limit)
+        ids = await unit.due(now, limit + len(held))
+        if held:
+            ids = [saga_id for saga_id in ids if saga_id not in held][:limit]
         if not ids:
             return []
         loaded = await unit.load(ids)
@@ -384,7 +394,7 @@ class Orchestrator:
             except LookupError:
                 continue  # another orchestrator group owns this definition
             rules = await self._pinned_rules(unit, state)
-            decisions.append(self._decide(definition, state, Tick(), now=now, rules=rules))
+            decisions.append(await self._decide(definition, state, Tick(), now=now, rules=rules))
         await unit.append(decisions)
         return decisions
 
@@ -410,7 +420,7 @@ class Orchestrator:
             rules = await self._current_rules(unit, definition.name)
         else:
             rules = await self._pinned_rules(unit, state)
-        return self._decide(
+        return await self._decide(
             definition, state, trigger, now=now, traceparent=traceparent, rules=rules
         )
 
@@ -439,7 +449,7 @@ class Orchestrator:
             return None
         return await self.rulebook.get(unit.records.rules, state.definition, state.rules_version)
 
-    def _decide(
+    async def _decide(
         self,
         definition: SagaDefinition,
         state: SagaState | None,
@@ -461,7 +471,8 @@ class Orchestrator:
             "saga.step": getattr(trigger, "step", None),
         }
         with tracing.span(name, parent, attributes) as (span, hop):
-            decision = decide(
+            call = functools.partial(
+                decide,
                 definition,
                 state,
                 trigger,
@@ -470,6 +481,10 @@ class Orchestrator:
                 traceparent=hop,
                 rules=rules,
             )
+            # A routing rule's condition is evaluated in the rule worker, a wait of up to
+            # its budget (sagakit.rule_budget); in a thread, that wait never holds up this
+            # event loop, and so no other saga, health check or stop.
+            decision = await asyncio.to_thread(call) if rules and rules.rules else call()
             if span.is_recording():
                 span.set_attribute("saga.events", [e.event_type for e in decision.events])
                 span.set_attribute("saga.status", decision.state.status.value)

@@ -379,6 +379,7 @@ async def _serve_admin(
     import uvicorn
 
     from sagakit.api import AdminConfig, create_admin_app
+    from sagakit.api.guard import max_body_from
     from sagakit.logs import get_logger
     from sagakit.transports import open_transport
     from shop.app import SAGA, open_stores
@@ -397,6 +398,7 @@ async def _serve_admin(
                 stores=[store for name, store in stores.items() if name != SAGA],
                 dead_letters=transport.dead_letters,
                 trace_url=os.environ.get("SAGAKIT_TRACE_URL") or None,
+                max_body=max_body_from(os.environ),
             )
         )
         # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s

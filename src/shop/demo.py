@@ -147,7 +147,8 @@ async def _serve(
 
     from sagakit.api import AdminConfig, create_admin_app
     from sagakit.api.auth import fresh_tokens, tokens_from
-    from shop.api import create_app
+    from sagakit.api.guard import max_body_from
+    from shop.api import MAX_BODY, create_app
 
     host, orders_at, admin_at = where
     tokens = tokens or tokens_from() or fresh_tokens()
@@ -160,8 +161,10 @@ async def _serve(
             dead_letters=dead_letters,
             metrics=shop.metrics,
             trace_url=os.environ.get("SAGAKIT_TRACE_URL") or None,
+            max_body=max_body_from(os.environ),
         )
     )
+    orders = create_app(shop, max_body=max_body_from(os.environ, MAX_BODY))
     servers = [
         # a dashboard's open stream must not hold Ctrl-C up: its connection is cut after 2s
         uvicorn.Server(
@@ -169,7 +172,7 @@ async def _serve(
                 app, host=host, port=at, log_level="warning", timeout_graceful_shutdown=2
             )
         )
-        for app, at in ((admin, admin_at), (create_app(shop), orders_at))
+        for app, at in ((admin, admin_at), (orders, orders_at))
     ]
     if on_serving is not None:
         on_serving(f"http://{host}:{admin_at}", f"http://{host}:{orders_at}", tokens)

@@ -197,9 +197,11 @@ def _exit_with_parent() -> None:
 
 
 def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
-    from shop.api import create_app
+    from sagakit.api.guard import max_body_from
+    from shop.api import MAX_BODY, create_app
 
-    return http_server(create_app(shop), host=host, port=port)
+    app = create_app(shop, max_body=max_body_from(os.environ, MAX_BODY))
+    return http_server(app, host=host, port=port)
 
 
 @dataclass

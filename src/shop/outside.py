@@ -240,6 +240,8 @@ def gateway_app(gateway: Gateway) -> FastAPI:
     from fastapi import FastAPI, Header, HTTPException
     from fastapi.responses import JSONResponse
 
+    from sagakit.api.guard import harden
+
     app = FastAPI(title="payment gateway", description="Authorizes and voids card charges.")
     _trouble_routes(app, gateway.knobs, "payment gateway")
 
@@ -270,7 +272,7 @@ def gateway_app(gateway: Gateway) -> FastAPI:
     async def authorizations() -> list[Authorization]:
         return list(gateway.by_id.values())
 
-    return app
+    return harden(app)  # bodies bounded before they are read, as on every server
 
 
 # ---------------------------------------------------------------------------- the carrier
@@ -328,6 +330,8 @@ def carrier_app(carrier: Carrier) -> FastAPI:
     """The carrier's quote API."""
     from fastapi import FastAPI, HTTPException
 
+    from sagakit.api.guard import harden
+
     app = FastAPI(title="shipping carrier", description="Prices and times a parcel's trip.")
     _trouble_routes(app, carrier.knobs, "carrier")
 
@@ -340,7 +344,7 @@ def carrier_app(carrier: Carrier) -> FastAPI:
         await carrier.knobs.answer_late()
         return made
 
-    return app
+    return harden(app)  # bodies bounded before they are read, as on every server
 
 
 # ---------------------------------------------------------------------------- clients

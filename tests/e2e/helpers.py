@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from sagakit import (
-    FakeClock,
     Orchestrator,
     Participant,
     Runtime,
@@ -25,6 +24,7 @@ from sagakit import (
     StepRejected,
     open_store,
 )
+from sagakit.testing import FakeClock
 from sagakit.transports.memory import MemoryTransport
 from tests.sagas import ORDER, TRIP
 

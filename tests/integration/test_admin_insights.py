@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sagakit import Participant, StepContext, StepRejected, tracing
+from sagakit import Participant, StepContext, StepRejected, TransientError, tracing
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.figures import reason_pattern
 from sagakit.log import decode
@@ -86,6 +86,8 @@ async def world() -> AsyncIterator[World]:
 def _handler(h: SagaHarness, command: str) -> Any:
     async def handle(ctx: StepContext) -> dict[str, Any]:
         h.clock.advance(TAKES[command])
+        if command == "charge" and ctx.payload.get("flaky") and ctx.attempt == 1:
+            raise TransientError("the card network is busy")
         if command == "ship" and ctx.payload.get("far"):
             raise StepRejected(f"we do not ship to zone {ctx.payload['zone']}")
         return {f"{command}_ref": f"{command}-{ctx.payload['n']}"}
@@ -249,6 +251,29 @@ async def test_a_timeline_draws_each_try_at_its_logged_times_with_its_data(world
     assert found["ended_at"] == found["marks"][-1]["at"]
     missing = await client.get("/api/sagas/nope/timeline", headers=headers(VIEWER))
     assert missing.status_code == 404
+
+
+async def test_a_retry_is_drawn_as_a_failed_try_its_wait_and_the_next_try(
+    world: World,
+) -> None:
+    h, client = world
+    data = {"vip": False, "amount": 10, "n": 7, "far": False, "zone": 40, "flaky": True}
+    saga_id = await h.start("checkout", data, saga_id="flaky", key="order-flaky")
+    ended = await h.run_until_terminal([saga_id])
+    assert ended[saga_id].status.value == "completed"
+    found = await get(client, f"/api/sagas/{saga_id}/timeline")
+    history = await h.history(saga_id)
+    charges = [b for b in found["bars"] if b["step"] == "charge"]
+    assert [(b["attempt"], b["outcome"]) for b in charges] == [(1, "failed"), (2, "succeeded")]
+    assert charges[0]["reason"] == "the card network is busy"
+    [wait] = found["waits"]
+    scheduled = next(e for e in history if e.type == "RetryScheduled")
+    assert wait["step"] == "charge" and wait["op"] == "action" and wait["attempt"] == 2
+    assert wait["start"] == scheduled.recorded_at
+    assert wait["due"] == decode(scheduled).due_at  # type: ignore[attr-defined]
+    # the wait ends where the next try begins: the gap on the time axis is the backoff
+    assert wait["end"] == charges[1]["start"] >= wait["due"]
+    assert charges[0]["end"] <= wait["start"] <= charges[1]["start"]
 
 
 def _command(bar: dict[str, Any]) -> str:

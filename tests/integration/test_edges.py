@@ -19,12 +19,13 @@ import pytest
 from sagakit import Participant, StepContext, redaction
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.auth import Token
-from sagakit.api.guard import Guard
+from sagakit.api.guard import MAX_BODY, Guard, max_body_from
 from sagakit.messages import TransportMessage
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
 from shop.api import create_app
 from shop.app import Shop, embedded_urls, open_stores
+from shop.outside import Carrier, Gateway, Knobs, carrier_app, gateway_app
 from shop.world import default_world
 from tests.sagas import CHECKOUT
 
@@ -344,3 +345,27 @@ def test_the_shop_hides_its_customers_emails_and_names(monkeypatch: pytest.Monke
         assert redaction.redact({"email": "a@b", "sku": "lamp"}) == {"email": "***", "sku": "lamp"}
     finally:
         redaction.configure(None)
+
+
+def test_the_body_limit_is_set_where_the_services_are_deployed() -> None:
+    assert max_body_from({}, 4096) == 4096
+    assert max_body_from({"SAGAKIT_MAX_BODY": "2048"}) == 2048
+    assert max_body_from({"SAGAKIT_MAX_BODY": "64k"}) == 64 * 1024
+    assert max_body_from({"SAGAKIT_MAX_BODY": "1M"}) == 1024 * 1024
+    for bad in ("0", "-5", "lots", "1.5m"):
+        with pytest.raises(ValueError, match="SAGAKIT_MAX_BODY"):
+            max_body_from({"SAGAKIT_MAX_BODY": bad})
+
+
+@pytest.mark.parametrize("which", ["gateway", "carrier"])
+async def test_the_outside_services_bound_bodies_too(which: str) -> None:
+    app = (
+        gateway_app(Gateway(Knobs(seed=1)))
+        if which == "gateway"
+        else carrier_app(Carrier(Knobs(seed=2), frozenset({"eu"})))
+    )
+    path = "/authorizations" if which == "gateway" else "/quotes"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://outside") as client:
+        answer = await client.post(path, content=b"x" * (MAX_BODY + 1))
+    assert answer.status_code == 413

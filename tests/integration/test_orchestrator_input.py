@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from sagakit import FakeClock, Orchestrator
+from sagakit import Orchestrator
 from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
 from sagakit.ports import Delivery
 from sagakit.stores.sql import SqlSagaStore
+from sagakit.testing import FakeClock
 from tests.sagas import ORDER
 
 

@@ -276,3 +276,47 @@ async def test_a_stored_rule_set_over_the_limits_is_refused_when_read(tmp_path: 
     first = run({"vip": True, "amount": 20}, read)
     assert [e.event_type for e in first.events] == ["SagaStarted", "SagaNeedsAttention"]
     assert "nests brackets 200 deep" in (first.state.reason or "")
+
+
+async def test_an_evaluation_waits_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A condition that takes its whole budget costs the saga that wait, not the process:
+    a heartbeat on the same event loop keeps beating while the orchestrator decides."""
+    import asyncio
+    import time
+
+    from sagakit import Orchestrator, rule_budget
+    from sagakit.rules import publish
+    from sagakit.stores import open_store
+
+    def slow(condition: str, data: object, saga: object) -> tuple[bool, str]:
+        time.sleep(0.6)  # a condition that runs to its budget, in the worker
+        return True, "false"
+
+    monkeypatch.setattr(rule_budget.WORKER, "evaluate", slow)
+    store = open_store(f"sqlite:///{tmp_path / 'slow.db'}")
+    await store.migrate()
+    async with store.unit() as unit:
+        await publish(unit, RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT))
+    orchestrator = Orchestrator(store, [CHECKOUT])
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        started = time.monotonic()
+        await orchestrator.start("checkout", {"vip": True, "amount": 20}, saga_id="slow")
+        took = time.monotonic() - started
+    finally:
+        beating.cancel()
+        await store.close()
+    assert took >= 0.6  # the rule was evaluated, slowly
+    assert max(gaps) < 0.3, f"the event loop stalled for {max(gaps):.2f}s"

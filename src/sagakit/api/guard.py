@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +31,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Bodies above this many bytes are refused unless a server says otherwise.
 MAX_BODY = 64 * 1024
+#: The variable a deployment sets the limit with, read at the edges (max_body_from).
+MAX_BODY_ENV = "SAGAKIT_MAX_BODY"
+
+
+def max_body_from(env: Mapping[str, str], default: int = MAX_BODY) -> int:
+    """The request body limit ``SAGAKIT_MAX_BODY`` sets (bytes, or with a ``k``/``m``
+    suffix), or ``default``; a value that is not a positive size is refused by name."""
+    raw = env.get(MAX_BODY_ENV, "").strip().lower()
+    if not raw:
+        return default
+    scale = {"k": 1024, "m": 1024 * 1024}.get(raw[-1], 1)
+    digits = raw[:-1] if scale > 1 else raw
+    if not digits.isdigit() or int(digits) == 0:
+        raise ValueError(f"{MAX_BODY_ENV}={raw!r} is not a size in bytes (e.g. 65536, 64k or 1m)")
+    return int(digits) * scale
+
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (

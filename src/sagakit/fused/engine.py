@@ -259,7 +259,10 @@ class FusedEngine:
         while True:
             await asyncio.sleep(self.timer_interval)
             try:
-                moved = await self.orchestrator.tick() if self.ticks else 0
+                # A step queued or running here is bounded by its handler's timeout,
+                # not by the saga's deadline: the wait for a batch is not a try.
+                held = self.queue.held() if self.ticks else set()
+                moved = await self.orchestrator.tick(held=held) if self.ticks else 0
                 if moved:
                     # The timer decided outside our cache: read those sagas afresh.
                     self.transactions.states.clear()

@@ -66,6 +66,13 @@ class StepQueue:
             s.saga_id in self.alone for s in self.starts
         )
 
+    def held(self) -> set[str]:
+        """The sagas with a start or a step queued or running here."""
+        held = {env.saga_id for env in self.commands}
+        held.update(item.saga_id for item in self.starts)
+        held.update(self.busy)
+        return held
+
     def put_start(self, start: Start) -> None:
         self.starts.append(start)
         self.wake.set()
