@@ -156,3 +156,19 @@ async def test_replicas_share_the_work_and_a_sigterm_loses_no_saga(
             if service is not None:
                 service.kill()
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("nothing", "'nothing': give MODULE:ATTR, e.g. concerts.service:runtime"),
+        ("no_such_module:app", "'no_such_module:app': no module named 'no_such_module'"),
+        ("tests.e2e.service_app:nope", "tests.e2e.service_app has no attribute 'nope'"),
+        ("tests.e2e.service_app:QUICK", "is a RetryPolicy, not a Runtime or a factory"),
+    ],
+)
+def test_a_target_that_is_no_runtime_is_one_line_naming_it(target: str, said: str) -> None:
+    result = sagakit("run", target, cwd=ROOT)
+    assert result.code == 2, str(result)
+    assert result.err.count("\n") == 1
+    assert said in result.err

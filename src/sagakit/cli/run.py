@@ -74,6 +74,11 @@ def run(
     if log_format not in ("story", "json"):
         raise typer.BadParameter("choose story or json", param_hint="'--log-format'")
     configure("json" if log_format == "json" else "story")
+    if health_port is not None:
+        import importlib.util
+
+        if not all(importlib.util.find_spec(m) for m in ("uvicorn", "starlette")):
+            raise fail("--health-port needs the api extra: pip install 'sagakit[api]'", 2)
     try:
         found = load_target(target, directory=app_dir)
     except TargetError as exc:
