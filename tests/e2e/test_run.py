@@ -172,3 +172,38 @@ def test_a_target_that_is_no_runtime_is_one_line_naming_it(target: str, said: st
     assert result.code == 2, str(result)
     assert result.err.count("\n") == 1
     assert said in result.err
+
+
+async def test_an_async_factory_runs_and_its_unserved_participants_are_named(
+    tmp_path: Path,
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SAGAKIT_")}
+    environ.update(
+        SERVICE_DB=f"sqlite:///{tmp_path}/booking.db", SERVICE_BROKER="memory://", NO_COLOR="1"
+    )
+    log = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waited on off the loop
+        [SAGAKIT, "run", "tests.e2e.service_app:orchestrator_only", "--grace", "1"],
+        env=environ,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "is up" not in (tmp_path / "run.log").read_text():
+            assert process.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    output = (tmp_path / "run.log").read_text()
+    for participant in ("card", "seats"):
+        assert (
+            f"name participant '{participant}', but nothing in this process serves it "
+            "(in-process transport)" in output
+        ), output
+    assert "queues sagakit.replies.orchestrator; stores sqlite:///" in output
