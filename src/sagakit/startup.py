@@ -91,6 +91,8 @@ async def warn_unserved(
 async def _nobody_serves(transport: Transport, queue: str) -> str | None:
     """Why nobody serves ``queue`` (None: somebody may, or there is no telling)."""
     if isinstance(transport, MemoryTransport):
+        if transport.declared(queue):  # another runtime on the same transport serves it
+            return None
         return "nothing in this process serves it (in-process transport)"
     from sagakit.transports.rabbitmq import RabbitTransport
 

@@ -14,6 +14,7 @@ from sagakit.stores import open_store
 from sagakit.stores.migrations import HEAD
 from sagakit.stores.sql import _alembic_config
 from sagakit.stores.sqlite import SqliteSagaStore
+from sagakit.transports.memory import MemoryTransport
 from sagakit.transports.rabbitmq import RabbitTransport
 
 CONCERT = SagaDefinition(
@@ -115,3 +116,19 @@ async def test_participants_with_no_queue_on_the_broker_are_named_at_start(
     assert len(warnings) == 1, warnings
     assert "participant 'seats'" in warnings[0]
     assert f"no queue '{rabbit.prefix}sagakit.commands.seats'" in warnings[0]
+
+
+async def test_a_participant_served_by_another_runtime_on_the_same_transport_is_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'saga.db'}")
+    shared = MemoryTransport()
+    services = Runtime(shared).add(served("seats", store), served("parking", store))
+    try:
+        async with services:
+            with caplog.at_level(logging.WARNING, logger="sagakit.runtime"):
+                async with Runtime(shared).add(Orchestrator(store, [CONCERT])):
+                    pass
+    finally:
+        await store.close()
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
