@@ -14,6 +14,7 @@ import {
   useRouteError,
 } from "react-router";
 import { api, type FeedMode, type Me, onUnauthorized, SagaFeed } from "./api";
+import { AuditPage } from "./Audit";
 import { asApiError } from "./hooks";
 import { Overview } from "./Overview";
 import { newQueryClient, useFeedRefresh } from "./queries";
@@ -98,6 +99,7 @@ function Shell({ feed, me, notice, dismiss }: ShellProps) {
           </NavLink>
           <NavLink to="/sagas">Sagas</NavLink>
           <NavLink to="/definitions">Definitions</NavLink>
+          <NavLink to="/audit">Audit</NavLink>
         </nav>
         <span className={`feed feed-${mode}`} title="saga changes from /api/stream">
           {FEED_LABEL[mode]}
@@ -157,6 +159,7 @@ const ROUTES = [
       { path: "sagas/:sagaId", element: <SagaPage /> },
       { path: "definitions", element: <DefinitionsPage /> },
       { path: "definitions/:name/:version", element: <DefinitionPage /> },
+      { path: "audit", element: <AuditPage /> },
       { path: "*", element: <NotFound /> },
     ],
   },

@@ -252,6 +252,21 @@ export interface Definition extends DefinitionSummary {
   mermaid?: string;
 }
 
+/** One operator action on the record (`GET /api/audit`): `target` is a saga id, or for
+ * a dead letter's replay the dead letter's id ("all" when the CLI replayed every one). */
+export interface AuditAction {
+  id: number;
+  at: number;
+  who: string;
+  action: string;
+  target: string;
+  note: string;
+  via: "api" | "cli";
+}
+
+/** The actions whose target is a dead letter; every other one acts on a saga. */
+export const DEAD_LETTER_ACTIONS: ReadonlySet<string> = new Set(["replay"]);
+
 export type BulkAction = "retry" | "compensate" | "resolve";
 
 export type SagaAction = "retry" | "compensate" | "resolve" | "approve" | "reject";
@@ -345,6 +360,15 @@ export function searchPath(criteria: SearchCriteria, limit: number, offset: numb
   return `/api/search?${params.toString()}`;
 }
 
+/** The query string of a page of the record: the target only when one is given. */
+export function auditPath(target: string, limit: number, offset: number): string {
+  const params = new URLSearchParams();
+  if (target) params.set("target", target);
+  params.set("limit", String(limit));
+  params.set("offset", String(offset));
+  return `/api/audit?${params.toString()}`;
+}
+
 const id = encodeURIComponent;
 
 /** The note travels only when given: an empty one would be recorded as a blank "why". */
@@ -380,6 +404,8 @@ export const api = {
       saga_ids: sagaIds,
       ...why(note),
     }),
+  audit: (target: string, limit: number, offset: number) =>
+    request<{ items: AuditAction[] }>("GET", auditPath(target, limit, offset)),
   replay: (deadLetterId: string, note: string) =>
     request<{ replayed: number }>("POST", `/api/dead-letters/${id(deadLetterId)}/replay`, why(note)),
 };

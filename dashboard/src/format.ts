@@ -13,9 +13,17 @@ export function elapsed(ms: number): string {
 export function clock(epochSeconds: number | null, now: Date = new Date()): string {
   if (epochSeconds === null) return "-";
   const at = new Date(epochSeconds * 1000);
-  const time = `${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
-  if (at.toDateString() === now.toDateString()) return time;
-  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${time}`;
+  return at.toDateString() === now.toDateString() ? timeOfDay(at) : dateTime(epochSeconds);
+}
+
+/** An epoch-seconds moment in local time, always with its date: 2026-12-07 15:58:49. */
+export function dateTime(epochSeconds: number): string {
+  const at = new Date(epochSeconds * 1000);
+  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${timeOfDay(at)}`;
+}
+
+function timeOfDay(at: Date): string {
+  return `${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`;
 }
 
 /** A lag or a duration in seconds, to a tenth below a minute. */

@@ -46,6 +46,7 @@ export const keys = {
   deadLetters: ["system", "dead-letters"] as const,
   breakers: ["system", "breakers"] as const,
   outbox: ["system", "outbox"] as const,
+  audit: (target: string, limit: number, offset: number) => ["system", "audit", target, limit, offset] as const,
 };
 
 /** Mark every saga view stale soon after the feed reports a change (at most once per

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { api, ApiError, onUnauthorized, sagasPath } from "../src/api";
 import { startSession, takeTokenFromAddress } from "../src/session";
-import { clock, elapsed } from "../src/format";
+import { clock, dateTime, elapsed } from "../src/format";
 import { fakeApi, OPERATOR } from "./fakes";
 
 afterEach(() => {
@@ -114,5 +114,9 @@ describe("times", () => {
     expect(clock(new Date(2026, 10, 26, 9, 5, 7).getTime() / 1000, now)).toBe("09:05:07");
     expect(clock(new Date(2026, 10, 24, 9, 5, 7).getTime() / 1000, now)).toBe("2026-11-24 09:05:07");
     expect(clock(null, now)).toBe("-");
+  });
+
+  it("show the date with the time where a record needs both, even today's", () => {
+    expect(dateTime(new Date(2026, 10, 26, 9, 5, 7, 900).getTime() / 1000)).toBe("2026-11-26 09:05:07");
   });
 });

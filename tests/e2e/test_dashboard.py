@@ -9,6 +9,7 @@ import asyncio
 import math
 import re
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -335,6 +336,64 @@ async def test_operators_act_on_several_sagas_at_once_and_viewers_see_no_action(
         await policy_kept(page)
         for opened in (viewer, page):  # their streams end before the shop does
             await opened.context.close()
+
+
+def local_time(at: float) -> str:
+    """A moment as the dashboard writes it with its date (format.ts, ``dateTime``)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(math.floor(at)))
+
+
+async def test_the_audit_page_shows_who_did_what_to_which_saga_and_why(
+    tmp_path: Path, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.async_api import expect
+
+    monkeypatch.setattr(NotificationService, "notify", refusing_mail("c-grace"))
+    async with serve_shop(tmp_path) as served:
+        stuck = await served.place("c-grace", "mug")
+        assert await served.ended(stuck) == {stuck: "needs_attention"}
+        letter = await served.dead_letter()
+        served.flaky.fixed = True
+        note = "customer asked <b>twice</b>; mailbox reopened"
+        operator = {"Authorization": f"Bearer {OPERATOR}"}
+        async with httpx.AsyncClient(base_url=served.admin, headers=operator, timeout=10) as api:
+            retried = await api.post(f"/api/sagas/{stuck}/retry", json={"note": note})
+            assert retried.status_code == 202, retried.text
+            replayed = await api.post(f"/api/dead-letters/{letter}/replay", json={"note": "fixed"})
+            assert replayed.status_code == 200, replayed.text
+            record = (await api.get("/api/audit")).json()["items"]
+        assert [(a["action"], a["target"]) for a in record] == [
+            ("replay", letter),
+            ("retry", stuck),
+        ]
+
+        # A viewer reads the record too: newest first, the saga's target a link to it.
+        page = await open_dashboard(browser, served, VIEWER, "#/audit")
+        rows = page.get_by_role("table", name="Operator actions, newest first").locator("tbody tr")
+        await expect(rows).to_have_count(2, timeout=WAIT_MS)
+        newest, oldest = rows.nth(0), rows.nth(1)
+        await expect(newest.locator("td")).to_have_text(
+            [local_time(record[0]["at"]), "olga", "replay", f"dead letter {letter}", "fixed", "api"]
+        )
+        await expect(newest.get_by_role("link")).to_have_count(0)  # a dead letter has no page
+        await expect(oldest.locator("td")).to_have_text(
+            [local_time(record[1]["at"]), "olga", "retry", stuck, note, "api"]
+        )
+        assert await oldest.locator("td b").count() == 0  # the note's markup shown, not obeyed
+        link = oldest.get_by_role("link", name=stuck, exact=True)
+        await expect(link).to_have_attribute("href", f"#/sagas/{stuck}")
+        await screenshot(page, "audit.png", docs=True)
+        await audit(page)
+
+        form = page.get_by_role("search", name="Filter the record")
+        await form.get_by_label(re.compile("Target")).fill(stuck)
+        await form.get_by_role("button", name="Filter").click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first.locator("td").nth(2)).to_have_text("retry")
+        await rows.first.get_by_role("link", name=stuck, exact=True).click()
+        await expect(page.get_by_role("heading", name=re.compile(stuck))).to_be_visible()
+        await policy_kept(page)
+        await page.context.close()  # its stream ends before the shop does
 
 
 async def test_a_definition_is_drawn_with_its_counts(served: Served, browser: Browser) -> None:
