@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sagakit import Orchestrator, open_store
+from sagakit import Orchestrator, SagaHandle, UnknownSagaError, open_store
+from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.rabbit_namespace import connected, remove, survey, work_queues
 from sagakit.transports.rabbitmq import RabbitTransport
 from tests.conftest import AMQP_URL, create_pg_database, drop_pg_database
@@ -207,3 +208,77 @@ async def test_an_async_factory_runs_and_its_unserved_participants_are_named(
             "(in-process transport)" in output
         ), output
     assert "queues sagakit.replies.orchestrator; stores sqlite:///" in output
+
+
+async def requested(store: SqlSagaStore, saga_id: str) -> set[str]:
+    """The steps a saga has asked for so far (none while it has not started)."""
+    with contextlib.suppress(UnknownSagaError):
+        return set((await store.get(saga_id)).steps)
+    return set()
+
+
+def read(log: Path) -> str:
+    """A process's output so far (a small file: read at once)."""
+    return log.read_text()
+
+
+async def test_a_second_signal_while_stopping_ends_the_process_at_once(tmp_path: Path) -> None:
+    """A handler runs for seconds and the grace is long: the first SIGTERM waits for it,
+    a second one ends the process straight away, and the saga is not lost (the next
+    run of the service finishes it)."""
+    db = f"sqlite:///{tmp_path}/booking.db"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SAGAKIT_")}
+    environ.update(
+        SERVICE_DB=db, SERVICE_BROKER="memory://", SERVICE_CHARGE_SECONDS="6", NO_COLOR="1"
+    )
+
+    def run(log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / log_name
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [SAGAKIT, "run", "tests.e2e.service_app:factory", "--grace", "30", "--migrate"],
+                env=environ,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return process, log
+
+    async def said(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while text not in read(log):
+            assert process.poll() is None and time.monotonic() < deadline, read(log)
+            await asyncio.sleep(0.05)
+
+    first, log = run("first.log")
+    try:
+        await said(log, "is up", first)
+        store = open_store(db)
+        orchestrator = Orchestrator(store, [BOOKING])
+        async with store.unit() as unit:
+            await unit.enqueue([orchestrator.start_message("booking", {}, saga_id="b1")])
+        deadline = time.monotonic() + 20
+        while "charge" not in await requested(store, "b1"):
+            assert time.monotonic() < deadline, read(log)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the charge's handler is asleep now, for six seconds
+        first.send_signal(signal.SIGTERM)
+        await said(log, "is stopping (grace 30s)", first)
+        began = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(first.wait, 10)
+        assert time.monotonic() - began < 2, read(log)
+        assert code == 128 + signal.SIGTERM
+        assert "SIGTERM again while stopping; exiting now" in read(log)
+        assert (await store.get("b1")).status.value == "running"
+        second, _ = run("second.log")
+        try:
+            status = await SagaHandle("b1", store).outcome(timeout=30)
+        finally:
+            second.send_signal(signal.SIGINT)
+            await asyncio.to_thread(second.wait, 40)
+        assert status.value == "completed"
+        await store.close()
+    finally:
+        if first.poll() is None:
+            first.kill()
