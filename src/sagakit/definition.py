@@ -358,3 +358,14 @@ def _check_step(where: str, step: Step) -> None:
             f"{where}: pivot {step.name!r} has a compensation; once the pivot commits the "
             "saga must finish, so it is never undone"
         )
+
+
+def participants_of(definitions: Iterable[SagaDefinition]) -> set[str]:
+    """The participants whose command queues the definitions' steps go to (an approval's
+    answer comes from a person, through the orchestrator, not from a queue)."""
+    return {
+        step.participant
+        for definition in definitions
+        for step in definition.steps
+        if step.kind is not StepKind.APPROVAL
+    }

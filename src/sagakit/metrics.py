@@ -127,7 +127,18 @@ class Metrics:
             self.by_status.labels(status).set(count)
         self.in_flight.set(counts.get("running", 0) + counts.get("compensating", 0))
         self.needs_attention.set(counts.get("needs_attention", 0))
-        for store in {id(s): s for s in (saga_store, *stores)}.values():
+        await self.refresh_stores((saga_store, *stores), dead_letters=dead_letters, now=now)
+
+    async def refresh_stores(
+        self,
+        stores: Sequence[SqlSagaStore],
+        *,
+        dead_letters: DeadLetterQueue | None = None,
+        now: float,
+    ) -> None:
+        """Read the gauges every store has (outbox, breakers) and the dead letters': all a
+        process without an orchestrator can tell."""
+        for store in {id(s): s for s in stores}.values():
             self.outbox_lag.labels(store.url_safe).set(await store.outbox_lag(now))
             self.outbox_unsent.labels(store.url_safe).set(await store.unsent_count())
             async with store.unit() as unit:

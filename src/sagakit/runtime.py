@@ -23,6 +23,7 @@ from sagakit.participant import Participant
 from sagakit.ports import Delivery, SagaStore, Subscription, Transport
 from sagakit.publisher import OutboxPublisher
 from sagakit.relay import OutboxRelay
+from sagakit.startup import check_stores, warn_unserved
 from sagakit.transports.memory import MemoryTransport
 
 log = get_logger("sagakit.runtime")
@@ -71,7 +72,12 @@ class Runtime:
 
     On start it sets the garbage collector for a runtime's allocations once per process
     (:mod:`sagakit.collector`) unless ``tune_collector`` is False. With ``timers`` False
-    the orchestrators' timers are left to whoever owns time (a test's fake clock)."""
+    the orchestrators' timers are left to whoever owns time (a test's fake clock).
+
+    Before anything runs, every store must be at sagakit's current migration: one that is
+    not stops the start with the command that fixes it, unless ``migrate`` is True, which
+    migrates them. A participant that a definition names and nobody serves (in this
+    process, or on the broker) is named in a warning."""
 
     def __init__(
         self,
@@ -89,7 +95,9 @@ class Runtime:
         relays: bool = True,
         timers: bool = True,
         tune_collector: bool = True,
+        migrate: bool = False,
     ) -> None:
+        self.migrate = migrate
         self.run_relays = relays
         self.run_timers = timers
         self.tune_collector = tune_collector
@@ -167,11 +175,16 @@ class Runtime:
 
     @property
     def stores(self) -> list[SagaStore]:
-        return list(self._stores.values())
+        """Every store this runtime relays or consumes for, fused orchestrators' too."""
+        every = dict(self._stores)
+        for engine in self.fused.values():
+            every.setdefault(id(engine.store), engine.store)
+        return list(every.values())
 
     async def start(self) -> None:
         if self._running:
             return
+        await check_stores(self.stores, migrate=self.migrate)
         self._running = True
         if self.tune_collector:
             collector.tune()
@@ -180,6 +193,8 @@ class Runtime:
             await self.transport.declare(consumer.queue)
             for pattern in consumer.bindings:
                 await self.transport.bind(consumer.queue, pattern)
+        served = {consumer.queue for consumer in self.consumers}
+        await warn_unserved(self.orchestrators, served, self.transport)
         for consumer in self.consumers:
             # A participant handles several batches at once, so a handler that hangs
             # holds its own batch and not the participant (Participant.concurrency).

@@ -25,6 +25,7 @@ from sagakit.choreography import follower_queue, tracker_queue
 from sagakit.logs import get_logger
 from sagakit.messages import command_queue, reply_queue
 from sagakit.runtime import Runtime
+from sagakit.service import http_server, serve
 from sagakit.stores import open_store
 from sagakit.transports import open_transport
 from shop.app import SAGA, STORE_NAMES, Mode, Shop
@@ -116,15 +117,18 @@ async def run_service(
     gateway_url: str | None = None,
     carrier_url: str | None = None,
     metrics_port: int | None = None,
+    grace: float = 2.0,
 ) -> None:
-    """Run one process of the distributed shop until SIGTERM or SIGINT.
+    """Run one process of the distributed shop until SIGTERM or SIGINT, then stop within
+    ``grace`` seconds: :func:`sagakit.service.serve`, as ``sagakit run`` does.
 
     ``chaos`` (by default read from the environment, where ``sagakit chaos`` puts it for
     its children) injects wire faults or plants a bug: test tooling, off unless asked.
     Payment and shipping call the gateway and the carrier at the URLs given (in-process
     ones otherwise). With ``metrics_port``, the orchestrator's counters and histograms
     (sagas started and finished, step latencies) are served for Prometheus at
-    ``/metrics`` there: they live in the process that decides."""
+    ``/metrics`` there (they live in the process that decides), with ``/healthz`` and
+    ``/readyz``."""
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
     _exit_with_parent()
@@ -141,30 +145,21 @@ async def run_service(
         runtime = Runtime(transport).relay(*shop.stores.values())
     else:
         runtime = Runtime(transport, relays=False).add(*shop.components([name]))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    exporter = None
-    if metrics_port is not None and shop.orchestrator is not None:
-        from prometheus_client import start_http_server
-
-        exporter, _ = start_http_server(metrics_port, addr=host, registry=shop.metrics.registry)
-    async with runtime:
-        log.info(f"{name} is up ({mode})")
-        api = _api(shop, host, port) if name == "order" else None
-        serving = asyncio.create_task(api.serve()) if api is not None else None
-        waiting = asyncio.create_task(stop.wait())
-        await asyncio.wait(
-            {t for t in (serving, waiting) if t}, return_when=asyncio.FIRST_COMPLETED
+    # The entry point of every sagakit service (`sagakit run`): signals, a bounded
+    # stop, and on the metrics port the health probes next to /metrics.
+    health = (host, metrics_port) if metrics_port is not None else None
+    api = _api(shop, host, port) if name == "order" else None
+    try:
+        await serve(
+            runtime,
+            grace=grace,
+            health=health,
+            metrics=shop.metrics if shop.orchestrator is not None else None,
+            alongside=[api] if api is not None else [],
+            name=f"{name} ({mode})",
         )
-        if api is not None and serving is not None:
-            api.should_exit = True  # let the API finish its requests before the consumers stop
-            await serving
-        waiting.cancel()
-    if exporter is not None:
-        exporter.shutdown()
-    await shop.close()
+    finally:
+        await shop.close()
 
 
 def _chaos_from_env() -> ServiceChaos | None:
@@ -202,14 +197,11 @@ def _exit_with_parent() -> None:
 
 
 def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
-    import uvicorn
-
     from sagakit.api.guard import max_body_from
     from shop.api import MAX_BODY, create_app
 
     app = create_app(shop, max_body=max_body_from(os.environ, MAX_BODY))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    return uvicorn.Server(config)
+    return http_server(app, host=host, port=port)
 
 
 @dataclass

@@ -83,7 +83,7 @@ async def wait_healthy(api: str, up: asyncio.subprocess.Process, log: Path) -> N
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
-    raise AssertionError("the order API never came up")
+    raise AssertionError(f"the order API never came up:\n{_tail(log)}")
 
 
 async def place(client: httpx.AsyncClient, api: str, orders: list[tuple[str, str, int]]) -> None:

@@ -227,7 +227,7 @@ def show(
 
 
 def _load_cli_modules() -> None:
-    from sagakit.cli import asyncapi, breakers, dlq, operate, rules  # noqa: F401 - they register commands
+    from sagakit.cli import asyncapi, breakers, broker, dlq, operate, rules, run  # noqa: F401 - they register commands
 
     # Each optional part registers its own commands; one missing never hides another.
     # `shop` is the reference shop (demo, up, service, ...), `shop.labs` the labs,

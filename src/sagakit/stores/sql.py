@@ -277,6 +277,20 @@ class SqlSagaStore(SagaFindings):
         async with self._read() as conn:
             return await conn.run_sync(_is_current)
 
+    @property
+    def migrates_itself(self) -> bool:
+        """Whether the store creates its tables on first use (embedded SQLite does)."""
+        return False
+
+    async def schema_version(self) -> str | None:
+        """The migration the database is at (None: no sagakit tables); the code's is
+        ``migrations.HEAD``. Reads without migrating, even a store that migrates itself."""
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(_current_version)
+        except (DBAPIError, OSError) as exc:
+            raise self.translate(exc) from exc
+
     async def close(self) -> None:
         await self.ends.close()
         await self.engine.dispose()
@@ -723,10 +737,14 @@ def _upgrade(connection: Any) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
-def _is_current(connection: Any) -> bool:
+def _current_version(connection: Any) -> str | None:
     from sqlalchemy import inspect, text
 
     if not inspect(connection).has_table(VERSION_TABLE):
-        return False
+        return None
     current = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-    return bool(current == migrations.HEAD)
+    return None if current is None else str(current)
+
+
+def _is_current(connection: Any) -> bool:
+    return _current_version(connection) == migrations.HEAD

@@ -80,6 +80,10 @@ class SqliteSagaStore(SqlSagaStore):
         )
         self._write_lock = asyncio.Lock()
 
+    @property
+    def migrates_itself(self) -> bool:
+        return self.auto_migrate
+
     async def _ensure_migrated(self) -> None:
         """Embedded mode migrates on first use, so a new file just works."""
         if self._migrated or not self.auto_migrate or _MIGRATING.get() is self:

@@ -145,6 +145,11 @@ class MemoryTransport:
         if (queue, pattern) not in self._bindings:
             self._bindings.append((queue, pattern))
 
+    def declared(self, queue: str) -> bool:
+        """Whether a consumer of this process (of any runtime on this transport) declared
+        ``queue``."""
+        return queue in self._queues
+
     def depth(self, queue: str) -> int:
         q = self._queues.get(queue)
         return q.qsize() if q else 0

@@ -167,6 +167,16 @@ class RabbitTransport:
         return self._connection
 
     @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (not before start, after close, or
+        while it reconnects)."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            return False
+        underlay = connection.transport
+        return underlay is not None and not underlay.connection.is_closed
+
+    @property
     def topology(self) -> aio_pika.abc.AbstractRobustChannel:
         if self._topology is None:
             raise NotStartedError

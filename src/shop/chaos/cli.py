@@ -67,6 +67,15 @@ def chaos(  # noqa: PLR0917 - typer passes a command's options positionally
     reorder: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON report.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the databases and queues afterwards.")] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=4,
+            help="Processes of each kind (saga keeper, every service, relay), sharing the "
+            "work; kills and pauses strike any of them.",
+        ),
+    ] = 1,
     logs: Annotated[Path, typer.Option(help="Where the run's logs go.")] = Path(".sagakit/chaos"),
 ) -> None:
     """Run the distributed shop under a seeded nemesis, then check every invariant.
@@ -100,6 +109,7 @@ def chaos(  # noqa: PLR0917 - typer passes a command's options positionally
         reorder=reorder,
         logs=logs,
         keep=keep,
+        replicas=replicas,
     )
     config = _with_servers(config, db, broker)
     command = _command(config, quick=quick)
@@ -147,6 +157,8 @@ def _command(config: ChaosConfig, *, quick: bool) -> str:
         words += ["--minutes", f"{config.seconds / 60:g}", "--rate", f"{config.rate:g}"]
     if config.plant:
         words += ["--plant", config.plant]
+    if config.replicas > 1:
+        words += ["--replicas", str(config.replicas)]
     if not quick:
         c = config.cadence
         for name, every in [

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 
 from shop.app import Mode
 from shop.chaos.schedule import Cadence
+from shop.distributed import PROCESSES
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/sagakit_chaos"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -55,6 +56,18 @@ class ChaosConfig:
     #: Keep the databases and queues afterwards, for a look.
     keep: bool = False
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    #: Processes of each kind (saga keeper, services, relay) on the same databases and
+    #: queues: they share the work as competing consumers, and the nemesis strikes any.
+    replicas: int = 1
+
+    @property
+    def processes(self) -> list[str]:
+        """Every process's name: ``payment`` for the first of a kind, ``payment-2``..."""
+        return [
+            name if replica == 1 else f"{name}-{replica}"
+            for replica in range(1, self.replicas + 1)
+            for name in PROCESSES
+        ]
 
     @property
     def stem(self) -> str:

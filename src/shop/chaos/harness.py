@@ -38,7 +38,6 @@ from shop.chaos.nemesis import Nemesis, Servers, Struck
 from shop.chaos.schedule import ISOLATED, Fault, plan
 from shop.chaos.wire import CHAOS_ENV, ServiceChaos, declare_detours, detour_names
 from shop.distributed import (
-    PROCESSES,
     Child,
     child_argv,
     create_databases,
@@ -97,7 +96,7 @@ class ChaosReport:
 def schedule_for(config: ChaosConfig) -> list[Fault]:
     """The run's fault schedule, spread over its load (estimated from ``sagas``)."""
     seconds = config.sagas / config.rate if config.sagas else config.seconds
-    return plan(config.seed, seconds, config.cadence)
+    return plan(config.seed, seconds, config.cadence, config.processes)
 
 
 async def run_chaos(
@@ -131,6 +130,8 @@ class ChaosRun:
         self.nemesis: Nemesis | None = None
         self.output: IO[Any] | None = None
         self.port = 0
+        #: Every order process's API (the first one's is ``port``): the load takes turns.
+        self.order_ports: list[int] = []
         #: The payment gateway's books (its own SQLite file, as under `sagakit up`).
         self.gateway_books = config.directory / "gateway.db"
         #: Whether this run declared its queues (only then are they its to delete).
@@ -242,27 +243,26 @@ class ChaosRun:
             output=self.output,
         )  # fmt: skip
         calls_out = ["--gateway-url", f"http://127.0.0.1:{gateway_port}"]
-        return [
-            gateway,
-            *(
-                Child(
-                    name,
-                    child_argv(
-                        name,
-                        db=config.db,
-                        broker=config.broker,
-                        mode=config.mode,
-                        port=self.port,
-                        fail_rate=config.mail_trouble,
-                        seed=config.seed,
-                    )
-                    + (calls_out if name == "payment" else []),
-                    env=env,
-                    output=self.output,
-                )
-                for name in PROCESSES
-            ),
-        ]
+        children = [gateway]
+        for process in config.processes:
+            name = process.split("-", 1)[0]  # payment-2 is a replica of payment
+            # Each order replica serves the API on a port of its own; the load takes them
+            # in turn, and one refusing the connection (killed) sends it to the next.
+            port = self.port if process == name else _free_port()
+            if name == "order":
+                self.order_ports.append(port)
+            argv = child_argv(
+                name,
+                db=config.db,
+                broker=config.broker,
+                mode=config.mode,
+                port=port,
+                fail_rate=config.mail_trouble,
+                seed=config.seed,
+            )
+            extra = calls_out if name == "payment" else []
+            children.append(Child(process, argv + extra, env=env, output=self.output))
+        return children
 
     async def _wait_healthy(self, supervisor: asyncio.Task[None]) -> None:
         self.phase = "starting"
@@ -296,9 +296,8 @@ class ChaosRun:
         start, enough = time.monotonic(), asyncio.Event()
         nemesis = asyncio.create_task(self.nemesis.run(self.schedule, start, enough))
         try:
-            await run_load(
-                f"http://127.0.0.1:{self.port}", stream, rate=config.rate, stats=stats, done=done
-            )
+            apis = [f"http://127.0.0.1:{port}" for port in self.order_ports]
+            await run_load(apis, stream, rate=config.rate, stats=stats, done=done)
             enough.set()  # the faults under way run their course; the rest are called off
             await nemesis
         finally:

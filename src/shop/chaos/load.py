@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -61,14 +61,15 @@ def orders(world: World, *, fail_rate: float, seed: int) -> Iterator[OrderReques
 
 
 async def run_load(
-    api: str,
+    apis: Sequence[str],
     stream: Iterator[OrderRequest],
     *,
     rate: float,
     stats: LoadStats,
     done: Callable[[LoadStats], bool],
 ) -> LoadStats:
-    """Place orders at ``rate`` per second until ``done(stats)`` says so."""
+    """Place orders at ``rate`` per second until ``done(stats)`` says so, taking the order
+    APIs (replicas of the order service) in turn, as a load balancer would."""
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -77,13 +78,17 @@ async def run_load(
         slots.release()
 
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=16)
-    async with httpx.AsyncClient(base_url=api, timeout=REQUEST_TIMEOUT, limits=limits) as client:
+    turns = itertools.count()
+    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits) as client:
         stats.started = base = time.monotonic()
         sent = 0
         try:
             while not done(stats):
                 await slots.acquire()
-                task = asyncio.create_task(_place(client, next(stream), stats))
+                turn = next(turns)
+                order = next(stream)
+                ahead = [apis[(turn + i) % len(apis)] for i in range(len(apis))]
+                task = asyncio.create_task(_place(client, ahead, order, stats))
                 tasks.add(task)
                 task.add_done_callback(finished)
                 sent += 1
@@ -101,15 +106,26 @@ async def run_load(
     return stats
 
 
-async def _place(client: httpx.AsyncClient, order: OrderRequest, stats: LoadStats) -> None:
+async def _place(
+    client: httpx.AsyncClient, apis: Sequence[str], order: OrderRequest, stats: LoadStats
+) -> None:
+    """Place one order at the first API that takes the connection (a refused connection
+    never reached a server, so trying the next cannot place the order twice)."""
     body = {"customer_id": order.customer_id, "sku": order.sku, "quantity": order.quantity}
-    try:
-        response = await client.post("/orders", json=body)
-    except httpx.TimeoutException:
-        stats.failed["timeout"] += 1
-        return
-    except httpx.HTTPError as exc:
-        stats.failed["refused" if isinstance(exc, httpx.ConnectError) else "broken"] += 1
+    for api in apis:
+        try:
+            response = await client.post(f"{api}/orders", json=body)
+            break
+        except httpx.ConnectError:
+            continue
+        except httpx.TimeoutException:
+            stats.failed["timeout"] += 1
+            return
+        except httpx.HTTPError:
+            stats.failed["broken"] += 1
+            return
+    else:
+        stats.failed["refused"] += 1
         return
     if response.status_code != 201:
         stats.failed[f"HTTP {response.status_code}"] += 1

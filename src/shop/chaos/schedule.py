@@ -10,6 +10,7 @@ faults (kills and pauses) land anywhere, on top of them too.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,11 +85,14 @@ class Fault:
         }
 
 
-def plan(seed: int, seconds: float, cadence: Cadence) -> list[Fault]:
-    """The whole schedule for a run of ``seconds``, in time order."""
+def plan(
+    seed: int, seconds: float, cadence: Cadence, targets: Sequence[str] = PROCESSES
+) -> list[Fault]:
+    """The whole schedule for a run of ``seconds``, in time order; kills and pauses
+    strike one of ``targets`` (the processes' names) each."""
     rng = random.Random(seed)  # noqa: S311 - a seeded schedule, not security
     window = max(seconds - 2 * MARGIN, 1.0)
-    faults = _process_faults(rng, window, cadence)
+    faults = _process_faults(rng, window, cadence, targets)
     faults += _infrastructure_faults(rng, window, cadence)
     return sorted((_shifted(f) for f in faults), key=lambda f: f.at)
 
@@ -105,13 +109,15 @@ def _slots(rng: random.Random, count: int, window: float) -> list[float]:
     return [i * width + rng.uniform(0.1, 0.9) * width for i in range(count)]
 
 
-def _process_faults(rng: random.Random, window: float, cadence: Cadence) -> list[Fault]:
+def _process_faults(
+    rng: random.Random, window: float, cadence: Cadence, targets: Sequence[str]
+) -> list[Fault]:
     faults = [
-        Fault(at, "kill", rng.choice(PROCESSES))
+        Fault(at, "kill", rng.choice(targets))
         for at in _slots(rng, cadence.count("kill", window), window)
     ]
     faults += [
-        Fault(at, "pause", rng.choice(PROCESSES), rng.uniform(*PAUSE_SECONDS))
+        Fault(at, "pause", rng.choice(targets), rng.uniform(*PAUSE_SECONDS))
         for at in _slots(rng, cadence.count("pause", window), window)
     ]
     return faults

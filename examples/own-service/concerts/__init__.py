@@ -1,0 +1,1 @@
+"""A concert booking service: the example of docs/own-service.md."""
