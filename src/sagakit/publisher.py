@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sagakit import tracing
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
 from sagakit.messages import TransportMessage
@@ -127,7 +128,8 @@ class OutboxPublisher:
     async def _publish(self, batch: list[TransportMessage]) -> None:
         confirmed: set[str] = set()
         try:
-            result = await self.transport.publish(batch)
+            with tracing.publishing([m.headers.get("traceparent") for m in batch]):
+                result = await self.transport.publish(batch)
             confirmed = result.confirmed
             if result.failed:
                 mid, why = next(iter(result.failed.items()))

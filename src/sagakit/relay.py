@@ -17,8 +17,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.trace import SpanKind
-
 from sagakit import tracing
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
@@ -132,14 +130,8 @@ class OutboxRelay:
                     if self.caught_up is not None and not self._inflight and not self._cooling:
                         self.caught_up(now)
                     return 0
-                traces = [row.message.headers.get("traceparent") for row in claim.rows[:64]]
-                with tracing.span(
-                    "outbox.publish",
-                    None,
-                    {"messaging.batch.message_count": len(ids)},
-                    kind=SpanKind.PRODUCER,
-                    links=traces,
-                ):
+                traces = [row.message.headers.get("traceparent") for row in claim.rows]
+                with tracing.publishing(traces):
                     result = await self.transport.publish([row.message for row in claim.rows])
                 sent = [r.id for r in claim.rows if r.message.message_id in result.confirmed]
                 claim.mark_sent(sent)

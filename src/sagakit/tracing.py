@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,24 @@ def span(
         links=linked,
     ) as current:
         yield current, current_traceparent() or parent
+
+
+#: Traces a publish span links to, at most (a batch may carry hundreds of sagas).
+PUBLISH_LINKS = 64
+
+
+def publishing(
+    traceparents: Sequence[str | None],
+) -> AbstractContextManager[tuple[Span, str | None]]:
+    """The span of one publish of outbox messages (by the relay or by a publisher on
+    commit), linked to the traces of the first messages it carries."""
+    return span(
+        "outbox.publish",
+        None,
+        {"messaging.batch.message_count": len(traceparents)},
+        kind=SpanKind.PRODUCER,
+        links=traceparents[:PUBLISH_LINKS],
+    )
 
 
 def trace_id(traceparent: str | None) -> str | None:
