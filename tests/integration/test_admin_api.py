@@ -15,12 +15,22 @@ from sagakit.messages import TransportMessage
 from sagakit.metrics import Metrics
 from sagakit.rules import RuleSet, publish
 from sagakit.stores.dead_letters import SqlDeadLetters
+from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import SagaHarness
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 
 OPERATOR = "operator-secret-0123456789"
 VIEWER = "viewer-secret-0123456789ab"
 TOKENS = parse_tokens(f"operator:alice:{OPERATOR}, viewer:bob:{VIEWER}")
+
+
+async def outbox_drained(store: SqlSagaStore, within: float = 10.0) -> None:
+    """Wait until every outbox row is marked sent: a publish on commit marks its rows
+    a moment after the transport confirmed them."""
+    deadline = asyncio.get_running_loop().time() + within
+    while await store.unsent_count():
+        assert asyncio.get_running_loop().time() < deadline, "the outbox did not drain"
+        await asyncio.sleep(0.01)
 
 
 def headers(secret: str) -> dict[str, str]:
@@ -84,6 +94,7 @@ async def test_every_request_needs_a_token_and_only_operators_act(
         "name": "bob",
         "role": "viewer",
     }
+    await outbox_drained(h.store)  # what the saga's own run sent is marked sent
     refused = await client.post("/api/sagas/s1/compensate", headers=headers(VIEWER), json={})
     assert refused.status_code == 403
     nobody = await client.post("/api/sagas/s1/compensate", json={})
@@ -297,6 +308,7 @@ async def test_every_route_refuses_no_token_a_wrong_token_and_a_viewer_acting(
     def sent(path: str) -> dict[str, object]:  # only the bulk action takes saga ids
         return body if path.startswith("/api/bulk/") else {"note": body["note"]}
 
+    await outbox_drained(h.store)  # what the saga's own run sent is marked sent
     for path in acts:
         refused = await client.post(path, headers=headers(VIEWER), json=sent(path))
         assert refused.status_code == 403, path
