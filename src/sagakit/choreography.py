@@ -274,6 +274,7 @@ class ChoreographedParticipant:
         self._routes: dict[str, list[Route]] = {}
         for route in routes:
             self._routes.setdefault(route.trigger, []).append(route)
+        self.definitions = list({r.definition.name: r.definition for r in routes}.values())
 
     @property
     def bindings(self) -> list[str]:
@@ -423,6 +424,10 @@ class Tracker:
         self.consumer = f"tracker:{name}"
         self.queue = tracker_queue(name)
         self._definitions = {d.name: d for d in definitions}
+
+    @property
+    def definitions(self) -> list[SagaDefinition]:
+        return list(self._definitions.values())
 
     @property
     def bindings(self) -> list[str]:

@@ -194,7 +194,7 @@ class Runtime:
             for pattern in consumer.bindings:
                 await self.transport.bind(consumer.queue, pattern)
         served = {consumer.queue for consumer in self.consumers}
-        await warn_unserved(self.orchestrators, served, self.transport)
+        await warn_unserved(self.consumers, served, self.transport)
         for consumer in self.consumers:
             # A participant handles several batches at once, so a handler that hangs
             # holds its own batch and not the participant (Participant.concurrency).

@@ -20,7 +20,6 @@ from sagakit.stores.migrations import HEAD
 from sagakit.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
-    from sagakit.orchestrator import Orchestrator
     from sagakit.ports import SagaStore, Transport
 
 log = get_logger("sagakit.runtime")
@@ -61,29 +60,50 @@ async def check_stores(stores: Iterable[SagaStore], *, migrate: bool) -> None:
             )
 
 
+def awaited_queues(consumers: Iterable[object]) -> dict[str, tuple[str, set[str]]]:
+    """The queue each participant named by these consumers' definitions must be served
+    on, with the participant and the definitions that name it.
+
+    An orchestrator sends its participants commands; a choreography's participants
+    follow its events instead, so a tracker (which knows every choreographed definition)
+    or a choreographed participant (which knows those it takes part in) names the
+    participants that must follow them."""
+    from sagakit.choreography import ChoreographedParticipant, Tracker, follower_queue
+    from sagakit.orchestrator import Orchestrator
+
+    awaited: dict[str, tuple[str, set[str]]] = {}
+    for consumer in consumers:
+        if isinstance(consumer, Orchestrator):
+            definitions, queue_of = consumer.definitions, command_queue
+        elif isinstance(consumer, Tracker | ChoreographedParticipant):
+            definitions, queue_of = consumer.definitions, follower_queue
+        else:
+            continue
+        for definition in definitions:
+            for participant in participants_of([definition]):
+                queue = queue_of(participant)
+                awaited.setdefault(queue, (participant, set()))[1].add(definition.name)
+    return awaited
+
+
 async def warn_unserved(
-    orchestrators: Sequence[Orchestrator], served: set[str], transport: Transport
+    consumers: Sequence[object], served: set[str], transport: Transport
 ) -> list[str]:
     """Warn about every participant a definition names that nobody serves: none of the
     queues this process consumes (``served``) and, on a broker that can be asked, no
     queue there either. Returns the participants warned about."""
-    named: dict[str, set[str]] = {}
-    for orchestrator in orchestrators:
-        for definition in orchestrator.definitions:
-            for participant in participants_of([definition]):
-                named.setdefault(participant, set()).add(definition.name)
     unserved = []
-    for participant, definitions in sorted(named.items()):
-        queue = command_queue(participant)
+    for queue, (participant, definitions) in sorted(awaited_queues(consumers).items()):
         if queue in served:
             continue
         reason = await _nobody_serves(transport, queue)
         if reason is None:
             continue
         unserved.append(participant)
+        waiting = "commands wait" if queue == command_queue(participant) else "events wait"
         log.warning(
             f"saga definition(s) {', '.join(sorted(definitions))} name participant "
-            f"{participant!r}, but {reason}: its commands wait until something serves it"
+            f"{participant!r}, but {reason}: its {waiting} until something serves it"
         )
     return unserved
 

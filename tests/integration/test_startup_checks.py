@@ -9,6 +9,7 @@ import pytest
 from alembic import command
 
 from sagakit import Orchestrator, Participant, Runtime, StepContext, StoreError
+from sagakit.choreography import Choreography
 from sagakit.definition import SagaDefinition, Step, StepKind, approval
 from sagakit.stores import open_store
 from sagakit.stores.migrations import HEAD
@@ -35,6 +36,18 @@ def served(name: str, store: object) -> Participant:
         return None
 
     return participant
+
+
+async def warnings_at_start(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings ``runtime`` logs as it starts and stops (its stores closed after)."""
+    try:
+        with caplog.at_level(logging.WARNING, logger="sagakit.runtime"):
+            async with runtime:
+                pass
+    finally:
+        for store in runtime.stores:
+            await store.close()
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
 async def test_a_store_with_no_tables_stops_the_start_with_the_fix(pg_url: str) -> None:
@@ -88,13 +101,7 @@ async def test_participants_nobody_serves_in_process_are_named_at_start(
 ) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'saga.db'}")
     runtime = Runtime().add(Orchestrator(store, [CONCERT]), served("seats", store))
-    try:
-        with caplog.at_level(logging.WARNING, logger="sagakit.runtime"):
-            async with runtime:
-                pass
-    finally:
-        await store.close()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = await warnings_at_start(runtime, caplog)
     assert len(warnings) == 1, warnings  # seats is served; an approval needs no queue
     assert "participant 'parking'" in warnings[0]
     assert "concert" in warnings[0]
@@ -132,3 +139,30 @@ async def test_a_participant_served_by_another_runtime_on_the_same_transport_is_
     finally:
         await store.close()
     assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+
+
+async def test_choreographed_participants_nobody_follows_are_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a choreography nobody sends commands: each participant follows the saga's
+    events on a queue of its own, and one that nobody follows holds every saga."""
+    trip = SagaDefinition(
+        "trip",
+        steps=[
+            Step(name="seats", participant="seats", command="hold", compensation="release"),
+            Step(name="hotel", participant="hotel", command="book", kind=StepKind.PIVOT),
+        ],
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'saga.db'}")
+    seats = served("seats", store)
+
+    @seats.command("release")
+    async def release(ctx: StepContext) -> None:
+        return None
+
+    choreography = Choreography([trip])
+    runtime = Runtime().add(choreography.tracker(store), choreography.follow(seats))
+    warnings = await warnings_at_start(runtime, caplog)
+    assert len(warnings) == 1, warnings  # seats follows its events; hotel does not
+    assert "saga definition(s) trip name participant 'hotel'" in warnings[0]
+    assert "its events wait until something serves it" in warnings[0]
