@@ -226,3 +226,23 @@ async def test_a_planted_bug_is_caught(tmp_path: Path, plant: str) -> None:
     assert not run.report["ok"], run
     assert caught_by in run.violated, run
     assert run.violated[caught_by]["count"] > 0, run
+
+
+@pytest.mark.timeout(600)
+async def test_two_replicas_of_every_process_share_the_work_under_kills(tmp_path: Path) -> None:
+    """Every kind of process runs twice (saga keeper, services, relay) and any of them
+    is killed with SIGKILL mid-load: the replicas left finish what the killed one held,
+    and no invariant breaks."""
+    args = ["--replicas=2", "--sagas=160", "--rate=8", "--kill-every=2"]
+    run = await chaos(tmp_path, f"--seed={SEED}", *NO_FAULTS, *args, limit=400)
+    report = run.report
+    assert run.code == 0, run
+    assert report["ok"] and report["error"] is None, run
+    assert all(report["checks"]["invariants"].values()), run
+    assert report["faults"]["landed"]["kill"] >= 5, run
+    restarted = {name for name, count in report["restarts"].items() if count}
+    assert any(name.endswith("-2") for name in restarted), run  # second replicas die too
+    assert any(not name.endswith("-2") for name in restarted), run
+    assert report["settled_in_s"] <= report["settle_bound_s"], run
+    assert report["sagas"].get("needs_attention", 0) == 0, run
+    assert report["sagas"]["completed"] > 0 and report["sagas"]["compensated"] > 0, run
