@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from sagakit.decide import REASON_KEY
-from sagakit.definition import SagaDefinition, Step, StepKind
-from sagakit.messages import (
+from sagakit.model.decide import REASON_KEY
+from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.messages import (
     ENVELOPE_VERSION,
     RELEASE,
     Envelope,

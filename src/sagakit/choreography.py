@@ -33,13 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sagakit import tracing
 from sagakit.batching import HandlerTimedOut
 from sagakit.clock import SystemClock
-from sagakit.contracts import check_start
-from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
-from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
-from sagakit.log import SagaState, StepStatus, describe
 from sagakit.logs import get_logger
-from sagakit.messages import (
+from sagakit.model.contracts import check_start
+from sagakit.model.decide import REASON_KEY, Decision, Reply, Start, decide
+from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.log import SagaState, StepStatus, describe
+from sagakit.model.messages import (
     Envelope,
     MessageKind,
     Op,

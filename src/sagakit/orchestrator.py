@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
-from sagakit.contracts import ContractError, broken_reply, check_start
-from sagakit.data import check_json_object, check_key, check_saga_id
-from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
-from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.groupcommit import GroupCommit
 from sagakit.handle import SagaHandle
-from sagakit.log import (
+from sagakit.logs import get_logger
+from sagakit.model.contracts import ContractError, broken_reply, check_start
+from sagakit.model.data import check_json_object, check_key, check_saga_id
+from sagakit.model.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
+from sagakit.model.definition import SagaDefinition
+from sagakit.model.log import (
     CompensationFailed,
     OperatorIntervened,
     ReplyIgnored,
@@ -38,8 +39,7 @@ from sagakit.log import (
     describe,
     outcome,
 )
-from sagakit.logs import get_logger
-from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
+from sagakit.model.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class StartRequest:
 
     ``definition`` is a definition's name, or the SagaDefinition itself (its version
     then, unless ``version`` says otherwise). The data must be a dict of JSON values
-    (:mod:`sagakit.data`); anything else is refused here, with where and why."""
+    (:mod:`sagakit.model.data`); anything else is refused here, with where and why."""
 
     definition: str
     data: Mapping[str, Any]
@@ -175,7 +175,7 @@ class Orchestrator:
         exists does nothing. Starts made at the same time share one transaction (see
         :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
         data that is not a dict of JSON values (DataError, naming the key) or that breaks
-        a step's contract (:class:`~sagakit.contracts.ContractError`)."""
+        a step's contract (:class:`~sagakit.model.contracts.ContractError`)."""
         name, version = definition_named(definition, version)
         request = StartRequest(
             name,
@@ -626,7 +626,7 @@ def start_message(
     write the saga is about, and the two commit together: an order row and the saga
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
     it needs the definition, not a running orchestrator. Data that breaks a step's
-    contract raises :class:`~sagakit.contracts.ContractError` here.
+    contract raises :class:`~sagakit.model.contracts.ContractError` here.
     """
     request = StartRequest(definition.name, data, saga_id=saga_id, key=key)  # refuses bad input
     check_start(definition, request.data)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sagakit.log import StepFailed, decode, fold_stored
+from sagakit.model.log import StepFailed, decode, fold_stored
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_inbox, saga_outbox, saga_snapshots
 from sagakit.stores.sql import SqlSagaStore

@@ -20,7 +20,7 @@ from sagakit import (
 )
 from sagakit.breakers import BreakerOpen, BreakerState, CircuitBreaker
 from sagakit.cli.app import app
-from sagakit.log import decode, describe
+from sagakit.model.log import decode, describe
 from sagakit.testing import SagaHarness
 
 CHECKOUT = SagaDefinition(

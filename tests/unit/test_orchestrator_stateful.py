@@ -32,8 +32,8 @@ from hypothesis.stateful import (
 )
 
 from sagakit.clock import FakeClock
-from sagakit.definition import SagaDefinition, StepKind
-from sagakit.log import (
+from sagakit.model.definition import SagaDefinition, StepKind
+from sagakit.model.log import (
     SagaEvent,
     SagaState,
     SagaStatus,
@@ -43,7 +43,7 @@ from sagakit.log import (
     StepSucceeded,
     decode,
 )
-from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage
+from sagakit.model.messages import Envelope, MessageKind, ReplyBody, TransportMessage
 from sagakit.orchestrator import Orchestrator
 from sagakit.ports import Delivery
 from sagakit.stores.sqlite import SqliteSagaStore

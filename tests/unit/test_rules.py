@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.decide import Signal, Start, Tick, decide
-from sagakit.log import SagaStatus
+from sagakit.model.decide import Signal, Start, Tick, decide
+from sagakit.model.log import SagaStatus
 from sagakit.rules import RuleError, RuleFailed, RuleSet
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 
@@ -112,8 +112,8 @@ def test_without_rules_optional_steps_are_skipped_and_the_rest_run() -> None:
 
 
 def approve_path(decision: str) -> list[str]:
-    from sagakit.decide import Reply
-    from sagakit.messages import ReplyBody
+    from sagakit.model.decide import Reply
+    from sagakit.model.messages import ReplyBody
 
     first = run({"vip": False, "amount": 5000})
     state = first.state
@@ -158,8 +158,8 @@ def test_a_rejection_compensates_what_came_before() -> None:
 
 
 def test_an_unanswered_approval_follows_its_timeout_policy() -> None:
-    from sagakit.decide import Reply
-    from sagakit.messages import ReplyBody
+    from sagakit.model.decide import Reply
+    from sagakit.model.messages import ReplyBody
 
     first = run({"vip": False, "amount": 5000})
     decide(

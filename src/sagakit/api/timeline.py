@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.decide import REASON_KEY
-from sagakit.definition import SagaDefinition, StepKind
 from sagakit.errors import CorruptLogError
-from sagakit.log import (
+from sagakit.model.decide import REASON_KEY
+from sagakit.model.definition import SagaDefinition, StepKind
+from sagakit.model.log import (
     ApprovalRequested,
     CompensationFailed,
     CompensationRequested,

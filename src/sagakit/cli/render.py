@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.errors import CorruptLogError
-from sagakit.log import SagaState, StoredEvent, decode, describe, outcome
+from sagakit.model.log import SagaState, StoredEvent, decode, describe, outcome
 from sagakit.ports import SagaRow
 from sagakit.redaction import printable
 

@@ -9,13 +9,13 @@ from collections.abc import Mapping, Sequence
 from sagakit.batching import BatchInbox, HandlerTimedOut, batch_patience, patience_for
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
-from sagakit.decide import Decision, Reply, Start
 from sagakit.fused.queue import Batch
 from sagakit.fused.queue import Start as StartItem
 from sagakit.locks import release_saga
-from sagakit.log import SagaState
 from sagakit.logs import get_logger
-from sagakit.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
+from sagakit.model.decide import Decision, Reply, Start
+from sagakit.model.log import SagaState
+from sagakit.model.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import Loaded, UnitOfWork

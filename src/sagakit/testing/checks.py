@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sagakit.errors import CorruptLogError
-from sagakit.log import SagaState, StoredEvent, fold_stored
+from sagakit.model.log import SagaState, StoredEvent, fold_stored
 
 
 def check_log(saga_id: str, events: Sequence[StoredEvent]) -> SagaState:

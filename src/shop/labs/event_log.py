@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext, TransientError
-from sagakit.log import SagaState, StepFailed, decode, fold_stored
+from sagakit.model.log import SagaState, StepFailed, decode, fold_stored
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.runtime import Runtime

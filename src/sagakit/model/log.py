@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from sagakit.errors import CorruptLogError, SagaError
-from sagakit.messages import Op
+from sagakit.model.messages import Op
 
 
 class SagaStatus(StrEnum):

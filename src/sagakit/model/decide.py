@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sagakit.definition import SagaDefinition, Step, StepKind
-from sagakit.log import (
+from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.log import (
     ApprovalRequested,
     CompensationFailed,
     CompensationRequested,
@@ -47,7 +47,7 @@ from sagakit.log import (
     apply,
     start_state,
 )
-from sagakit.messages import (
+from sagakit.model.messages import (
     RELEASE,
     Envelope,
     MessageKind,
@@ -56,7 +56,7 @@ from sagakit.messages import (
     ReplyBody,
     command_queue,
 )
-from sagakit.messages import new_id as random_id
+from sagakit.model.messages import new_id as random_id
 from sagakit.rules import RuleFailed, RuleSet
 
 
@@ -75,7 +75,7 @@ class Reply:
     attempt: int
     message_id: str
     body: ReplyBody
-    #: Why a successful reply breaks the step's contract (see sagakit.contracts): the
+    #: Why a successful reply breaks the step's contract (see sagakit.model.contracts): the
     #: step fails at once, and is owed its compensation, since its work may be done.
     broken: str | None = None
 
