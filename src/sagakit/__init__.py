@@ -37,7 +37,8 @@ from sagakit.model.definition import (
     approval,
     parallel,
 )
-from sagakit.model.log import SagaState, SagaStatus, StepStatus
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus, StepStatus
 from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant, StepContext
 from sagakit.runtime import Runtime, wait_terminal
@@ -58,14 +59,21 @@ _MOVED = {
 }
 
 #: Modules that moved into a layer's folder: importing one by its old name raises an
-#: ImportError that says where it went, instead of a bare "No module named".
-_MOVED_MODULES = {
-    "sagakit.contracts": "sagakit.model.contracts",
-    "sagakit.data": "sagakit.model.data",
-    "sagakit.decide": "sagakit.model.decide",
-    "sagakit.definition": "sagakit.model.definition",
-    "sagakit.log": "sagakit.model.log",
-    "sagakit.messages": "sagakit.model.messages",
+#: ImportError that says where it went, instead of a bare "No module named". A module
+#: that was split names each of its parts.
+_MOVED_MODULES: dict[str, tuple[str, ...]] = {
+    "sagakit.contracts": ("sagakit.model.contracts",),
+    "sagakit.data": ("sagakit.model.data",),
+    "sagakit.decide": ("sagakit.model.decide",),
+    "sagakit.definition": ("sagakit.model.definition",),
+    "sagakit.log": (
+        "sagakit.model.events",
+        "sagakit.model.status",
+        "sagakit.model.state",
+        "sagakit.model.transitions",
+        "sagakit.model.describe",
+    ),
+    "sagakit.messages": ("sagakit.model.messages",),
 }
 
 
@@ -80,7 +88,7 @@ def __getattr__(name: str) -> object:
 
 
 def _moved_module(old: str) -> ModuleNotFoundError:
-    return ModuleNotFoundError(f"{old} has moved: use {_MOVED_MODULES[old]}", name=old)
+    return ModuleNotFoundError(f"{old} has moved: use {' or '.join(_MOVED_MODULES[old])}", name=old)
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):

@@ -38,7 +38,7 @@ from sagakit.logs import get_logger
 from sagakit.model.contracts import check_start
 from sagakit.model.decide import REASON_KEY, Decision, Reply, Start, decide
 from sagakit.model.definition import SagaDefinition, Step, StepKind
-from sagakit.model.log import SagaState, StepStatus, describe
+from sagakit.model.describe import describe
 from sagakit.model.messages import (
     Envelope,
     MessageKind,
@@ -48,6 +48,8 @@ from sagakit.model.messages import (
     event_destination,
     new_id,
 )
+from sagakit.model.state import SagaState
+from sagakit.model.status import StepStatus
 from sagakit.orchestrator import StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from sagakit.breakers import read_all
 from sagakit.model.decide import Decision
-from sagakit.model.log import (
+from sagakit.model.events import (
     SagaCompensated,
     SagaCompleted,
     SagaNeedsAttention,

@@ -27,19 +27,18 @@ from sagakit.model.contracts import ContractError, broken_reply, check_start
 from sagakit.model.data import check_json_object, check_key, check_saga_id
 from sagakit.model.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
 from sagakit.model.definition import SagaDefinition
-from sagakit.model.log import (
+from sagakit.model.describe import describe, outcome
+from sagakit.model.events import (
     CompensationFailed,
     OperatorIntervened,
     ReplyIgnored,
     SagaCompleted,
     SagaEvent,
-    SagaState,
-    SagaStatus,
     StepFailed,
-    describe,
-    outcome,
 )
 from sagakit.model.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
     from sagakit.errors import CorruptLogError
     from sagakit.model.decide import Decision
-    from sagakit.model.log import SagaState, StoredEvent
+    from sagakit.model.events import StoredEvent
     from sagakit.model.messages import Outgoing, TransportMessage
+    from sagakit.model.state import SagaState
 
 
 class Clock(Protocol):

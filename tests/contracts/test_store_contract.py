@@ -9,8 +9,9 @@ from sqlalchemy import insert, text
 
 from sagakit import ConcurrencyError, CorruptLogError, UnknownSagaError
 from sagakit.model.decide import Reply, Start, Tick, decide
-from sagakit.model.log import SagaStatus, StepFailed
+from sagakit.model.events import StepFailed
 from sagakit.model.messages import Envelope, MessageKind, Outgoing, ReplyBody
+from sagakit.model.status import SagaStatus
 from sagakit.stores.migrations import HEAD
 from sagakit.stores.schema import saga_events
 from sagakit.stores.sql import SqlSagaStore
@@ -218,7 +219,7 @@ async def test_an_old_event_version_is_upcast_when_read(store: SqlSagaStore) -> 
             )
         )
         await unit.connection.execute(text("UPDATE sagas SET version = 3 WHERE saga_id = 's1'"))
-    from sagakit.model.log import decode
+    from sagakit.model.events import decode
 
     stored = (await store.history("s1"))[2]
     event = decode(stored)

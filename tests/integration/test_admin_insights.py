@@ -17,7 +17,7 @@ import pytest
 from sagakit import Participant, StepContext, StepRejected, TransientError, tracing
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.figures import reason_pattern
-from sagakit.model.log import decode
+from sagakit.model.events import decode
 from sagakit.model.messages import TransportMessage
 from sagakit.redaction import MASK, Redaction
 from sagakit.rules import RuleSet, publish

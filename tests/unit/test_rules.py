@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sagakit.model.decide import Signal, Start, Tick, decide
-from sagakit.model.log import SagaStatus
+from sagakit.model.status import SagaStatus
 from sagakit.rules import RuleError, RuleFailed, RuleSet
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 

@@ -16,26 +16,24 @@ from typing import Any
 from sagakit.errors import CorruptLogError
 from sagakit.model.decide import REASON_KEY
 from sagakit.model.definition import SagaDefinition, StepKind
-from sagakit.model.log import (
+from sagakit.model.describe import describe
+from sagakit.model.events import (
     ApprovalRequested,
     CompensationFailed,
     CompensationRequested,
-    IllegalTransition,
     RetryScheduled,
     SagaEvent,
     SagaStarted,
-    SagaState,
     StepCompensated,
     StepFailed,
     StepRequested,
     StepSucceeded,
     StepTimedOut,
     StoredEvent,
-    apply,
     decode,
-    describe,
-    start_state,
 )
+from sagakit.model.state import SagaState
+from sagakit.model.transitions import IllegalTransition, apply, start_state
 
 Redact = Callable[[Mapping[str, Any]], dict[str, Any]]
 

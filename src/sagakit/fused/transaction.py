@@ -14,8 +14,8 @@ from sagakit.fused.queue import Start as StartItem
 from sagakit.locks import release_saga
 from sagakit.logs import get_logger
 from sagakit.model.decide import Decision, Reply, Start
-from sagakit.model.log import SagaState
 from sagakit.model.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
+from sagakit.model.state import SagaState
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import Loaded, UnitOfWork

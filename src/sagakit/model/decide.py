@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sagakit.model.definition import SagaDefinition, Step, StepKind
-from sagakit.model.log import (
+from sagakit.model.events import (
     ApprovalRequested,
     CompensationFailed,
     CompensationRequested,
@@ -34,18 +34,12 @@ from sagakit.model.log import (
     SagaEvent,
     SagaNeedsAttention,
     SagaStarted,
-    SagaState,
-    SagaStatus,
     StepCompensated,
     StepFailed,
     StepRequested,
     StepSkipped,
-    StepState,
-    StepStatus,
     StepSucceeded,
     StepTimedOut,
-    apply,
-    start_state,
 )
 from sagakit.model.messages import (
     RELEASE,
@@ -57,6 +51,9 @@ from sagakit.model.messages import (
     command_queue,
 )
 from sagakit.model.messages import new_id as random_id
+from sagakit.model.state import SagaState, StepState
+from sagakit.model.status import SagaStatus, StepStatus
+from sagakit.model.transitions import apply, start_state
 from sagakit.rules import RuleFailed, RuleSet
 
 

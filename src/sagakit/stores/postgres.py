@@ -30,7 +30,7 @@ from sqlalchemy.sql.sqltypes import NullType
 
 from sagakit.errors import StoreError
 from sagakit.model.decide import Decision
-from sagakit.model.log import StoredEvent
+from sagakit.model.events import StoredEvent
 from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard

@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit.errors import ConcurrencyError
 from sagakit.model.decide import Decision
-from sagakit.model.log import SNAPSHOT_SCHEMA, SagaState, encode, state_to_json
+from sagakit.model.events import encode
 from sagakit.model.messages import Outgoing, TransportMessage
+from sagakit.model.state import SNAPSHOT_SCHEMA, SagaState, state_to_json
 from sagakit.ports import Loaded, Records
 from sagakit.stores.schema import saga_events, saga_inbox, saga_outbox, saga_snapshots, sagas
 
