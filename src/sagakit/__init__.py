@@ -50,7 +50,7 @@ __version__ = "0.1.0"
 #: Names that were exported here and now live only in their own modules: the engine's
 #: internals and the test kit's clock, which most users never import.
 _MOVED = {
-    "Decision": "sagakit.model.decide",
+    "Decision": "sagakit.model.decision",
     "Envelope": "sagakit.model.messages",
     "MessageKind": "sagakit.model.messages",
     "ReplyBody": "sagakit.model.messages",
@@ -64,7 +64,11 @@ _MOVED = {
 _MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "sagakit.contracts": ("sagakit.model.contracts",),
     "sagakit.data": ("sagakit.model.data",),
-    "sagakit.decide": ("sagakit.model.decide",),
+    "sagakit.decide": (
+        "sagakit.model.decide",
+        "sagakit.model.decision",
+        "sagakit.model.triggers",
+    ),
     "sagakit.definition": ("sagakit.model.definition",),
     "sagakit.log": (
         "sagakit.model.events",

@@ -36,10 +36,12 @@ from sagakit.clock import SystemClock
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
 from sagakit.logs import get_logger
 from sagakit.model.contracts import check_start
-from sagakit.model.decide import REASON_KEY, Decision, Reply, Start, decide
+from sagakit.model.decide import decide
+from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.describe import describe
 from sagakit.model.messages import (
+    REASON_KEY,
     Envelope,
     MessageKind,
     Op,
@@ -50,6 +52,7 @@ from sagakit.model.messages import (
 )
 from sagakit.model.state import SagaState
 from sagakit.model.status import StepStatus
+from sagakit.model.triggers import Reply, Start
 from sagakit.orchestrator import StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork

@@ -25,7 +25,8 @@ from sagakit.handle import SagaHandle
 from sagakit.logs import get_logger
 from sagakit.model.contracts import ContractError, broken_reply, check_start
 from sagakit.model.data import check_json_object, check_key, check_saga_id
-from sagakit.model.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
+from sagakit.model.decide import decide
+from sagakit.model.decision import Decision, merge_decisions
 from sagakit.model.definition import SagaDefinition
 from sagakit.model.describe import describe, outcome
 from sagakit.model.events import (
@@ -39,6 +40,7 @@ from sagakit.model.events import (
 from sagakit.model.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus
+from sagakit.model.triggers import Intervene, Reply, Signal, Start, Tick, Trigger
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:
@@ -330,7 +332,7 @@ class Orchestrator:
             decision = await self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
             )
-            decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
+            decisions[env.saga_id] = merge_decisions(decisions.get(env.saga_id), decision)
         await unit.append(list(decisions.values()))
         return list(decisions.values())
 
@@ -674,15 +676,6 @@ def _unreachable(exc: Exception) -> bool:
     """A start's failure that is its transaction's, not its own: the store is down or
     the connection broke (every start that shared it gets the error at once)."""
     return isinstance(exc, StoreError) and exc.retryable
-
-
-def _merge(first: Decision | None, later: Decision) -> Decision:
-    if first is None:
-        return later
-    first.events.extend(later.events)
-    first.commands.extend(later.commands)
-    first.state = later.state
-    return first
 
 
 def _log_event(state: SagaState, event: SagaEvent) -> None:

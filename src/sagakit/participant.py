@@ -48,8 +48,8 @@ from sagakit.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
 from sagakit.logs import get_logger
 from sagakit.model.contracts import AnyHandler, as_handler
 from sagakit.model.data import check_json
-from sagakit.model.decide import REASON_KEY
 from sagakit.model.messages import (
+    REASON_KEY,
     RELEASE,
     Envelope,
     MessageKind,

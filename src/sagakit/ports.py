@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from sagakit.errors import CorruptLogError
-    from sagakit.model.decide import Decision
+    from sagakit.model.decision import Decision
     from sagakit.model.events import StoredEvent
     from sagakit.model.messages import Outgoing, TransportMessage
     from sagakit.model.state import SagaState

@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import insert, text
 
 from sagakit import ConcurrencyError, CorruptLogError, UnknownSagaError
-from sagakit.model.decide import Reply, Start, Tick, decide
+from sagakit.model.decide import decide
 from sagakit.model.events import StepFailed
 from sagakit.model.messages import Envelope, MessageKind, Outgoing, ReplyBody
 from sagakit.model.status import SagaStatus
+from sagakit.model.triggers import Reply, Start, Tick
 from sagakit.stores.migrations import HEAD
 from sagakit.stores.schema import saga_events
 from sagakit.stores.sql import SqlSagaStore

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from sagakit.model.decide import Decision, Intervene, Reply, Start, Tick, decide, outstanding
+from sagakit.model.decide import decide, outstanding
+from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, approval
 from sagakit.model.messages import ReplyBody
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus, StepStatus
+from sagakit.model.triggers import Intervene, Reply, Start, Tick
 from tests.sagas import ORDER, TRIP
 
 

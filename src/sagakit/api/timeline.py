@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sagakit.errors import CorruptLogError
-from sagakit.model.decide import REASON_KEY
 from sagakit.model.definition import SagaDefinition, StepKind
 from sagakit.model.describe import describe
 from sagakit.model.events import (
@@ -32,6 +31,7 @@ from sagakit.model.events import (
     StoredEvent,
     decode,
 )
+from sagakit.model.messages import REASON_KEY
 from sagakit.model.state import SagaState
 from sagakit.model.transitions import IllegalTransition, apply, start_state
 

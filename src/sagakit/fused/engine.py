@@ -13,7 +13,8 @@ from sagakit.errors import ConcurrencyError, StoreError
 from sagakit.fused.queue import Batch, Start, StepQueue
 from sagakit.fused.transaction import Transactions, TurnTimeout
 from sagakit.logs import get_logger
-from sagakit.model.decide import Decision, outstanding
+from sagakit.model.decide import outstanding
+from sagakit.model.decision import Decision
 from sagakit.model.definition import StepKind
 from sagakit.model.messages import Envelope, Outgoing, TransportMessage
 from sagakit.orchestrator import Orchestrator, StartRequest

@@ -40,3 +40,7 @@ class StepStatus(StrEnum):
     COMPENSATION_WAIT = "compensation_wait"
     COMPENSATED = "compensated"
     SKIPPED = "skipped"
+
+
+#: Where a step is while it is being undone.
+UNDOING = {StepStatus.COMPENSATING, StepStatus.COMPENSATION_WAIT}

@@ -29,7 +29,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.sqltypes import NullType
 
 from sagakit.errors import StoreError
-from sagakit.model.decide import Decision
+from sagakit.model.decision import Decision
 from sagakit.model.events import StoredEvent
 from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow

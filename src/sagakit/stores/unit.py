@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit.errors import ConcurrencyError
-from sagakit.model.decide import Decision
+from sagakit.model.decision import Decision
 from sagakit.model.events import encode
 from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.model.state import SNAPSHOT_SCHEMA, SagaState, state_to_json
