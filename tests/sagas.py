@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sagakit import RetryPolicy, SagaDefinition, Step, StepKind, parallel
-from sagakit.definition import approval
+from sagakit.model.definition import approval
 
 FAST = RetryPolicy(attempts=3, backoff=timedelta(milliseconds=10), cap=timedelta(milliseconds=50))
 

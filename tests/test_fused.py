@@ -21,7 +21,7 @@ from sagakit import (
     StepKind,
     StepRejected,
 )
-from sagakit.definition import approval
+from sagakit.model.definition import approval
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_locks
 from sagakit.stores.sql import SqlSagaStore

@@ -23,7 +23,7 @@ from sagakit import (
 )
 from sagakit.clock import FakeClock
 from sagakit.fused.queue import StepQueue
-from sagakit.messages import Envelope, command_queue
+from sagakit.model.messages import Envelope, command_queue
 from sagakit.orchestrator import Orchestrator
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore

@@ -110,3 +110,22 @@ def test_a_name_that_left_the_top_level_says_where_it_went(name: str) -> None:
     assert hasattr(module, name)
     with pytest.raises(ImportError, match=rf"from {re.escape(module.__name__)} import {name}"):
         exec(f"from sagakit import {name}", {})  # the import users write
+
+
+@pytest.mark.parametrize("old", sorted(sagakit._MOVED_MODULES))
+def test_a_module_that_moved_says_where_it_went(old: str) -> None:
+    new = sagakit._MOVED_MODULES[old]
+    for module in new:
+        importlib.import_module(module)  # each new home is real
+    says = re.escape(" or ".join(new))
+    with pytest.raises(ImportError, match=rf"{re.escape(old)} has moved: use {says}"):
+        importlib.import_module(old)
+    with pytest.raises(ImportError, match=rf"{re.escape(old)} has moved"):
+        exec(f"from {old} import anything", {})  # the import users write
+    with pytest.raises(ImportError, match=rf"{re.escape(old)} has moved"):
+        exec(f"from sagakit import {old.rpartition('.')[2]}", {})
+
+
+def test_a_module_that_never_existed_is_still_not_found() -> None:
+    with pytest.raises(ModuleNotFoundError, match=r"No module named 'sagakit\.nothing_here'"):
+        importlib.import_module("sagakit.nothing_here")

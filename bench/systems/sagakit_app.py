@@ -21,7 +21,7 @@ from sagakit import (
     StepKind,
     StepRejected,
 )
-from sagakit.decide import Decision
+from sagakit.model.decision import Decision
 from sagakit.ports import SagaStore, UnitOfWork
 
 _RETRY = RetryPolicy(attempts=5, backoff=timedelta(milliseconds=50), cap=timedelta(seconds=1))

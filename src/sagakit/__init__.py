@@ -4,18 +4,14 @@ Define a saga, run participants that do its local transactions, and let an orche
 drive it to one of two ends: everything done, or everything undone.
 """
 
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from collections.abc import Sequence
+
 from sagakit.breakers import CircuitBreaker
 from sagakit.choreography import Choreography
-from sagakit.contracts import ContractError
-from sagakit.definition import (
-    Parallel,
-    RetryPolicy,
-    SagaDefinition,
-    Step,
-    StepKind,
-    approval,
-    parallel,
-)
 from sagakit.errors import (
     ConcurrencyError,
     CorruptLogError,
@@ -31,7 +27,18 @@ from sagakit.errors import (
 )
 from sagakit.handle import SagaHandle
 from sagakit.locks import LockPolicy
-from sagakit.log import SagaState, SagaStatus, StepStatus
+from sagakit.model.contracts import ContractError
+from sagakit.model.definition import (
+    Parallel,
+    RetryPolicy,
+    SagaDefinition,
+    Step,
+    StepKind,
+    approval,
+    parallel,
+)
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus, StepStatus
 from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant, StepContext
 from sagakit.runtime import Runtime, wait_terminal
@@ -41,15 +48,36 @@ from sagakit.transports import open_transport
 __version__ = "0.1.0"
 
 #: Names that were exported here and now live only in their own modules: the engine's
-#: internals and the test kit's clock, which most users never import. (``decide`` left
-#: too: ``sagakit.decide`` is its module, where the function is.)
+#: internals and the test kit's clock, which most users never import.
 _MOVED = {
-    "Decision": "sagakit.decide",
-    "Envelope": "sagakit.messages",
-    "MessageKind": "sagakit.messages",
-    "ReplyBody": "sagakit.messages",
+    "Decision": "sagakit.model.decision",
+    "Envelope": "sagakit.model.messages",
+    "MessageKind": "sagakit.model.messages",
+    "ReplyBody": "sagakit.model.messages",
     "FakeClock": "sagakit.testing",
     "SystemClock": "sagakit.clock",
+}
+
+#: Modules that moved into a layer's folder: importing one by its old name raises an
+#: ImportError that says where it went, instead of a bare "No module named". A module
+#: that was split names each of its parts.
+_MOVED_MODULES: dict[str, tuple[str, ...]] = {
+    "sagakit.contracts": ("sagakit.model.contracts",),
+    "sagakit.data": ("sagakit.model.data",),
+    "sagakit.decide": (
+        "sagakit.model.decide",
+        "sagakit.model.decision",
+        "sagakit.model.triggers",
+    ),
+    "sagakit.definition": ("sagakit.model.definition",),
+    "sagakit.log": (
+        "sagakit.model.events",
+        "sagakit.model.status",
+        "sagakit.model.state",
+        "sagakit.model.transitions",
+        "sagakit.model.describe",
+    ),
+    "sagakit.messages": ("sagakit.model.messages",),
 }
 
 
@@ -58,7 +86,31 @@ def __getattr__(name: str) -> object:
         # An ImportError, not an AttributeError: ``from sagakit import X`` shows this
         # message instead of a bare "cannot import name".
         raise ImportError(f"sagakit.{name} has moved: use `from {_MOVED[name]} import {name}`")
+    if f"sagakit.{name}" in _MOVED_MODULES:
+        raise _moved_module(f"sagakit.{name}")
     raise AttributeError(f"module 'sagakit' has no attribute {name!r}")
+
+
+def _moved_module(old: str) -> ModuleNotFoundError:
+    return ModuleNotFoundError(f"{old} has moved: use {' or '.join(_MOVED_MODULES[old])}", name=old)
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder):
+    """Asked last, after every real finder missed: answers only for a moved module."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in _MOVED_MODULES:
+            raise _moved_module(fullname)
+        return None
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 __all__ = [

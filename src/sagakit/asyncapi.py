@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from sagakit.decide import REASON_KEY
-from sagakit.definition import SagaDefinition, Step, StepKind
-from sagakit.messages import (
+from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.messages import (
     ENVELOPE_VERSION,
+    REASON_KEY,
     RELEASE,
     Envelope,
     ReplyBody,

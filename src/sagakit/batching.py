@@ -31,7 +31,7 @@ from typing import Any, cast
 from sqlalchemy.exc import DBAPIError
 
 from sagakit.errors import StoreError
-from sagakit.messages import Envelope
+from sagakit.model.messages import Envelope
 from sagakit.ports import Records, UnitOfWork
 
 #: Opens a savepoint (UnitOfWork.savepoint).

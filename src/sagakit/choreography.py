@@ -33,13 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sagakit import tracing
 from sagakit.batching import HandlerTimedOut
 from sagakit.clock import SystemClock
-from sagakit.contracts import check_start
-from sagakit.decide import REASON_KEY, Decision, Reply, Start, decide
-from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
-from sagakit.log import SagaState, StepStatus, describe
 from sagakit.logs import get_logger
-from sagakit.messages import (
+from sagakit.model.contracts import check_start
+from sagakit.model.decide import decide
+from sagakit.model.decision import Decision
+from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.describe import describe
+from sagakit.model.messages import (
+    REASON_KEY,
     Envelope,
     MessageKind,
     Op,
@@ -48,6 +50,9 @@ from sagakit.messages import (
     event_destination,
     new_id,
 )
+from sagakit.model.state import SagaState
+from sagakit.model.status import StepStatus
+from sagakit.model.triggers import Reply, Start
 from sagakit.orchestrator import StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork

@@ -14,7 +14,7 @@ class DefinitionError(SagaError):
 
 
 class DataError(SagaError, ValueError):
-    """Saga data or a handler's reply that is not a JSON value (see :mod:`sagakit.data`),
+    """Saga data or a handler's reply that is not a JSON value (see :mod:`sagakit.model.data`),
     naming where the offending value is and its type. Trying again cannot help."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 
 if TYPE_CHECKING:
     from sagakit.ports import SagaStore

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sagakit.breakers import read_all
-from sagakit.decide import Decision
-from sagakit.log import (
+from sagakit.model.decision import Decision
+from sagakit.model.events import (
     SagaCompensated,
     SagaCompleted,
     SagaNeedsAttention,

@@ -19,27 +19,28 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
-from sagakit.contracts import ContractError, broken_reply, check_start
-from sagakit.data import check_json_object, check_key, check_saga_id
-from sagakit.decide import Decision, Intervene, Reply, Signal, Start, Tick, Trigger, decide
-from sagakit.definition import SagaDefinition
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
 from sagakit.groupcommit import GroupCommit
 from sagakit.handle import SagaHandle
-from sagakit.log import (
+from sagakit.logs import get_logger
+from sagakit.model.contracts import ContractError, broken_reply, check_start
+from sagakit.model.data import check_json_object, check_key, check_saga_id
+from sagakit.model.decide import decide
+from sagakit.model.decision import Decision, merge_decisions
+from sagakit.model.definition import SagaDefinition
+from sagakit.model.describe import describe, outcome
+from sagakit.model.events import (
     CompensationFailed,
     OperatorIntervened,
     ReplyIgnored,
     SagaCompleted,
     SagaEvent,
-    SagaState,
-    SagaStatus,
     StepFailed,
-    describe,
-    outcome,
 )
-from sagakit.logs import get_logger
-from sagakit.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
+from sagakit.model.messages import Envelope, MessageKind, Outgoing, new_id, reply_queue
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus
+from sagakit.model.triggers import Intervene, Reply, Signal, Start, Tick, Trigger
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class StartRequest:
 
     ``definition`` is a definition's name, or the SagaDefinition itself (its version
     then, unless ``version`` says otherwise). The data must be a dict of JSON values
-    (:mod:`sagakit.data`); anything else is refused here, with where and why."""
+    (:mod:`sagakit.model.data`); anything else is refused here, with where and why."""
 
     definition: str
     data: Mapping[str, Any]
@@ -175,7 +176,7 @@ class Orchestrator:
         exists does nothing. Starts made at the same time share one transaction (see
         :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
         data that is not a dict of JSON values (DataError, naming the key) or that breaks
-        a step's contract (:class:`~sagakit.contracts.ContractError`)."""
+        a step's contract (:class:`~sagakit.model.contracts.ContractError`)."""
         name, version = definition_named(definition, version)
         request = StartRequest(
             name,
@@ -331,7 +332,7 @@ class Orchestrator:
             decision = await self._decide(
                 definition, state, trigger, now=now, traceparent=env.traceparent, rules=rules
             )
-            decisions[env.saga_id] = _merge(decisions.get(env.saga_id), decision)
+            decisions[env.saga_id] = merge_decisions(decisions.get(env.saga_id), decision)
         await unit.append(list(decisions.values()))
         return list(decisions.values())
 
@@ -626,7 +627,7 @@ def start_message(
     write the saga is about, and the two commit together: an order row and the saga
     that processes it. Starting is idempotent on ``saga_id``. Any service can build it;
     it needs the definition, not a running orchestrator. Data that breaks a step's
-    contract raises :class:`~sagakit.contracts.ContractError` here.
+    contract raises :class:`~sagakit.model.contracts.ContractError` here.
     """
     request = StartRequest(definition.name, data, saga_id=saga_id, key=key)  # refuses bad input
     check_start(definition, request.data)
@@ -675,15 +676,6 @@ def _unreachable(exc: Exception) -> bool:
     """A start's failure that is its transaction's, not its own: the store is down or
     the connection broke (every start that shared it gets the error at once)."""
     return isinstance(exc, StoreError) and exc.retryable
-
-
-def _merge(first: Decision | None, later: Decision) -> Decision:
-    if first is None:
-        return later
-    first.events.extend(later.events)
-    first.commands.extend(later.commands)
-    first.state = later.state
-    return first
 
 
 def _log_event(state: SagaState, event: SagaEvent) -> None:

@@ -43,13 +43,13 @@ from sagakit.breakers import BreakerOpen, CircuitBreaker
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
 from sagakit.clock import SystemClock
-from sagakit.contracts import AnyHandler, as_handler
-from sagakit.data import check_json
-from sagakit.decide import REASON_KEY
 from sagakit.errors import DataError, PoisonMessageError, SagaError, StepRejected
 from sagakit.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
 from sagakit.logs import get_logger
-from sagakit.messages import (
+from sagakit.model.contracts import AnyHandler, as_handler
+from sagakit.model.data import check_json
+from sagakit.model.messages import (
+    REASON_KEY,
     RELEASE,
     Envelope,
     MessageKind,
@@ -204,7 +204,7 @@ class Participant:
 
     def on(self, name: str, handler: AnyHandler) -> None:
         """Handle command ``name`` with ``handler``: ``(ctx)``, or typed ``(ctx, command)``
-        with pydantic models (see :mod:`sagakit.contracts`)."""
+        with pydantic models (see :mod:`sagakit.model.contracts`)."""
         if name in self._handlers:
             raise ValueError(f"participant {self.name!r} already handles {name!r}")
         if not inspect.iscoroutinefunction(handler) and not inspect.iscoroutinefunction(

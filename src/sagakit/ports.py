@@ -11,15 +11,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sagakit.messages import new_id
+from sagakit.model.messages import new_id
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from sagakit.decide import Decision
     from sagakit.errors import CorruptLogError
-    from sagakit.log import SagaState, StoredEvent
-    from sagakit.messages import Outgoing, TransportMessage
+    from sagakit.model.decision import Decision
+    from sagakit.model.events import StoredEvent
+    from sagakit.model.messages import Outgoing, TransportMessage
+    from sagakit.model.state import SagaState
 
 
 class Clock(Protocol):

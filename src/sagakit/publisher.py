@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sagakit import tracing
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import SagaStore, Transport
 
 log = get_logger("sagakit.publisher")

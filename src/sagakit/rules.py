@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sagakit import rule_budget
-from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import SagaError
 from sagakit.logs import get_logger
+from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.ports import RuleRecords, UnitOfWork
 
 log = get_logger("sagakit.rules")

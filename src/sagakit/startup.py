@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from sagakit.definition import participants_of
 from sagakit.errors import StoreError, TransportError
 from sagakit.logs import get_logger
-from sagakit.messages import command_queue
+from sagakit.model.definition import participants_of
+from sagakit.model.messages import command_queue
 from sagakit.stores.migrations import HEAD
 from sagakit.transports.memory import MemoryTransport
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from sagakit.choreography import follower_queue, tracker_queue
 from sagakit.logs import get_logger
-from sagakit.messages import command_queue, reply_queue
+from sagakit.model.messages import command_queue, reply_queue
 from sagakit.runtime import Runtime
 from sagakit.service import http_server, serve
 from sagakit.stores import open_store

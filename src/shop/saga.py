@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
-from sagakit.definition import approval
+from sagakit.model.definition import approval
 from shop.contracts import (
     ChargePayment,
     NotifyCustomer,

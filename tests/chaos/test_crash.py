@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import func, inspect, select
 
 from sagakit import open_store
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 from sagakit.stores.schema import saga_outbox
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only

@@ -8,9 +8,11 @@ import pytest
 from sqlalchemy import insert, text
 
 from sagakit import ConcurrencyError, CorruptLogError, UnknownSagaError
-from sagakit.decide import Reply, Start, Tick, decide
-from sagakit.log import SagaStatus, StepFailed
-from sagakit.messages import Envelope, MessageKind, Outgoing, ReplyBody
+from sagakit.model.decide import decide
+from sagakit.model.events import StepFailed
+from sagakit.model.messages import Envelope, MessageKind, Outgoing, ReplyBody
+from sagakit.model.status import SagaStatus
+from sagakit.model.triggers import Reply, Start, Tick
 from sagakit.stores.migrations import HEAD
 from sagakit.stores.schema import saga_events
 from sagakit.stores.sql import SqlSagaStore
@@ -218,7 +220,7 @@ async def test_an_old_event_version_is_upcast_when_read(store: SqlSagaStore) -> 
             )
         )
         await unit.connection.execute(text("UPDATE sagas SET version = 3 WHERE saga_id = 's1'"))
-    from sagakit.log import decode
+    from sagakit.model.events import decode
 
     stored = (await store.history("s1"))[2]
     event = decode(stored)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sagakit.decide import Start, decide
+from sagakit.model.decide import decide
+from sagakit.model.triggers import Start
 from sagakit.ports import SagaSearch
 from sagakit.stores.sql import SqlSagaStore
 from tests.contracts.test_store_contract import reply, start

@@ -18,7 +18,7 @@ import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from sagakit.errors import TransportError
-from sagakit.messages import TransportMessage, event_destination, new_id
+from sagakit.model.messages import TransportMessage, event_destination, new_id
 from sagakit.ports import DeadLetter, Delivery, PublishResult, Transport
 from sagakit.transports import open_transport
 from sagakit.transports.rabbitmq import RabbitTransport

@@ -28,8 +28,8 @@ import uvicorn
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.app import STATIC
 from sagakit.errors import UnknownSagaError
-from sagakit.log import decode
-from sagakit.messages import TransportMessage
+from sagakit.model.events import decode
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import Delivery
 from sagakit.redaction import Redaction
 from sagakit.runtime import Runtime

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sagakit import Orchestrator, Participant, StepContext, StepRejected, open_store
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
 from tests.e2e.helpers import Result, sagakit

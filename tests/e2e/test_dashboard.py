@@ -19,7 +19,7 @@ import pytest
 
 from sagakit import StepContext, StepRejected, tracing
 from sagakit.api.figures import OUTCOMES
-from sagakit.log import decode
+from sagakit.model.events import decode
 from shop.app import REDACT
 from shop.services.notification import NotificationService
 from tests.e2e.dashboard_kit import (

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sagakit import tracing
-from sagakit.log import decode
+from sagakit.model.events import decode
 from sagakit.stores.sql import SqlSagaStore
 from shop.app import SAGA, embedded_urls, open_stores
 from shop.labs import dashboard_timeline

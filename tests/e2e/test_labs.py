@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sagakit.log import StepFailed, decode, fold_stored
+from sagakit.model.events import StepFailed, decode
+from sagakit.model.transitions import fold_stored
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_inbox, saga_outbox, saga_snapshots
 from sagakit.stores.sql import SqlSagaStore

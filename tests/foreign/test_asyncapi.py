@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sagakit.messages import Envelope, MessageKind, new_id
+from sagakit.model.messages import Envelope, MessageKind, new_id
 from tests.foreign.conftest import run_node
 
 SAGAKIT = Path(sys.executable).parent / "sagakit"

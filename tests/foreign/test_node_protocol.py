@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sagakit.messages import (
+from sagakit.model.messages import (
     Envelope,
     MessageKind,
     Op,

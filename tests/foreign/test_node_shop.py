@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sagakit import Runtime, tracing
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.asyncapi import document
-from sagakit.log import SagaState
-from sagakit.messages import TransportMessage, command_queue
+from sagakit.model.messages import TransportMessage, command_queue
+from sagakit.model.state import SagaState
 from sagakit.ports import BatchHandler, Delivery, PublishResult
 from sagakit.stores.sql import SqlSagaStore
 from shop.app import Shop, open_stores

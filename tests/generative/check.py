@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 from tests.generative.model import NOT_STARTED, Prediction, predict
 from tests.generative.runners.base import Observation, Plant, Runner
 from tests.generative.scenario import Scenario, render_saga

@@ -15,7 +15,7 @@ import pytest
 
 from sagakit import Participant
 from sagakit.batching import BatchInbox, WatchedConnection
-from sagakit.messages import Envelope, ReplyBody
+from sagakit.model.messages import Envelope, ReplyBody
 from sagakit.participant import Handler
 from sagakit.ports import UnitOfWork
 from sagakit.testing.plant import plant_no_barrier

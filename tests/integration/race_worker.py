@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sagakit import Orchestrator, open_store
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import Delivery
 from tests.sagas import ORDER
 

@@ -11,8 +11,8 @@ import pytest
 
 from sagakit import Participant, StepContext
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
-from sagakit.messages import TransportMessage
 from sagakit.metrics import Metrics
+from sagakit.model.messages import TransportMessage
 from sagakit.rules import RuleSet, publish
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.stores.sql import SqlSagaStore

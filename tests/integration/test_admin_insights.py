@@ -17,8 +17,8 @@ import pytest
 from sagakit import Participant, StepContext, StepRejected, TransientError, tracing
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.figures import reason_pattern
-from sagakit.log import decode
-from sagakit.messages import TransportMessage
+from sagakit.model.events import decode
+from sagakit.model.messages import TransportMessage
 from sagakit.redaction import MASK, Redaction
 from sagakit.rules import RuleSet, publish
 from sagakit.stores.dead_letters import SqlDeadLetters

@@ -20,7 +20,8 @@ from sagakit import (
 )
 from sagakit.breakers import BreakerOpen, BreakerState, CircuitBreaker
 from sagakit.cli.app import app
-from sagakit.log import decode, describe
+from sagakit.model.describe import describe
+from sagakit.model.events import decode
 from sagakit.testing import SagaHarness
 
 CHECKOUT = SagaDefinition(

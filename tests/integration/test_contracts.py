@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from sagakit import Participant, SagaDefinition, Step, StepContext, StepKind, StepRejected
-from sagakit.contracts import ContractError, as_handler, check_start
+from sagakit.model.contracts import ContractError, as_handler, check_start
 from sagakit.testing import SagaHarness
 from tests.sagas import FAST
 
@@ -208,8 +208,8 @@ async def test_a_reply_off_the_wire_that_breaks_the_model_is_dead_lettered_and_u
 
 
 def test_a_typed_step_that_adds_nothing_refuses_a_reply_with_data() -> None:
-    from sagakit.contracts import broken_reply
-    from sagakit.messages import Envelope, MessageKind
+    from sagakit.model.contracts import broken_reply
+    from sagakit.model.messages import Envelope, MessageKind
 
     def reply(data: dict[str, Any]) -> Envelope:
         return Envelope(
@@ -253,7 +253,7 @@ def test_handlers_are_read_once_at_registration() -> None:
 
 async def test_a_start_message_that_breaks_a_contract_is_dead_lettered() -> None:
     # Built by hand, as a service in another language would: start_message() refuses it.
-    from sagakit.messages import Envelope, MessageKind, Outgoing, TransportMessage
+    from sagakit.model.messages import Envelope, MessageKind, Outgoing, TransportMessage
     from sagakit.orchestrator import START_TYPE, start_message
 
     with pytest.raises(ContractError):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner, Result
 
 from sagakit import Participant, Runtime, StepContext
 from sagakit.cli.app import app
-from sagakit.messages import Envelope, MessageKind, Outgoing, TransportMessage
+from sagakit.model.messages import Envelope, MessageKind, Outgoing, TransportMessage
 from sagakit.stores import open_store
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.stores.sql import SqlSagaStore

@@ -20,7 +20,7 @@ from sagakit import Participant, StepContext, redaction
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.auth import Token
 from sagakit.api.guard import MAX_BODY, Guard, max_body_from
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
 from shop.api import create_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from sagakit import Orchestrator
-from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
+from sagakit.model.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
 from sagakit.ports import Delivery
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import FakeClock

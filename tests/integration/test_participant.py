@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import event, text
 
 from sagakit import Participant, StepContext, StepRejected
-from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
+from sagakit.model.messages import Envelope, MessageKind, ReplyBody, TransportMessage, new_id
 from sagakit.ports import Delivery
 from sagakit.stores.sql import SqlSagaStore
 from tests.integration.shop import create_effects, effects

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sagakit import Orchestrator, Runtime, StartRequest
 from sagakit.errors import TransportError
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import Delivery, PublishResult
 from sagakit.publisher import OutboxPublisher
 from sagakit.relay import OutboxRelay

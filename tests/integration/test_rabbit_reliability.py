@@ -17,7 +17,7 @@ import pytest
 from sagakit import Orchestrator, Runtime, StartRequest
 from sagakit.choreography import Choreography
 from sagakit.errors import TransportError
-from sagakit.messages import Envelope, MessageKind, TransportMessage, command_queue
+from sagakit.model.messages import Envelope, MessageKind, TransportMessage, command_queue
 from sagakit.ports import PublishResult
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore

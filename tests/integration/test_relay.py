@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from sagakit.errors import TransportError
-from sagakit.messages import Envelope, MessageKind, Outgoing, TransportMessage
+from sagakit.model.messages import Envelope, MessageKind, Outgoing, TransportMessage
 from sagakit.ports import Delivery, PublishResult
 from sagakit.relay import OutboxRelay
 from sagakit.stores import open_store

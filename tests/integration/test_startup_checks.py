@@ -10,7 +10,7 @@ from alembic import command
 
 from sagakit import Orchestrator, Participant, Runtime, StepContext, StoreError
 from sagakit.choreography import Choreography
-from sagakit.definition import SagaDefinition, Step, StepKind, approval
+from sagakit.model.definition import SagaDefinition, Step, StepKind, approval
 from sagakit.stores import open_store
 from sagakit.stores.migrations import HEAD
 from sagakit.stores.sql import _alembic_config

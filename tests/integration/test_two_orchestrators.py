@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from sagakit import Orchestrator, StartRequest, open_store
-from sagakit.messages import Envelope, MessageKind, ReplyBody, new_id
+from sagakit.model.messages import Envelope, MessageKind, ReplyBody, new_id
 from sagakit.testing import forward_only
 from tests.sagas import ORDER
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.transports._amqp import BUNDLE, BUNDLE_TYPE, bundled, unbundled
 
 

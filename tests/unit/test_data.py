@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sagakit.data import check_json, check_json_object, check_saga_id
 from sagakit.errors import DataError
+from sagakit.model.data import check_json, check_json_object, check_saga_id
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from sagakit.decide import Decision, Intervene, Reply, Start, Tick, decide, outstanding
-from sagakit.definition import SagaDefinition, approval
-from sagakit.log import SagaState, SagaStatus, StepStatus
-from sagakit.messages import ReplyBody
+from sagakit.model.decide import decide, outstanding
+from sagakit.model.decision import Decision
+from sagakit.model.definition import SagaDefinition, approval
+from sagakit.model.messages import ReplyBody
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus, StepStatus
+from sagakit.model.triggers import Intervene, Reply, Start, Tick
 from tests.sagas import ORDER, TRIP
 
 
@@ -476,7 +479,8 @@ def test_actions_that_do_not_fit_are_recorded_as_refused(action: str, why: str) 
 
 
 def test_a_deferred_step_reads_as_deferred_not_as_a_failure() -> None:
-    from sagakit.log import CompensationFailed, RetryScheduled, StepFailed, describe, outcome
+    from sagakit.model.describe import describe, outcome
+    from sagakit.model.events import CompensationFailed, RetryScheduled, StepFailed
 
     deferred = StepFailed(
         step="pay", attempt=1, reason="breaker gw is open", retryable=True, deferred=True

@@ -12,7 +12,7 @@ from sagakit.api.figures import (
     saga_durations,
     step_latencies,
 )
-from sagakit.log import (
+from sagakit.model.events import (
     CompensationStarted,
     SagaEvent,
     SagaNeedsAttention,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from sagakit.messages import Envelope, MessageKind, new_id
+from sagakit.model.messages import Envelope, MessageKind, new_id
 
 
 def test_ids_are_distinct_version_4_uuids_in_32_hex_characters() -> None:

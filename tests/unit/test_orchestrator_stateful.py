@@ -32,18 +32,11 @@ from hypothesis.stateful import (
 )
 
 from sagakit.clock import FakeClock
-from sagakit.definition import SagaDefinition, StepKind
-from sagakit.log import (
-    SagaEvent,
-    SagaState,
-    SagaStatus,
-    StepCompensated,
-    StepFailed,
-    StepStatus,
-    StepSucceeded,
-    decode,
-)
-from sagakit.messages import Envelope, MessageKind, ReplyBody, TransportMessage
+from sagakit.model.definition import SagaDefinition, StepKind
+from sagakit.model.events import SagaEvent, StepCompensated, StepFailed, StepSucceeded, decode
+from sagakit.model.messages import Envelope, MessageKind, ReplyBody, TransportMessage
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus, StepStatus
 from sagakit.orchestrator import Orchestrator
 from sagakit.ports import Delivery
 from sagakit.stores.sqlite import SqliteSagaStore

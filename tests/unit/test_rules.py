@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sagakit.decide import Signal, Start, Tick, decide
-from sagakit.log import SagaStatus
+from sagakit.model.decide import decide
+from sagakit.model.status import SagaStatus
+from sagakit.model.triggers import Signal, Start, Tick
 from sagakit.rules import RuleError, RuleFailed, RuleSet
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 
@@ -112,8 +113,8 @@ def test_without_rules_optional_steps_are_skipped_and_the_rest_run() -> None:
 
 
 def approve_path(decision: str) -> list[str]:
-    from sagakit.decide import Reply
-    from sagakit.messages import ReplyBody
+    from sagakit.model.messages import ReplyBody
+    from sagakit.model.triggers import Reply
 
     first = run({"vip": False, "amount": 5000})
     state = first.state
@@ -158,8 +159,8 @@ def test_a_rejection_compensates_what_came_before() -> None:
 
 
 def test_an_unanswered_approval_follows_its_timeout_policy() -> None:
-    from sagakit.decide import Reply
-    from sagakit.messages import ReplyBody
+    from sagakit.model.messages import ReplyBody
+    from sagakit.model.triggers import Reply
 
     first = run({"vip": False, "amount": 5000})
     decide(

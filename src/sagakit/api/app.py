@@ -41,8 +41,9 @@ from sagakit.api.docs import serve_docs
 from sagakit.api.guard import harden
 from sagakit.breakers import read_all
 from sagakit.errors import CorruptLogError, UnknownSagaError
-from sagakit.log import decode, describe, outcome
-from sagakit.messages import Outgoing
+from sagakit.model.describe import describe, outcome
+from sagakit.model.events import decode
+from sagakit.model.messages import Outgoing
 from sagakit.orchestrator import operator_message, signal_message
 from sagakit.ports import DeadLetter, SagaRow
 from sagakit.redaction import Redaction, redact_json

@@ -11,8 +11,8 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from sagakit.api.auth import SESSION_COOKIE, Authenticator, Token
 from sagakit.api.guard import MAX_BODY
-from sagakit.definition import SagaDefinition, StepKind
 from sagakit.metrics import Metrics
+from sagakit.model.definition import SagaDefinition, StepKind
 from sagakit.ports import DeadLetterQueue, SagaRow
 from sagakit.redaction import Redaction, current
 from sagakit.stores.sql import SqlSagaStore

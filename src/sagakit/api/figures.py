@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sagakit.errors import CorruptLogError
-from sagakit.log import (
+from sagakit.model.events import (
     CompensationFailed,
     CompensationRequested,
     SagaEvent,

@@ -44,8 +44,8 @@ from sagakit.api.figures import (
     step_latencies,
 )
 from sagakit.api.timeline import timeline
-from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import UnknownSagaError
+from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.orchestrator import operator_message
 from sagakit.ports import SagaSearch
 from sagakit.redaction import redact

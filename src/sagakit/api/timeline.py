@@ -13,29 +13,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.decide import REASON_KEY
-from sagakit.definition import SagaDefinition, StepKind
 from sagakit.errors import CorruptLogError
-from sagakit.log import (
+from sagakit.model.definition import SagaDefinition, StepKind
+from sagakit.model.describe import describe
+from sagakit.model.events import (
     ApprovalRequested,
     CompensationFailed,
     CompensationRequested,
-    IllegalTransition,
     RetryScheduled,
     SagaEvent,
     SagaStarted,
-    SagaState,
     StepCompensated,
     StepFailed,
     StepRequested,
     StepSucceeded,
     StepTimedOut,
     StoredEvent,
-    apply,
     decode,
-    describe,
-    start_state,
 )
+from sagakit.model.messages import REASON_KEY
+from sagakit.model.state import SagaState
+from sagakit.model.transitions import IllegalTransition, apply, start_state
 
 Redact = Callable[[Mapping[str, Any]], dict[str, Any]]
 

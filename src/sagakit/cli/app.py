@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sagakit.errors import CorruptLogError, StoreError, UnknownSagaError
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 from sagakit.ports import SagaRow
 from sagakit.redaction import mask_urls, printable
 from sagakit.stores import open_store

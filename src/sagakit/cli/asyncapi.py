@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from sagakit.cli.app import app, console
-from sagakit.definition import SagaDefinition
+from sagakit.model.definition import SagaDefinition
 
 
 def load_definitions(spec: str) -> list[SagaDefinition]:

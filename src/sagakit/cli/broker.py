@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sagakit.cli.app import JsonOption, app, console, emit_json, fail
-from sagakit.definition import SagaDefinition
+from sagakit.model.definition import SagaDefinition
 from sagakit.redaction import mask_urls
 
 broker = typer.Typer(

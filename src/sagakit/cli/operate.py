@@ -30,7 +30,7 @@ from sagakit.cli.app import (
 )
 from sagakit.cli.render import iso, local_time, safe
 from sagakit.errors import StoreError, UnknownSagaError
-from sagakit.log import OperatorIntervened, decode
+from sagakit.model.events import OperatorIntervened, decode
 from sagakit.orchestrator import operator_message, signal_message
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore

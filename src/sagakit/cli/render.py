@@ -17,7 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sagakit.errors import CorruptLogError
-from sagakit.log import SagaState, StoredEvent, decode, describe, outcome
+from sagakit.model.describe import describe, outcome
+from sagakit.model.events import StoredEvent, decode
+from sagakit.model.state import SagaState
 from sagakit.ports import SagaRow
 from sagakit.redaction import printable
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
 from sagakit.cli.render import safe
-from sagakit.definition import SagaDefinition
+from sagakit.model.definition import SagaDefinition
 from sagakit.rules import RuleError, RuleSet, publish
 from sagakit.stores.sql import SqlSagaStore
 

@@ -14,7 +14,7 @@ Nothing about the guarantees changes; the transaction boundaries only widen:
   its request to the saga's log (``StepRequested``: message id, attempt, and the data
   the payload is made of), and this process runs it from memory. An engine that starts
   rebuilds every request of its participants still unanswered in the log and runs it
-  (:func:`sagakit.decide.outstanding`); the inbox turns a second run into the stored
+  (:func:`sagakit.model.decide.outstanding`); the inbox turns a second run into the stored
   outcome. Commands from anywhere else (a timer's retry, a lock release) still come
   through the outbox, and the transaction that runs one marks it sent; what the outbox
   holds for the orchestrator (an operator's action, a start message) is handed to it in

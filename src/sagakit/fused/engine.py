@@ -9,13 +9,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from sagakit.batching import HandlerTimedOut, HandlerTooSlow, Unbatch
-from sagakit.decide import Decision, outstanding
-from sagakit.definition import StepKind
 from sagakit.errors import ConcurrencyError, StoreError
 from sagakit.fused.queue import Batch, Start, StepQueue
 from sagakit.fused.transaction import Transactions, TurnTimeout
 from sagakit.logs import get_logger
-from sagakit.messages import Envelope, Outgoing, TransportMessage
+from sagakit.model.decide import outstanding
+from sagakit.model.decision import Decision
+from sagakit.model.definition import StepKind
+from sagakit.model.messages import Envelope, Outgoing, TransportMessage
 from sagakit.orchestrator import Orchestrator, StartRequest
 from sagakit.participant import Participant
 from sagakit.ports import Delivery

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sagakit.messages import Envelope
+from sagakit.model.messages import Envelope
 
 
 @dataclass(slots=True)

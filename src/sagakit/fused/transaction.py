@@ -9,13 +9,14 @@ from collections.abc import Mapping, Sequence
 from sagakit.batching import BatchInbox, HandlerTimedOut, batch_patience, patience_for
 from sagakit.breakers import load as load_breakers
 from sagakit.breakers import save as save_breakers
-from sagakit.decide import Decision, Reply, Start
 from sagakit.fused.queue import Batch
 from sagakit.fused.queue import Start as StartItem
 from sagakit.locks import release_saga
-from sagakit.log import SagaState
 from sagakit.logs import get_logger
-from sagakit.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
+from sagakit.model.decision import Decision, merge_decisions
+from sagakit.model.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
+from sagakit.model.state import SagaState
+from sagakit.model.triggers import Reply, Start
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.ports import Loaded, UnitOfWork
@@ -249,13 +250,4 @@ class Transactions:
             decision = await self.orchestrator.decide_in(
                 unit, definition, state, reply, now=now, traceparent=env.traceparent
             )
-            decisions[env.saga_id] = _merge(prior, decision)
-
-
-def _merge(first: Decision | None, later: Decision) -> Decision:
-    if first is None:
-        return later
-    first.events.extend(later.events)
-    first.commands.extend(later.commands)
-    first.state = later.state
-    return first
+            decisions[env.saga_id] = merge_decisions(prior, decision)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import DeadLetter
 from sagakit.stores.schema import saga_dead_letters, saga_outbox
 from sagakit.stores.sql import SqlSagaStore

@@ -22,7 +22,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 
 #: The NOTIFY channel a PostgreSQL store announces ended sagas on.
 ENDED_CHANNEL = "sagakit_ended"

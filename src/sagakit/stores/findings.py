@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, cast, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sagakit.log import StoredEvent
+from sagakit.model.events import StoredEvent
 from sagakit.ports import SagaRow, SagaSearch
 from sagakit.stores.schema import saga_events, sagas
 

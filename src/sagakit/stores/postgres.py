@@ -28,10 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.sqltypes import NullType
 
-from sagakit.decide import Decision
 from sagakit.errors import StoreError
-from sagakit.log import StoredEvent
-from sagakit.messages import Outgoing, TransportMessage
+from sagakit.model.decision import Decision
+from sagakit.model.events import StoredEvent
+from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas

@@ -25,14 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sagakit.clock import SystemClock
 from sagakit.errors import ConcurrencyError, CorruptLogError, StoreError, UnknownSagaError
-from sagakit.log import (
-    SNAPSHOT_SCHEMA,
-    SagaState,
-    StoredEvent,
-    fold_stored,
-    state_from_json,
-)
-from sagakit.messages import TransportMessage
+from sagakit.model.events import StoredEvent
+from sagakit.model.messages import TransportMessage
+from sagakit.model.state import SNAPSHOT_SCHEMA, SagaState, state_from_json
+from sagakit.model.transitions import fold_stored
 from sagakit.ports import Clock, Loaded, OutboxRow, SagaRow
 from sagakit.stores import migrations
 from sagakit.stores.ends import EndWatch

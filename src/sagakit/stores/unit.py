@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sagakit.decide import Decision
 from sagakit.errors import ConcurrencyError
-from sagakit.log import SNAPSHOT_SCHEMA, SagaState, encode, state_to_json
-from sagakit.messages import Outgoing, TransportMessage
+from sagakit.model.decision import Decision
+from sagakit.model.events import encode
+from sagakit.model.messages import Outgoing, TransportMessage
+from sagakit.model.state import SNAPSHOT_SCHEMA, SagaState, state_to_json
 from sagakit.ports import Loaded, Records
 from sagakit.stores.schema import saga_events, saga_inbox, saga_outbox, saga_snapshots, sagas
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sagakit.errors import CorruptLogError
-from sagakit.log import SagaState, StoredEvent, fold_stored
+from sagakit.model.events import StoredEvent
+from sagakit.model.state import SagaState
+from sagakit.model.transitions import fold_stored
 
 
 def check_log(saga_id: str, events: Sequence[StoredEvent]) -> SagaState:

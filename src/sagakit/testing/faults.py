@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import BatchHandler, DeadLetterQueue, PublishResult, Subscription, Transport
 
 

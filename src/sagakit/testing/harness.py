@@ -24,10 +24,12 @@ from types import TracebackType
 from typing import Any
 
 from sagakit.clock import FakeClock
-from sagakit.definition import SagaDefinition
-from sagakit.log import SagaState, SagaStatus, StoredEvent
 from sagakit.logs import get_logger
-from sagakit.messages import command_queue
+from sagakit.model.definition import SagaDefinition
+from sagakit.model.events import StoredEvent
+from sagakit.model.messages import command_queue
+from sagakit.model.state import SagaState
+from sagakit.model.status import SagaStatus
 from sagakit.orchestrator import Orchestrator
 from sagakit.participant import Participant
 from sagakit.runtime import Runtime

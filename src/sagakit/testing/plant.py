@@ -26,7 +26,7 @@ from typing import Any
 
 from sagakit.batching import BatchInbox, inbox_key
 from sagakit.logs import get_logger
-from sagakit.messages import Envelope, Outgoing, ReplyBody, TransportMessage
+from sagakit.model.messages import Envelope, Outgoing, ReplyBody, TransportMessage
 from sagakit.participant import Handler, Participant
 from sagakit.ports import Transport, UnitOfWork
 from sagakit.stores.sql import SqlSagaStore

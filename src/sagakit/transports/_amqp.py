@@ -26,7 +26,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPrecon
 from pamqp.exceptions import PAMQPException
 
 from sagakit.errors import TransportError
-from sagakit.messages import TransportMessage
+from sagakit.model.messages import TransportMessage
 from sagakit.ports import DeadLetter
 
 ATTEMPT = "x-sagakit-attempt"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sagakit.logs import get_logger
-from sagakit.messages import EVENTS, TransportMessage, split_destination, topic_matches
+from sagakit.model.messages import EVENTS, TransportMessage, split_destination, topic_matches
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,

@@ -17,8 +17,8 @@ from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from sagakit.choreography import follower_queue, tracker_queue
-from sagakit.definition import SagaDefinition, participants_of
-from sagakit.messages import EVENTS, command_queue, reply_queue
+from sagakit.model.definition import SagaDefinition, participants_of
+from sagakit.model.messages import EVENTS, command_queue, reply_queue
 from sagakit.transports._amqp import DRIVER_ERRORS, translated
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE
 from sagakit.transports.rabbitmq import RabbitTransport

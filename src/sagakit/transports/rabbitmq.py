@@ -36,7 +36,7 @@ from pamqp.commands import Basic
 
 from sagakit.errors import TransportError
 from sagakit.logs import get_logger
-from sagakit.messages import EVENTS, TransportMessage, event_destination, split_destination
+from sagakit.model.messages import EVENTS, TransportMessage, event_destination, split_destination
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,

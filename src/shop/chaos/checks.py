@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit.log import StoredEvent
+from sagakit.model.events import StoredEvent
 from sagakit.stores.schema import saga_events, sagas
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sagakit.choreography import Choreography
-from sagakit.definition import SagaDefinition
+from sagakit.model.definition import SagaDefinition
 from sagakit.ports import UnitOfWork
 from sagakit.runtime import Runtime
 from sagakit.stores.sql import SqlSagaStore

@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext, TransientError
-from sagakit.log import SagaState, StepFailed, decode, fold_stored
+from sagakit.model.events import StepFailed, decode
+from sagakit.model.state import SagaState
+from sagakit.model.transitions import fold_stored
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.runtime import Runtime

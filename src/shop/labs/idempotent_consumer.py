@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit.messages import (
+from sagakit.model.messages import (
     Envelope,
     MessageKind,
     Outgoing,

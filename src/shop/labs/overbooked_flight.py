@@ -32,9 +32,9 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
 
 from sagakit import Orchestrator, Participant, RetryPolicy, SagaDefinition, Step, StepContext
-from sagakit.definition import StepKind
 from sagakit.errors import StepRejected
 from sagakit.locks import LockBusy, LockPolicy
+from sagakit.model.definition import StepKind
 from sagakit.orchestrator import StartRequest
 from sagakit.runtime import Runtime
 from sagakit.stores import open_store

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sagakit import Participant, SagaDefinition
 from sagakit.errors import StoreError, UnknownSagaError
-from sagakit.log import SagaStatus
+from sagakit.model.status import SagaStatus
 from sagakit.ports import DeadLetterQueue
 from sagakit.rules import RuleSet, publish
 from sagakit.stores import open_store

@@ -85,7 +85,7 @@ class Step:
     optional: bool = False
     #: For an approval: what an unanswered request becomes when its timeout passes.
     on_timeout: Literal["reject", "approve", "needs_attention"] = "reject"
-    #: The step's contract (see sagakit.contracts): the fields of the saga's data its
+    #: The step's contract (see sagakit.model.contracts): the fields of the saga's data its
     #: command reads, and what its reply adds. None: not checked.
     command_model: type[BaseModel] | None = field(default=None, compare=False)
     reply_model: type[BaseModel] | None = field(default=None, compare=False)

@@ -184,6 +184,9 @@ def _match(pattern: list[str], words: list[str]) -> bool:
 #: semantic locks (see sagakit.locks).
 RELEASE = "sagakit.release_locks"
 
+#: The payload key a compensation command carries the saga's failure reason under.
+REASON_KEY = "_reason"
+
 
 def command_queue(participant: str) -> str:
     """The queue a participant consumes its commands from."""

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from sagakit.definition import SagaDefinition, Step, StepKind
 from sagakit.errors import StepRejected
+from sagakit.model.definition import SagaDefinition, Step, StepKind
 
 if TYPE_CHECKING:
-    from sagakit.messages import Envelope
+    from sagakit.model.messages import Envelope
     from sagakit.participant import Handler, StepContext
 
 #: A handler that takes its command as a model (and may return its reply as one).
