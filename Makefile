@@ -48,8 +48,8 @@ demo: setup
 	$(BIN)/sagakit demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src shop tests bench
+	$(BIN)/ruff format --check src shop tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

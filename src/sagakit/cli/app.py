@@ -230,9 +230,15 @@ def _load_cli_modules() -> None:
     from sagakit.cli import asyncapi, breakers, broker, dlq, operate, rules, run  # noqa: F401 - they register commands
 
     # Each optional part registers its own commands; one missing never hides another.
-    # `shop` is the reference shop (demo, up, service, ...), `shop.labs` the labs,
-    # `shop.chaos` the fault-injection harness, and `bench` (a source checkout) the benchmark.
-    for module in ("shop.cli", "shop.labs.cli", "shop.chaos.cli", "bench.cli"):
+    # `sagakit_shop` is the reference shop (demo, up, service, ...), `sagakit_shop.labs` the
+    # labs, `sagakit_shop.chaos` the fault-injection harness, and `bench` (a source checkout)
+    # the benchmark.
+    for module in (
+        "sagakit_shop.cli",
+        "sagakit_shop.labs.cli",
+        "sagakit_shop.chaos.cli",
+        "bench.cli",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
