@@ -109,10 +109,6 @@ def _waiting(db: str, count: int, seed: int, out: Path) -> None:
         raise typer.Exit(1)
 
 
-def register() -> None:
-    from sagakit.cli.app import app
-
-    app.command("bench")(bench)
-
-
-register()
+#: ``sagakit bench``; the ``sagakit.commands`` entry point ``bench`` adds it to ``sagakit``.
+app = typer.Typer()
+app.command("bench")(bench)

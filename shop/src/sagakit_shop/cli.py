@@ -15,12 +15,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sagakit.cli.app import app, console, fail
-from sagakit.cli.render import safe
+from sagakit.cli import console, fail, safe
 from sagakit_shop.app import MODES, Mode, hide_personal_data
 
 if TYPE_CHECKING:
     from sagakit.api.auth import Token
+
+#: The shop's commands; the ``sagakit.commands`` entry point ``shop`` adds them to ``sagakit``.
+app = typer.Typer()
 
 ShowTokensOption = Annotated[
     bool,

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from sagakit.cli.app import app, console, errors, fail
+from sagakit.cli import console, errors, fail
 from sagakit.testing.plant import PLANTS
 from sagakit_shop.app import MODES, Mode
 from sagakit_shop.chaos.config import (
@@ -29,6 +29,9 @@ from sagakit_shop.chaos.schedule import Cadence
 
 if TYPE_CHECKING:
     from sagakit_shop.chaos.harness import ChaosReport
+
+#: ``sagakit chaos``; the ``sagakit.commands`` entry point ``chaos`` adds it to ``sagakit``.
+app = typer.Typer()
 
 Every = Annotated[float, typer.Option(min=0.0, help="Seconds between such faults (0: none).")]
 

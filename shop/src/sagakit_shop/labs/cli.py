@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sagakit.cli.app import app, console, fail
+from sagakit.cli import console, fail
 from sagakit.errors import StoreError
 
 lab_app = typer.Typer(
@@ -18,6 +18,8 @@ lab_app = typer.Typer(
     help="Runnable labs: each replays one classic saga lesson on the shop's real pieces.",
     no_args_is_help=True,
 )
+#: ``sagakit lab``; the ``sagakit.commands`` entry point ``lab`` adds it to ``sagakit``.
+app = typer.Typer()
 app.add_typer(lab_app, name="lab")
 
 #: Labs are numbered 1..LAST.

@@ -28,7 +28,7 @@ from rich.console import Console
 from sqlalchemy import select
 
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition
-from sagakit.cli.render import timeline
+from sagakit.cli import timeline
 from sagakit.ports import Delivery
 from sagakit.runtime import Runtime
 from sagakit_shop.labs.kit import (
