@@ -21,9 +21,8 @@ from typing import Any, cast
 
 from bench import databases, workload
 from bench.systems.sagakit_app import ORDER, Watched, participants
-from sagakit import Orchestrator, Runtime
+from sagakit import Orchestrator, Runtime, open_store
 from sagakit.ports import BatchHandler, Delivery, PublishResult, SagaStore, UnitOfWork
-from sagakit.stores import open_store
 from sagakit.transports.memory import MemoryTransport
 
 #: The moments a hop passes, in order, and the stage each one closes.

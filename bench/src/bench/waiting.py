@@ -27,8 +27,7 @@ from sqlalchemy import text
 
 from bench import databases, procs, workload
 from bench.systems.sagakit_app import participants
-from sagakit import SagaDefinition, Step, StepKind
-from sagakit.definition import approval
+from sagakit import SagaDefinition, Step, StepKind, approval
 
 #: The saga that waits: a person confirms the order within a day, then it is approved.
 WAITING = SagaDefinition(

@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Orchestrator, redaction, tracing
-from sagakit.choreography import Choreography
+from sagakit import Choreography, Orchestrator, open_store, redaction, tracing
 from sagakit.metrics import Metrics
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.runtime import Consumer
-from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.outside import OutsideSystems
 from sagakit_shop.saga import ORDER_SAGA

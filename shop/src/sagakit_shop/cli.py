@@ -295,7 +295,7 @@ def up(
 
     Tokens come from SAGAKIT_TOKENS, or are made up for this run and written to
     .sagakit/tokens (mode 0600). Ctrl-C stops them all."""
-    from sagakit.errors import SagaError
+    from sagakit import SagaError
     from sagakit.logs import configure
     from sagakit_shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
     from sagakit_shop.outside import outside_ports
@@ -380,10 +380,10 @@ async def _serve_admin(
     ``stop``. Trouble here is reported and leaves the services running."""
     import uvicorn
 
+    from sagakit import open_transport
     from sagakit.api import AdminConfig, create_admin_app
     from sagakit.api.guard import max_body_from
     from sagakit.logs import get_logger
-    from sagakit.transports import open_transport
     from sagakit_shop.app import SAGA, open_stores
     from sagakit_shop.distributed import database_urls
     from sagakit_shop.saga import ORDER_SAGA
@@ -608,7 +608,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check money, stock, once and terminal across every service's database."""
-    from sagakit.errors import SagaError
+    from sagakit import SagaError
     from sagakit_shop.app import embedded_urls, open_stores
     from sagakit_shop.verify import verify as check
 

@@ -21,13 +21,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
+from sagakit import Runtime, open_store, open_transport
 from sagakit.choreography import follower_queue, tracker_queue
 from sagakit.logs import get_logger
 from sagakit.messages import command_queue, reply_queue
-from sagakit.runtime import Runtime
 from sagakit.service import http_server, serve
-from sagakit.stores import open_store
-from sagakit.transports import open_transport
 from sagakit_shop.app import SAGA, STORE_NAMES, Mode, Shop
 from sagakit_shop.outside import OutsideSystems
 from sagakit_shop.world import default_world

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagakit import StepRejected, TransientError
-from sagakit.breakers import CircuitBreaker
+from sagakit import CircuitBreaker, StepRejected, TransientError
 from sagakit_shop.world import SUPPORTED_REGIONS
 
 if TYPE_CHECKING:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from sagakit import RetryPolicy, SagaDefinition, Step, StepKind
-from sagakit.definition import approval
+from sagakit import RetryPolicy, SagaDefinition, Step, StepKind, approval
 from sagakit_shop.contracts import (
     ChargePayment,
     NotifyCustomer,

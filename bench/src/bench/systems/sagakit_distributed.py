@@ -18,11 +18,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bench import workload
 from bench.systems.sagakit_app import ORDER, PARTICIPANTS, participants
-from sagakit import Orchestrator, Runtime
+from sagakit import Orchestrator, Runtime, open_transport
 from sagakit.messages import command_queue, reply_queue
 from sagakit.publisher import OutboxPublisher
 from sagakit.stores.postgres import PostgresSagaStore
-from sagakit.transports import open_transport
 
 ROLES = ("orchestrator", "relay", *PARTICIPANTS)
 #: Connections per process: six processes must share the server with the other systems.

@@ -8,9 +8,8 @@ from typing import Any, cast
 
 from bench import workload
 from bench.systems.sagakit_app import ORDER, Style, Watched, participants
-from sagakit import Orchestrator, Runtime
+from sagakit import Orchestrator, Runtime, open_store
 from sagakit.ports import SagaStore
-from sagakit.stores import open_store
 from sagakit.transports.memory import MemoryTransport
 
 _UNFINISHED = ("running", "compensating")

@@ -27,8 +27,8 @@ from typing import IO, Any
 import httpx
 from sqlalchemy import func, select
 
+from sagakit import open_transport
 from sagakit.stores.sql import SqlSagaStore
-from sagakit.transports import open_transport
 from sagakit.transports.rabbitmq import RabbitTransport
 from sagakit_shop.app import SAGA, Shop, open_stores
 from sagakit_shop.chaos.checks import Findings, check

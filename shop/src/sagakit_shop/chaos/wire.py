@@ -30,7 +30,7 @@ import aio_pika
 import aio_pika.abc
 from aiormq.exceptions import AMQPError, DeliveryError, PublishError
 
-from sagakit.errors import TransportError
+from sagakit import TransportError
 from sagakit.messages import EVENTS, TransportMessage, split_destination
 from sagakit.ports import BatchHandler, DeadLetterQueue, PublishResult, Subscription
 from sagakit.testing import FaultCounts, Faults

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from sagakit import StoreError
 from sagakit.cli import console, fail
-from sagakit.errors import StoreError
 
 lab_app = typer.Typer(
     name="lab",

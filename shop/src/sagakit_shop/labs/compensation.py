@@ -15,10 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit.choreography import Choreography
-from sagakit.definition import SagaDefinition
+from sagakit import Choreography, Runtime, SagaDefinition
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.labs.kit import (
     EventTap,

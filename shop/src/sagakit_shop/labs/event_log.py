@@ -20,12 +20,19 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext, TransientError
-from sagakit.log import SagaState, StepFailed, decode, fold_stored
+from sagakit import (
+    Orchestrator,
+    RetryPolicy,
+    Runtime,
+    SagaDefinition,
+    SagaState,
+    StepContext,
+    TransientError,
+    open_store,
+)
+from sagakit.log import StepFailed, decode, fold_stored
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
-from sagakit.stores import open_store
 from sagakit.stores.schema import saga_events, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.app import SAGA, Shop

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sagakit.choreography import Choreography
-from sagakit.runtime import Runtime
+from sagakit import Choreography, Runtime
 from sagakit_shop.labs.kit import (
     EventTap,
     Narrator,

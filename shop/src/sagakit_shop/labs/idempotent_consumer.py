@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagakit import Participant, Runtime
 from sagakit.messages import (
     Envelope,
     MessageKind,
@@ -28,9 +29,7 @@ from sagakit.messages import (
     command_queue,
     new_id,
 )
-from sagakit.participant import Participant
 from sagakit.ports import Delivery
-from sagakit.runtime import Runtime
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.labs.kit import (
     Narrator,

@@ -20,7 +20,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from sqlalchemy import func, select
 
-from sagakit.definition import SagaDefinition
+from sagakit import SagaDefinition
 from sagakit.logs import get_logger
 from sagakit.messages import Envelope
 from sagakit.ports import Delivery

@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagakit import Runtime
 from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
 from sagakit.stores.schema import saga_outbox
 from sagakit_shop.app import Shop, embedded_urls, open_stores
 from sagakit_shop.labs import outbox_child

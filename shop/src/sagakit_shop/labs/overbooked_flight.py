@@ -31,13 +31,21 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
 
-from sagakit import Orchestrator, Participant, RetryPolicy, SagaDefinition, Step, StepContext
-from sagakit.definition import StepKind
-from sagakit.errors import StepRejected
-from sagakit.locks import LockBusy, LockPolicy
-from sagakit.orchestrator import StartRequest
-from sagakit.runtime import Runtime
-from sagakit.stores import open_store
+from sagakit import (
+    LockPolicy,
+    Orchestrator,
+    Participant,
+    RetryPolicy,
+    Runtime,
+    SagaDefinition,
+    StartRequest,
+    Step,
+    StepContext,
+    StepKind,
+    StepRejected,
+    open_store,
+)
+from sagakit.locks import LockBusy
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.labs.kit import (
     Narrator,

@@ -21,10 +21,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit.errors import UnknownSagaError
+from sagakit import Runtime, UnknownSagaError
 from sagakit.orchestrator import signal_message
 from sagakit.rules import RuleSet, publish
-from sagakit.runtime import Runtime
 from sagakit_shop.app import Shop
 from sagakit_shop.labs.kit import (
     Narrator,

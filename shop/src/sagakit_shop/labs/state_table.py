@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagakit import StepContext
+from sagakit import Runtime, StepContext
 from sagakit.ports import SagaRow
-from sagakit.runtime import Runtime
 from sagakit_shop.contracts import ChargePayment, PaymentCharged
 from sagakit_shop.labs.kit import (
     Narrator,

@@ -27,10 +27,9 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy import select
 
-from sagakit import Orchestrator, RetryPolicy, SagaDefinition
+from sagakit import Orchestrator, RetryPolicy, Runtime, SagaDefinition
 from sagakit.cli import timeline
 from sagakit.ports import Delivery
-from sagakit.runtime import Runtime
 from sagakit_shop.labs.kit import (
     Narrator,
     lab_transport,

@@ -13,7 +13,7 @@ from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.world import World
 
 if TYPE_CHECKING:
-    from sagakit.breakers import CircuitBreaker
+    from sagakit import CircuitBreaker
     from sagakit_shop.outside import OutsideSystems
 
 

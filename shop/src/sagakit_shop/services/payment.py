@@ -26,8 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sagakit import StepContext, StepRejected
-from sagakit.breakers import CircuitBreaker
+from sagakit import CircuitBreaker, StepContext, StepRejected
 from sagakit_shop.contracts import ChargePayment, PaymentCharged, ScreenCustomer
 from sagakit_shop.outside import GATEWAY_BREAKER
 from sagakit_shop.services.base import Service

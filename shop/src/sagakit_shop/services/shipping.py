@@ -11,8 +11,7 @@ import time
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
-from sagakit import StepContext
-from sagakit.breakers import CircuitBreaker
+from sagakit import CircuitBreaker, StepContext
 from sagakit_shop.contracts import ScheduleShipment, ShipmentScheduled
 from sagakit_shop.outside import CARRIER_BREAKER
 from sagakit_shop.services.base import Service
