@@ -270,6 +270,21 @@ def test_redaction_masks_names_and_paths_in_logs_and_spans() -> None:
     }
 
 
+def test_logs_of_the_loggers_an_application_names_go_the_same_way() -> None:
+    from sagakit.logs import configure
+
+    stream = io.StringIO()
+    configure("json", stream=stream, also=("myshop",))
+    try:
+        logging.getLogger("myshop.payment").info("charged")
+        logging.getLogger("sagakit.runtime").info("started")
+        logging.getLogger("someone.else").warning("not ours")
+    finally:
+        configure("quiet", also=("myshop",))
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["charged", "started"]
+
+
 def test_logs_hide_configured_fields_and_escape_control_characters() -> None:
     from sagakit.logs import configure, get_logger
 

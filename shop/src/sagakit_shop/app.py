@@ -55,6 +55,10 @@ def open_stores(urls: Mapping[str, str]) -> dict[str, SqlSagaStore]:
 #: customers' e-mail addresses and names (``SAGAKIT_REDACT`` set otherwise wins).
 REDACT = ("email", "customer")
 
+#: The shop's own loggers (its services' ``service_log``, the supervisor's, the labs'),
+#: routed with sagakit's: ``sagakit.logs.configure(..., also=LOGS)``.
+LOGS = ("shop",)
+
 
 def hide_personal_data() -> None:
     """Set this process's redaction to the shop's, unless ``SAGAKIT_REDACT`` is set."""

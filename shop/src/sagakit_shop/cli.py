@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sagakit.cli import console, fail, safe
-from sagakit_shop.app import MODES, Mode, hide_personal_data
+from sagakit_shop.app import LOGS, MODES, Mode, hide_personal_data
 
 if TYPE_CHECKING:
     from sagakit.api.auth import Token
@@ -90,7 +90,7 @@ def demo(
     from sagakit_shop.demo import run_demo
 
     chosen = _check_mode(mode)
-    configure("quiet" if as_json else "story")
+    configure("quiet" if as_json else "story", also=LOGS)
     hide_personal_data()
     from sagakit import tracing
 
@@ -308,7 +308,7 @@ def up(
         listener = socket.create_server(("127.0.0.1", admin_at))
     except OSError as exc:
         raise fail(f"cannot serve the dashboard on port {admin_at}: {exc}") from exc
-    configure("story")
+    configure("story", also=LOGS)
     hide_personal_data()
     try:
         created = asyncio.run(prepare(db))
@@ -499,7 +499,7 @@ def service(
         raise typer.BadParameter(f"choose one of {choices}", param_hint="'NAME'")
     if log_format not in ("story", "json"):
         raise typer.BadParameter("choose story or json", param_hint="'--log-format'")
-    configure("json" if log_format == "json" else "story")
+    configure("json" if log_format == "json" else "story", also=LOGS)
     hide_personal_data()
     if name in OUTSIDE:
         from sagakit_shop.distributed import _exit_with_parent

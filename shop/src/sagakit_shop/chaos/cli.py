@@ -16,7 +16,7 @@ from rich.live import Live
 
 from sagakit.cli import console, errors, fail
 from sagakit.testing.plant import PLANTS
-from sagakit_shop.app import MODES, Mode
+from sagakit_shop.app import LOGS, MODES, Mode
 from sagakit_shop.chaos.config import (
     QUICK_CADENCE,
     QUICK_RATE,
@@ -120,7 +120,7 @@ def chaos(  # noqa: PLR0917 - typer passes a command's options positionally
     config.directory.mkdir(parents=True, exist_ok=True)
     # The supervisor's and the harness's own log lines go to a file, not across the progress.
     harness_log = (config.directory / "harness.log").open("a")
-    configure("story", stream=harness_log, colour=False)
+    configure("story", stream=harness_log, colour=False, also=LOGS)
     announce(shown, config, schedule_for(config), command)
     try:
         report = _run(config, shown, quiet=as_json)

@@ -55,11 +55,12 @@ def run_lab(
 ) -> None:
     """Run one lab: the story as it happens, then its key figures."""
     from sagakit.logs import configure
+    from sagakit_shop.app import LOGS
     from sagakit_shop.labs.registry import LABS
 
     lab = LABS[number]
     where = directory if directory is not None else Path(".sagakit/labs") / str(number)
-    configure("quiet" if as_json else "story")
+    configure("quiet" if as_json else "story", also=LOGS)
     if not as_json:
         console.print(f"[bold]lab {number}: {lab.title}[/]\n[dim]{lab.lesson}[/]\n")
     try:

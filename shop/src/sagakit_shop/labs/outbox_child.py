@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sagakit.logs import configure, get_logger
-from sagakit_shop.app import Shop, embedded_urls, open_stores
+from sagakit_shop.app import LOGS, Shop, embedded_urls, open_stores
 
 CUSTOMER, ITEM, QUANTITY = "c-ada", "lamp", 2
 
@@ -33,7 +33,7 @@ async def place_then_die(directory: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    configure("story" if "--story" in argv else "quiet")
+    configure("story" if "--story" in argv else "quiet", also=LOGS)
     asyncio.run(place_then_die(Path(argv[0])))
 
 
