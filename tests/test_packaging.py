@@ -67,6 +67,14 @@ def test_the_sagakit_wheel_holds_the_library_and_nothing_else(tmp_path: Path) ->
     tops = {name.split("/")[0] for name in names}
     assert tops == {"sagakit", "sagakit-0.1.0.dist-info"}, sorted(tops)
     assert {"sagakit/__init__.py", "sagakit/py.typed", "sagakit/cli/app.py"} <= set(names)
+    # The dashboard's build is ignored by git and must still ship (`make setup` builds it).
+    built = sorted(
+        f"sagakit/{path.relative_to(ROOT / 'src' / 'sagakit').as_posix()}"
+        for path in (ROOT / "src" / "sagakit" / "api" / "static").rglob("*")
+        if path.is_file()
+    )
+    assert "sagakit/api/static/index.html" in built
+    assert set(built) <= set(names)
     points = entry_points_txt(wheel)
     assert "sagakit = sagakit.cli:main" in points
     assert COMMANDS_GROUP not in points  # the operator commands only
