@@ -5,6 +5,7 @@ breaks them. (Messages captured from a real run are checked in test_node_shop.py
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,12 +18,15 @@ from sagakit.messages import Envelope, MessageKind, new_id
 from tests.foreign.conftest import run_node
 
 SAGAKIT = Path(sys.executable).parent / "sagakit"
+#: `tests.sagas` is found from the repository's root, as a user's own module is from theirs.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_document(out: Path, *specs: str) -> dict[str, Any]:
     args = [arg for spec in specs for arg in ("--definitions", spec)]
     done = subprocess.run(
         [str(SAGAKIT), "asyncapi", *args, "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         check=False,
