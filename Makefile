@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Three projects: the library, the reference shop and the bench (see DEVELOPERS.md).
+PROJECTS := pyproject.toml shop/pyproject.toml bench/pyproject.toml
+STAMP := $(VENV)/.installed-$(shell cat $(PROJECTS) | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 # The dashboard: npm ci when the lock file changes, the Vite build (into the admin API's
 # static directory) when its sources change. npm writes node_modules/.package-lock.json.
@@ -21,10 +23,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit vitest dashboard setup browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./shop -e ./bench
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -48,8 +50,8 @@ demo: setup
 	$(BIN)/sagakit demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src shop tests bench
+	$(BIN)/ruff format --check src shop tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,6 +1,6 @@
 """An AsyncAPI 3 document of the wire protocol, made from saga definitions.
 
-``sagakit asyncapi --definitions shop.saga:ORDER_SAGA`` writes it. It describes the
+``sagakit asyncapi --definitions sagakit_shop.saga:ORDER_SAGA`` writes it. It describes the
 RabbitMQ side of docs/protocol.md as the participants see it: one command queue per
 participant, the orchestrator's reply queue (where sagas are started too), the delay
 tiers and the dead letters. Each step's command, compensation and replies are messages

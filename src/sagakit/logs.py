@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -99,8 +100,11 @@ def configure(
     level: int = logging.INFO,
     stream: TextIO | None = None,
     colour: bool | None = None,
+    also: Iterable[str] = (),
 ) -> None:
-    """Route sagakit's (and the shop's) logs to ``stream`` in the chosen style."""
+    """Route sagakit's logs, and those of the loggers named in ``also`` (an
+    application's own, such as the names its participants' ``service_log`` use), to
+    ``stream`` in the chosen style."""
     target = stream or sys.stderr
     use_colour = target.isatty() if colour is None else colour
     renderer: Any
@@ -124,7 +128,7 @@ def configure(
             ],
         )
     )
-    for name in ("sagakit", "shop"):
+    for name in ("sagakit", *also):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             if getattr(old, "_sagakit", False):

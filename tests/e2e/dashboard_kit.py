@@ -35,10 +35,10 @@ from sagakit.redaction import Redaction
 from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
-from shop.api import create_app
-from shop.app import REDACT, SAGA, Shop, embedded_urls, open_stores
-from shop.saga import ORDER_SAGA
-from shop.world import default_world
+from sagakit_shop.api import create_app
+from sagakit_shop.app import REDACT, SAGA, Shop, embedded_urls, open_stores
+from sagakit_shop.saga import ORDER_SAGA
+from sagakit_shop.world import default_world
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page

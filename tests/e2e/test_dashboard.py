@@ -20,8 +20,8 @@ import pytest
 from sagakit import StepContext, StepRejected, tracing
 from sagakit.api.figures import OUTCOMES
 from sagakit.model.events import decode
-from shop.app import REDACT
-from shop.services.notification import NotificationService
+from sagakit_shop.app import REDACT
+from sagakit_shop.services.notification import NotificationService
 from tests.e2e.dashboard_kit import (
     ACTION,
     GREEN,
@@ -409,7 +409,7 @@ async def test_a_definition_is_drawn_with_its_counts(served: Served, browser: Br
         tile = page.locator(f".stat.status-{status} dd")
         await expect(tile).to_have_text(str(counts[("order", 1, status)]))
     graph = page.get_by_role("figure", name="The steps of order v1")
-    from shop.saga import ORDER_SAGA
+    from sagakit_shop.saga import ORDER_SAGA
 
     await expect(graph.locator(".flow-step")).to_have_count(len(ORDER_SAGA.steps))
     await expect(graph.locator(".flow-step.kind-pivot")).to_have_text(

@@ -24,9 +24,9 @@ import pytest
 
 from sagakit.transports import open_transport
 from sagakit.transports.rabbitmq import RabbitTransport
-from shop.app import open_stores
-from shop.distributed import database_urls, queue_names
-from shop.verify import verify
+from sagakit_shop.app import open_stores
+from sagakit_shop.distributed import database_urls, queue_names
+from sagakit_shop.verify import verify
 from tests.conftest import AMQP_URL, PG_ADMIN, drop_pg_database, open_rabbit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

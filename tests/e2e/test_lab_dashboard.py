@@ -17,8 +17,8 @@ import pytest
 from sagakit import tracing
 from sagakit.model.events import decode
 from sagakit.stores.sql import SqlSagaStore
-from shop.app import SAGA, embedded_urls, open_stores
-from shop.labs import dashboard_timeline
+from sagakit_shop.app import SAGA, embedded_urls, open_stores
+from sagakit_shop.labs import dashboard_timeline
 from tests.e2e.dashboard_kit import ARTIFACTS, CHROMIUM, missing
 
 pytestmark = pytest.mark.timeout(120)

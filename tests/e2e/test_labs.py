@@ -23,15 +23,21 @@ from sagakit.model.transitions import fold_stored
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_inbox, saga_outbox, saga_snapshots
 from sagakit.stores.sql import SqlSagaStore
-from shop.app import SAGA, embedded_urls, open_stores
-from shop.labs import compensation, event_log, idempotent_consumer, outbox_child, state_table
-from shop.labs.kit import open_shop
-from shop.labs.registry import LABS
-from shop.saga import ORDER_SAGA
-from shop.services.inventory import items, reservations
-from shop.services.order import orders
-from shop.services.payment import accounts, payments
-from shop.world import default_world
+from sagakit_shop.app import SAGA, embedded_urls, open_stores
+from sagakit_shop.labs import (
+    compensation,
+    event_log,
+    idempotent_consumer,
+    outbox_child,
+    state_table,
+)
+from sagakit_shop.labs.kit import open_shop
+from sagakit_shop.labs.registry import LABS
+from sagakit_shop.saga import ORDER_SAGA
+from sagakit_shop.services.inventory import items, reservations
+from sagakit_shop.services.order import orders
+from sagakit_shop.services.payment import accounts, payments
+from sagakit_shop.world import default_world
 from tests.e2e.helpers import no_traceback, sagakit, sagakit_many
 
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_locks
 from sagakit.stores.sql import SqlSagaStore
-from shop.app import SAGA, embedded_urls, open_stores
-from shop.labs import overbooked_flight, routing
-from shop.labs.registry import LABS
-from shop.services.payment import payments
+from sagakit_shop.app import SAGA, embedded_urls, open_stores
+from sagakit_shop.labs import overbooked_flight, routing
+from sagakit_shop.labs.registry import LABS
+from sagakit_shop.services.payment import payments
 
 
 async def select_all(store: SqlSagaStore, query: Any) -> list[Any]:

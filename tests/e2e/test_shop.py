@@ -15,10 +15,10 @@ import pytest
 
 from sagakit import Runtime
 from sagakit.transports.memory import MemoryTransport
-from shop.api import create_app
-from shop.app import Shop, embedded_urls, open_stores
-from shop.verify import verify
-from shop.world import default_world
+from sagakit_shop.api import create_app
+from sagakit_shop.app import Shop, embedded_urls, open_stores
+from sagakit_shop.verify import verify
+from sagakit_shop.world import default_world
 
 SAGAKIT = str(Path(sys.executable).parent / "sagakit")
 ENV = {**os.environ, "COLUMNS": "200"}

@@ -5,6 +5,7 @@ breaks them. (Messages captured from a real run are checked in test_node_shop.py
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,12 +18,15 @@ from sagakit.model.messages import Envelope, MessageKind, new_id
 from tests.foreign.conftest import run_node
 
 SAGAKIT = Path(sys.executable).parent / "sagakit"
+#: `tests.sagas` is found from the repository's root, as a user's own module is from theirs.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_document(out: Path, *specs: str) -> dict[str, Any]:
     args = [arg for spec in specs for arg in ("--definitions", spec)]
     done = subprocess.run(
         [str(SAGAKIT), "asyncapi", *args, "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         check=False,
@@ -35,7 +39,7 @@ def write_document(out: Path, *specs: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "specs",
-    [("shop.saga:ORDER_SAGA",), ("tests.sagas:ORDER", "tests.sagas:TRIP")],
+    [("sagakit_shop.saga:ORDER_SAGA",), ("tests.sagas:ORDER", "tests.sagas:TRIP")],
     ids=["the shop, typed", "untyped sagas"],
 )
 def test_the_document_is_valid_asyncapi_3(
@@ -48,7 +52,7 @@ def test_the_document_is_valid_asyncapi_3(
 
 
 def test_typed_steps_give_their_messages_their_models(tmp_path: Path) -> None:
-    document = write_document(tmp_path / "asyncapi.json", "shop.saga:ORDER_SAGA")
+    document = write_document(tmp_path / "asyncapi.json", "sagakit_shop.saga:ORDER_SAGA")
     schemas, messages = document["components"]["schemas"], document["components"]["messages"]
     assert document["channels"]["commands.inventory"]["address"] == "sagakit.commands.inventory"
     assert set(document["channels"]["commands.inventory"]["messages"]) == {
@@ -89,7 +93,7 @@ def envelope(kind: MessageKind, type_: str, payload: dict[str, Any], **fields: A
 
 
 def test_a_message_that_breaks_its_schema_is_caught(tmp_path: Path, node_packages: Path) -> None:
-    write_document(tmp_path / "asyncapi.json", "shop.saga:ORDER_SAGA")
+    write_document(tmp_path / "asyncapi.json", "sagakit_shop.saga:ORDER_SAGA")
     order = {"order_id": "order-101", "number": 101, "sku": "lamp", "item": "desk lamp"}
     step = {"step": "reserve_stock", "op": "action", "attempt": 1}
     step_of = {**step, "reply_to": "sagakit.replies.orchestrator"}

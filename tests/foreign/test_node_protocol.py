@@ -28,8 +28,8 @@ from sagakit.ports import Delivery
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.rabbitmq import RabbitTransport
-from shop.services.inventory import InventoryService, items, reservations
-from shop.world import default_world
+from sagakit_shop.services.inventory import InventoryService, items, reservations
+from sagakit_shop.world import default_world
 from tests.conftest import AMQP_URL, open_rabbit
 from tests.foreign.conftest import eventually, node_participant
 

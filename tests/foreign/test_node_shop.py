@@ -32,10 +32,10 @@ from sagakit.model.messages import TransportMessage, command_queue
 from sagakit.model.state import SagaState
 from sagakit.ports import BatchHandler, Delivery, PublishResult
 from sagakit.stores.sql import SqlSagaStore
-from shop.app import Shop, open_stores
-from shop.distributed import database_urls, prepare
-from shop.saga import ORDER_SAGA
-from shop.verify import Report, verify
+from sagakit_shop.app import Shop, open_stores
+from sagakit_shop.distributed import database_urls, prepare
+from sagakit_shop.saga import ORDER_SAGA
+from sagakit_shop.verify import Report, verify
 from tests.conftest import AMQP_URL, PG_ADMIN, drop_pg_database, open_rabbit
 from tests.foreign.conftest import node_participant, run_node
 

@@ -34,9 +34,9 @@ from schemathesis.checks import (
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.stores import open_store
 from sagakit.stores.dead_letters import SqlDeadLetters
-from shop.api import create_app
-from shop.app import Shop, embedded_urls, open_stores
-from shop.world import default_world
+from sagakit_shop.api import create_app
+from sagakit_shop.app import Shop, embedded_urls, open_stores
+from sagakit_shop.world import default_world
 from tests.sagas import CHECKOUT
 
 OPERATOR = "fuzz-operator-secret-0123456789"

@@ -23,10 +23,10 @@ from sagakit.api.guard import MAX_BODY, Guard, max_body_from
 from sagakit.model.messages import TransportMessage
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
-from shop.api import create_app
-from shop.app import Shop, embedded_urls, open_stores
-from shop.outside import Carrier, Gateway, Knobs, carrier_app, gateway_app
-from shop.world import default_world
+from sagakit_shop.api import create_app
+from sagakit_shop.app import Shop, embedded_urls, open_stores
+from sagakit_shop.outside import Carrier, Gateway, Knobs, carrier_app, gateway_app
+from sagakit_shop.world import default_world
 from tests.sagas import CHECKOUT
 
 OPERATOR = "edges-operator-secret-0123456789"
@@ -270,6 +270,21 @@ def test_redaction_masks_names_and_paths_in_logs_and_spans() -> None:
     }
 
 
+def test_logs_of_the_loggers_an_application_names_go_the_same_way() -> None:
+    from sagakit.logs import configure
+
+    stream = io.StringIO()
+    configure("json", stream=stream, also=("myshop",))
+    try:
+        logging.getLogger("myshop.payment").info("charged")
+        logging.getLogger("sagakit.runtime").info("started")
+        logging.getLogger("someone.else").warning("not ours")
+    finally:
+        configure("quiet", also=("myshop",))
+    events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["charged", "started"]
+
+
 def test_logs_hide_configured_fields_and_escape_control_characters() -> None:
     from sagakit.logs import configure, get_logger
 
@@ -312,7 +327,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
     first to commit)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from shop.services.order import FIRST_NUMBER, _next_number, metadata
+    from sagakit_shop.services.order import FIRST_NUMBER, _next_number, metadata
 
     engine = create_async_engine(
         pg_url.replace("postgresql://", "postgresql+asyncpg://"), pool_size=8, max_overflow=0
@@ -335,7 +350,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
 
 
 def test_the_shop_hides_its_customers_emails_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shop.app import hide_personal_data
+    from sagakit_shop.app import hide_personal_data
 
     monkeypatch.delenv("SAGAKIT_REDACT", raising=False)
     hide_personal_data()

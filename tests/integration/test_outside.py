@@ -30,8 +30,8 @@ from sagakit.breakers import BreakerState, CircuitBreaker, dependency_failure
 from sagakit.cli.app import app
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.rabbitmq import RabbitTransport
-from shop.app import STORE_NAMES, Shop, open_stores
-from shop.outside import (
+from sagakit_shop.app import STORE_NAMES, Shop, open_stores
+from sagakit_shop.outside import (
     CARRIER_BREAKER,
     GATEWAY_BREAKER,
     DependencyFailed,
@@ -39,10 +39,10 @@ from shop.outside import (
     OutsideSystems,
     Trouble,
 )
-from shop.services.payment import authorizations, payments
-from shop.services.shipping import quotes
-from shop.verify import verify
-from shop.world import default_world
+from sagakit_shop.services.payment import authorizations, payments
+from sagakit_shop.services.shipping import quotes
+from sagakit_shop.verify import verify
+from sagakit_shop.world import default_world
 from tests.conftest import create_pg_database, drop_pg_database, open_rabbit
 
 GOOD = ["c-ada", "c-grace", "c-alan", "c-edsger", "c-barbara"]
@@ -367,7 +367,7 @@ async def test_the_carrier_refusing_a_region_compensates_and_voids_the_charge(
 def test_up_keeps_the_gateway_books_per_stem_and_starts_them_over_with_the_orders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shop.cli import gateway_books_for
+    from sagakit_shop.cli import gateway_books_for
 
     monkeypatch.chdir(tmp_path)
     db = "postgresql://postgres@127.0.0.1:5432/shop2"

@@ -7,8 +7,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from shop.chaos.checks import Books, Findings, _outside
-from shop.outside import Authorization
+from sagakit_shop.chaos.checks import Books, Findings, _outside
+from sagakit_shop.outside import Authorization
 
 
 def books(**statuses: str) -> Books:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import httpx
 
-from shop.chaos.cli import _command
-from shop.chaos.config import ChaosConfig
-from shop.chaos.harness import ChaosRun, schedule_for
-from shop.chaos.load import LoadStats, _place
-from shop.chaos.schedule import Cadence
-from shop.distributed import PROCESSES
-from shop.world import OrderRequest
+from sagakit_shop.chaos.cli import _command
+from sagakit_shop.chaos.config import ChaosConfig
+from sagakit_shop.chaos.harness import ChaosRun, schedule_for
+from sagakit_shop.chaos.load import LoadStats, _place
+from sagakit_shop.chaos.schedule import Cadence
+from sagakit_shop.distributed import PROCESSES
+from sagakit_shop.world import OrderRequest
 
 KILLS_ONLY = Cadence(kill=2.0, pause=0.0, broker=0.0, postgres=0.0, isolate=0.0)
 

@@ -1,10 +1,13 @@
-"""The ``sagakit`` command line."""
+"""The ``sagakit`` command line, and what commands other distributions add to it (through
+the ``sagakit.commands`` entry-point group) print with: ``console``, ``errors``,
+``fail``, ``say_error``, and ``safe`` and ``timeline`` from the renderings."""
 
 from __future__ import annotations
 
 import sys
 
-from sagakit.cli.app import app, say_error
+from sagakit.cli.app import COMMANDS_GROUP, app, console, errors, fail, say_error
+from sagakit.cli.render import safe, timeline
 
 
 def main() -> None:
@@ -27,4 +30,14 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-__all__ = ["app", "main"]
+__all__ = [
+    "COMMANDS_GROUP",
+    "app",
+    "console",
+    "errors",
+    "fail",
+    "main",
+    "safe",
+    "say_error",
+    "timeline",
+]

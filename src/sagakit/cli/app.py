@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
+import functools
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from importlib.metadata import EntryPoint, entry_points
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from sagakit.errors import CorruptLogError, StoreError, UnknownSagaError
 from sagakit.model.status import SagaStatus
@@ -27,12 +29,62 @@ T = TypeVar("T")
 
 DEFAULT_DB = "sqlite:///.sagakit/sagakit.db"
 
+#: The entry-point group through which other distributions add commands to ``sagakit``
+#: (the reference shop's ``demo``, ``up``, ``lab``, ``chaos``, ..., the benchmark's
+#: ``bench``). Each entry names a ``typer.Typer`` whose commands and groups join sagakit's
+#: own; a plain ``pip install sagakit`` has none, only the operator commands.
+COMMANDS_GROUP = "sagakit.commands"
+
+#: Click commands by name (typer's own copy of click, which it keeps private).
+Commands = dict[str, Any]
+
+
+def load_commands(entries: Iterable[EntryPoint]) -> Commands:
+    """The commands the ``entries`` add, by name. An entry that fails to load is skipped
+    with one line on stderr saying which and why: one broken part never hides sagakit's
+    own commands or another part's. sagakit's own commands keep their names."""
+    found: Commands = {}
+    for entry in sorted(entries, key=lambda e: e.name):
+        origin = f"{entry.name!r} commands ({entry.value}"
+        origin += f", from {entry.dist.name})" if entry.dist is not None else ")"
+        try:
+            commands = entry.load()
+        except Exception as exc:
+            say_error(f"skipped the {origin}: {type(exc).__name__}: {exc}")
+            continue
+        if not isinstance(commands, typer.Typer):
+            say_error(f"skipped the {origin}: a {type(commands).__name__}, not a typer.Typer")
+            continue
+        for name, command in typer.main.get_group(commands).commands.items():
+            found.setdefault(name, command)
+    return found
+
+
+@functools.cache
+def installed_commands() -> Commands:
+    """The commands of every installed distribution's entry in :data:`COMMANDS_GROUP`,
+    loaded once per process."""
+    return load_commands(entry_points(group=COMMANDS_GROUP))
+
+
+class SagakitGroup(TyperGroup):
+    """The ``sagakit`` command: its own commands and the installed ones. They are loaded
+    when the command is built to run (not when this module is imported), so a part's
+    modules may import ``sagakit.cli`` without a cycle."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, command in installed_commands().items():
+            self.commands.setdefault(name, command)
+
+
 app = typer.Typer(
     name="sagakit",
     help="Distributed transactions with sagas: run, inspect and operate them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=SagakitGroup,
 )
 console = Console()
 errors = Console(stderr=True)
@@ -228,16 +280,6 @@ def show(
 
 def _load_cli_modules() -> None:
     from sagakit.cli import asyncapi, breakers, broker, dlq, operate, rules, run  # noqa: F401 - they register commands
-
-    # Each optional part registers its own commands; one missing never hides another.
-    # `shop` is the reference shop (demo, up, service, ...), `shop.labs` the labs,
-    # `shop.chaos` the fault-injection harness, and `bench` (a source checkout) the benchmark.
-    for module in ("shop.cli", "shop.labs.cli", "shop.chaos.cli", "bench.cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise  # the part is there but broken: say so rather than hide its commands
 
 
 _load_cli_modules()

@@ -40,7 +40,8 @@ def asyncapi(
         list[str],
         typer.Option(
             "--definitions",
-            help="Sagas to describe, as MODULE:ATTR (e.g. shop.saga:ORDER_SAGA); repeatable.",
+            help="Sagas to describe, as MODULE:ATTR (e.g. sagakit_shop.saga:ORDER_SAGA); "
+            "repeatable.",
         ),
     ],
     out: Annotated[

@@ -25,7 +25,7 @@ DefinitionOption = Annotated[
     typer.Option(
         "--definition",
         help="The saga definition to check step names against, as module:NAME "
-        "(e.g. shop.saga:ORDER_SAGA).",
+        "(e.g. sagakit_shop.saga:ORDER_SAGA).",
     ),
 ]
 FileArgument = Annotated[
