@@ -78,7 +78,7 @@ class Loaded:
 
 
 class LockRecords(Protocol):
-    """Semantic locks (sagakit.locks): who holds a resource, who waits in line."""
+    """Semantic locks (sagakit.engine.locks): who holds a resource, who waits in line."""
 
     async def holder(self, resource: str) -> str | None: ...
 
@@ -104,7 +104,7 @@ class LockRecords(Protocol):
 
 
 class BreakerRecords(Protocol):
-    """Circuit breakers' state (sagakit.breakers), as rows by name."""
+    """Circuit breakers' state (sagakit.engine.breakers), as rows by name."""
 
     async def load(self, names: Sequence[str]) -> list[dict[str, Any]]: ...
 
@@ -114,7 +114,7 @@ class BreakerRecords(Protocol):
 
 
 class RuleRecords(Protocol):
-    """Published routing rule sets (sagakit.rules), one per saga and version."""
+    """Published routing rule sets (sagakit.engine.rules), one per saga and version."""
 
     async def newest(self, saga: str) -> int | None: ...
 
@@ -126,7 +126,7 @@ class RuleRecords(Protocol):
 
 
 class HeartbeatRecords(Protocol):
-    """Running orchestrators' beats (sagakit.liveness)."""
+    """Running orchestrators' beats (sagakit.engine.liveness)."""
 
     async def beat(self, group: str, member: str, *, at: float, forget_before: float) -> None: ...
 
@@ -373,7 +373,7 @@ class SagaStore(Protocol):
     ) -> None:
         """Call ``hook`` after each commit with the messages it wrote to the outbox, and
         wake no relay for them: relays leave those rows alone for ``grace`` seconds
-        (see sagakit.publisher). None turns it off."""
+        (see sagakit.engine.publisher). None turns it off."""
         ...
 
     async def active(self, definitions: Sequence[str]) -> list[SagaRow]:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Orchestrator, redaction, tracing
-from sagakit.choreography import Choreography
-from sagakit.metrics import Metrics
-from sagakit.orchestrator import start_message
+from sagakit import Orchestrator
+from sagakit.engine.choreography import Choreography
+from sagakit.engine.orchestrator import start_message
+from sagakit.engine.runtime import Consumer
+from sagakit.observe import redaction, tracing
+from sagakit.observe.metrics import Metrics
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Consumer
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from shop.outside import OutsideSystems

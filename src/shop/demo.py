@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sagakit.engine.runtime import Runtime
 from sagakit.ports import DeadLetterQueue
-from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from shop.app import SAGA, Mode, Shop, embedded_files, embedded_urls, open_stores

@@ -21,10 +21,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
-from sagakit.choreography import follower_queue, tracker_queue
-from sagakit.logs import get_logger
+from sagakit.engine.choreography import follower_queue, tracker_queue
+from sagakit.engine.runtime import Runtime
 from sagakit.model.messages import command_queue, reply_queue
-from sagakit.runtime import Runtime
+from sagakit.observe.logs import get_logger
 from sagakit.service import http_server, serve
 from sagakit.stores import open_store
 from sagakit.transports import open_transport

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit import StepRejected, TransientError
-from sagakit.breakers import CircuitBreaker
+from sagakit.engine.breakers import CircuitBreaker
 from shop.world import SUPPORTED_REGIONS
 
 if TYPE_CHECKING:

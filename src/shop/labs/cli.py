@@ -52,7 +52,7 @@ def run_lab(
     ] = None,
 ) -> None:
     """Run one lab: the story as it happens, then its key figures."""
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from shop.labs.registry import LABS
 
     lab = LABS[number]

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit.choreography import Choreography
+from sagakit.engine.choreography import Choreography
+from sagakit.engine.runtime import Runtime
 from sagakit.model.definition import SagaDefinition
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
 from sagakit.stores.sql import SqlSagaStore
 from shop.labs.kit import (
     EventTap,

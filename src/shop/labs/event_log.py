@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition, StepContext, TransientError
+from sagakit.engine.orchestrator import start_message
+from sagakit.engine.runtime import Runtime
 from sagakit.model.events import StepFailed, decode
 from sagakit.model.state import SagaState
 from sagakit.model.transitions import fold_stored
-from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
 from sagakit.stores import open_store
 from sagakit.stores.schema import saga_events, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore

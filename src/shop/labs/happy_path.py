@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sagakit.choreography import Choreography
-from sagakit.runtime import Runtime
+from sagakit.engine.choreography import Choreography
+from sagakit.engine.runtime import Runtime
 from shop.labs.kit import (
     EventTap,
     Narrator,

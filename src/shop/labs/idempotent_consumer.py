@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagakit.engine.participant import Participant
+from sagakit.engine.runtime import Runtime
 from sagakit.model.messages import (
     Envelope,
     MessageKind,
@@ -28,9 +30,7 @@ from sagakit.model.messages import (
     command_queue,
     new_id,
 )
-from sagakit.participant import Participant
 from sagakit.ports import Delivery
-from sagakit.runtime import Runtime
 from sagakit.stores.sql import SqlSagaStore
 from shop.labs.kit import (
     Narrator,

@@ -20,9 +20,9 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from sqlalchemy import func, select
 
-from sagakit.logs import get_logger
 from sagakit.model.definition import SagaDefinition
 from sagakit.model.messages import Envelope
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Delivery
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport

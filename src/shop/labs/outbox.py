@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit.orchestrator import start_message
+from sagakit.engine.orchestrator import start_message
+from sagakit.engine.runtime import Runtime
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Runtime
 from sagakit.stores.schema import saga_outbox
 from shop.app import Shop, embedded_urls, open_stores
 from shop.labs import outbox_child

@@ -32,11 +32,11 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
 
 from sagakit import Orchestrator, Participant, RetryPolicy, SagaDefinition, Step, StepContext
+from sagakit.engine.locks import LockBusy, LockPolicy
+from sagakit.engine.orchestrator import StartRequest
+from sagakit.engine.runtime import Runtime
 from sagakit.errors import StepRejected
-from sagakit.locks import LockBusy, LockPolicy
 from sagakit.model.definition import StepKind
-from sagakit.orchestrator import StartRequest
-from sagakit.runtime import Runtime
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, rows, table, unsent

@@ -21,10 +21,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from sagakit.engine.orchestrator import signal_message
+from sagakit.engine.rules import RuleSet, publish
+from sagakit.engine.runtime import Runtime
 from sagakit.errors import UnknownSagaError
-from sagakit.orchestrator import signal_message
-from sagakit.rules import RuleSet, publish
-from sagakit.runtime import Runtime
 from shop.app import Shop
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, table, unsent, until
 from shop.saga import ORDER_SAGA, RULES_FILE

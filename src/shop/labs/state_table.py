@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sagakit import StepContext
+from sagakit.engine.runtime import Runtime
 from sagakit.ports import SagaRow
-from sagakit.runtime import Runtime
 from shop.contracts import ChargePayment, PaymentCharged
 from shop.labs.kit import Narrator, lab_transport, never_published, open_shop, table, unsent, until
 from shop.services.payment import PaymentService

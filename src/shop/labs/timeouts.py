@@ -29,8 +29,8 @@ from sqlalchemy import select
 
 from sagakit import Orchestrator, RetryPolicy, SagaDefinition
 from sagakit.cli.render import timeline
+from sagakit.engine.runtime import Runtime
 from sagakit.ports import Delivery
-from sagakit.runtime import Runtime
 from shop.labs.kit import (
     Narrator,
     lab_transport,

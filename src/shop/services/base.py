@@ -13,7 +13,7 @@ from sagakit.stores.sql import SqlSagaStore
 from shop.world import World
 
 if TYPE_CHECKING:
-    from sagakit.breakers import CircuitBreaker
+    from sagakit.engine.breakers import CircuitBreaker
     from shop.outside import OutsideSystems
 
 

@@ -35,8 +35,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext
+from sagakit.observe.redaction import shown
 from sagakit.ports import UnitOfWork
-from sagakit.redaction import shown
 from shop.contracts import OrderLine, OrderRef
 from shop.services.base import Service
 from shop.world import World, dollars

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext, StepRejected
-from sagakit.breakers import CircuitBreaker
+from sagakit.engine.breakers import CircuitBreaker
 from shop.contracts import ChargePayment, PaymentCharged, ScreenCustomer
 from shop.outside import GATEWAY_BREAKER
 from shop.services.base import Service

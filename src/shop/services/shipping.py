@@ -12,7 +12,7 @@ import time
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert
 
 from sagakit import StepContext
-from sagakit.breakers import CircuitBreaker
+from sagakit.engine.breakers import CircuitBreaker
 from shop.contracts import ScheduleShipment, ShipmentScheduled
 from shop.outside import CARRIER_BREAKER
 from shop.services.base import Service
