@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sagakit import Orchestrator, Participant, Runtime, SagaDefinition, SagaHandle
-from sagakit.fused import FusedEngine
+from sagakit.engine.fused import FusedEngine
 from sagakit.ports import SagaStore
 
 

@@ -22,9 +22,9 @@ from sagakit import (
     StepRejected,
 )
 from sagakit.clock import FakeClock
-from sagakit.fused.queue import StepQueue
+from sagakit.engine.fused.queue import StepQueue
+from sagakit.engine.orchestrator import Orchestrator
 from sagakit.model.messages import Envelope, command_queue
-from sagakit.orchestrator import Orchestrator
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from tests.fused_kit import Fused

@@ -200,8 +200,8 @@ NOT_YET_PUBLIC = {
     "sagakit.api.guard.harden",
     "sagakit.api.guard.max_body_from",
     # The distributed shop declares and the chaos harness intercepts the wire's queues.
-    "sagakit.choreography.follower_queue",
-    "sagakit.choreography.tracker_queue",
+    "sagakit.engine.choreography.follower_queue",
+    "sagakit.engine.choreography.tracker_queue",
     "sagakit.model.messages.EVENTS",
     "sagakit.model.messages.Outgoing",
     "sagakit.model.messages.TransportMessage",
@@ -223,8 +223,8 @@ NOT_YET_PUBLIC = {
     "sagakit.testing.FaultCounts",
     "sagakit.testing.plant.PLANTS",
     "sagakit.testing.plant.plant",
-    "sagakit.publisher.OutboxPublisher",
-    "sagakit.runtime.Consumer",
+    "sagakit.engine.publisher.OutboxPublisher",
+    "sagakit.engine.runtime.Consumer",
     "sagakit.service.http_server",
 }
 

@@ -126,6 +126,26 @@ def test_a_module_that_moved_says_where_it_went(old: str) -> None:
         exec(f"from sagakit import {old.rpartition('.')[2]}", {})
 
 
+#: Loggers people filter and configure by name (each JSON log line carries it): their
+#: modules moved into the layers' folders, the names stayed.
+LOGGERS = {
+    "sagakit.engine.orchestrator": "sagakit.orchestrator",
+    "sagakit.engine.choreography": "sagakit.choreography",
+    "sagakit.engine.runtime": "sagakit.runtime",
+    "sagakit.engine.startup": "sagakit.runtime",
+    "sagakit.engine.relay": "sagakit.relay",
+    "sagakit.engine.publisher": "sagakit.publisher",
+    "sagakit.engine.rules": "sagakit.rules",
+    "sagakit.engine.fused.engine": "sagakit.fused",
+    "sagakit.engine.fused.transaction": "sagakit.fused",
+}
+
+
+@pytest.mark.parametrize(("module", "logger"), sorted(LOGGERS.items()))
+def test_a_moved_module_logs_under_its_old_name(module: str, logger: str) -> None:
+    assert importlib.import_module(module).log.name == logger
+
+
 def test_a_module_that_never_existed_is_still_not_found() -> None:
     with pytest.raises(ModuleNotFoundError, match=r"No module named 'sagakit\.nothing_here'"):
         importlib.import_module("sagakit.nothing_here")

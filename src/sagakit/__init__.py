@@ -10,8 +10,13 @@ import sys
 import types
 from collections.abc import Sequence
 
-from sagakit.breakers import CircuitBreaker
-from sagakit.choreography import Choreography
+from sagakit.engine.breakers import CircuitBreaker
+from sagakit.engine.choreography import Choreography
+from sagakit.engine.handle import SagaHandle
+from sagakit.engine.locks import LockPolicy
+from sagakit.engine.orchestrator import Orchestrator, StartRequest
+from sagakit.engine.participant import Participant, StepContext
+from sagakit.engine.runtime import Runtime, wait_terminal
 from sagakit.errors import (
     ConcurrencyError,
     CorruptLogError,
@@ -25,8 +30,6 @@ from sagakit.errors import (
     TransportError,
     UnknownSagaError,
 )
-from sagakit.handle import SagaHandle
-from sagakit.locks import LockPolicy
 from sagakit.model.contracts import ContractError
 from sagakit.model.definition import (
     Parallel,
@@ -39,9 +42,6 @@ from sagakit.model.definition import (
 )
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus, StepStatus
-from sagakit.orchestrator import Orchestrator, StartRequest
-from sagakit.participant import Participant, StepContext
-from sagakit.runtime import Runtime, wait_terminal
 from sagakit.stores import open_store
 from sagakit.transports import open_transport
 
@@ -78,6 +78,27 @@ _MOVED_MODULES: dict[str, tuple[str, ...]] = {
         "sagakit.model.describe",
     ),
     "sagakit.messages": ("sagakit.model.messages",),
+    "sagakit.batching": ("sagakit.engine.batching",),
+    "sagakit.breakers": ("sagakit.engine.breakers",),
+    "sagakit.choreography": ("sagakit.engine.choreography",),
+    "sagakit.collector": ("sagakit.engine.gc_tuning",),
+    "sagakit.fused": ("sagakit.engine.fused",),
+    "sagakit.groupcommit": ("sagakit.engine.groupcommit",),
+    "sagakit.handle": ("sagakit.engine.handle",),
+    "sagakit.liveness": ("sagakit.engine.liveness",),
+    "sagakit.locks": ("sagakit.engine.locks",),
+    "sagakit.logs": ("sagakit.observe.logs",),
+    "sagakit.metrics": ("sagakit.observe.metrics",),
+    "sagakit.orchestrator": ("sagakit.engine.orchestrator",),
+    "sagakit.participant": ("sagakit.engine.participant",),
+    "sagakit.publisher": ("sagakit.engine.publisher",),
+    "sagakit.redaction": ("sagakit.observe.redaction",),
+    "sagakit.relay": ("sagakit.engine.relay",),
+    "sagakit.rule_budget": ("sagakit.engine.rule_budget",),
+    "sagakit.rules": ("sagakit.engine.rules",),
+    "sagakit.runtime": ("sagakit.engine.runtime",),
+    "sagakit.startup": ("sagakit.engine.startup",),
+    "sagakit.tracing": ("sagakit.observe.tracing",),
 }
 
 

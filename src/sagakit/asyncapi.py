@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from sagakit.engine.orchestrator import START_TYPE, StartBody
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.messages import (
     ENVELOPE_VERSION,
@@ -27,7 +28,6 @@ from sagakit.model.messages import (
     command_queue,
     reply_queue,
 )
-from sagakit.orchestrator import START_TYPE, StartBody
 from sagakit.transports._amqp import ATTEMPT, BUNDLE, BUNDLE_TYPE, DELIVERY_COUNT, DESTINATION
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE
 

@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sagakit.logs import get_logger
-from sagakit.metrics import Metrics
-from sagakit.runtime import Runtime
-from sagakit.startup import safe_url, schema_problem
+from sagakit.engine.runtime import Runtime
+from sagakit.engine.startup import safe_url, schema_problem
+from sagakit.observe.logs import get_logger
+from sagakit.observe.metrics import Metrics
 from sagakit.stores.sql import SqlSagaStore
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from sagakit.orchestrator import Orchestrator
+    from sagakit.engine.orchestrator import Orchestrator
 
 log = get_logger("sagakit.service")
 

@@ -35,8 +35,8 @@ from sagakit import (
     TransientError,
     open_store,
 )
-from sagakit.logs import configure
-from sagakit.participant import Handler
+from sagakit.engine.participant import Handler
+from sagakit.observe.logs import configure
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport
 from tests.sagas import ORDER

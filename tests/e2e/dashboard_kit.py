@@ -27,12 +27,12 @@ import uvicorn
 
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.app import STATIC
+from sagakit.engine.runtime import Runtime
 from sagakit.errors import UnknownSagaError
 from sagakit.model.events import decode
 from sagakit.model.messages import TransportMessage
+from sagakit.observe.redaction import Redaction
 from sagakit.ports import Delivery
-from sagakit.redaction import Redaction
-from sagakit.runtime import Runtime
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from sagakit_shop.api import create_app

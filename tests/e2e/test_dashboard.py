@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from sagakit import StepContext, StepRejected, tracing
+from sagakit import StepContext, StepRejected
 from sagakit.api.figures import OUTCOMES
 from sagakit.model.events import decode
+from sagakit.observe import tracing
 from sagakit_shop.app import REDACT
 from sagakit_shop.services.notification import NotificationService
 from tests.e2e.dashboard_kit import (

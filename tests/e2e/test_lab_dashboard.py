@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sagakit import tracing
 from sagakit.model.events import decode
+from sagakit.observe import tracing
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.app import SAGA, embedded_urls, open_stores
 from sagakit_shop.labs import dashboard_timeline

@@ -25,11 +25,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sagakit import Runtime, tracing
+from sagakit import Runtime
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.asyncapi import document
 from sagakit.model.messages import TransportMessage, command_queue
 from sagakit.model.state import SagaState
+from sagakit.observe import tracing
 from sagakit.ports import BatchHandler, Delivery, PublishResult
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.app import Shop, open_stores

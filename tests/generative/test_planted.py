@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from sagakit import Participant
-from sagakit.batching import BatchInbox, WatchedConnection
+from sagakit.engine.batching import BatchInbox, WatchedConnection
+from sagakit.engine.participant import Handler
 from sagakit.model.messages import Envelope, ReplyBody
-from sagakit.participant import Handler
 from sagakit.ports import UnitOfWork
 from sagakit.testing.plant import plant_no_barrier
 from tests.generative.check import Result, run_and_check

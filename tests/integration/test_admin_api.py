@@ -11,9 +11,9 @@ import pytest
 
 from sagakit import Participant, StepContext
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
-from sagakit.metrics import Metrics
+from sagakit.engine.rules import RuleSet, publish
 from sagakit.model.messages import TransportMessage
-from sagakit.rules import RuleSet, publish
+from sagakit.observe.metrics import Metrics
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import SagaHarness

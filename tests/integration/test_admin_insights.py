@@ -14,13 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from sagakit import Participant, StepContext, StepRejected, TransientError, tracing
+from sagakit import Participant, StepContext, StepRejected, TransientError
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.figures import reason_pattern
+from sagakit.engine.rules import RuleSet, publish
 from sagakit.model.events import decode
 from sagakit.model.messages import TransportMessage
-from sagakit.redaction import MASK, Redaction
-from sagakit.rules import RuleSet, publish
+from sagakit.observe import tracing
+from sagakit.observe.redaction import MASK, Redaction
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
 from tests.sagas import CHECKOUT, CHECKOUT_RULES

@@ -18,8 +18,8 @@ from sagakit import (
     StepKind,
     StepRejected,
 )
-from sagakit.breakers import BreakerOpen, BreakerState, CircuitBreaker
 from sagakit.cli.app import app
+from sagakit.engine.breakers import BreakerOpen, BreakerState, CircuitBreaker
 from sagakit.model.describe import describe
 from sagakit.model.events import decode
 from sagakit.testing import SagaHarness

@@ -15,7 +15,7 @@ from sagakit import (
     Step,
     StepKind,
 )
-from sagakit.choreography import Choreography, compile_routes
+from sagakit.engine.choreography import Choreography, compile_routes
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import Faults, FaultyTransport, forward_only
 from sagakit.transports.memory import MemoryTransport
@@ -135,7 +135,7 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
     from datetime import timedelta
 
     from sagakit import Participant, SagaDefinition, Step, StepContext, StepKind
-    from sagakit.breakers import CircuitBreaker
+    from sagakit.engine.breakers import CircuitBreaker
     from tests.integration.test_breakers import Gateway
 
     checkout = SagaDefinition(

@@ -253,8 +253,8 @@ def test_handlers_are_read_once_at_registration() -> None:
 
 async def test_a_start_message_that_breaks_a_contract_is_dead_lettered() -> None:
     # Built by hand, as a service in another language would: start_message() refuses it.
+    from sagakit.engine.orchestrator import START_TYPE, start_message
     from sagakit.model.messages import Envelope, MessageKind, Outgoing, TransportMessage
-    from sagakit.orchestrator import START_TYPE, start_message
 
     with pytest.raises(ContractError):
         start_message(TYPED, {"sku": "lamp"}, saga_id="refused")

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from sagakit import Participant, StepContext, redaction
+from sagakit import Participant, StepContext
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.api.auth import Token
 from sagakit.api.guard import MAX_BODY, Guard, max_body_from
 from sagakit.model.messages import TransportMessage
+from sagakit.observe import redaction
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.testing import SagaHarness
 from sagakit_shop.api import create_app
@@ -271,7 +272,7 @@ def test_redaction_masks_names_and_paths_in_logs_and_spans() -> None:
 
 
 def test_logs_of_the_loggers_an_application_names_go_the_same_way() -> None:
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
 
     stream = io.StringIO()
     configure("json", stream=stream, also=("myshop",))
@@ -286,7 +287,7 @@ def test_logs_of_the_loggers_an_application_names_go_the_same_way() -> None:
 
 
 def test_logs_hide_configured_fields_and_escape_control_characters() -> None:
-    from sagakit.logs import configure, get_logger
+    from sagakit.observe.logs import configure, get_logger
 
     redaction.configure(["email"])
     try:

@@ -18,7 +18,7 @@ from sagakit import (
     StepRejected,
     TransientError,
 )
-from sagakit.locks import LockPolicy
+from sagakit.engine.locks import LockPolicy
 from sagakit.stores.schema import saga_lock_waiters, saga_locks
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.testing import SagaHarness

@@ -26,8 +26,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from sagakit import Runtime, StepRejected, UnknownSagaError
-from sagakit.breakers import BreakerState, CircuitBreaker, dependency_failure
 from sagakit.cli.app import app
+from sagakit.engine.breakers import BreakerState, CircuitBreaker, dependency_failure
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.rabbitmq import RabbitTransport
 from sagakit_shop.app import STORE_NAMES, Shop, open_stores

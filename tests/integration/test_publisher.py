@@ -8,11 +8,11 @@ from collections import Counter
 from collections.abc import Sequence
 
 from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit.engine.publisher import OutboxPublisher
+from sagakit.engine.relay import OutboxRelay
 from sagakit.errors import TransportError
 from sagakit.model.messages import TransportMessage
 from sagakit.ports import Delivery, PublishResult
-from sagakit.publisher import OutboxPublisher
-from sagakit.relay import OutboxRelay
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport
 from tests.integration.shop import check_effects, create_effects, effects, order_participants

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from sagakit import Orchestrator, Runtime, StartRequest
-from sagakit.choreography import Choreography
+from sagakit.engine.choreography import Choreography
 from sagakit.errors import TransportError
 from sagakit.model.messages import Envelope, MessageKind, TransportMessage, command_queue
 from sagakit.ports import PublishResult

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from sagakit.engine.relay import OutboxRelay
 from sagakit.errors import TransportError
 from sagakit.model.messages import Envelope, MessageKind, Outgoing, TransportMessage
 from sagakit.ports import Delivery, PublishResult
-from sagakit.relay import OutboxRelay
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from sagakit import Participant, StepContext
 from sagakit.cli.app import app
-from sagakit.rules import RuleSet, publish
+from sagakit.engine.rules import RuleSet, publish
 from sagakit.testing import SagaHarness
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 

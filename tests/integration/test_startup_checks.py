@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 
 from sagakit import Orchestrator, Participant, Runtime, StepContext, StoreError
-from sagakit.choreography import Choreography
+from sagakit.engine.choreography import Choreography
 from sagakit.model.definition import SagaDefinition, Step, StepKind, approval
 from sagakit.stores import open_store
 from sagakit.stores.migrations import HEAD

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sagakit import tracing
+from sagakit.observe import tracing
 from sagakit.testing import SagaHarness
 from tests.integration.shop import create_effects, order_participants
 from tests.sagas import ORDER
@@ -61,7 +61,7 @@ async def test_json_logs_carry_the_saga_the_step_and_the_trace() -> None:
     import io
     import json
 
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
 
     lines = io.StringIO()
     configure("json", stream=lines)

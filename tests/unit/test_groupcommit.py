@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sagakit.groupcommit import GroupCommit
+from sagakit.engine.groupcommit import GroupCommit
 
 
 class Recorder:

@@ -32,12 +32,12 @@ from hypothesis.stateful import (
 )
 
 from sagakit.clock import FakeClock
+from sagakit.engine.orchestrator import Orchestrator
 from sagakit.model.definition import SagaDefinition, StepKind
 from sagakit.model.events import SagaEvent, StepCompensated, StepFailed, StepSucceeded, decode
 from sagakit.model.messages import Envelope, MessageKind, ReplyBody, TransportMessage
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus, StepStatus
-from sagakit.orchestrator import Orchestrator
 from sagakit.ports import Delivery
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.testing import check_log, forward_only

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from sagakit.engine.rules import RuleError, RuleFailed, RuleSet
 from sagakit.model.decide import decide
 from sagakit.model.status import SagaStatus
 from sagakit.model.triggers import Signal, Start, Tick
-from sagakit.rules import RuleError, RuleFailed, RuleSet
 from tests.sagas import CHECKOUT, CHECKOUT_RULES
 
 RULES = RuleSet.parse(CHECKOUT_RULES, definition=CHECKOUT)
@@ -232,7 +232,7 @@ def test_a_condition_within_its_budget_reads_and_runs() -> None:
 
 
 def test_an_evaluation_over_its_time_budget_is_stopped_and_the_worker_replaced() -> None:
-    from sagakit.rule_budget import RuleWorker
+    from sagakit.engine.rule_budget import RuleWorker
 
     worker = RuleWorker(budget=0.05)
     try:
@@ -257,7 +257,7 @@ async def test_a_stored_rule_set_over_the_limits_is_refused_when_read(tmp_path: 
     and nothing runs the condition."""
     from sqlalchemy import insert
 
-    from sagakit.rules import RuleBook
+    from sagakit.engine.rules import RuleBook
     from sagakit.stores import open_store
     from sagakit.stores.schema import saga_rules
 
@@ -287,8 +287,9 @@ async def test_an_evaluation_waits_off_the_event_loop(
     import asyncio
     import time
 
-    from sagakit import Orchestrator, rule_budget
-    from sagakit.rules import publish
+    from sagakit import Orchestrator
+    from sagakit.engine import rule_budget
+    from sagakit.engine.rules import publish
     from sagakit.stores import open_store
 
     def slow(condition: str, data: object, saga: object) -> tuple[bool, str]:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from sagakit.batching import row_identity, write_order
+from sagakit.engine.batching import row_identity, write_order
 
 DEBIT = "UPDATE accounts SET balance = balance - :amount WHERE id = :id AND balance >= :amount"
 UPSERT = (

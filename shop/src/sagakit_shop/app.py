@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Choreography, Orchestrator, open_store, redaction, tracing
-from sagakit.metrics import Metrics
-from sagakit.orchestrator import start_message
+from sagakit import Choreography, Orchestrator, open_store
+from sagakit.engine.orchestrator import start_message
+from sagakit.engine.runtime import Consumer
+from sagakit.observe import redaction, tracing
+from sagakit.observe.metrics import Metrics
 from sagakit.ports import UnitOfWork
-from sagakit.runtime import Consumer
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.outside import OutsideSystems
 from sagakit_shop.saga import ORDER_SAGA
@@ -56,7 +57,7 @@ def open_stores(urls: Mapping[str, str]) -> dict[str, SqlSagaStore]:
 REDACT = ("email", "customer")
 
 #: The shop's own loggers (its services' ``service_log``, the supervisor's, the labs'),
-#: routed with sagakit's: ``sagakit.logs.configure(..., also=LOGS)``.
+#: routed with sagakit's: ``sagakit.observe.logs.configure(..., also=LOGS)``.
 LOGS = ("shop",)
 
 

@@ -86,13 +86,13 @@ def demo(
     show_tokens: ShowTokensOption = False,
 ) -> None:
     """Run the shop on the embedded default: orders through the saga, then the check."""
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit_shop.demo import run_demo
 
     chosen = _check_mode(mode)
     configure("quiet" if as_json else "story", also=LOGS)
     hide_personal_data()
-    from sagakit import tracing
+    from sagakit.observe import tracing
 
     if not tracing.configure(service="shop-demo") and serve:
         _trace_ids_for_the_dashboard()
@@ -296,7 +296,7 @@ def up(
     Tokens come from SAGAKIT_TOKENS, or are made up for this run and written to
     .sagakit/tokens (mode 0600). Ctrl-C stops them all."""
     from sagakit import SagaError
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit_shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
     from sagakit_shop.outside import outside_ports
 
@@ -383,7 +383,7 @@ async def _serve_admin(
     from sagakit import open_transport
     from sagakit.api import AdminConfig, create_admin_app
     from sagakit.api.guard import max_body_from
-    from sagakit.logs import get_logger
+    from sagakit.observe.logs import get_logger
     from sagakit_shop.app import SAGA, open_stores
     from sagakit_shop.distributed import database_urls
     from sagakit_shop.saga import ORDER_SAGA
@@ -488,7 +488,7 @@ def service(
     ] = "story",
 ) -> None:
     """Run one process of the distributed shop (what `sagakit up` starts for each)."""
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit_shop.distributed import PROCESSES, run_service
     from sagakit_shop.outside import OUTSIDE, Trouble, serve_outside
 
@@ -512,7 +512,7 @@ def service(
             )
         )
         return
-    from sagakit import tracing
+    from sagakit.observe import tracing
 
     if not tracing.configure(service=f"shop-{name}") and name == "order":
         # Orders begin their traces here: with ids recorded (spans kept nowhere), the

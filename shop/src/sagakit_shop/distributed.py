@@ -22,9 +22,9 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from sagakit import Runtime, open_store, open_transport
-from sagakit.choreography import follower_queue, tracker_queue
-from sagakit.logs import get_logger
+from sagakit.engine.choreography import follower_queue, tracker_queue
 from sagakit.model.messages import command_queue, reply_queue
+from sagakit.observe.logs import get_logger
 from sagakit.service import http_server, serve
 from sagakit_shop.app import SAGA, STORE_NAMES, Mode, Shop
 from sagakit_shop.outside import OutsideSystems

@@ -39,14 +39,14 @@ from sagakit.api.base import (
 )
 from sagakit.api.docs import serve_docs
 from sagakit.api.guard import harden
-from sagakit.breakers import read_all
+from sagakit.engine.breakers import read_all
+from sagakit.engine.orchestrator import operator_message, signal_message
 from sagakit.errors import CorruptLogError, UnknownSagaError
 from sagakit.model.describe import describe, outcome
 from sagakit.model.events import decode
 from sagakit.model.messages import Outgoing
-from sagakit.orchestrator import operator_message, signal_message
+from sagakit.observe.redaction import Redaction, redact_json
 from sagakit.ports import DeadLetter, SagaRow
-from sagakit.redaction import Redaction, redact_json
 from sagakit.stores.sql import SqlSagaStore
 
 STATIC = Path(__file__).parent / "static"

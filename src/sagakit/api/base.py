@@ -11,10 +11,10 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from sagakit.api.auth import SESSION_COOKIE, Authenticator, Token
 from sagakit.api.guard import MAX_BODY
-from sagakit.metrics import Metrics
 from sagakit.model.definition import SagaDefinition, StepKind
+from sagakit.observe.metrics import Metrics
+from sagakit.observe.redaction import Redaction, current
 from sagakit.ports import DeadLetterQueue, SagaRow
-from sagakit.redaction import Redaction, current
 from sagakit.stores.sql import SqlSagaStore
 
 #: The furthest page a listing may start at (an offset past what a database's integers

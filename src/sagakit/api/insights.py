@@ -5,7 +5,7 @@ actions on several sagas at once.
 
 Every piece of saga data this module answers with (a step's input and reply, the saga's
 data after a step) passes through the admin API's redaction (``AdminConfig.redaction``,
-:mod:`sagakit.redaction`) first. Bulk actions go on the record (:mod:`sagakit.audit`)
+:mod:`sagakit.observe.redaction`) first. Bulk actions go on the record (:mod:`sagakit.audit`)
 one line per saga, in the transaction that queues their messages.
 """
 
@@ -44,13 +44,13 @@ from sagakit.api.figures import (
     step_latencies,
 )
 from sagakit.api.timeline import timeline
+from sagakit.engine.orchestrator import operator_message
 from sagakit.errors import UnknownSagaError
 from sagakit.model.definition import SagaDefinition, Step, StepKind
-from sagakit.orchestrator import operator_message
+from sagakit.observe.redaction import redact
+from sagakit.observe.tracing import trace_id
 from sagakit.ports import SagaSearch
-from sagakit.redaction import redact
 from sagakit.stores.findings import STOP_EVENTS
-from sagakit.tracing import trace_id
 
 log = logging.getLogger("sagakit.api")
 

@@ -19,8 +19,8 @@ from typer.core import TyperGroup
 
 from sagakit.errors import CorruptLogError, StoreError, UnknownSagaError
 from sagakit.model.status import SagaStatus
+from sagakit.observe.redaction import mask_urls, printable
 from sagakit.ports import SagaRow
-from sagakit.redaction import mask_urls, printable
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.stores.sqlite import SqliteSagaStore

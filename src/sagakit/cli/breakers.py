@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from sagakit.breakers import read_all
 from sagakit.cli.app import JsonOption, app, console, emit_json, fail, open_existing
 from sagakit.cli.render import iso, safe, when
+from sagakit.engine.breakers import read_all
 from sagakit.errors import SagaError
 
 _STYLE = {"closed": "green", "open": "bold red", "half_open": "yellow"}

@@ -10,7 +10,7 @@ import typer
 
 from sagakit.cli.app import JsonOption, app, console, emit_json, fail
 from sagakit.model.definition import SagaDefinition
-from sagakit.redaction import mask_urls
+from sagakit.observe.redaction import mask_urls
 
 broker = typer.Typer(
     help="Look after a namespace (a prefix) on the RabbitMQ broker.", no_args_is_help=True
@@ -26,7 +26,7 @@ BrokerUrlOption = Annotated[
 async def _system(specs: Iterable[str]) -> tuple[list[SagaDefinition], list[str]]:
     """The definitions and queues the ``MODULE:ATTR`` objects name: definitions, lists of
     them, a Runtime, or a factory of one."""
-    from sagakit.runtime import Runtime
+    from sagakit.engine.runtime import Runtime
     from sagakit.service import load_target, orchestrators_of, runtime_from
 
     definitions: list[SagaDefinition] = []

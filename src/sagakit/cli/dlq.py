@@ -16,8 +16,8 @@ from sagakit.cli.app import DEFAULT_DB, DbOption, JsonOption, app, console, emit
 from sagakit.cli.operate import WhoOption, record_cli
 from sagakit.cli.render import SHORT_ID, iso, safe, when
 from sagakit.errors import SagaError
+from sagakit.observe.redaction import redact_json
 from sagakit.ports import DeadLetter, DeadLetterQueue
-from sagakit.redaction import redact_json
 
 T = TypeVar("T")
 

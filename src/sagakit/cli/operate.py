@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from sagakit import audit, liveness
+from sagakit import audit
 from sagakit.cli.app import (
     DEFAULT_DB,
     DbOption,
@@ -29,9 +29,10 @@ from sagakit.cli.app import (
     with_store,
 )
 from sagakit.cli.render import iso, local_time, safe
+from sagakit.engine import liveness
+from sagakit.engine.orchestrator import operator_message, signal_message
 from sagakit.errors import StoreError, UnknownSagaError
 from sagakit.model.events import OperatorIntervened, decode
-from sagakit.orchestrator import operator_message, signal_message
 from sagakit.stores import open_store
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.stores.sqlite import SqliteSagaStore

@@ -20,8 +20,8 @@ from sagakit.errors import CorruptLogError
 from sagakit.model.describe import describe, outcome
 from sagakit.model.events import StoredEvent, decode
 from sagakit.model.state import SagaState
+from sagakit.observe.redaction import printable
 from sagakit.ports import SagaRow
-from sagakit.redaction import printable
 
 #: How much of a dead letter's id ``dlq list`` shows; ``dlq show`` takes any unique start.
 SHORT_ID = 12

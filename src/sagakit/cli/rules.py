@@ -11,8 +11,8 @@ from rich.table import Table
 
 from sagakit.cli.app import DEFAULT_DB, DbOption, app, console, fail, with_store
 from sagakit.cli.render import safe
+from sagakit.engine.rules import RuleError, RuleSet, publish
 from sagakit.model.definition import SagaDefinition
-from sagakit.rules import RuleError, RuleSet, publish
 from sagakit.stores.sql import SqlSagaStore
 
 rules_app = typer.Typer(

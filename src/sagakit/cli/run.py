@@ -68,7 +68,7 @@ def run(
 
     Every option can come from its SAGAKIT_* environment variable instead."""
     from sagakit.errors import SagaError
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit.service import TargetError, load_target, runtime_from, serve
 
     if log_format not in ("story", "json"):

@@ -39,8 +39,8 @@ from sagakit.errors import StepRejected
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 
 if TYPE_CHECKING:
+    from sagakit.engine.participant import Handler, StepContext
     from sagakit.model.messages import Envelope
-    from sagakit.participant import Handler, StepContext
 
 #: A handler that takes its command as a model (and may return its reply as one).
 TypedHandler = Callable[["StepContext", Any], Awaitable[BaseModel | None]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sagakit.engine.rules import RuleSet
 from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.events import (
@@ -31,7 +32,6 @@ from sagakit.model.state import SagaState, StepState
 from sagakit.model.status import SagaStatus, StepStatus
 from sagakit.model.transitions import start_state
 from sagakit.model.triggers import Intervene, Reply, Signal, Start, Tick, Trigger
-from sagakit.rules import RuleSet
 
 
 class Decider(ReplyDecider, PersonDecider):

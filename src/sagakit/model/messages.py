@@ -181,7 +181,7 @@ def _match(pattern: list[str], words: list[str]) -> bool:
 
 
 #: The command an orchestrator sends a participant to release a finished saga's
-#: semantic locks (see sagakit.locks).
+#: semantic locks (see sagakit.engine.locks).
 RELEASE = "sagakit.release_locks"
 
 #: The payload key a compensation command carries the saga's failure reason under.

@@ -10,6 +10,7 @@ another, so undoing "maybe" is always safe.
 
 from __future__ import annotations
 
+from sagakit.engine.rules import RuleFailed
 from sagakit.model.definition import Step, StepKind
 from sagakit.model.events import (
     CompensationStarted,
@@ -23,7 +24,6 @@ from sagakit.model.messages import Op, ReplyBody
 from sagakit.model.state import StepState
 from sagakit.model.status import UNDOING, SagaStatus, StepStatus
 from sagakit.model.writer import DecisionWriter
-from sagakit.rules import RuleFailed
 
 #: A stage is done when every step in it is one of these.
 _DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sagakit.engine.rules import RuleSet
 from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.events import (
@@ -29,7 +30,6 @@ from sagakit.model.messages import (
 )
 from sagakit.model.state import SagaState, StepState
 from sagakit.model.transitions import apply
-from sagakit.rules import RuleSet
 
 #: Events that end a saga (for now or for good): its semantic locks are released first.
 _ENDINGS = (SagaCompleted, SagaCompensated, SagaNeedsAttention)

@@ -1,8 +1,9 @@
 """The SQL of the store's smaller tables: semantic locks, circuit breakers, routing rule
 sets, orchestrators' heartbeats and the operators' record. Each works on one
 connection, inside its caller's transaction; ``SqlUnit.records`` hands them out, so the
-features that keep state here (:mod:`sagakit.locks`, :mod:`sagakit.breakers`,
-:mod:`sagakit.rules`, :mod:`sagakit.liveness`, :mod:`sagakit.audit`) never see a table.
+features that keep state here (:mod:`sagakit.engine.locks`, :mod:`sagakit.engine.breakers`,
+:mod:`sagakit.engine.rules`, :mod:`sagakit.engine.liveness`, :mod:`sagakit.audit`) never
+see a table.
 """
 
 from __future__ import annotations

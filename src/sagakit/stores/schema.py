@@ -82,7 +82,7 @@ saga_outbox = Table(
     Column("body", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("sent_at", Float),
-    # Set when a publisher publishes the row on commit (sagakit.publisher): the relay
+    # Set when a publisher publishes the row on commit (sagakit.engine.publisher): the relay
     # leaves it until then. NULL: the relay takes it at once.
     Column("relay_after", Float),
     Index(
@@ -172,7 +172,7 @@ saga_audit = Table(
     Index("ix_saga_audit_at", "at"),
 )
 
-#: Running orchestrators' heartbeats (sagakit.liveness).
+#: Running orchestrators' heartbeats (sagakit.engine.liveness).
 saga_heartbeats = Table(
     "saga_heartbeats",
     metadata,

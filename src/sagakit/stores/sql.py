@@ -137,7 +137,7 @@ class SqlSagaStore(SagaFindings):
         #: runtime that runs its own outbox (the fused one) turns it off.
         self.notify_outbox = True
         #: Told of each commit's outbox messages (publish on commit; see
-        #: sagakit.publisher); while set, commits wake no relay.
+        #: sagakit.engine.publisher); while set, commits wake no relay.
         self._on_commit: Callable[[Sequence[TransportMessage]], None] | None = None
         self._publisher_grace = 1.0
         #: Waiters for sagas' ends (``wait_ended``), told by this process's commits, by

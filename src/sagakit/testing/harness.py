@@ -24,15 +24,15 @@ from types import TracebackType
 from typing import Any
 
 from sagakit.clock import FakeClock
-from sagakit.logs import get_logger
+from sagakit.engine.orchestrator import Orchestrator
+from sagakit.engine.participant import Participant
+from sagakit.engine.runtime import Runtime
 from sagakit.model.definition import SagaDefinition
 from sagakit.model.events import StoredEvent
 from sagakit.model.messages import command_queue
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus
-from sagakit.orchestrator import Orchestrator
-from sagakit.participant import Participant
-from sagakit.runtime import Runtime
+from sagakit.observe.logs import get_logger
 from sagakit.stores.sqlite import SqliteSagaStore
 from sagakit.testing.faults import Faults, FaultyTransport
 from sagakit.transports.memory import MemoryTransport

@@ -24,10 +24,10 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sagakit.batching import BatchInbox, inbox_key
-from sagakit.logs import get_logger
+from sagakit.engine.batching import BatchInbox, inbox_key
+from sagakit.engine.participant import Handler, Participant
 from sagakit.model.messages import Envelope, Outgoing, ReplyBody, TransportMessage
-from sagakit.participant import Handler, Participant
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Transport, UnitOfWork
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.stores.unit import SqlUnit

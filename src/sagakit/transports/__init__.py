@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from sagakit.observe.redaction import mask_urls
 from sagakit.ports import Transport
-from sagakit.redaction import mask_urls
 
 #: Query options sagakit reads itself; any other goes to the driver.
 _OURS = ("prefix", "retry_tiers", "max_deliveries", "bundle_max", "unbundled")

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
-from sagakit.logs import get_logger
+from sagakit.observe.logs import get_logger
 
 log = get_logger("sagakit.transport")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import aio_pika.abc
 
 from sagakit.errors import TransportError
-from sagakit.logs import get_logger
+from sagakit.observe.logs import get_logger
 from sagakit.ports import DeadLetter
 from sagakit.transports._amqp import (
     DRIVER_ERRORS,

@@ -16,8 +16,8 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sagakit.logs import get_logger
 from sagakit.model.messages import EVENTS, TransportMessage, split_destination, topic_matches
+from sagakit.observe.logs import get_logger
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,

@@ -35,8 +35,8 @@ from aiormq.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
 
 from sagakit.errors import TransportError
-from sagakit.logs import get_logger
 from sagakit.model.messages import EVENTS, TransportMessage, event_destination, split_destination
+from sagakit.observe.logs import get_logger
 from sagakit.ports import (
     DEFAULT_RETRY_TIERS,
     BatchHandler,

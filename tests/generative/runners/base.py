@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sagakit import Participant, SagaDefinition
+from sagakit.engine.rules import RuleSet, publish
 from sagakit.errors import StoreError, UnknownSagaError
 from sagakit.model.status import SagaStatus
 from sagakit.ports import DeadLetterQueue
-from sagakit.rules import RuleSet, publish
 from sagakit.stores import open_store
 from sagakit.stores.postgres import PostgresSagaStore
 from sagakit.stores.sql import SqlSagaStore

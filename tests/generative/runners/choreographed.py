@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sagakit import Runtime
-from sagakit.choreography import Choreography
+from sagakit.engine.choreography import Choreography
 from sagakit.testing import FaultyTransport
 from sagakit.transports.memory import MemoryTransport
 from tests.generative.behaviours import start_data

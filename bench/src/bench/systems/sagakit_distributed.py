@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from bench import workload
 from bench.systems.sagakit_app import ORDER, PARTICIPANTS, participants
 from sagakit import Orchestrator, Runtime, open_transport
+from sagakit.engine.publisher import OutboxPublisher
 from sagakit.model.messages import command_queue, reply_queue
-from sagakit.publisher import OutboxPublisher
 from sagakit.stores.postgres import PostgresSagaStore
 
 ROLES = ("orchestrator", "relay", *PARTICIPANTS)

@@ -1,5 +1,5 @@
 """sagakit in one process: the in-process runtime on PostgreSQL or SQLite, and the fused
-fast path (:mod:`sagakit.fused`) on PostgreSQL."""
+fast path (:mod:`sagakit.engine.fused`) on PostgreSQL."""
 
 from __future__ import annotations
 

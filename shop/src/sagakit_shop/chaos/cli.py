@@ -87,7 +87,7 @@ def chaos(  # noqa: PLR0917 - typer passes a command's options positionally
     from its database, duplicates and reorders deliveries; then heals, drains and checks
     money, stock, once, termination, effects, outbox and every saga log. Exits 1 on any
     violation."""
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit_shop.chaos.harness import schedule_for
     from sagakit_shop.chaos.report import announce, render
     from sagakit_shop.chaos.report import as_json as report_json

@@ -54,7 +54,7 @@ def run_lab(
     ] = None,
 ) -> None:
     """Run one lab: the story as it happens, then its key figures."""
-    from sagakit.logs import configure
+    from sagakit.observe.logs import configure
     from sagakit_shop.app import LOGS
     from sagakit_shop.labs.registry import LABS
 

@@ -28,10 +28,11 @@ from urllib.parse import quote
 import httpx
 from rich.text import Text
 
-from sagakit import Runtime, tracing
+from sagakit import Runtime
 from sagakit.api import AdminConfig, Token, create_admin_app
 from sagakit.api.app import STATIC
 from sagakit.api.auth import fresh_tokens, tokens_from
+from sagakit.observe import tracing
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
 from sagakit_shop.app import SAGA, Shop

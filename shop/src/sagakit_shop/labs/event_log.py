@@ -30,9 +30,9 @@ from sagakit import (
     TransientError,
     open_store,
 )
+from sagakit.engine.orchestrator import start_message
 from sagakit.model.events import StepFailed, decode
 from sagakit.model.transitions import fold_stored
-from sagakit.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.stores.schema import saga_events, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore

@@ -21,8 +21,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from sagakit import SagaDefinition
-from sagakit.logs import get_logger
 from sagakit.model.messages import Envelope
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Delivery
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.transports.memory import MemoryTransport

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sagakit import Runtime
-from sagakit.orchestrator import start_message
+from sagakit.engine.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.stores.schema import saga_outbox
 from sagakit_shop.app import Shop, embedded_urls, open_stores

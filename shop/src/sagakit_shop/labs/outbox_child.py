@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sagakit.logs import configure, get_logger
+from sagakit.observe.logs import configure, get_logger
 from sagakit_shop.app import LOGS, Shop, embedded_urls, open_stores
 
 CUSTOMER, ITEM, QUANTITY = "c-ada", "lamp", 2

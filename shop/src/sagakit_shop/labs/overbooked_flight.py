@@ -45,7 +45,7 @@ from sagakit import (
     StepRejected,
     open_store,
 )
-from sagakit.locks import LockBusy
+from sagakit.engine.locks import LockBusy
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.labs.kit import (
     Narrator,

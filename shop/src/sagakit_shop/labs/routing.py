@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sagakit import Runtime, UnknownSagaError
-from sagakit.orchestrator import signal_message
-from sagakit.rules import RuleSet, publish
+from sagakit.engine.orchestrator import signal_message
+from sagakit.engine.rules import RuleSet, publish
 from sagakit_shop.app import Shop
 from sagakit_shop.labs.kit import (
     Narrator,

@@ -8,7 +8,7 @@ import time
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert
 
 from sagakit import StepContext, TransientError
-from sagakit.redaction import shown
+from sagakit.observe.redaction import shown
 from sagakit_shop.contracts import NotifyCustomer
 from sagakit_shop.services.base import Service
 

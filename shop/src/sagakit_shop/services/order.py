@@ -35,8 +35,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit import StepContext
+from sagakit.observe.redaction import shown
 from sagakit.ports import UnitOfWork
-from sagakit.redaction import shown
 from sagakit_shop.contracts import OrderLine, OrderRef
 from sagakit_shop.services.base import Service
 from sagakit_shop.world import World, dollars

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from sagakit.redaction import redact_attributes
+from sagakit.observe.redaction import redact_attributes
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("sagakit")

@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from sagakit.batching import BatchInbox, HandlerTimedOut, batch_patience, patience_for
-from sagakit.breakers import load as load_breakers
-from sagakit.breakers import save as save_breakers
-from sagakit.fused.queue import Batch
-from sagakit.fused.queue import Start as StartItem
-from sagakit.locks import release_saga
-from sagakit.logs import get_logger
+from sagakit.engine.batching import BatchInbox, HandlerTimedOut, batch_patience, patience_for
+from sagakit.engine.breakers import load as load_breakers
+from sagakit.engine.breakers import save as save_breakers
+from sagakit.engine.fused.queue import Batch
+from sagakit.engine.fused.queue import Start as StartItem
+from sagakit.engine.locks import release_saga
+from sagakit.engine.orchestrator import Orchestrator
+from sagakit.engine.participant import Participant
 from sagakit.model.decision import Decision, merge_decisions
 from sagakit.model.messages import RELEASE, Envelope, Outgoing, command_queue, new_id
 from sagakit.model.state import SagaState
 from sagakit.model.triggers import Reply, Start
-from sagakit.orchestrator import Orchestrator
-from sagakit.participant import Participant
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Loaded, UnitOfWork
 
 log = get_logger("sagakit.fused")

@@ -26,7 +26,7 @@ the version that was current when it started, so publishing new rules never chan
 a saga already running. When a step is reached, the rules that name it are evaluated
 against the saga's data as it is then: a ``require`` that holds wins over a ``skip``.
 A condition's cost is bounded when the file is read and each evaluation has a time
-budget, spent in a worker process (:mod:`sagakit.rule_budget`). A rule that cannot be
+budget, spent in a worker process (:mod:`sagakit.engine.rule_budget`). A rule that cannot be
 evaluated for a saga (a missing field, a type error, over its budget) takes its
 ``on_error`` fallback: ``run`` (the default: the step runs, the careful side for a skip
 and a require alike), ``skip``, or ``attention`` (the saga needs a person); never the
@@ -43,10 +43,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sagakit import rule_budget
+from sagakit.engine import rule_budget
 from sagakit.errors import SagaError
-from sagakit.logs import get_logger
 from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.observe.logs import get_logger
 from sagakit.ports import RuleRecords, UnitOfWork
 
 log = get_logger("sagakit.rules")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sagakit.breakers import read_all
+from sagakit.engine.breakers import read_all
 from sagakit.model.decision import Decision
 from sagakit.model.events import (
     SagaCompensated,

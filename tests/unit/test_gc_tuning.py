@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from sagakit import collector
+from sagakit.engine import gc_tuning
 
 CHILD = textwrap.dedent(
     """
@@ -31,8 +31,8 @@ CHILD = textwrap.dedent(
     asyncio.run(main())
     found = {"started": started, "threshold": gc.get_threshold(),
              "frozen": gc.get_freeze_count()}
-    from sagakit import collector
-    found["again"] = collector.tune()  # a second runtime's start changes nothing more
+    from sagakit.engine import gc_tuning
+    found["again"] = gc_tuning.tune()  # a second runtime's start changes nothing more
     print(json.dumps(found))
     """
 )
@@ -52,8 +52,8 @@ def _child(before: str, tune: str) -> dict[str, object]:
 
 def test_a_runtime_raises_the_default_thresholds_and_freezes_what_start_up_left() -> None:
     found = _child("default", "on")
-    assert found["started"] != list(collector.THRESHOLDS)
-    assert found["threshold"] == list(collector.THRESHOLDS)
+    assert found["started"] != list(gc_tuning.THRESHOLDS)
+    assert found["threshold"] == list(gc_tuning.THRESHOLDS)
     assert isinstance(found["frozen"], int) and found["frozen"] > 1000
     assert found["again"] is False
 
@@ -62,7 +62,7 @@ def test_a_runtime_raises_the_default_thresholds_and_freezes_what_start_up_left(
 def test_thresholds_are_only_ever_raised(before: list[int]) -> None:
     found = _child(json.dumps(before), "on")
     assert found["threshold"] == [
-        max(a, b) for a, b in zip(before, collector.THRESHOLDS, strict=True)
+        max(a, b) for a, b in zip(before, gc_tuning.THRESHOLDS, strict=True)
     ]
 
 

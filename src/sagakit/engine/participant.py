@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Executable, text
 
-from sagakit import tracing
-from sagakit.batching import (
+from sagakit.clock import SystemClock
+from sagakit.engine.batching import (
     BatchInbox,
     HandlerTimedOut,
     HandlerTooSlow,
@@ -39,13 +39,11 @@ from sagakit.batching import (
     patience_for,
     step_key,
 )
-from sagakit.breakers import BreakerOpen, CircuitBreaker
-from sagakit.breakers import load as load_breakers
-from sagakit.breakers import save as save_breakers
-from sagakit.clock import SystemClock
+from sagakit.engine.breakers import BreakerOpen, CircuitBreaker
+from sagakit.engine.breakers import load as load_breakers
+from sagakit.engine.breakers import save as save_breakers
+from sagakit.engine.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
 from sagakit.errors import DataError, PoisonMessageError, SagaError, StepRejected
-from sagakit.locks import LockBusy, LockPolicy, Locks, queue_for, release_saga
-from sagakit.logs import get_logger
 from sagakit.model.contracts import AnyHandler, as_handler
 from sagakit.model.data import check_json
 from sagakit.model.messages import (
@@ -59,6 +57,8 @@ from sagakit.model.messages import (
     command_queue,
     new_id,
 )
+from sagakit.observe import tracing
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:

@@ -1,17 +1,14 @@
-"""The ports: what the orchestrator, participants and relay need from the outside world.
-
-Adapters (``stores/``, ``transports/``) implement these; the core depends on nothing else.
-"""
+"""The store port: a saga's log, the projection, the outbox and the inbox, and the unit
+of work that changes them in one local transaction. ``stores/`` implements it."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sagakit.model.messages import new_id
+from sagakit.ports.records import Records
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,85 +72,6 @@ class Loaded:
     states: dict[str, SagaState] = field(default_factory=dict)
     broken: dict[str, CorruptLogError] = field(default_factory=dict)
     events_read: int = 0
-
-
-class LockRecords(Protocol):
-    """Semantic locks (sagakit.locks): who holds a resource, who waits in line."""
-
-    async def holder(self, resource: str) -> str | None: ...
-
-    async def first_in_line(self, resource: str) -> str | None: ...
-
-    async def take(
-        self, resource: str, *, saga_id: str, participant: str, step: str, at: float
-    ) -> bool:
-        """Take ``resource`` if nobody holds it (and leave its line); whether it did."""
-        ...
-
-    async def queue(self, resource: str, saga_id: str, *, at: float) -> None: ...
-
-    async def release(self, resource: str, saga_id: str) -> None: ...
-
-    async def release_saga(self, saga_id: str, participant: str) -> int:
-        """Every lock and place in line of ``saga_id`` at ``participant``; how many locks."""
-        ...
-
-    async def count_held(self, saga_id: str) -> int: ...
-
-    async def all(self) -> list[dict[str, Any]]: ...
-
-
-class BreakerRecords(Protocol):
-    """Circuit breakers' state (sagakit.breakers), as rows by name."""
-
-    async def load(self, names: Sequence[str]) -> list[dict[str, Any]]: ...
-
-    async def save(self, rows: Sequence[dict[str, Any]]) -> None: ...
-
-    async def all(self) -> list[dict[str, Any]]: ...
-
-
-class RuleRecords(Protocol):
-    """Published routing rule sets (sagakit.rules), one per saga and version."""
-
-    async def newest(self, saga: str) -> int | None: ...
-
-    async def source(self, saga: str, version: int) -> str | None: ...
-
-    async def add(self, saga: str, version: int, source: str, *, at: float) -> None: ...
-
-    async def published(self) -> list[tuple[str, int, float]]: ...
-
-
-class HeartbeatRecords(Protocol):
-    """Running orchestrators' beats (sagakit.liveness)."""
-
-    async def beat(self, group: str, member: str, *, at: float, forget_before: float) -> None: ...
-
-    async def newest(self, group: str) -> float | None: ...
-
-
-class AuditRecords(Protocol):
-    """Operators' actions on the record (sagakit.audit)."""
-
-    async def add(
-        self, *, at: float, who: str, action: str, target: str, note: str, via: str
-    ) -> None: ...
-
-    async def recent(
-        self, *, limit: int, offset: int, target: str | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Records:
-    """The store's smaller tables, inside one transaction (``UnitOfWork.records``)."""
-
-    locks: LockRecords
-    breakers: BreakerRecords
-    rules: RuleRecords
-    heartbeats: HeartbeatRecords
-    audit: AuditRecords
 
 
 class UnitOfWork(Protocol):
@@ -373,7 +291,7 @@ class SagaStore(Protocol):
     ) -> None:
         """Call ``hook`` after each commit with the messages it wrote to the outbox, and
         wake no relay for them: relays leave those rows alone for ``grace`` seconds
-        (see sagakit.publisher). None turns it off."""
+        (see sagakit.engine.publisher). None turns it off."""
         ...
 
     async def active(self, definitions: Sequence[str]) -> list[SagaRow]:
@@ -407,159 +325,3 @@ class SagaStore(Protocol):
         ...
 
     async def prune_outbox(self, sent_before: float) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """Which messages a broker confirmed, and why the others were refused."""
-
-    confirmed: set[str]
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A message handed to a consumer; ``attempt`` counts deliveries of this message.
-
-    A handler that finds a message it can never handle calls :meth:`reject`; the
-    transport then dead-letters that one message with the reason and acks the rest. A
-    handler that cannot handle a message *yet* calls :meth:`retry`; the transport brings
-    that one message back after its retry tier's delay, as if the handler had raised.
-    A handler whose dependency is down (an open circuit breaker) calls :meth:`defer`:
-    the message comes back after about the given wait, and the try does not count
-    toward the transport's delivery limit. A handler whose work for a delivery has
-    committed while the rest of its batch goes on may call :meth:`done`, so the
-    transport can acknowledge it now rather than with the batch.
-    """
-
-    message: TransportMessage
-    attempt: int = 1
-    rejection: tuple[str, str] | None = None
-    retry_reason: str | None = None
-    #: Set by a transport that can acknowledge one delivery before its batch returns.
-    on_done: Callable[[], None] | None = field(default=None, repr=False, compare=False)
-    #: Set by :meth:`defer`: come back after about this many seconds, uncounted.
-    deferred_for: float | None = None
-
-    def reject(self, reason: str, detail: str) -> None:
-        self.rejection = (reason, detail)
-
-    def retry(self, reason: str) -> None:
-        self.retry_reason = reason
-        self.deferred_for = None
-
-    def defer(self, reason: str, after: float) -> None:
-        """Bring this message back after about ``after`` seconds (the transport's nearest
-        delay at or above it, or its longest) with its attempt unchanged: a dependency
-        being down is not the message's fault, so however long the outage lasts, it
-        never reaches the delivery limit and the dead letters on that account."""
-        self.retry_reason = reason
-        self.deferred_for = max(after, 0.0)
-
-    def reset(self) -> None:
-        """Forget a verdict (the handler is deciding the batch again)."""
-        self.rejection = self.retry_reason = self.deferred_for = None
-
-    def done(self) -> None:
-        """This delivery's work has committed: it needs no verdict and may be
-        acknowledged before the rest of its batch is."""
-        if self.on_done is not None and self.rejection is None and self.retry_reason is None:
-            self.on_done()
-
-
-BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message set aside because it can never be handled, with why and from where.
-
-    ``reason`` is one of: ``malformed`` (not JSON), ``schema`` (fails its schema),
-    ``unknown_type``, ``oversize``, ``non_retryable`` (the handler said so),
-    ``delivery_limit`` (retried too often), or another word an application chose.
-    """
-
-    id: str
-    message: TransportMessage
-    queue: str
-    reason: str
-    detail: str
-    attempts: int
-    dead_at: float
-
-    @classmethod
-    def now(
-        cls, message: TransportMessage, queue: str, reason: str, detail: str, attempts: int
-    ) -> DeadLetter:
-        """A letter set aside at this moment, under a fresh id."""
-        return cls(new_id(), message, queue, reason, detail, attempts, time.time())
-
-
-class DeadLetterQueue(Protocol):
-    """Where dead letters wait for a person: list, look, replay, or throw away."""
-
-    async def add(self, letter: DeadLetter) -> None:
-        """Set a message aside (the transport calls this when it dead-letters)."""
-        ...
-
-    async def list(self, *, limit: int = 100) -> list[DeadLetter]: ...
-
-    async def get(self, dead_letter_id: str) -> DeadLetter:
-        """One dead letter; raises LookupError for an unknown id."""
-        ...
-
-    async def replay(self, ids: Sequence[str] | None = None) -> int:
-        """Send dead letters back to their original queues (all when ``ids`` is None),
-        as fresh deliveries; return how many went back."""
-        ...
-
-    async def purge(self) -> int: ...
-
-    async def depth(self) -> int: ...
-
-
-#: The delays (seconds) before each redelivery of a message whose handler failed.
-DEFAULT_RETRY_TIERS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
-
-
-class Subscription(Protocol):
-    async def stop(self, *, grace: float = 0.0) -> None:
-        """Take no more messages; let the batch being handled finish within ``grace``
-        seconds, then cancel it (its transaction rolls back and its messages go back to
-        the queue for another consumer). Returns within about ``grace`` seconds."""
-        ...
-
-
-class Transport(Protocol):
-    """Moves bytes between queues. ``publish`` returns only what the broker confirmed.
-
-    A destination is a queue name, or ``sagakit.events/<routing key>`` for an event,
-    which reaches every queue bound to a matching pattern (``*`` one word, ``#`` any).
-    """
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def declare(self, queue: str) -> None:
-        """Create a durable work queue (and its retry tiers), if it does not exist."""
-        ...
-
-    async def bind(self, queue: str, pattern: str) -> None:
-        """Deliver events whose routing key matches ``pattern`` to ``queue`` too."""
-        ...
-
-    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult: ...
-
-    async def consume(
-        self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1
-    ) -> Subscription:
-        """Deliver batches to ``handler``, up to ``concurrency`` of them at once (each
-        its own call, so a slow one holds only its own messages). A batch is
-        acknowledged when it returns, each rejected delivery is dead-lettered, and when
-        the handler raises every message of the batch comes back after its retry tier's
-        delay (attempt + 1), until the delivery limit dead-letters it."""
-        ...
-
-    @property
-    def dead_letters(self) -> DeadLetterQueue: ...

@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sagakit import tracing
 from sagakit.errors import SagaError
-from sagakit.logs import get_logger
 from sagakit.model.messages import TransportMessage
+from sagakit.observe import tracing
+from sagakit.observe.logs import get_logger
 from sagakit.ports import SagaStore, Transport
 
 log = get_logger("sagakit.publisher")

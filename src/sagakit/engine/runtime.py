@@ -15,15 +15,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol
 
-from sagakit import collector
-from sagakit.fused.engine import FusedEngine
-from sagakit.logs import get_logger
-from sagakit.orchestrator import Orchestrator
-from sagakit.participant import Participant
+from sagakit.engine import gc_tuning
+from sagakit.engine.fused.engine import FusedEngine
+from sagakit.engine.orchestrator import Orchestrator
+from sagakit.engine.participant import Participant
+from sagakit.engine.publisher import OutboxPublisher
+from sagakit.engine.relay import OutboxRelay
+from sagakit.engine.startup import check_stores, warn_unserved
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Delivery, SagaStore, Subscription, Transport
-from sagakit.publisher import OutboxPublisher
-from sagakit.relay import OutboxRelay
-from sagakit.startup import check_stores, warn_unserved
 from sagakit.transports.memory import MemoryTransport
 
 log = get_logger("sagakit.runtime")
@@ -68,10 +68,10 @@ class Runtime:
 
     Components added with :meth:`add` each consume their queue on the transport (the
     in-process one when none is given). An orchestrator added with :meth:`fuse` runs its
-    participants inside its own transactions instead (see :mod:`sagakit.fused`).
+    participants inside its own transactions instead (see :mod:`sagakit.engine.fused`).
 
     On start it sets the garbage collector for a runtime's allocations once per process
-    (:mod:`sagakit.collector`) unless ``tune_collector`` is False. With ``timers`` False
+    (:mod:`sagakit.engine.gc_tuning`) unless ``tune_collector`` is False. With ``timers`` False
     the orchestrators' timers are left to whoever owns time (a test's fake clock).
 
     Before anything runs, every store must be at sagakit's current migration: one that is
@@ -150,7 +150,7 @@ class Runtime:
         the next command; ``orchestrator.start()`` runs a saga's first step in the
         start's own transaction. ``batch`` bounds the steps one transaction carries,
         ``workers`` transactions run at once, and ``turn_wait`` bounds a transaction's
-        wait for the turn on rows other sagas share (see :mod:`sagakit.fused`)."""
+        wait for the turn on rows other sagas share (see :mod:`sagakit.engine.fused`)."""
         if self._running:
             raise RuntimeError("fuse orchestrators before the runtime starts")
         self.fused[orchestrator.group] = FusedEngine(
@@ -187,7 +187,7 @@ class Runtime:
         await check_stores(self.stores, migrate=self.migrate)
         self._running = True
         if self.tune_collector:
-            collector.tune()
+            gc_tuning.tune()
         await self.transport.start()
         for consumer in self.consumers:  # every queue exists before anything is published
             await self.transport.declare(consumer.queue)

@@ -27,16 +27,16 @@ Nothing about the guarantees changes; the transaction boundaries only widen:
   routing rules, its spans, metrics and story);
 * a handler gets a savepoint at its first statement; the writes it hands to
   ``StepContext.write`` wait in the batch and go out grouped, each group of the same
-  statement as one pipelined ``executemany`` (see :mod:`sagakit.batching`);
+  statement as one pipelined ``executemany`` (see :mod:`sagakit.engine.batching`);
 * rows other sagas share are written by one transaction at a time, from its first
   statement that may lock one to just before its COMMIT (the engine's *turn*, see
-  :mod:`sagakit.fused.transaction`), so the turn and the database's locks never make a
+  :mod:`sagakit.engine.fused.transaction`), so the turn and the database's locks never make a
   cycle the database cannot see.
 """
 
 from __future__ import annotations
 
-from sagakit.fused.engine import FusedEngine
+from sagakit.engine.fused.engine import FusedEngine
 
 
 def __getattr__(name: str) -> object:
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> object:
             "Use Runtime().fuse(orchestrator, *participants), start sagas with "
             "orchestrator.start(...) and wait with handle.outcome()."
         )
-    raise AttributeError(f"module 'sagakit.fused' has no attribute {name!r}")
+    raise AttributeError(f"module 'sagakit.engine.fused' has no attribute {name!r}")
 
 
 __all__ = ["FusedEngine"]

@@ -4,7 +4,7 @@ A row is marked sent only after the transport confirmed it, so a relay that dies
 between publish and mark-sent publishes the row again on restart; consumers' inboxes
 make that second copy harmless. Up to ``max_inflight`` batches publish at once.
 
-Rows a publisher publishes on commit (:mod:`sagakit.publisher`) carry the time until
+Rows a publisher publishes on commit (:mod:`sagakit.engine.publisher`) carry the time until
 which the relay leaves them to it (``relay_after``); after that the relay takes them:
 those the publisher did not get confirmed (it failed, or its process died between the
 commit and the publish).
@@ -17,9 +17,9 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sagakit import tracing
 from sagakit.errors import SagaError
-from sagakit.logs import get_logger
+from sagakit.observe import tracing
+from sagakit.observe.logs import get_logger
 from sagakit.ports import OutboxRow, PublishResult, SagaStore, Transport
 
 log = get_logger("sagakit.relay")

@@ -8,17 +8,17 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from sagakit.batching import HandlerTimedOut, HandlerTooSlow, Unbatch
+from sagakit.engine.batching import HandlerTimedOut, HandlerTooSlow, Unbatch
+from sagakit.engine.fused.queue import Batch, Start, StepQueue
+from sagakit.engine.fused.transaction import Transactions, TurnTimeout
+from sagakit.engine.orchestrator import Orchestrator, StartRequest
+from sagakit.engine.participant import Participant
 from sagakit.errors import ConcurrencyError, StoreError
-from sagakit.fused.queue import Batch, Start, StepQueue
-from sagakit.fused.transaction import Transactions, TurnTimeout
-from sagakit.logs import get_logger
 from sagakit.model.decide import outstanding
 from sagakit.model.decision import Decision
 from sagakit.model.definition import StepKind
 from sagakit.model.messages import Envelope, Outgoing, TransportMessage
-from sagakit.orchestrator import Orchestrator, StartRequest
-from sagakit.participant import Participant
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Delivery
 
 log = get_logger("sagakit.fused")

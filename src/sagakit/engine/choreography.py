@@ -30,11 +30,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagakit import tracing
-from sagakit.batching import HandlerTimedOut
 from sagakit.clock import SystemClock
+from sagakit.engine.batching import HandlerTimedOut
+from sagakit.engine.orchestrator import StartRequest
+from sagakit.engine.participant import Participant
 from sagakit.errors import ConcurrencyError, DefinitionError, PoisonMessageError
-from sagakit.logs import get_logger
 from sagakit.model.contracts import check_start
 from sagakit.model.decide import decide
 from sagakit.model.decision import Decision
@@ -53,8 +53,8 @@ from sagakit.model.messages import (
 from sagakit.model.state import SagaState
 from sagakit.model.status import StepStatus
 from sagakit.model.triggers import Reply, Start
-from sagakit.orchestrator import StartRequest
-from sagakit.participant import Participant
+from sagakit.observe import tracing
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
 
 log = get_logger("sagakit.choreography")

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from sagakit.errors import StoreError, TransportError
-from sagakit.logs import get_logger
 from sagakit.model.definition import participants_of
 from sagakit.model.messages import command_queue
+from sagakit.observe.logs import get_logger
 from sagakit.stores.migrations import HEAD
 from sagakit.transports.memory import MemoryTransport
 
@@ -68,8 +68,8 @@ def awaited_queues(consumers: Iterable[object]) -> dict[str, tuple[str, set[str]
     follow its events instead, so a tracker (which knows every choreographed definition)
     or a choreographed participant (which knows those it takes part in) names the
     participants that must follow them."""
-    from sagakit.choreography import ChoreographedParticipant, Tracker, follower_queue
-    from sagakit.orchestrator import Orchestrator
+    from sagakit.engine.choreography import ChoreographedParticipant, Tracker, follower_queue
+    from sagakit.engine.orchestrator import Orchestrator
 
     awaited: dict[str, tuple[str, set[str]]] = {}
     for consumer in consumers:

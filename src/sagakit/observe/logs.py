@@ -18,7 +18,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from opentelemetry import trace
 
-from sagakit.redaction import log_processor
+from sagakit.observe.redaction import log_processor
 
 Mode = Literal["story", "json", "quiet"]
 

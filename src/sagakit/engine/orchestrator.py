@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagakit.clock import SystemClock
+from sagakit.engine.groupcommit import GroupCommit
+from sagakit.engine.handle import SagaHandle
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
-from sagakit.groupcommit import GroupCommit
-from sagakit.handle import SagaHandle
-from sagakit.logs import get_logger
 from sagakit.model.contracts import ContractError, broken_reply, check_start
 from sagakit.model.data import check_json_object, check_key, check_saga_id
 from sagakit.model.decide import decide
@@ -41,13 +40,14 @@ from sagakit.model.messages import Envelope, MessageKind, Outgoing, new_id, repl
 from sagakit.model.state import SagaState
 from sagakit.model.status import SagaStatus
 from sagakit.model.triggers import Intervene, Reply, Signal, Start, Tick, Trigger
+from sagakit.observe.logs import get_logger
 from sagakit.ports import Clock, Delivery, Loaded, SagaStore, UnitOfWork
 
 if TYPE_CHECKING:
-    from sagakit.metrics import Metrics
-from sagakit import tracing
-from sagakit.liveness import Heartbeat
-from sagakit.rules import RuleBook, RuleSet
+    from sagakit.observe.metrics import Metrics
+from sagakit.engine.liveness import Heartbeat
+from sagakit.engine.rules import RuleBook, RuleSet
+from sagakit.observe import tracing
 
 log = get_logger("sagakit.orchestrator")
 _story = logging.getLogger("sagakit.orchestrator")
@@ -174,7 +174,7 @@ class Orchestrator:
         """Start one saga; once its start is committed, return its handle (its id, with
         ``outcome()`` to wait for its end). Starting an id that
         exists does nothing. Starts made at the same time share one transaction (see
-        :mod:`sagakit.groupcommit`); an unknown definition fails here, alone, and so does
+        :mod:`sagakit.engine.groupcommit`); an unknown definition fails here, alone, and so does
         data that is not a dict of JSON values (DataError, naming the key) or that breaks
         a step's contract (:class:`~sagakit.model.contracts.ContractError`)."""
         name, version = definition_named(definition, version)
@@ -378,7 +378,7 @@ class Orchestrator:
         self, unit: UnitOfWork, limit: int, held: Collection[str] = ()
     ) -> list[Decision]:
         now = await self._now(unit)
-        await self.heartbeat.beat(unit.records.heartbeats)  # sagakit.liveness
+        await self.heartbeat.beat(unit.records.heartbeats)  # sagakit.engine.liveness
         ids = await unit.due(now, limit + len(held))
         if held:
             ids = [saga_id for saga_id in ids if saga_id not in held][:limit]
@@ -484,7 +484,7 @@ class Orchestrator:
                 rules=rules,
             )
             # A routing rule's condition is evaluated in the rule worker, a wait of up to
-            # its budget (sagakit.rule_budget); in a thread, that wait never holds up this
+            # its budget (sagakit.engine.rule_budget); in a thread, that wait never holds up this
             # event loop, and so no other saga, health check or stop.
             decision = await asyncio.to_thread(call) if rules and rules.rules else call()
             if span.is_recording():
