@@ -233,6 +233,14 @@ async def test_the_same_idempotency_key_places_one_order(shop: httpx.AsyncClient
     assert (await shop.post("/orders", json=order)).json()["number"] == 102  # no key: a new one
 
 
+async def test_a_placed_order_is_answered_as_it_was_written(shop: httpx.AsyncClient) -> None:
+    placed = await shop.post("/orders", json={"customer_id": "c-ada", "sku": "lamp", "quantity": 3})
+    assert placed.status_code == 201
+    body = placed.json()
+    assert body == (await shop.get(f"/orders/{body['order_id']}")).json()
+    assert (body["status"], body["amount_cents"], body["amount"]) == ("new", 75_00, "$75.00")
+
+
 async def test_concurrent_orders_with_one_key_give_one_order(shop: httpx.AsyncClient) -> None:
     order = {"customer_id": "c-ada", "sku": "lamp", "quantity": 1}
     answers = await asyncio.gather(
