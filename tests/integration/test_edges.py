@@ -318,6 +318,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
     """Eight placements hold their transactions open at once and each still gets its
     number: nothing serializes them (a counter row would make the second wait for the
     first to commit)."""
+    from sqlalchemy import select
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from shop.services.order import FIRST_NUMBER, _next_number, metadata
@@ -332,7 +333,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
 
         async def place() -> int:
             async with engine.begin() as conn:
-                number = await _next_number(conn)
+                number = int(await conn.scalar(select(_next_number(conn))))
                 await asyncio.wait_for(all_in.wait(), 10)  # every one still uncommitted
                 return number
 
