@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
+
 from bench import databases, procs
 
 #: The load generators the mode knows, and how to install each (Debian).
@@ -326,12 +328,26 @@ class Shop:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
-    async def teardown(self) -> None:
-        """Processes, databases, the broker namespace and the scratch directory: gone."""
+    async def teardown(self) -> list[str]:
+        """Processes, databases, the broker namespace and the scratch directory: gone.
+        Each is tried whatever happened to the others; returns what stays, and how to
+        remove it by hand."""
+        stays = []
         await asyncio.to_thread(self.stop)
-        await databases.drop_prefixed(self.cfg.pg, f"{self.stem}_")
-        await asyncio.to_thread(self._remove_namespace)
+        try:
+            await databases.drop_prefixed(self.cfg.pg, f"{self.stem}_")
+        except (OSError, asyncpg.PostgresError) as exc:
+            stays.append(f"databases {self.stem}_* stay ({exc}); drop them by hand")
+        try:
+            await asyncio.to_thread(self._remove_namespace)
+        except RuntimeError as exc:
+            prefix = self.cfg.prefix(self.replicas)
+            stays.append(
+                f"{exc}; later: sagakit broker teardown --prefix {prefix} "
+                "--definitions shop.saga:ORDER_SAGA --force"
+            )
         shutil.rmtree(self.home, ignore_errors=True)
+        return stays
 
     def _remove_namespace(self) -> None:
         done = subprocess.run(  # noqa: S603 - our own interpreter and CLI
@@ -341,7 +357,8 @@ class Shop:
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if done.returncode:
-            raise RuntimeError(f"the broker namespace stays: {done.stderr.strip()}")
+            said = done.stderr.strip().splitlines()[-1:] or ["no reason given"]
+            raise RuntimeError(f"the broker namespace stays: {said[0]}")
 
 
 async def prepare_world(db: str, orders: int) -> None:
@@ -394,7 +411,8 @@ async def run_one(cfg: ShopHttpConfig, replicas: int, say: Callable[[str], None]
         }
     finally:
         say(f"{replicas} replica(s): tearing down")
-        await shop.teardown()
+        for left in await shop.teardown():
+            say(f"[red]{left}[/]")
 
 
 async def run_shop_http(cfg: ShopHttpConfig, say: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -439,8 +457,26 @@ def write(cfg: ShopHttpConfig, results: Sequence[dict[str, Any]]) -> Path:
         f"The shop under `sagakit up`: {cfg.generator}, {cfg.connections} clients posting "
         f"orders for {cfg.duration:.0f} s, per replica count."
     )
-    markdown.write_text(f"{what}\n\n{table(results)}\n")
+    markdown.write_text(f"{what}\n\n{table(results)}\n\n{cpu_table(results)}\n")
     return markdown
+
+
+def cpu_table(results: Sequence[dict[str, Any]]) -> str:
+    """CPU milliseconds per order of each process, a row per replica count (replicas of
+    a kind summed)."""
+    kinds: dict[int, Counter[str]] = {}
+    for r in results:
+        summed: Counter[str] = Counter()
+        for name, ms in r.get("cpu_ms_per_order", {}).items():
+            summed[name.split("-")[0]] += ms
+        kinds[r["replicas"]] = summed
+    names = sorted({n for summed in kinds.values() for n in summed})
+    header = "| CPU ms per order | " + " | ".join(names) + " | all |"
+    lines = [header, "|" + "---|" * (len(names) + 2)]
+    for replicas, summed in kinds.items():
+        cells = " | ".join(f"{summed[n]:.1f}" for n in names)
+        lines.append(f"| {replicas} replica(s) | {cells} | {sum(summed.values()):.1f} |")
+    return "\n".join(lines)
 
 
 def holds(results: Sequence[dict[str, Any]]) -> bool:

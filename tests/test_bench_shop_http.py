@@ -153,3 +153,15 @@ async def test_teardown_drops_the_databases_and_the_queues(tmp_path: Path) -> No
     assert not home.exists()
     async with connected(rabbit) as connection:
         assert await probe(connection, rabbit.name("sagakit.commands.payment")) is None
+
+
+def test_the_cpu_table_adds_up_the_replicas_of_each_kind() -> None:
+    from bench.shop_http import cpu_table
+
+    runs = [
+        {"replicas": 1, "cpu_ms_per_order": {"payment": 4.0, "saga": 2.0}},
+        {"replicas": 2, "cpu_ms_per_order": {"payment": 2.5, "payment-2": 3.0, "saga": 2.0}},
+    ]
+    rows = cpu_table(runs).splitlines()
+    assert rows[0] == "| CPU ms per order | payment | saga | all |"
+    assert rows[2:] == ["| 1 replica(s) | 4.0 | 2.0 | 6.0 |", "| 2 replica(s) | 5.5 | 2.0 | 7.5 |"]
