@@ -394,6 +394,10 @@ async def run_one(cfg: ShopHttpConfig, replicas: int, say: Callable[[str], None]
         e2e = await end_to_end(cfg.pg, shop.stem, cfg.settle, say)
         cpu = {n: t - cpu_before.get(n, 0.0) for n, t in shop.cpu().items()}
         per_order = {n: round(t * 1000 / max(1, e2e["orders"]), 2) for n, t in cpu.items()}
+        say(
+            f"{replicas} replica(s): {e2e['ended']:,} of {e2e['orders']:,} orders ended, "
+            f"{e2e['e2e_per_s']:,.1f}/s end to end, p50 {e2e['e2e_p50_ms']:,.0f} ms"
+        )
         say(f"{replicas} replica(s): CPU ms per order: {per_order}")
         say(f"{replicas} replica(s): sagakit verify")
         shop.stop()  # verify reads settled books
@@ -419,9 +423,14 @@ async def run_shop_http(cfg: ShopHttpConfig, say: Callable[[str], None]) -> list
     results = []
     for replicas in cfg.replicas:
         before = os.getloadavg()
-        result = await run_one(cfg, replicas, say)
+        try:
+            result = await run_one(cfg, replicas, say)
+        except Exception as exc:  # the other replica counts still run, and this says why
+            say(f"[red]{replicas} replica(s): {type(exc).__name__}: {exc}[/]")
+            result = {"replicas": replicas, "error": f"{type(exc).__name__}: {exc}"}
         result["load_average_before"] = before
         results.append(result)
+        write(cfg, results)  # what is measured so far survives a later run's trouble
     return results
 
 
@@ -437,6 +446,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     """The runs as a Markdown table."""
     lines = [HEADER, "|" + "---|" * (HEADER.count("|") - 1)]
     for r in results:
+        if "error" in r:
+            lines.append(f"| {r['replicas']} | {r['error']} |")
+            continue
         http, e2e = r["http"], r["end_to_end"]
         load = f"{r['load_average_before'][0]:.2f} / {r['load_average'][0]:.2f}"
         lines.append(
@@ -466,6 +478,8 @@ def cpu_table(results: Sequence[dict[str, Any]]) -> str:
     a kind summed)."""
     kinds: dict[int, Counter[str]] = {}
     for r in results:
+        if "error" in r:
+            continue
         summed: Counter[str] = Counter()
         for name, ms in r.get("cpu_ms_per_order", {}).items():
             summed[name.split("-")[0]] += ms
@@ -481,7 +495,10 @@ def cpu_table(results: Sequence[dict[str, Any]]) -> str:
 
 def holds(results: Sequence[dict[str, Any]]) -> bool:
     """Every run's books balance and every saga ended."""
-    return all(r["verify"].get("holds") and not r["end_to_end"]["not_ended"] for r in results)
+    return all(
+        "error" not in r and r["verify"].get("holds") and not r["end_to_end"]["not_ended"]
+        for r in results
+    )
 
 
 def main() -> None:
