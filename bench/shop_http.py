@@ -485,6 +485,8 @@ def cpu_table(results: Sequence[dict[str, Any]]) -> str:
             summed[name.split("-")[0]] += ms
         kinds[r["replicas"]] = summed
     names = sorted({n for summed in kinds.values() for n in summed})
+    if not names:
+        return ""
     header = "| CPU ms per order | " + " | ".join(names) + " | all |"
     lines = [header, "|" + "---|" * (len(names) + 2)]
     for replicas, summed in kinds.items():

@@ -165,3 +165,12 @@ def test_the_cpu_table_adds_up_the_replicas_of_each_kind() -> None:
     rows = cpu_table(runs).splitlines()
     assert rows[0] == "| CPU ms per order | payment | saga | all |"
     assert rows[2:] == ["| 1 replica(s) | 4.0 | 2.0 | 6.0 |", "| 2 replica(s) | 5.5 | 2.0 | 7.5 |"]
+
+
+def test_a_run_that_failed_is_a_row_saying_why() -> None:
+    from bench.shop_http import cpu_table, holds, table
+
+    failed = [{"replicas": 2, "error": "TooManyConnectionsError: sorry", "load_average_before": []}]
+    assert table(failed).splitlines()[-1] == "| 2 | TooManyConnectionsError: sorry |"
+    assert cpu_table(failed) == ""
+    assert not holds(failed)
