@@ -183,9 +183,11 @@ def health_app(state: ServiceState) -> Starlette:
     return Starlette(routes=routes)
 
 
-def http_server(app: Any, *, host: str, port: int) -> uvicorn.Server:
+def http_server(app: Any, *, host: str, port: int, share_port: bool = False) -> uvicorn.Server:
     """A uvicorn server that leaves the signals to :func:`serve`, which stops the
-    runtime first and the servers after."""
+    runtime first and the servers after. With ``share_port``, replicas of the service on
+    one host listen on the same port (SO_REUSEPORT) and the kernel spreads the
+    connections over them."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -193,10 +195,24 @@ def http_server(app: Any, *, host: str, port: int) -> uvicorn.Server:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            if sockets is None and share_port:
+                sockets = [_shared_listener(host, port)]
+            await super().serve(sockets=sockets)
+
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
     )
     return Server(config)
+
+
+def _shared_listener(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    return listener
 
 
 # ---------------------------------------------------------------------- the loop

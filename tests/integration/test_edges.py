@@ -234,6 +234,14 @@ async def test_the_same_idempotency_key_places_one_order(shop: httpx.AsyncClient
     assert (await shop.post("/orders", json=order)).json()["number"] == 102  # no key: a new one
 
 
+async def test_a_placed_order_is_answered_as_it_was_written(shop: httpx.AsyncClient) -> None:
+    placed = await shop.post("/orders", json={"customer_id": "c-ada", "sku": "lamp", "quantity": 3})
+    assert placed.status_code == 201
+    body = placed.json()
+    assert body == (await shop.get(f"/orders/{body['order_id']}")).json()
+    assert (body["status"], body["amount_cents"], body["amount"]) == ("new", 75_00, "$75.00")
+
+
 async def test_concurrent_orders_with_one_key_give_one_order(shop: httpx.AsyncClient) -> None:
     order = {"customer_id": "c-ada", "sku": "lamp", "quantity": 1}
     answers = await asyncio.gather(
@@ -326,6 +334,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
     """Eight placements hold their transactions open at once and each still gets its
     number: nothing serializes them (a counter row would make the second wait for the
     first to commit)."""
+    from sqlalchemy import select
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from sagakit_shop.services.order import FIRST_NUMBER, _next_number, metadata
@@ -340,7 +349,7 @@ async def test_orders_take_numbers_with_no_row_every_placement_locks(pg_url: str
 
         async def place() -> int:
             async with engine.begin() as conn:
-                number = await _next_number(conn)
+                number = int(await conn.scalar(select(_next_number(conn))))
                 await asyncio.wait_for(all_in.wait(), 10)  # every one still uncommitted
                 return number
 

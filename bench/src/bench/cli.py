@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from bench.runner import ALL_SYSTEMS, ROOT, BenchConfig, run_bench
+
+if TYPE_CHECKING:
+    from bench.shop_http import ShopHttpConfig
 
 console = Console()
 
@@ -50,10 +54,43 @@ def bench(
             "orchestrator's memory (the target: 100000 under 200 MB).",
         ),
     ] = None,
+    shop_http: Annotated[
+        bool,
+        typer.Option(
+            "--shop-http",
+            help="Instead: the shop under `sagakit up`, orders posted over HTTP by a load "
+            "generator, measured end to end and checked by `sagakit verify`.",
+        ),
+    ] = False,
+    generator: Annotated[
+        str, typer.Option(help="--shop-http: the HTTP load generator, wrk or hey.")
+    ] = "wrk",
+    connections: Annotated[
+        int, typer.Option(min=1, max=1024, help="--shop-http: concurrent HTTP clients.")
+    ] = 64,
+    replicas: Annotated[
+        str, typer.Option(help="--shop-http: processes per service, one run each, e.g. 1,2.")
+    ] = "1",
+    port: Annotated[
+        int,
+        typer.Option(min=1, max=65530, help="--shop-http: the order API's port (and the 4 after)."),
+    ] = 18600,
 ) -> None:
     """Benchmark sagakit against DBOS, Temporal and sagaz on the same PostgreSQL."""
     if waiting is not None:
         _waiting(db, waiting, seed, out)
+        return
+    if shop_http:
+        from bench.shop_http import ShopHttpConfig
+
+        counts = [int(r) for r in _split(replicas)] if replicas.strip() else []
+        if not counts or min(counts) < 1:
+            raise typer.BadParameter("one or more counts of 1 or more", param_hint="--replicas")
+        shop_cfg = ShopHttpConfig(
+            pg=db, amqp=broker, generator=generator, connections=connections,
+            duration=duration or 20.0, replicas=counts, port=port, out=out,
+        )  # fmt: skip
+        _shop_http(shop_cfg)
         return
     chosen = _split(systems)
     unknown = [s for s in chosen if s not in ALL_SYSTEMS]
@@ -106,6 +143,29 @@ def _waiting(db: str, count: int, seed: int, out: Path) -> None:
         )
     (out / "waiting.json").write_text(json.dumps(results, indent=1))
     if not ok:
+        raise typer.Exit(1)
+
+
+def _shop_http(cfg: ShopHttpConfig) -> None:
+    from bench import shop_http
+
+    if cfg.generator not in shop_http.GENERATORS:
+        choices = ", ".join(shop_http.GENERATORS)
+        raise typer.BadParameter(f"choose one of {choices}", param_hint="--generator")
+    missing = shop_http.missing_generator(cfg.generator)
+    if missing:
+        from sagakit.cli import fail
+
+        raise fail(missing, 2)
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", soft_wrap=True)
+
+    results = asyncio.run(shop_http.run_shop_http(cfg, say))
+    markdown = shop_http.write(cfg, results)
+    console.print(markdown.read_text(), markup=False, highlight=False)
+    console.print(f"[green]results in[/] {cfg.out}")
+    if not shop_http.holds(results):
         raise typer.Exit(1)
 
 

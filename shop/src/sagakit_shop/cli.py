@@ -287,17 +287,26 @@ def up(
             help="Port of the orchestrator's Prometheus metrics (default: --port + 4).",
         ),
     ] = None,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Processes of each service, of the orchestrator and of the relay: they "
+            "share the work; the order API's replicas share its port.",
+        ),
+    ] = 1,
     show_tokens: ShowTokensOption = False,
 ) -> None:
-    """Run the shop distributed: a process per service, orchestrator and relay, and the
-    payment gateway and carrier it calls, restarted if they die; the dashboard and admin
-    API run in this process.
+    """Run the shop distributed: a process per service, orchestrator and relay (or
+    --replicas of each), and the payment gateway and carrier it calls, restarted if they
+    die; the dashboard and admin API run in this process.
 
     Tokens come from SAGAKIT_TOKENS, or are made up for this run and written to
     .sagakit/tokens (mode 0600). Ctrl-C stops them all."""
     from sagakit import SagaError
     from sagakit.observe.logs import configure
-    from sagakit_shop.distributed import PROCESSES, Child, child_argv, prepare, supervise
+    from sagakit_shop.distributed import Child, child_argv, prepare, replica_names, supervise
     from sagakit_shop.outside import outside_ports
 
     _check_mode(mode)
@@ -324,18 +333,19 @@ def up(
         Child(
             name,
             child_argv(
-                name,
+                kind,
                 db=db,
                 broker=broker,
                 mode=mode,
                 port=port,
                 fail_rate=fail_rate,
                 seed=seed,
-                metrics_port=scraped_at,
+                metrics_port=scraped_at if name == kind else None,
+                share_port=replicas > 1,
             )
-            + (calls_out if name in {"payment", "shipping"} else []),
+            + (calls_out if kind in {"payment", "shipping"} else []),
         )
-        for name in PROCESSES
+        for name, kind in replica_names(replicas)
     ]
     children += [
         Child(
@@ -478,6 +488,12 @@ def service(
             help="saga only: serve the orchestrator's Prometheus metrics on this port.",
         ),
     ] = None,
+    share_port: Annotated[
+        bool,
+        typer.Option(
+            "--share-port", help="order: replicas on this host serve the API on one port."
+        ),
+    ] = False,
     log_format: Annotated[
         str,
         typer.Option(
@@ -530,6 +546,7 @@ def service(
             gateway_url=gateway_url,
             carrier_url=carrier_url,
             metrics_port=metrics_port,
+            share_port=share_port,
         )
     )
 

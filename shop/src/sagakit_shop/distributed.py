@@ -116,6 +116,7 @@ async def run_service(
     carrier_url: str | None = None,
     metrics_port: int | None = None,
     grace: float = 2.0,
+    share_port: bool = False,
 ) -> None:
     """Run one process of the distributed shop until SIGTERM or SIGINT, then stop within
     ``grace`` seconds: :func:`sagakit.service.serve`, as ``sagakit run`` does.
@@ -126,7 +127,8 @@ async def run_service(
     ones otherwise). With ``metrics_port``, the orchestrator's counters and histograms
     (sagas started and finished, step latencies) are served for Prometheus at
     ``/metrics`` there (they live in the process that decides), with ``/healthz`` and
-    ``/readyz``."""
+    ``/readyz``. With ``share_port``, the order API listens on a port its replicas share.
+    """
     if name not in PROCESSES:
         raise ValueError(f"unknown process {name!r}; choose from {', '.join(PROCESSES)}")
     _exit_with_parent()
@@ -146,7 +148,7 @@ async def run_service(
     # The entry point of every sagakit service (`sagakit run`): signals, a bounded
     # stop, and on the metrics port the health probes next to /metrics.
     health = (host, metrics_port) if metrics_port is not None else None
-    api = _api(shop, host, port) if name == "order" else None
+    api = _api(shop, host, port, share_port=share_port) if name == "order" else None
     try:
         await serve(
             runtime,
@@ -194,12 +196,12 @@ def _exit_with_parent() -> None:
         os._exit(1)
 
 
-def _api(shop: Shop, host: str, port: int) -> uvicorn.Server:
+def _api(shop: Shop, host: str, port: int, *, share_port: bool = False) -> uvicorn.Server:
     from sagakit.api.guard import max_body_from
     from sagakit_shop.api import MAX_BODY, create_app
 
     app = create_app(shop, max_body=max_body_from(os.environ, MAX_BODY))
-    return http_server(app, host=host, port=port)
+    return http_server(app, host=host, port=port, share_port=share_port)
 
 
 @dataclass
@@ -266,6 +268,16 @@ async def supervise(
     await asyncio.gather(*keepers, return_exceptions=True)
 
 
+def replica_names(replicas: int) -> list[tuple[str, str]]:
+    """Every process of ``replicas`` of each kind, as (name, kind): ``payment`` for the
+    first of a kind, ``payment-2``... for the others."""
+    return [
+        (kind if replica == 1 else f"{kind}-{replica}", kind)
+        for replica in range(1, replicas + 1)
+        for kind in PROCESSES
+    ]
+
+
 def queue_names(mode: Mode) -> list[str]:
     """Every queue the distributed shop consumes in ``mode`` (before any prefix)."""
     services = [name for name in STORE_NAMES if name != SAGA]
@@ -284,6 +296,7 @@ def child_argv(
     fail_rate: float,
     seed: int,
     metrics_port: int | None = None,
+    share_port: bool = False,
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -303,7 +316,7 @@ def child_argv(
         str(seed),
     ]
     if name == "order":
-        argv += ["--port", str(port)]
+        argv += ["--port", str(port)] + (["--share-port"] if share_port else [])
     if name == SAGA and metrics_port is not None and mode == "orchestration":
         argv += ["--metrics-port", str(metrics_port)]
     return argv

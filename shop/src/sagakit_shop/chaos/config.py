@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from sagakit_shop.app import Mode
 from sagakit_shop.chaos.schedule import Cadence
-from sagakit_shop.distributed import PROCESSES
+from sagakit_shop.distributed import replica_names
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/sagakit_chaos"
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -63,11 +63,7 @@ class ChaosConfig:
     @property
     def processes(self) -> list[str]:
         """Every process's name: ``payment`` for the first of a kind, ``payment-2``..."""
-        return [
-            name if replica == 1 else f"{name}-{replica}"
-            for replica in range(1, self.replicas + 1)
-            for name in PROCESSES
-        ]
+        return [name for name, _ in replica_names(self.replicas)]
 
     @property
     def stem(self) -> str:

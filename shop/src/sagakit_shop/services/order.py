@@ -29,10 +29,12 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from sagakit import StepContext
 from sagakit.observe.redaction import shown
@@ -173,9 +175,7 @@ class OrderService(Service):
                     earlier = await self._earlier(unit.connection, idempotency_key, fingerprint)
                     if earlier is not None:
                         return earlier
-                placed, customer, item = await self._record(
-                    unit, customer_id, sku, quantity, start=start
-                )
+                placed, found = await self._record(unit, customer_id, sku, quantity, start=start)
                 if idempotency_key is not None:
                     await self._remember(unit, idempotency_key, fingerprint, placed.order_id)
         except IntegrityError:
@@ -187,28 +187,39 @@ class OrderService(Service):
             if earlier is None:
                 raise
             return earlier
-        what = f"{quantity} x {item.name} for {dollars(placed.amount_cents)}"
+        what = f"{quantity} x {found.item} for {dollars(placed.amount_cents)}"
         self.participant.log.info(
-            f"Order #{placed.number} placed: {what} by {shown('customer', customer.name)}",
+            f"Order #{placed.number} placed: {what} by {shown('customer', found.name)}",
             saga_id=placed.order_id,
         )
         return placed
 
     async def _record(
         self, unit: UnitOfWork, customer_id: str, sku: str, quantity: int, *, start: SagaStarter
-    ) -> tuple[PlacedOrder, Any, Any]:
+    ) -> tuple[PlacedOrder, Any]:
+        """The order and its saga's start; with the row of its customer and item."""
         conn = unit.connection
-        customer = (
-            await conn.execute(select(customers).where(customers.c.id == customer_id))
+        # The customer, the item and the order's number in one round trip: the order
+        # API's transaction is the one a waiting client pays for.
+        found = (
+            await conn.execute(
+                select(
+                    customers,
+                    catalog.c.name.label("item"),
+                    catalog.c.price_cents,
+                    _next_number(conn).label("number"),
+                )
+                .select_from(customers.join(catalog, true()))  # one row of each, by key
+                .where(customers.c.id == customer_id, catalog.c.sku == sku)
+            )
         ).first()
-        if customer is None:
-            raise OrderRejected(f"unknown customer {customer_id!r}")
-        item = (await conn.execute(select(catalog).where(catalog.c.sku == sku))).first()
-        if item is None:
-            raise OrderRejected(f"unknown item {sku!r}")
-        number = await _next_number(conn)
+        if found is None:
+            known = await conn.scalar(select(customers.c.id).where(customers.c.id == customer_id))
+            what = f"item {sku!r}" if known else f"customer {customer_id!r}"
+            raise OrderRejected(f"unknown {what}")
+        number = int(found.number)
         order_id = f"order-{number}"
-        amount = item.price_cents * quantity
+        amount = found.price_cents * quantity
         now = time.time()
         await conn.execute(
             insert(orders).values(
@@ -227,17 +238,17 @@ class OrderService(Service):
             "order_id": order_id,
             "number": number,
             "customer_id": customer_id,
-            "customer": customer.name,
-            "email": customer.email,
-            "region": customer.region,
-            "vip": bool(customer.vip),
+            "customer": found.name,
+            "email": found.email,
+            "region": found.region,
+            "vip": bool(found.vip),
             "sku": sku,
-            "item": item.name,
+            "item": found.item,
             "quantity": quantity,
             "amount_cents": amount,
         }
         await start(unit, order_id, data)
-        return PlacedOrder(order_id, number, amount, "new"), customer, item
+        return PlacedOrder(order_id, number, amount, "new"), found
 
     async def _earlier(
         self, conn: AsyncConnection, key: str, fingerprint: str
@@ -308,10 +319,10 @@ class OrderService(Service):
         ctx.log.info(f"Order #{cmd.number} approved")
 
 
-async def _next_number(conn: AsyncConnection) -> int:
+def _next_number(conn: AsyncConnection) -> ColumnElement[int]:
     """The next order number: the sequence's on PostgreSQL; on SQLite, whose writers
     take turns, the highest so far plus one."""
     if conn.dialect.name == "postgresql":
-        return int(await conn.scalar(order_numbers.next_value()))
-    highest = await conn.scalar(select(func.max(orders.c.number)))
-    return FIRST_NUMBER if highest is None else int(highest) + 1
+        return order_numbers.next_value()
+    highest = select(func.max(orders.c.number)).scalar_subquery()
+    return func.coalesce(highest, FIRST_NUMBER - 1) + 1
