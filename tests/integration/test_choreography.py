@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -16,6 +17,7 @@ from sagakit import (
     StepKind,
 )
 from sagakit.engine.choreography import Choreography, compile_routes
+from sagakit.errors import UnknownSagaError
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import Faults, FaultyTransport, forward_only
 from sagakit.transports.memory import MemoryTransport
@@ -177,3 +179,50 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
     assert statuses == dict.fromkeys(ids, "completed")
     assert dead == 0
     assert gateway.calls <= 2 + 7 + 3  # two opened it, about a trial a cooldown, then one each
+
+
+async def test_a_follower_that_starts_late_gets_the_events_published_before_it_started(
+    store: SqlSagaStore,
+) -> None:
+    """Shipping's process starts after sagas have run up to its step. The events that
+    reached the tracker's queue must be waiting in shipping's too: the runtime that
+    published them declared the whole choreography's queues as it started."""
+    await create_effects(store)
+    choreography = Choreography([ORDER])
+    participants = {p.name: p for p in order_participants(store)}
+    early = [choreography.follow(participants[n]) for n in ("inventory", "payment")]
+    transport = MemoryTransport(retry_tiers=FAST_TIERS)
+    first = Runtime(transport, relay_poll=0.05).add(choreography.tracker(store), *early)
+    late = [choreography.follow(participants[n]) for n in ("shipping", "notification")]
+    async with first:
+        ids = [
+            await choreography.start(store, "order", {"amount": i}, saga_id=f"order-{i}")
+            for i in range(3)
+        ]
+        for _ in range(200):  # every saga charged: the next event is shipping's
+            if all([await charged(store, saga_id) for saga_id in ids]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the sagas never got as far as shipping")
+        async with Runtime(transport, relay_poll=0.05).add(*late) as second:
+            statuses = await second.wait_for(store, ids, timeout=30)
+    assert statuses == dict.fromkeys(ids, "completed")
+    assert check_effects(statuses, await effects(store)) == []
+
+
+async def charged(store: SqlSagaStore, saga_id: str) -> bool:
+    try:
+        charge = (await store.get(saga_id)).steps.get("charge")
+        return charge is not None and charge.status == "succeeded"
+    except UnknownSagaError:  # the tracker has not recorded its start yet
+        return False
+
+
+def test_a_tracker_outside_the_choreographys_trackers_is_refused() -> None:
+    with pytest.raises(DefinitionError, match=r"trackers=\['audit'\]"):
+        Choreography([ORDER]).tracker(None, name="audit")  # type: ignore[arg-type]
+    topology = Choreography([ORDER], trackers=["audit"]).topology
+    assert topology["sagakit.audit"] == ["order.#"]
+    assert "sagakit.tracker" not in topology
+    assert topology["sagakit.choreography.shipping"] == ["order.charge.succeeded"]

@@ -184,9 +184,14 @@ class Choreography:
     """A set of definitions run by events: start sagas, and say who reacts to what."""
 
     def __init__(
-        self, definitions: Iterable[SagaDefinition], *, clock: Clock | None = None
+        self,
+        definitions: Iterable[SagaDefinition],
+        *,
+        clock: Clock | None = None,
+        trackers: Sequence[str] = ("tracker",),
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.trackers = tuple(trackers)
         self._definitions: dict[str, SagaDefinition] = {}
         self.routes: list[Route] = []
         for definition in definitions:
@@ -210,6 +215,24 @@ class Choreography:
 
     def routes_for(self, participant: str) -> list[Route]:
         return [r for r in self.routes if r.step.participant == participant]
+
+    @property
+    def topology(self) -> dict[str, list[str]]:
+        """Every queue these sagas' events go to, with the patterns bound to it: each
+        participant's follower queue and each tracker's (``trackers``, the names its
+        trackers run under).
+
+        A topic exchange delivers an event to the queues bound *when it is published*:
+        one published before a follower's queue existed is lost to that follower, even
+        though another queue (the tracker's) took it and the publish was confirmed. So
+        every process that takes part declares the whole of it as it starts, before
+        anything it runs can publish (``Runtime.start``)."""
+        queues: dict[str, set[str]] = {}
+        for route in self.routes:
+            queues.setdefault(follower_queue(route.step.participant), set()).add(route.trigger)
+        for name in self.trackers:
+            queues[tracker_queue(name)] = {f"{d}.#" for d in self._definitions}
+        return {queue: sorted(patterns) for queue, patterns in sorted(queues.items())}
 
     async def start_in(
         self,
@@ -260,18 +283,37 @@ class Choreography:
                 f"participant {participant.name!r} has no handler for {', '.join(missing)}, "
                 "which its choreographed steps need"
             )
-        return ChoreographedParticipant(participant, routes, clock=self.clock)
+        return ChoreographedParticipant(
+            participant, routes, clock=self.clock, topology=self.topology
+        )
 
     def tracker(self, store: SagaStore, *, name: str = "tracker") -> Tracker:
-        return Tracker(store, self.definitions, name=name, clock=self.clock)
+        if name not in self.trackers:
+            raise DefinitionError(
+                f"tracker {name!r} is not among this choreography's trackers "
+                f"({', '.join(self.trackers)}): pass Choreography(..., trackers=[{name!r}]) "
+                "in every process, so each declares its queue before publishing"
+            )
+        return Tracker(
+            store, self.definitions, name=name, clock=self.clock, topology=self.topology
+        )
 
 
 class ChoreographedParticipant:
     """Runs a participant's steps when their trigger events arrive, and publishes the
     outcome as the next event, in the same transaction as the work."""
 
-    def __init__(self, participant: Participant, routes: Sequence[Route], *, clock: Clock) -> None:
+    def __init__(
+        self,
+        participant: Participant,
+        routes: Sequence[Route],
+        *,
+        clock: Clock,
+        topology: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.participant = participant
+        #: The whole choreography's queues and bindings, declared by the runtime at start.
+        self.topology = dict(topology or {})
         self.concurrency = participant.concurrency
         self.store = participant.store
         self.clock = clock
@@ -423,8 +465,11 @@ class Tracker:
         *,
         name: str = "tracker",
         clock: Clock | None = None,
+        topology: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.store = store
+        #: The whole choreography's queues and bindings, declared by the runtime at start.
+        self.topology = dict(topology or {})
         self.clock: Clock = clock or SystemClock()
         self.consumer = f"tracker:{name}"
         self.queue = tracker_queue(name)

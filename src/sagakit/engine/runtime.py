@@ -189,12 +189,21 @@ class Runtime:
         if self.tune_collector:
             gc_tuning.tune()
         await self.transport.start()
-        for consumer in self.consumers:  # every queue exists before anything is published
-            await self.transport.declare(consumer.queue)
-            for pattern in consumer.bindings:
-                await self.transport.bind(consumer.queue, pattern)
+        # Asked before this process declares other processes' queues (below).
         served = {consumer.queue for consumer in self.consumers}
         await warn_unserved(self.consumers, served, self.transport)
+        # Every queue exists before anything is published: this process's own, and every
+        # queue of a choreography it takes part in (an event is delivered only to the
+        # queues bound when it is published; see Choreography.topology).
+        topology: dict[str, set[str]] = {}
+        for consumer in self.consumers:
+            topology.setdefault(consumer.queue, set()).update(consumer.bindings)
+            for queue, patterns in getattr(consumer, "topology", {}).items():
+                topology.setdefault(queue, set()).update(patterns)
+        for queue, patterns in topology.items():
+            await self.transport.declare(queue)
+            for pattern in sorted(patterns):
+                await self.transport.bind(queue, pattern)
         for consumer in self.consumers:
             # A participant handles several batches at once, so a handler that hangs
             # holds its own batch and not the participant (Participant.concurrency).
