@@ -301,7 +301,7 @@ async def _on_driver(
     """Run ``sql`` (``$n`` parameters) straight on asyncpg, inside ``conn``'s transaction;
     its errors as the store's."""
     try:
-        if not driver.is_in_transaction() and not await _begin_on(conn):
+        if not driver.is_in_transaction() and not await _begin_on(store, conn):
             # SQLAlchemy begins the transaction lazily, with the first statement it
             # sends; sent straight to the driver, this one would commit on its own.
             result = await conn.exec_driver_sql(sql, tuple(args))
@@ -313,7 +313,7 @@ async def _on_driver(
         raise _driver_error(store, exc) from exc
 
 
-async def _begin_on(conn: AsyncConnection) -> bool:
+async def _begin_on(store: SqlSagaStore, conn: AsyncConnection) -> bool:
     """Begin ``conn``'s transaction the way SQLAlchemy's asyncpg adapter does before
     its first statement (BEGIN, which the adapter then commits or rolls back with the
     connection); False where the adapter is not the one this knows.
@@ -327,14 +327,19 @@ async def _begin_on(conn: AsyncConnection) -> bool:
     mutex = getattr(adapter, "_execute_mutex", None)
     if start is None or mutex is None or getattr(adapter, "_transaction", False) is not None:
         return False
-    async with mutex:
-        if adapter._transaction is None:  # type: ignore[union-attr]
-            try:
+    try:
+        async with mutex:
+            if adapter._transaction is None:  # type: ignore[union-attr]
                 await start()
-            except Exception:
-                # The connection is likely gone: SQLAlchemy's own path tries again,
-                # and raises (and invalidates the connection) as the store expects.
-                return False
+    except BaseException as exc:
+        # A BEGIN that failed or was cancelled leaves asyncpg holding a transaction the
+        # adapter does not know, which would go back to the pool with the connection.
+        # SQLAlchemy drops the connection then; so does this.
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        if isinstance(exc, Exception):
+            raise _driver_error(store, exc) from exc
+        raise
     return True
 
 
