@@ -10,13 +10,6 @@ Rows written where no publisher runs (a CLI, a service without a transport) go t
 relay at once, as before. Nothing here waits on a timer: a commit's messages are
 published at once, and batches form only while earlier publishes are in flight.
 
-One publish per destination is in flight at a time; what other commits write for that
-destination meanwhile waits for its confirm and then goes as one batch, which the
-transport sends as one bundle (one broker message, one confirm) and the consumer takes
-as one batch in one transaction. With a publish per commit allowed in flight instead,
-a busy process sent many bundles of one or two messages each, and every consumer
-committed once for each of them.
-
 Within this process the messages of one saga for one destination are published in
 commit order, one batch at a time; once one of them was not confirmed, the later ones
 of that pair are left to the relay too, which publishes a saga's rows in order.
@@ -76,8 +69,7 @@ class OutboxPublisher:
         self.max_inflight = max_inflight
         self.stats = PublisherStats()
         self._pending: deque[TransportMessage] = deque()
-        #: Destinations with a publish in flight.
-        self._busy: set[str] = set()
+        self._busy: set[Pair] = set()
         #: Pairs with a message left to the relay, and when (this loop's time).
         self._left: dict[Pair, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,11 +97,16 @@ class OutboxPublisher:
             task.add_done_callback(self._done)
 
     def _take(self) -> list[TransportMessage]:
-        """Up to ``batch_size`` pending messages whose destination has nothing in
-        flight; the others stay pending, in order, for the batch after its confirm."""
+        """Up to ``batch_size`` pending messages whose pair has nothing in flight; a
+        pair's later messages stay pending behind its first, in order.
+
+        Not one publish per destination: over the in-process transport a publish is
+        confirmed once its consumer has handled it, so every other saga's message for
+        that destination would wait behind a slow handler (up to its timeout), and
+        their steps' deadlines with them."""
         batch: list[TransportMessage] = []
         kept: deque[TransportMessage] = deque()
-        taken: set[str] = set()
+        taken: set[Pair] = set()
         while self._pending:
             message = self._pending.popleft()
             pair = _pair(message)
@@ -118,11 +115,11 @@ class OutboxPublisher:
                 self._left[pair] = asyncio.get_running_loop().time()
                 self.stats.left += 1
                 continue
-            if len(batch) >= self.batch_size or message.destination in self._busy:
+            if len(batch) >= self.batch_size or pair in self._busy:
                 kept.append(message)
                 continue
             batch.append(message)
-            taken.add(message.destination)
+            taken.add(pair)
         self._pending = kept
         self._busy |= taken
         return batch
@@ -146,9 +143,10 @@ class OutboxPublisher:
             log.warning(f"could not publish {len(batch)} message(s): {exc}; the relay will")
         finally:
             for message in batch:
-                self._busy.discard(message.destination)
+                pair = _pair(message)
+                self._busy.discard(pair)
                 if message.message_id not in confirmed:
-                    self._left[_pair(message)] = asyncio.get_running_loop().time()
+                    self._left[pair] = asyncio.get_running_loop().time()
                     self.stats.left += 1
         self.stats.published += len(confirmed)
         self.stats.batches += 1
@@ -159,13 +157,7 @@ class OutboxPublisher:
 
     async def _mark(self) -> None:
         """Mark what was confirmed sent, all that waits in one statement. A failure
-        leaves the rows to the relay, which publishes them again.
-
-        It does not wait for more confirms to gather: a row still unmarked when its
-        ``grace`` ends is published again by the relay, and a wait of a twentieth of
-        a second did that to many rows on a busy machine with a grace of a fifth.
-        The store makes each marking cheap instead (on PostgreSQL one statement that
-        does not wait for the disk: PostgresSagaStore.mark_sent_messages)."""
+        leaves the rows to the relay, which publishes them again."""
         try:
             while self._confirmed:
                 ids, self._confirmed = self._confirmed, []
