@@ -98,7 +98,12 @@ class OutboxPublisher:
 
     def _take(self) -> list[TransportMessage]:
         """Up to ``batch_size`` pending messages whose pair has nothing in flight; a
-        pair's later messages stay pending behind its first, in order."""
+        pair's later messages stay pending behind its first, in order.
+
+        Not one publish per destination: over the in-process transport a publish is
+        confirmed once its consumer has handled it, so every other saga's message for
+        that destination would wait behind a slow handler (up to its timeout), and
+        their steps' deadlines with them."""
         batch: list[TransportMessage] = []
         kept: deque[TransportMessage] = deque()
         taken: set[Pair] = set()
