@@ -175,3 +175,47 @@ async def test_a_second_runtime_on_the_same_store_leaves_its_publisher_alone(
     async with one, other:
         assert list(one.publishers) and not other.publishers
     assert store.publisher_grace is None  # the owner's stop detached it
+
+
+class Slow(MemoryTransport):
+    """Every publish takes ``seconds`` before it is confirmed (a busy broker, or over
+    the in-process transport a handler that takes its time)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def publish(self, messages: Sequence[TransportMessage]) -> PublishResult:
+        await asyncio.sleep(self.seconds)
+        return await super().publish(messages)
+
+
+async def test_the_relay_beside_a_slow_publisher_leaves_its_messages_to_it(
+    store: SqlSagaStore,
+) -> None:
+    """The publish outlasts the grace: the relay in the same process sees the rows due,
+    but they are the publisher's still, so each message goes out once, and is marked."""
+    transport = Slow(0.6)
+    collector = Collector()
+    await transport.consume("work", collector)
+    publisher = OutboxPublisher(store, transport, grace=0.1)
+    publisher.attach()
+    relay = OutboxRelay(
+        store, transport, poll_interval=0.02, caught_up=publisher.caught_up, held=publisher.holds
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        async with store.unit() as unit:
+            await unit.enqueue([message(n) for n in range(5)])
+        for _ in range(300):
+            if await store.unsent_count() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.unsent_count() == 0
+        assert sorted(collector.seen) == [f"m{n}" for n in range(5)]  # once each
+        assert relay.stats.published == 0
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.close(1.0)
+        await transport.close()
