@@ -199,33 +199,15 @@ NOT_YET_PUBLIC = {
     "sagakit.api.docs.serve_docs",
     "sagakit.api.guard.harden",
     "sagakit.api.guard.max_body_from",
-    # The distributed shop declares and the chaos harness intercepts the wire's queues.
-    "sagakit.engine.choreography.follower_queue",
-    "sagakit.engine.choreography.tracker_queue",
-    "sagakit.model.messages.EVENTS",
-    "sagakit.model.messages.Outgoing",
-    "sagakit.model.messages.TransportMessage",
-    "sagakit.model.messages.command_queue",
-    "sagakit.model.messages.new_id",
-    "sagakit.model.messages.reply_queue",
-    "sagakit.model.messages.split_destination",
-    # The event-log lab and the chaos checks read the saga log and its tables.
-    "sagakit.model.events.StepFailed",
-    "sagakit.model.events.StoredEvent",
-    "sagakit.model.events.decode",
-    "sagakit.model.transitions.fold_stored",
+    # The event-log lab and the chaos checks read the saga log's tables directly.
     "sagakit.stores.schema.saga_events",
     "sagakit.stores.schema.saga_outbox",
     "sagakit.stores.schema.saga_snapshots",
     "sagakit.stores.schema.sagas",
-    # The chaos harness plants known bugs and counts wire faults; the bench times the
-    # publisher alone; the shop's processes serve HTTP as `sagakit run` does.
+    # The chaos harness plants known bugs and counts wire faults.
     "sagakit.testing.FaultCounts",
     "sagakit.testing.plant.PLANTS",
     "sagakit.testing.plant.plant",
-    "sagakit.engine.publisher.OutboxPublisher",
-    "sagakit.engine.runtime.Consumer",
-    "sagakit.service.http_server",
 }
 
 
