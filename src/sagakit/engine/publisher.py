@@ -75,9 +75,6 @@ class OutboxPublisher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirmed: list[str] = []
         self._marking: asyncio.Task[None] | None = None
-        #: Messages this publisher still answers for: pending, in flight, or confirmed
-        #: and not yet marked sent. The relay beside it leaves them alone (:meth:`holds`).
-        self._holding: set[str] = set()
 
     def attach(self) -> None:
         self.store.publish_on_commit(self.committed, grace=self.grace)
@@ -88,18 +85,7 @@ class OutboxPublisher:
     def committed(self, messages: Sequence[TransportMessage]) -> None:
         """A unit committed these messages to the outbox: publish them."""
         self._pending.extend(messages)
-        self._holding.update(m.message_id for m in messages)
         self._pump()
-
-    def holds(self, message_id: str) -> bool:
-        """Whether this publisher still answers for ``message_id``: the relay in the same
-        process skips such a row even past its grace, instead of publishing a copy of a
-        message whose publish (over the in-process transport, confirmed only once its
-        handler ran) or whose marking is merely slow. What the publisher gives up on (a
-        failed or refused publish, a failed marking) it stops holding, and the relay
-        takes it at its next claim; a relay in another process still takes every row
-        after its grace, which is what covers a crash here."""
-        return message_id in self._holding
 
     def _pump(self) -> None:
         while self._pending and len(self._tasks) < self.max_inflight:
@@ -127,7 +113,6 @@ class OutboxPublisher:
             if pair in self._left:
                 # The relay has an earlier one of this pair: this one goes after it.
                 self._left[pair] = asyncio.get_running_loop().time()
-                self._holding.discard(message.message_id)
                 self.stats.left += 1
                 continue
             if len(batch) >= self.batch_size or pair in self._busy:
@@ -162,7 +147,6 @@ class OutboxPublisher:
                 self._busy.discard(pair)
                 if message.message_id not in confirmed:
                     self._left[pair] = asyncio.get_running_loop().time()
-                    self._holding.discard(message.message_id)
                     self.stats.left += 1
         self.stats.published += len(confirmed)
         self.stats.batches += 1
@@ -181,8 +165,6 @@ class OutboxPublisher:
                     await self.store.mark_sent_messages(ids)
                 except (SagaError, OSError) as exc:
                     log.warning(f"could not mark {len(ids)} message(s) sent: {exc}")
-                finally:
-                    self._holding.difference_update(ids)
         finally:
             self._marking = None
 
@@ -207,4 +189,3 @@ class OutboxPublisher:
         if self._marking is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._marking
-        self._holding.clear()  # what is still unsent is the relays' now

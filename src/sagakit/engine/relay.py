@@ -45,12 +45,9 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         retry_after: float = 1.0,
         caught_up: Callable[[float], None] | None = None,
-        held: Callable[[str], bool] | None = None,
     ) -> None:
         """``caught_up(at)`` is called when a claim found nothing: every row due for
-        the relay at ``at`` (this loop's time) has been sent. ``held(message_id)``
-        says the publisher beside this relay still answers for a message (its publish
-        or its marking is under way): such a row is left for it, not published twice."""
+        the relay at ``at`` (this loop's time) has been sent."""
         self.store = store
         self.transport = transport
         self.batch_size = batch_size
@@ -58,13 +55,9 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.retry_after = retry_after
         self.caught_up = caught_up
-        self.held = held
         self.stats = RelayStats()
         self._inflight: set[int] = set()
         self._cooling: dict[int, float] = {}
-        #: Rows the publisher beside this relay held at a claim, left out of the next
-        #: claims for a poll interval (so a claim of nothing but those does not repeat).
-        self._skipped: dict[int, float] = {}
         self._claim_lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -118,7 +111,6 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._cooling = {i: t for i, t in self._cooling.items() if t > now}
-        self._skipped = {i: t for i, t in self._skipped.items() if t > now}
         ids: list[int] = []
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -126,7 +118,7 @@ class OutboxRelay:
                     claim = await stack.enter_async_context(
                         self.store.claim_outbox(
                             limit=self.batch_size,
-                            exclude=[*self._inflight, *self._cooling, *self._skipped],
+                            exclude=[*self._inflight, *self._cooling],
                             older_than=self.store.clock.now(),
                         )
                     )
@@ -138,19 +130,12 @@ class OutboxRelay:
                     if self.caught_up is not None and not self._inflight and not self._cooling:
                         self.caught_up(now)
                     return 0
-                rows = claim.rows
-                if self.held is not None:
-                    held = {r.id for r in rows if self.held(r.message.message_id)}
-                    rows = [r for r in rows if r.id not in held]
-                    self._skipped.update(dict.fromkeys(held, now + self.poll_interval))
-                    if not rows:
-                        return 0
-                traces = [row.message.headers.get("traceparent") for row in rows]
+                traces = [row.message.headers.get("traceparent") for row in claim.rows]
                 with tracing.publishing(traces):
-                    result = await self.transport.publish([row.message for row in rows])
-                sent = [r.id for r in rows if r.message.message_id in result.confirmed]
+                    result = await self.transport.publish([row.message for row in claim.rows])
+                sent = [r.id for r in claim.rows if r.message.message_id in result.confirmed]
                 claim.mark_sent(sent)
-                self._cool_refused(result, rows)
+                self._cool_refused(result, claim.rows)
                 self.stats.published += len(sent)
                 self.stats.batches += 1
             return len(sent)

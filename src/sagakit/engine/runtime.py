@@ -234,7 +234,6 @@ class Runtime:
                 batch_size=self.relay_batch,
                 poll_interval=self.relay_poll,
                 caught_up=publishing.caught_up if publishing else None,
-                held=publishing.holds if publishing else None,
             )
             self.relays[key] = relay
             self._spawn(f"relay:{store.url}", relay.run)
