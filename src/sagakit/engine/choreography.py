@@ -294,9 +294,7 @@ class Choreography:
                 f"({', '.join(self.trackers)}): pass Choreography(..., trackers=[{name!r}]) "
                 "in every process, so each declares its queue before publishing"
             )
-        return Tracker(
-            store, self.definitions, name=name, clock=self.clock, topology=self.topology
-        )
+        return Tracker(store, self.definitions, name=name, clock=self.clock, topology=self.topology)
 
 
 class ChoreographedParticipant:
