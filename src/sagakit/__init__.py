@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from sagakit.engine.breakers import CircuitBreaker
 from sagakit.engine.choreography import Choreography
-from sagakit.engine.handle import SagaHandle
+from sagakit.engine.handle import SagaHandle, outcomes
 from sagakit.engine.locks import LockPolicy
 from sagakit.engine.orchestrator import Orchestrator, StartRequest
 from sagakit.engine.participant import Participant, StepContext
@@ -168,6 +168,7 @@ __all__ = [
     "approval",
     "open_store",
     "open_transport",
+    "outcomes",
     "parallel",
     "wait_terminal",
 ]

@@ -29,11 +29,13 @@ from sagakit import (
     Orchestrator,
     Participant,
     Runtime,
+    SagaHandle,
     StartRequest,
     StepContext,
     StepRejected,
     TransientError,
     open_store,
+    outcomes,
 )
 from sagakit.engine.participant import Handler
 from sagakit.observe.logs import configure
@@ -178,7 +180,7 @@ async def run(url: str, count: int, seed: int) -> int:
                 # After a restart most of these exist already; starting them is a no-op.
                 await orchestrator.start_many(requests[start : start + WAVE])
                 await asyncio.sleep(WAVE_PAUSE)
-            statuses = await runtime.wait_for(store, ids, timeout=300, poll=0.1)
+            statuses = await outcomes([SagaHandle(i, store) for i in ids], timeout=300)
             # The last replies are confirmed (and marked sent) just after the sagas end;
             # let the relay finish so a clean exit leaves an empty outbox behind.
             for _ in range(200):

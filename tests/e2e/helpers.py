@@ -19,10 +19,12 @@ from sagakit import (
     Participant,
     Runtime,
     SagaDefinition,
+    SagaHandle,
     StartRequest,
     StepContext,
     StepRejected,
     open_store,
+    outcomes,
 )
 from sagakit.testing import FakeClock
 from sagakit.transports.memory import MemoryTransport
@@ -154,7 +156,7 @@ async def _run(
         async with runtime:
             for batch in batches:  # one after the other, so later batches are newer
                 ids = await orchestrator.start_many(batch)
-                statuses.update(await runtime.wait_for(store, ids, timeout=20))
+                statuses.update(await outcomes([SagaHandle(i, store) for i in ids], timeout=20))
         return statuses
     finally:
         await store.close()

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sagakit import Runtime
+from sagakit import Runtime, outcomes
 from sagakit.api import AdminConfig, create_admin_app, parse_tokens
 from sagakit.asyncapi import document
 from sagakit.model.messages import TransportMessage, command_queue
@@ -137,13 +137,13 @@ async def run(node_packages: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         async with (
             node_participant("inventory.mjs", env) as node,
-            Runtime(wire).add(*shop.components()) as runtime,
+            Runtime(wire).add(*shop.components()),
         ):
             placed = {}
             for customer, sku, quantity, *ends in ORDERS:
                 order = await shop.place(customer, sku, quantity)
                 placed[order.order_id] = ends
-            await runtime.wait_for(shop.saga_store, placed, timeout=60)
+            await outcomes([shop.saga(i) for i in placed], timeout=60)
         states = {saga_id: await shop.saga_store.get(saga_id) for saga_id in placed}
         yield Run(
             sagas={i: (placed[i][0], placed[i][1], states[i]) for i in placed},

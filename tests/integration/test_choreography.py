@@ -12,9 +12,11 @@ from sagakit import (
     Orchestrator,
     Runtime,
     SagaDefinition,
+    SagaHandle,
     StartRequest,
     Step,
     StepKind,
+    outcomes,
 )
 from sagakit.engine.choreography import Choreography, compile_routes
 from sagakit.errors import UnknownSagaError
@@ -80,7 +82,7 @@ async def run_choreographed(store: SqlSagaStore, transport: object, n: int) -> d
             await choreography.start(store, "order", data, saga_id=saga_id, key=saga_id)
             for saga_id, data in orders(n)
         ]
-        return await runtime.wait_for(store, ids, timeout=60)
+        return await outcomes([SagaHandle(i, store) for i in ids], timeout=60)
 
 
 async def test_choreographed_sagas_complete_or_compensate_every_effect_once(
@@ -104,7 +106,7 @@ async def test_the_tracker_writes_the_same_log_as_the_orchestrator(store: SqlSag
         ids = await orchestrator.start_many(
             [StartRequest("order", data, saga_id=f"orch-{sid}") for sid, data in orders(5)]
         )
-        await runtime.wait_for(store, ids, timeout=30)
+        await outcomes([SagaHandle(i, store) for i in ids], timeout=30)
     for saga_id, _ in orders(5):
         choreographed = [e.type for e in await store.history(saga_id)]
         orchestrated = [e.type for e in await store.history(f"orch-{saga_id}")]
@@ -174,7 +176,7 @@ async def test_an_open_breaker_defers_choreographed_steps_past_the_delivery_limi
         ids = [await choreography.start(store, "checkout", {}, saga_id=f"c{i}") for i in range(3)]
         await asyncio.sleep(1.5)  # the outage: several cooldowns, far past 3 deliveries
         gateway.down = False
-        statuses = await runtime.wait_for(store, ids, timeout=30)
+        statuses = await outcomes([SagaHandle(i, store) for i in ids], timeout=30)
         dead = await transport.dead_letters.depth()
     assert statuses == dict.fromkeys(ids, "completed")
     assert dead == 0
@@ -205,8 +207,8 @@ async def test_a_follower_that_starts_late_gets_the_events_published_before_it_s
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the sagas never got as far as shipping")
-        async with Runtime(transport, relay_poll=0.05).add(*late) as second:
-            statuses = await second.wait_for(store, ids, timeout=30)
+        async with Runtime(transport, relay_poll=0.05).add(*late):
+            statuses = await outcomes([SagaHandle(i, store) for i in ids], timeout=30)
     assert statuses == dict.fromkeys(ids, "completed")
     assert check_effects(statuses, await effects(store)) == []
 

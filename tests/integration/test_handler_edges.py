@@ -21,11 +21,13 @@ from sagakit import (
     RetryPolicy,
     Runtime,
     SagaDefinition,
+    SagaHandle,
     StartRequest,
     Step,
     StepContext,
     StepKind,
     open_transport,
+    outcomes,
 )
 from sagakit.errors import DataError
 from sagakit.ports import Transport
@@ -109,9 +111,9 @@ async def run_trip(store: SqlSagaStore, pay: Any, saga_id: str, *, limit: float 
     orchestrator = Orchestrator(store, [TRIP])
     async with Runtime(open_transport("memory://"), timer_interval=0.05).add(
         orchestrator, desk(store, pay)
-    ) as runtime:
+    ):
         await orchestrator.start("trip", {"who": "ann"}, saga_id=saga_id)
-        ended = await runtime.wait_for(store, [saga_id], timeout=limit)
+        ended = await outcomes([SagaHandle(saga_id, store)], timeout=limit)
     return ended[saga_id]
 
 
@@ -262,7 +264,7 @@ async def test_stop_returns_within_its_grace_while_a_handler_waits_in_the_databa
         second = await open_rabbit(amqp_url, prefix=first.prefix)
     again = Runtime(second, timer_interval=0.05).add(Orchestrator(store, [TRIP]), desk(store, pay))
     async with again:
-        ended = await again.wait_for(store, ["slow"], timeout=20)
+        ended = await outcomes([SagaHandle("slow", store)], timeout=20)
     assert ended["slow"] == "completed"
     assert await effects(store, "slow") == ["hold", "mail", "pay"]
     if isinstance(second, RabbitTransport):
@@ -319,13 +321,13 @@ async def test_a_slow_handler_leaves_its_batch_and_the_others_go_on(
     orchestrator = Orchestrator(store, [QUICK])
     async with Runtime(open_transport("memory://"), timer_interval=0.05).add(
         orchestrator, participant
-    ) as runtime:
+    ):
         ids = await orchestrator.start_many(
             [StartRequest("quick", {"slow": i == 0}, saga_id=f"q{i}") for i in range(12)]
         )
-        await runtime.wait_for(store, ids[1:], timeout=15)
+        await outcomes([SagaHandle(i, store) for i in ids[1:]], timeout=15)
         assert (await store.statuses(["q0"]))["q0"] == "running"
         assert slow_started.is_set()
-        assert (await runtime.wait_for(store, ["q0"], timeout=15))["q0"] == "completed"
+        assert (await outcomes([SagaHandle("q0", store)], timeout=15))["q0"] == "completed"
     for saga_id in ids:
         assert await effects(store, saga_id) == ["go"]

@@ -8,7 +8,16 @@ from collections import Counter
 import pytest
 from sqlalchemy import event
 
-from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit import (
+    Orchestrator,
+    Runtime,
+    SagaHandle,
+    SagaStatus,
+    StartRequest,
+    open_store,
+    outcomes,
+    wait_terminal,
+)
 from sagakit.errors import DataError, UnknownSagaError
 from sagakit.stores.sql import SqlSagaStore
 from sagakit.testing import forward_only
@@ -32,7 +41,7 @@ async def test_sagas_complete_or_compensate_with_every_effect_once(store: SqlSag
     runtime.add(orchestrator, *order_participants(store, flaky={"charge", "notify"}))
     async with runtime:
         ids = await orchestrator.start_many(orders(40))
-        statuses = await runtime.wait_for(store, ids, timeout=60)
+        statuses = await outcomes(ids, timeout=60)
     assert Counter(statuses.values()) == {"completed": 24, "compensated": 16}
     assert check_effects(statuses, await effects(store)) == []
     for saga_id in ids:
@@ -47,7 +56,7 @@ async def test_transient_failures_wait_on_durable_timers(store: SqlSagaStore) ->
     runtime.add(orchestrator, *order_participants(store, flaky={"reserve"}))
     async with runtime:
         [saga_id] = await orchestrator.start_many(orders(1))
-        await runtime.wait_for(store, [saga_id], timeout=30)
+        await saga_id.outcome(timeout=30)
     types = [e.type for e in await store.history(saga_id)]
     assert types[:6] == [
         "SagaStarted",
@@ -80,9 +89,52 @@ async def test_a_retry_survives_a_restart(store: SqlSagaStore) -> None:
     restarted = Runtime(MemoryTransport(), timer_interval=0.02)
     restarted.add(second, *order_participants(store))
     async with restarted:
-        statuses = await restarted.wait_for(store, [saga_id], timeout=30)
+        statuses = await outcomes([SagaHandle(saga_id, store)], timeout=30)
     assert statuses == {saga_id: "completed"}
     assert check_effects(statuses, await effects(store)) == []
+
+
+async def test_sagas_are_awaited_through_their_handles(
+    store: SqlSagaStore, tmp_path: object
+) -> None:
+    """One way to wait: ``handle.outcome()`` for one saga, ``outcomes(handles)`` for many,
+    in one store or several, with ``SagaHandle(saga_id, store)`` for a saga started
+    elsewhere. The old ways still answer, with a warning that names the new one."""
+    await create_effects(store)
+    other = open_store(f"sqlite:///{tmp_path}/other.db")
+    await other.migrate()
+    await create_effects(other)
+    here, there = Orchestrator(store, [ORDER]), Orchestrator(other, [ORDER], group="there")
+    runtime = Runtime(MemoryTransport(), timer_interval=0.02).add(here, *order_participants(store))
+    elsewhere = Runtime(MemoryTransport(), timer_interval=0.02)
+    elsewhere.add(there, *order_participants(other))
+    try:
+        async with runtime, elsewhere:
+            handles = await here.start_many(orders(3))
+            far = await there.start("order", {"amount": 5, "decline": True}, saga_id="far")
+            assert await handles[0].outcome(timeout=30) == SagaStatus.COMPLETED
+            ended = await outcomes([*handles, far], timeout=30)
+            assert ended == {
+                "order-0": "completed",
+                "order-1": "compensated",
+                "order-2": "compensated",
+                "far": "compensated",
+            }
+            assert all(isinstance(status, SagaStatus) for status in ended.values())
+            assert repr(ended["far"]) == "'compensated'"
+            assert await outcomes([SagaHandle("far", other)]) == {"far": "compensated"}
+            with pytest.raises(TypeError, match=r"SagaHandle\(saga_id, store\)"):
+                await outcomes(["order-0"])  # type: ignore[list-item]
+            with pytest.raises(TimeoutError, match="nobody"):
+                await SagaHandle("nobody", store).outcome(timeout=0.2)
+            with pytest.warns(DeprecationWarning, match="sagakit.outcomes"):
+                assert await runtime.wait_for(store, ["order-1"]) == {"order-1": "compensated"}
+            with pytest.warns(DeprecationWarning, match="sagakit.outcomes"):
+                assert await wait_terminal(other, ["far"]) == {"far": "compensated"}
+            with pytest.warns(DeprecationWarning, match="sagakit.outcomes"):
+                assert await here.outcomes(["order-0"]) == {"order-0": "completed"}
+    finally:
+        await other.close()
 
 
 async def test_starting_an_existing_saga_id_is_a_no_op(store: SqlSagaStore) -> None:

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from sagakit import Runtime, StepRejected, UnknownSagaError
+from sagakit import Runtime, StepRejected, UnknownSagaError, outcomes
 from sagakit.cli.app import app
 from sagakit.engine.breakers import BreakerState, CircuitBreaker, dependency_failure
 from sagakit.stores.sql import SqlSagaStore
@@ -308,7 +308,7 @@ async def test_a_gateway_outage_defers_charges_and_the_breaker_closes_when_it_he
     assert breaker.rejected > s.gateway.knobs.failed
 
     s.gateway.knobs.set(Trouble())  # the gateway is back
-    statuses = await s.runtime.wait_for(s.shop.saga_store, ids, timeout=30)
+    statuses = await outcomes([s.shop.saga(i) for i in ids], timeout=30)
     assert set(statuses.values()) == {"completed"}
     assert breaker.state is BreakerState.CLOSED
     assert breaker.transitions >= 3  # open, half-open, closed (and maybe round again)
@@ -336,7 +336,7 @@ async def test_a_charge_whose_answer_was_lost_is_authorized_once(real_shop: Real
     await until(all_authorized, timeout=15, what="the gateway to authorize every order")
     assert not await _rows(s.shop.stores["payment"], select(payments))
     s.gateway.knobs.set(Trouble())
-    statuses = await s.runtime.wait_for(s.shop.saga_store, ids, timeout=30)
+    statuses = await outcomes([s.shop.saga(i) for i in ids], timeout=30)
     assert set(statuses.values()) == {"completed"}
     assert len(s.gateway.by_id) == 3 and s.gateway.replays >= 3  # the retries got them back
     assert (await verify(s.shop.stores)).ok
@@ -347,7 +347,7 @@ async def test_the_carrier_refusing_a_region_compensates_and_voids_the_charge(
 ) -> None:
     s = real_shop
     [far, near] = await s.place(["c-penguin", "c-ada"])
-    statuses = await s.runtime.wait_for(s.shop.saga_store, [far, near], timeout=30)
+    statuses = await outcomes([s.shop.saga(far), s.shop.saga(near)], timeout=30)
     assert statuses == {far: "compensated", near: "completed"}
     assert "does not serve antarctica" in str((await s.shop.saga_store.get(far)).reason)
     by_order = {a.order_id: a for a in s.gateway.by_id.values()}

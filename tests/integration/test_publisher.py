@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 
-from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit import Orchestrator, Runtime, SagaHandle, StartRequest, outcomes
 from sagakit.engine.publisher import OutboxPublisher
 from sagakit.engine.relay import OutboxRelay
 from sagakit.errors import TransportError
@@ -65,7 +65,7 @@ async def run_sagas(store: SqlSagaStore, transport: Broken) -> tuple[Runtime, di
     runtime.add(orchestrator, *order_participants(store))
     async with runtime:
         ids = await orchestrator.start_many(orders(12))
-        statuses = await runtime.wait_for(store, ids, timeout=60)
+        statuses = await outcomes([SagaHandle(i, store) for i in ids], timeout=60)
         relayed = sum(relay.stats.published for relay in runtime.relays.values())
         left = sum(p.stats.left for p in runtime.publishers.values())
     assert left > 0 and relayed > 0  # the relay did take over what the publisher left

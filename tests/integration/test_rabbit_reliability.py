@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from sagakit import Orchestrator, Runtime, StartRequest
+from sagakit import Orchestrator, Runtime, SagaHandle, StartRequest, outcomes
 from sagakit.engine.choreography import Choreography
 from sagakit.errors import TransportError
 from sagakit.model.messages import Envelope, MessageKind, TransportMessage, command_queue
@@ -54,7 +54,7 @@ async def run_orders(
     rt.add(orchestrator, *order_participants(store, flaky={"charge"}))
     async with rt:
         ids = await orchestrator.start_many(orders(n))
-        return await rt.wait_for(store, ids, timeout=90)
+        return await outcomes([SagaHandle(i, store) for i in ids], timeout=90)
 
 
 async def books_balance(store: SqlSagaStore, statuses: dict[str, str]) -> None:
@@ -104,7 +104,7 @@ async def test_poison_on_a_participant_queue_is_dead_lettered_while_sagas_comple
             poison = junk(command_queue("payment"))
             sent = await rabbit.publish(list(poison.values()))
             assert len(sent.confirmed) == 4
-            statuses = await rt.wait_for(pg_store, ids, timeout=60)
+            statuses = await outcomes([SagaHandle(i, pg_store) for i in ids], timeout=60)
             for _ in range(100):
                 if await rabbit.dead_letters.depth() == 4:
                     break
@@ -177,7 +177,7 @@ async def test_duplicated_and_reordered_deliveries_over_rabbitmq(
                     await choreography.start(pg_store, "order", r.data, saga_id=r.saga_id)
                     for r in orders(30)
                 ]
-                statuses = await rt.wait_for(pg_store, ids, timeout=90)
+                statuses = await outcomes([SagaHandle(i, pg_store) for i in ids], timeout=90)
         await books_balance(pg_store, statuses)
         assert faulty.counts.duplicated and faulty.counts.reordered
     finally:
@@ -200,7 +200,7 @@ async def test_the_broker_stopping_mid_run_backs_the_outbox_up_and_loses_nothing
     try:
         async with rt:
             ids = await orchestrator.start_many(orders(20, "early"))
-            await rt.wait_for(pg_store, ids, timeout=60)
+            await outcomes([SagaHandle(i, pg_store) for i in ids], timeout=60)
             await asyncio.to_thread(rabbitmqctl, "stop_app")
             try:
                 late = await orchestrator.start_many(orders(20, "late"))
@@ -209,7 +209,7 @@ async def test_the_broker_stopping_mid_run_backs_the_outbox_up_and_loses_nothing
             finally:
                 await asyncio.to_thread(rabbitmqctl, "start_app")
                 await asyncio.to_thread(rabbitmqctl, "await_startup")
-            statuses = await rt.wait_for(pg_store, ids + late, timeout=120)
+            statuses = await outcomes([SagaHandle(i, pg_store) for i in ids + late], timeout=120)
         assert backed_up >= 20  # the new sagas' first commands waited in the outbox
         await books_balance(pg_store, statuses)
     finally:

@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 
 from concerts.service import BOOKING
-from sagakit import Orchestrator, open_store
+from sagakit import Orchestrator, open_store, outcomes
 
 
 async def main(count: int) -> None:
@@ -24,7 +24,7 @@ async def main(count: int) -> None:
             )
             for n in range(count)
         ]
-        ends = await orchestrator.outcomes(handles, timeout=60)
+        ends = await outcomes(handles, timeout=60)
         print(", ".join(f"{status} {n}" for status, n in sorted(Counter(ends.values()).items())))
     finally:
         await store.close()

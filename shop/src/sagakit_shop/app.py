@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Choreography, Orchestrator, open_store
+from sagakit import Choreography, Orchestrator, SagaHandle, open_store
 from sagakit.engine.orchestrator import start_message
 from sagakit.engine.runtime import Consumer
 from sagakit.observe import redaction, tracing
@@ -118,6 +118,11 @@ class Shop:
     @property
     def saga_store(self) -> SqlSagaStore:
         return self.stores[SAGA]
+
+    def saga(self, order_id: str) -> SagaHandle:
+        """The saga of an order (its id is the order's): ``await shop.saga(i).outcome()``
+        waits for it to end, ``sagakit.outcomes(...)`` for many."""
+        return SagaHandle(order_id, self.saga_store)
 
     async def setup(self, world: World) -> None:
         """Migrate every store, create each service's tables, and seed the world."""

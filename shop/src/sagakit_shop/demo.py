@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sagakit import Runtime
+from sagakit import Runtime, outcomes
 from sagakit.ports import DeadLetterQueue
 from sagakit.stores.dead_letters import SqlDeadLetters
 from sagakit.transports.memory import MemoryTransport
@@ -87,7 +87,7 @@ async def run_demo(
 
         ids = await asyncio.gather(*(place(o.customer_id, o.sku, o.quantity) for o in plan))
         with contextlib.suppress(TimeoutError):  # what is still running is reported below
-            await runtime.wait_for(shop.saga_store, ids, timeout=timeout)
+            await outcomes([shop.saga(i) for i in ids], timeout=timeout)
         elapsed = time.perf_counter() - started
         if serve is not None:
             await _serve(shop, dead_letters, serve, on_serving, tokens)

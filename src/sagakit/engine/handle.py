@@ -1,7 +1,14 @@
-"""What starting a saga gives back: a handle that is the saga's id and waits for its end."""
+"""What starting a saga gives back: a handle that is the saga's id and waits for its end.
+
+There is one way to wait for sagas: through their handles. ``await handle.outcome()``
+waits for one; :func:`outcomes` waits for many at once (the batch form, as
+``start_many`` is of ``start``). A saga started elsewhere (another process, an HTTP
+call) is waited on through ``SagaHandle(saga_id, store)``."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sagakit.model.status import SagaStatus
@@ -40,4 +47,24 @@ class SagaHandle(str):
         return f"SagaHandle({self.saga_id!r})"
 
 
-__all__ = ["SagaHandle"]
+async def outcomes(
+    handles: Iterable[SagaHandle], *, timeout: float = 30.0
+) -> dict[str, SagaStatus]:
+    """How each saga ended, once all have: ``{saga_id: status}``, the batch form of
+    ``handle.outcome()``. TimeoutError naming the unfinished after ``timeout`` seconds.
+    Handles of sagas in different stores are waited on together, each store once."""
+    by_store: dict[int, tuple[SagaStore, list[str]]] = {}
+    for handle in handles:
+        if not isinstance(handle, SagaHandle):
+            raise TypeError(
+                f"outcomes() takes the handles start() returned, not {type(handle).__name__}; "
+                "for a saga id started elsewhere, pass SagaHandle(saga_id, store)"
+            )
+        by_store.setdefault(id(handle._store), (handle._store, []))[1].append(handle.saga_id)
+    ended = await asyncio.gather(
+        *(store.wait_ended(ids, timeout=timeout) for store, ids in by_store.values())
+    )
+    return {saga_id: SagaStatus(status) for each in ended for saga_id, status in each.items()}
+
+
+__all__ = ["SagaHandle", "outcomes"]

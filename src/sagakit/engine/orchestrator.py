@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -198,8 +199,13 @@ class Orchestrator:
     async def outcomes(
         self, saga_ids: Iterable[str], *, timeout: float = 30.0
     ) -> dict[str, SagaStatus]:
-        """How each saga ended, once all have (TimeoutError naming the unfinished after
-        ``timeout``): the wait of ``SagaHandle.outcome``, for many at once."""
+        """Deprecated: ``await sagakit.outcomes(handles)``, the batch form of
+        ``handle.outcome()``, waits for many sagas in any store."""
+        warnings.warn(
+            "Orchestrator.outcomes is deprecated: use await sagakit.outcomes(handles)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         ended = await self.store.wait_ended(list(saga_ids), timeout=timeout)
         return {saga_id: SagaStatus(status) for saga_id, status in ended.items()}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol
@@ -335,15 +336,26 @@ class Runtime:
         timeout: float = 30.0,
         poll: float = 0.02,
     ) -> dict[str, str]:
-        """Wait until every saga is terminal; return their statuses, or raise TimeoutError
-        naming the stragglers."""
-        return await wait_terminal(store, saga_ids, timeout=timeout, poll=poll)
+        """Deprecated: wait through the sagas' handles, ``await handle.outcome()`` or
+        ``await sagakit.outcomes(handles)`` (``SagaHandle(saga_id, store)`` for an id)."""
+        return await _wait_by_id("Runtime.wait_for", store, saga_ids, timeout, poll)
 
 
 async def wait_terminal(
     store: SagaStore, saga_ids: Iterable[str], *, timeout: float = 30.0, poll: float = 0.02
 ) -> dict[str, str]:
-    """Wait until every saga is terminal; return their statuses, or raise TimeoutError
-    naming the stragglers. The same wait as ``SagaHandle.outcome`` and
-    ``Orchestrator.outcomes``: the store's ``wait_ended``."""
+    """Deprecated: wait through the sagas' handles, ``await handle.outcome()`` or
+    ``await sagakit.outcomes(handles)`` (``SagaHandle(saga_id, store)`` for an id)."""
+    return await _wait_by_id("wait_terminal", store, saga_ids, timeout, poll)
+
+
+async def _wait_by_id(
+    name: str, store: SagaStore, saga_ids: Iterable[str], timeout: float, poll: float
+) -> dict[str, str]:
+    warnings.warn(
+        f"{name} is deprecated: use await sagakit.outcomes(handles) "
+        "(SagaHandle(saga_id, store) for a saga id) or await handle.outcome()",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return await store.wait_ended(list(saga_ids), timeout=timeout, poll=poll)

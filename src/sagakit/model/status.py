@@ -18,6 +18,10 @@ class SagaStatus(StrEnum):
     def terminal(self) -> bool:
         return self in _TERMINAL
 
+    def __repr__(self) -> str:
+        # A status is the string it compares equal to; a dict of outcomes prints as one.
+        return repr(self.value)
+
 
 _TERMINAL = frozenset(
     {

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit import Choreography, Runtime, SagaDefinition
+from sagakit import Choreography, Runtime, SagaDefinition, outcomes
 from sagakit.ports import UnitOfWork
 from sagakit.stores.sql import SqlSagaStore
 from sagakit_shop.labs.kit import (
@@ -97,9 +97,9 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
             "the card is charged before the stock is looked at."
         )
         tracker = choreography.tracker(shop.saga_store)
-        async with Runtime(lab_transport()).add(tracker, *followers, tap) as runtime:
+        async with Runtime(lab_transport()).add(tracker, *followers, tap):
             placed = await shop.orders.place(CUSTOMER, WIDGET.sku, QUANTITY, start=start)
-            statuses = await runtime.wait_for(shop.saga_store, [placed.order_id], timeout=30)
+            statuses = await outcomes([shop.saga(placed.order_id)], timeout=30)
             if statuses[placed.order_id] == "compensated":
                 last = f"{PREPAID_ORDER.name}.{PREPAID_ORDER.steps[0].name}.compensated"
                 await until(

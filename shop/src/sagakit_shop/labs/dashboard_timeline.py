@@ -20,7 +20,7 @@ import asyncio
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +28,7 @@ from urllib.parse import quote
 import httpx
 from rich.text import Text
 
-from sagakit import Runtime
+from sagakit import Runtime, outcomes
 from sagakit.api import AdminConfig, Token, create_admin_app
 from sagakit.api.app import STATIC
 from sagakit.api.auth import fresh_tokens, tokens_from
@@ -70,12 +70,12 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
     tokens = configured or fresh_tokens()
     token = _reader(tokens)
     try:
-        async with Runtime(transport).add(*shop.components()) as runtime:
+        async with Runtime(transport).add(*shop.components()):
             ids = []
             for customer, sku, quantity in ORDERS:
                 ids.append((await shop.place(customer, sku, quantity)).order_id)
                 say.say(f"placed {ids[-1]}: {quantity} x {sku} for {customer}")
-            statuses = await runtime.wait_for(shop.saga_store, ids, timeout=30)
+            statuses = await outcomes([shop.saga(i) for i in ids], timeout=30)
             chosen = next((i for i in ids if statuses[i] == "compensated"), ids[-1])
             admin = create_admin_app(_admin_config(shop, dead_letters, tokens))
             async with _Serving(admin, port) as serving:
@@ -196,7 +196,7 @@ def timeline_text(detail: dict[str, Any]) -> list[str]:
 
 
 def _figures(
-    detail: dict[str, Any], statuses: dict[str, str], *, url: str, built: bool
+    detail: dict[str, Any], statuses: Mapping[str, str], *, url: str, built: bool
 ) -> dict[str, Any]:
     events = detail["events"]
     steps = [

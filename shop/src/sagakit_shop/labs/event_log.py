@@ -25,10 +25,12 @@ from sagakit import (
     RetryPolicy,
     Runtime,
     SagaDefinition,
+    SagaHandle,
     SagaState,
     StepContext,
     TransientError,
     open_store,
+    outcomes,
 )
 from sagakit.engine.orchestrator import start_message
 from sagakit.model.events import StepFailed, decode
@@ -223,11 +225,11 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
         async with runtime.add(orchestrator, *shop.components(services)):
             say.say("An order through the shop's order saga:")
             short = await _place(shop, ORDER_SAGA, "c-ada", "lamp")
-            await runtime.wait_for(store, [short], timeout=30)
+            await outcomes([SagaHandle(short, store)], timeout=30)
             say.say(f"A long saga: the mail server is busy for the next {BUSY_TIMES} tries.")
             mail.busy = BUSY_TIMES
             long = await _place(shop, LONG_ORDER, "c-grace", "mug")
-            await runtime.wait_for(store, [long], timeout=60)
+            await outcomes([SagaHandle(long, store)], timeout=60)
         replay = await _replay(store, short, say)
         snapshot = await _snapshot(store, long, say)
         left = await unsent(shop)

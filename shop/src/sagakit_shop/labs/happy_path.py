@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sagakit import Choreography, Runtime
+from sagakit import Choreography, Runtime, outcomes
 from sagakit_shop.labs.kit import (
     EventTap,
     Narrator,
@@ -54,9 +54,9 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
     tap = EventTap(shop.saga_store, [ORDER_SAGA], on_event=heard)
     say.say("Placing one order; every service listens for events, nobody gives orders.")
     try:
-        async with Runtime(lab_transport()).add(*shop.components(), tap) as runtime:
+        async with Runtime(lab_transport()).add(*shop.components(), tap):
             placed = await shop.place("c-ada", "lamp", 2)
-            statuses = await runtime.wait_for(shop.saga_store, [placed.order_id], timeout=30)
+            statuses = await outcomes([shop.saga(placed.order_id)], timeout=30)
             last = f"{ORDER_SAGA.name}.{ORDER_SAGA.steps[-1].name}.succeeded"  # never optional
             if statuses[placed.order_id] == "completed":
                 await until(

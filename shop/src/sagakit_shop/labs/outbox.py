@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagakit import Runtime
+from sagakit import Runtime, outcomes
 from sagakit.engine.orchestrator import start_message
 from sagakit.ports import UnitOfWork
 from sagakit.stores.schema import saga_outbox
@@ -115,8 +115,8 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
         if len(placed) != 1:
             raise RuntimeError(f"expected the one order the crashed process placed: {placed}")
         order_id = placed[0].id
-        async with Runtime(lab_transport()).add(*shop.components()) as runtime:
-            statuses = await runtime.wait_for(shop.saga_store, [order_id], timeout=30)
+        async with Runtime(lab_transport()).add(*shop.components()):
+            statuses = await outcomes([shop.saga(order_id)], timeout=30)
         after_restart = await unsent(shop)
         republished = await rows(
             shop.stores["order"],

@@ -25,6 +25,7 @@ seat.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from sagakit import (
     StepKind,
     StepRejected,
     open_store,
+    outcomes,
 )
 from sagakit.engine.locks import LockBusy
 from sagakit.stores.sql import SqlSagaStore
@@ -271,9 +273,9 @@ async def book(directory: Path, *, careful: bool, say: Narrator) -> dict[str, An
             )
             for number, c in enumerate(world.customers, start=1)
         ]
-        async with Runtime(lab_transport()).add(orchestrator, airline.participant, payment) as rt:
+        async with Runtime(lab_transport()).add(orchestrator, airline.participant, payment):
             ids = await orchestrator.start_many(requests)
-            statuses = await rt.wait_for(shop.saga_store, ids, timeout=120)
+            statuses = await outcomes([shop.saga(i) for i in ids], timeout=120)
         left = await unsent(shop)
         left["airline"] = await airline.store.unsent_count()
         figures = await _measure(shop.stores["payment"], airline.store, statuses)
@@ -285,7 +287,7 @@ async def book(directory: Path, *, careful: bool, say: Narrator) -> dict[str, An
 
 
 async def _measure(
-    payment_store: SqlSagaStore, airline_store: SqlSagaStore, statuses: dict[str, str]
+    payment_store: SqlSagaStore, airline_store: SqlSagaStore, statuses: Mapping[str, str]
 ) -> dict[str, Any]:
     ticketed = {r.saga_id: r.seat for r in await rows(airline_store, select(tickets))}
     [[seats_left]] = await rows(airline_store, select(flights.c.seats_left))

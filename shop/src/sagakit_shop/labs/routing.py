@@ -18,10 +18,11 @@ compensates.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from sagakit import Runtime, UnknownSagaError
+from sagakit import Runtime, UnknownSagaError, outcomes
 from sagakit.engine.orchestrator import signal_message
 from sagakit.engine.rules import RuleSet, publish
 from sagakit_shop.app import Shop
@@ -68,7 +69,7 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
                 [(r.name, r.when, _then(r)) for r in rules.rules],
             )
         )
-        async with Runtime(lab_transport()).add(*shop.components()) as runtime:
+        async with Runtime(lab_transport()).add(*shop.components()):
             placed = [await shop.place(customer, sku, qty) for _, customer, sku, qty, _ in ORDERS]
             ids = [p.order_id for p in placed]
             waiting = [oid for oid, order in zip(ids, ORDERS, strict=True) if order[4] is not None]
@@ -86,7 +87,7 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
                 say.say(f"{APPROVER} says {answer} to {label} ({oid}): {note}")
                 async with shop.saga_store.unit() as unit:
                     await unit.enqueue([signal_message(oid, answer, who=APPROVER, note=note)])
-            statuses = await runtime.wait_for(shop.saga_store, ids, timeout=30)
+            statuses = await outcomes([shop.saga(i) for i in ids], timeout=30)
         figures = await _figures(shop, ids, statuses, while_waiting, rules.version)
         figures["unsent_outbox_rows"] = await unsent(shop)
     finally:
@@ -135,7 +136,7 @@ async def _all_waiting(shop: Shop, ids: list[str]) -> bool:
 async def _figures(
     shop: Shop,
     ids: list[str],
-    statuses: dict[str, str],
+    statuses: Mapping[str, str],
     while_waiting: dict[str, str],
     rules_version: int,
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sagakit import Runtime, StepContext
+from sagakit import Runtime, SagaHandle, StepContext, outcomes
 from sagakit.ports import SagaRow
 from sagakit_shop.contracts import ChargePayment, PaymentCharged
 from sagakit_shop.labs.kit import (
@@ -107,7 +107,7 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
         return waiting and ended and len(mid) == len(ids)
 
     try:
-        async with Runtime(lab_transport()).add(*shop.components()) as runtime:
+        async with Runtime(lab_transport()).add(*shop.components()):
             ids = [(await shop.place(*order)).order_id for order in ORDERS]
             started = time.monotonic()
             await until(
@@ -119,7 +119,7 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
             say.say(f"Reading the orchestrator's sagas table {mid_at}s in, while sagas run:")
             _show(say, "sagas, mid-saga", mid)
             say.say(f"(what `sagakit list --db {store.url}` shows from another terminal)")
-            await runtime.wait_for(store, ids, timeout=30)
+            await outcomes([SagaHandle(i, store) for i in ids], timeout=30)
         final = await table_now(ids)
         left = await unsent(shop)
     finally:

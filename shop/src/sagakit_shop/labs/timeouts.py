@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy import select
 
-from sagakit import Orchestrator, RetryPolicy, Runtime, SagaDefinition
+from sagakit import Orchestrator, RetryPolicy, Runtime, SagaDefinition, outcomes
 from sagakit.cli import timeline
 from sagakit.ports import Delivery
 from sagakit_shop.labs.kit import (
@@ -108,10 +108,10 @@ async def run(directory: Path, *, story: bool) -> dict[str, Any]:
             f"{SLOW_STEP} must answer within {DEADLINE.total_seconds():g}s; "
             f"the payment service will take {SLEEP_S:g}s."
         )
-        async with Runtime(lab_transport()).add(*shop.components()) as runtime:
+        async with Runtime(lab_transport()).add(*shop.components()):
             placed = await shop.place(CUSTOMER, SKU, 1)
             started = time.monotonic()
-            statuses = await runtime.wait_for(shop.saga_store, [placed.order_id], timeout=30)
+            statuses = await outcomes([shop.saga(placed.order_id)], timeout=30)
             gave_up_in = round(time.monotonic() - started, 3)
 
             async def zombie_seen() -> bool:
