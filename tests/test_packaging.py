@@ -187,29 +187,6 @@ def _rogue() -> None:
 
 REFERENCE = ROOT / "docs" / "reference.md"
 
-#: What the shop and the bench still import from sagakit's insides, and why. The list
-#: only shrinks: make a name public (document it in docs/reference.md) or stop using it.
-NOT_YET_PUBLIC = {
-    # The shop's HTTP APIs get the admin API's guards, docs page and tokens.
-    "sagakit.api.app.STATIC",
-    "sagakit.api.auth.Token",
-    "sagakit.api.auth.configured_or_fresh",
-    "sagakit.api.auth.fresh_tokens",
-    "sagakit.api.auth.tokens_from",
-    "sagakit.api.docs.serve_docs",
-    "sagakit.api.guard.harden",
-    "sagakit.api.guard.max_body_from",
-    # The event-log lab and the chaos checks read the saga log's tables directly.
-    "sagakit.stores.schema.saga_events",
-    "sagakit.stores.schema.saga_outbox",
-    "sagakit.stores.schema.saga_snapshots",
-    "sagakit.stores.schema.sagas",
-    # The chaos harness plants known bugs and counts wire faults.
-    "sagakit.testing.FaultCounts",
-    "sagakit.testing.plant.PLANTS",
-    "sagakit.testing.plant.plant",
-}
-
 
 def documented() -> dict[str, set[str]]:
     """The names docs/reference.md gives, by module: ``sagakit``'s ``__all__``, each row
@@ -252,7 +229,4 @@ def test_the_shop_and_the_bench_use_sagakit_public_api() -> None:
         return attr in public.get(module, set()) or name in public
 
     inside = {name: sorted(files) for name, files in used.items() if not is_public(name)}
-    new = {name: files for name, files in inside.items() if name not in NOT_YET_PUBLIC}
-    assert not new, f"the shop or the bench imports sagakit's insides: {new}"
-    gone = sorted(NOT_YET_PUBLIC - set(inside))
-    assert not gone, f"no longer imported (or now public): take them off NOT_YET_PUBLIC: {gone}"
+    assert not inside, f"the shop or the bench imports sagakit's insides: {inside}"

@@ -19,7 +19,7 @@ from sagakit.cli import console, fail, safe
 from sagakit_shop.app import LOGS, MODES, Mode, hide_personal_data
 
 if TYPE_CHECKING:
-    from sagakit.api.auth import Token
+    from sagakit.api import Token
 
 #: The shop's commands; the ``sagakit.commands`` entry point ``shop`` adds them to ``sagakit``.
 app = typer.Typer()

@@ -32,7 +32,7 @@ from sagakit_shop.verify import Report, in_flight, verify
 from sagakit_shop.world import default_world, plan_orders
 
 if TYPE_CHECKING:
-    from sagakit.api.auth import Token
+    from sagakit.api import Token
 
 
 @dataclass
