@@ -25,15 +25,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.sql.sqltypes import NullType
 
-from sagakit.errors import StoreError
 from sagakit.model.decision import Decision
 from sagakit.model.events import StoredEvent
 from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.ports import Clock, Loaded, OutboxRow
 from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
+from sagakit.stores.postgres_driver import (
+    DRIVER_ERRORS,
+    TRANSIENT,
+    driver_error,
+    driver_of,
+    on_driver,
+    positional,
+)
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore, fold_into, in_saga_order
 from sagakit.stores.unit import SqlUnit
@@ -43,9 +48,6 @@ _CLOCK_REREAD = 1.0
 
 #: The channel committing transactions notify when they wrote outbox rows.
 OUTBOX_CHANNEL = "sagakit_outbox"
-
-# SQLSTATEs worth retrying: serialization failure, deadlock, lock timeout, shutdown.
-_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
 
 
 #: Planner settings for the store's own connections (``settings=`` adds or overrides).
@@ -82,19 +84,19 @@ class PostgresUnit(SqlUnit):
 
     async def _driver_connection(self) -> Any:
         if self._driver is None:
-            self._driver = await _driver_of(self._conn)
+            self._driver = await driver_of(self._conn)
         return self._driver
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         driver = await self._driver_connection()
-        return await _on_driver(self._store, self._conn, driver, sql, args)
+        return await on_driver(self._store, self._conn, driver, sql, args)
 
     async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """A plain ``text()`` write goes to asyncpg itself, one pipelined executemany for
         every row (SQLAlchemy's work around it was a quarter of the call's time, and
         the business writes of a batch are on the path every transaction queues for);
         anything else, or outside a transaction, through SQLAlchemy."""
-        plan = _positional(statement, self._conn.dialect)
+        plan = positional(statement, self._conn.dialect)
         driver = await self._driver_connection()
         if plan is None or not driver.is_in_transaction():
             await super().write_many(statement, rows)
@@ -102,8 +104,8 @@ class PostgresUnit(SqlUnit):
         sql, names = plan
         try:
             await driver.executemany(sql, [[row[n] for n in names] for row in rows])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise _driver_error(self._store, exc) from exc
+        except DRIVER_ERRORS as exc:
+            raise driver_error(self._store, exc) from exc
 
     async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
         unique = list(dict.fromkeys(keys))
@@ -290,59 +292,6 @@ class PostgresUnit(SqlUnit):
         return loaded
 
 
-async def _driver_of(conn: AsyncConnection) -> Any:
-    fairy = await conn.get_raw_connection()
-    return fairy.driver_connection
-
-
-async def _on_driver(
-    store: SqlSagaStore, conn: AsyncConnection, driver: Any, sql: str, args: Sequence[Any]
-) -> list[Any]:
-    """Run ``sql`` (``$n`` parameters) straight on asyncpg, inside ``conn``'s transaction;
-    its errors as the store's."""
-    try:
-        if not driver.is_in_transaction() and not await _begin_on(store, conn):
-            # SQLAlchemy begins the transaction lazily, with the first statement it
-            # sends; sent straight to the driver, this one would commit on its own.
-            result = await conn.exec_driver_sql(sql, tuple(args))
-            return list(result) if result.returns_rows else []
-        return list(await driver.fetch(sql, *args))
-    except asyncpg.UniqueViolationError:
-        raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise _driver_error(store, exc) from exc
-
-
-async def _begin_on(store: SqlSagaStore, conn: AsyncConnection) -> bool:
-    """Begin ``conn``'s transaction the way SQLAlchemy's asyncpg adapter does before
-    its first statement (BEGIN, which the adapter then commits or rolls back with the
-    connection); False where the adapter is not the one this knows.
-
-    The first statement of every unit went through ``exec_driver_sql`` only to have
-    SQLAlchemy send that BEGIN: its execution machinery cost more Python than the rest
-    of a hop's statements together, on every hop."""
-    adapter = getattr(conn.sync_connection, "connection", None)
-    adapter = getattr(adapter, "dbapi_connection", None)
-    start = getattr(adapter, "_start_transaction", None)
-    mutex = getattr(adapter, "_execute_mutex", None)
-    if start is None or mutex is None or getattr(adapter, "_transaction", False) is not None:
-        return False
-    try:
-        async with mutex:
-            if adapter._transaction is None:  # type: ignore[union-attr]
-                await start()
-    except BaseException as exc:
-        # A BEGIN that failed or was cancelled leaves asyncpg holding a transaction the
-        # adapter does not know, which would go back to the pool with the connection.
-        # SQLAlchemy drops the connection then; so does this.
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        if isinstance(exc, Exception):
-            raise _driver_error(store, exc) from exc
-        raise
-    return True
-
-
 # The relay's statements: the same text whatever the number of rows.
 _CLAIM_OUTBOX = (
     "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
@@ -482,40 +431,6 @@ _CLAIM_AND_LOAD = (
 )
 
 
-def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]] | None:
-    """A plain ``text()`` statement as asyncpg's SQL (``$n``) and the names of its
-    parameters in that order; None for anything whose parameters SQLAlchemy processes
-    (typed or expanding ones) or that is not a ``text()``."""
-    if not isinstance(statement, TextClause):
-        return None
-    found = _PLANS.get(statement.text)
-    if found is not None and found[0] is statement:
-        return found[1]
-    plan: tuple[str, tuple[str, ...]] | None = None
-    if all(isinstance(p.type, NullType) for p in statement._bindparams.values()):
-        compiled = statement.compile(dialect=dialect)
-        if not compiled._bind_processors and "POSTCOMPILE" not in compiled.string:
-            plan = (compiled.string, tuple(compiled.positiontup or ()))
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    _PLANS[statement.text] = (statement, plan)
-    return plan
-
-
-#: Plain text() writes already turned into asyncpg's form (_positional), by their SQL.
-_PLANS: dict[str, tuple[Any, tuple[str, tuple[str, ...]] | None]] = {}
-_MAX_PLANS = 1024
-
-
-def _driver_error(store: SqlSagaStore, exc: BaseException) -> Exception:
-    """An asyncpg error from a PostgresUnit statement, as the store's other errors read."""
-    error = StoreError(f"{store.url_safe}: {str(exc).strip().splitlines()[0] if str(exc) else exc}")
-    error.retryable = (
-        not isinstance(exc, asyncpg.PostgresError) or getattr(exc, "sqlstate", None) in _TRANSIENT
-    )
-    return error
-
-
 class PostgresSagaStore(SqlSagaStore):
     """A saga store in PostgreSQL; several processes may share it.
 
@@ -575,9 +490,9 @@ class PostgresSagaStore(SqlSagaStore):
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         # One statement: the claim, and the earliest unsent row of each claimed saga
         # for each destination.
-        driver = await _driver_of(conn)
+        driver = await driver_of(conn)
         latest = math.inf if older_than is None else older_than
-        found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit, latest])
+        found = await on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit, latest])
         rows = [
             OutboxRow(
                 id=r[0],
@@ -590,8 +505,8 @@ class PostgresSagaStore(SqlSagaStore):
         return rows, in_saga_order(rows, {(r[3], r[2]): r[7] for r in found})
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
-        driver = await _driver_of(conn)
-        await _on_driver(self, conn, driver, _MARK_SENT, [list(ids), self.clock.now()])
+        driver = await driver_of(conn)
+        await on_driver(self, conn, driver, _MARK_SENT, [list(ids), self.clock.now()])
 
     async def mark_sent_messages(self, message_ids: Sequence[str]) -> None:
         """One round trip and no wait for the disk (see _MARK_SENT_MESSAGES): a
@@ -601,11 +516,11 @@ class PostgresSagaStore(SqlSagaStore):
         if not message_ids:
             return
         async with self._read() as conn:
-            driver = await _driver_of(conn)
+            driver = await driver_of(conn)
             try:
                 await driver.execute(_MARK_SENT_MESSAGES, list(message_ids), self.clock.now())
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                raise _driver_error(self, exc) from exc
+            except DRIVER_ERRORS as exc:
+                raise driver_error(self, exc) from exc
 
     def round_down(self, value: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.floor(value)  # a CAST to integer would round to the nearest
@@ -638,7 +553,7 @@ class PostgresSagaStore(SqlSagaStore):
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('sagakit_migrate'))"))
 
     def _is_transient(self, exc: DBAPIError) -> bool:
-        return getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+        return getattr(exc.orig, "sqlstate", None) in TRANSIENT
 
     async def wait_for_outbox(self, timeout: float) -> None:
         await self._listen(OUTBOX_CHANNEL, self._on_notify)
