@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -39,15 +37,13 @@ from sagakit.stores.postgres_driver import (
     on_driver,
     positional,
 )
+from sagakit.stores.postgres_wakeups import OUTBOX_CHANNEL, ChannelListener
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
 from sagakit.stores.sql import SqlSagaStore, fold_into, in_saga_order
 from sagakit.stores.unit import SqlUnit
 
 #: Seconds between two reads of the database's clock (see database_now).
 _CLOCK_REREAD = 1.0
-
-#: The channel committing transactions notify when they wrote outbox rows.
-OUTBOX_CHANNEL = "sagakit_outbox"
 
 
 #: Planner settings for the store's own connections (``settings=`` adds or overrides).
@@ -468,11 +464,9 @@ class PostgresSagaStore(SqlSagaStore):
         self.clock_from_database = clock is None
         self._clock_offset = 0.0
         self._clock_read_at = -math.inf
-        self._listener: Any = None
-        self._listen_lock = asyncio.Lock()
-        #: The channels to LISTEN on, and those the current connection listens on.
-        self._channels: dict[str, Callable[..., None]] = {}
-        self._heard: set[str] = set()
+        self._listener = ChannelListener(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        )
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
@@ -556,41 +550,11 @@ class PostgresSagaStore(SqlSagaStore):
         return getattr(exc.orig, "sqlstate", None) in TRANSIENT
 
     async def wait_for_outbox(self, timeout: float) -> None:
-        await self._listen(OUTBOX_CHANNEL, self._on_notify)
+        await self._listener.listen(OUTBOX_CHANNEL, self._on_notify)
         await super().wait_for_outbox(timeout)
 
     async def _listen_for_ends(self) -> bool:
-        return await self._listen(ENDED_CHANNEL, self._on_ended)
-
-    async def _listen(self, channel: str, callback: Callable[..., None]) -> bool:
-        """LISTEN on ``channel`` (on one connection for all channels, made again if it
-        died, with every channel); True while that connection is up."""
-        self._channels[channel] = callback
-        if self._listening():
-            if channel not in self._heard:
-                async with self._listen_lock:
-                    await self._add_listener(channel, callback)
-            return self._listening()
-        async with self._listen_lock:
-            if self._listening():
-                return True
-            dsn = make_url(self.url).set(drivername="postgresql")
-            self._heard.clear()
-            try:
-                self._listener = await asyncpg.connect(dsn.render_as_string(hide_password=False))
-                for name, heard_on in list(self._channels.items()):
-                    await self._add_listener(name, heard_on)
-            except (OSError, asyncpg.PostgresError):
-                self._listener = None  # polling still runs; try LISTEN again next time
-        return self._listening()
-
-    async def _add_listener(self, channel: str, callback: Callable[..., None]) -> None:
-        if channel not in self._heard and self._listener is not None:
-            await self._listener.add_listener(channel, callback)
-            self._heard.add(channel)
-
-    def _listening(self) -> bool:
-        return self._listener is not None and not self._listener.is_closed()
+        return await self._listener.listen(ENDED_CHANNEL, self._on_ended)
 
     def _on_notify(self, *_args: Any) -> None:
         self._outbox_event.set()
@@ -602,8 +566,5 @@ class PostgresSagaStore(SqlSagaStore):
         # The waiters' poller first: it may be adding a channel to the listening
         # connection, which must not be closed under it.
         await self.ends.close()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        await self._listener.close()
         await super().close()
