@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -36,6 +35,23 @@ from sagakit.stores.postgres_driver import (
     driver_of,
     on_driver,
     positional,
+)
+from sagakit.stores.postgres_statements import (
+    CLAIM,
+    CLAIM_AND_LOAD,
+    CLAIM_COMMANDS,
+    CLAIM_OUTBOX,
+    DUE,
+    LOAD_LOCKED,
+    LOAD_UNLOCKED,
+    MARK_SENT,
+    MARK_SENT_BY_ID,
+    MARK_SENT_MESSAGES,
+    REPLIES,
+    SET_REPLIES,
+    SET_REPLIES_FROM,
+    bulk_insert,
+    together,
 )
 from sagakit.stores.postgres_wakeups import OUTBOX_CHANNEL, ChannelListener
 from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
@@ -107,7 +123,7 @@ class PostgresUnit(SqlUnit):
         unique = list(dict.fromkeys(keys))
         if not unique:
             return set()
-        rows = await self._fetch(_CLAIM, consumer, unique, self._store.clock.now())
+        rows = await self._fetch(CLAIM, consumer, unique, self._store.clock.now())
         return {row[0] for row in rows}
 
     async def claim_commands(
@@ -123,7 +139,7 @@ class PostgresUnit(SqlUnit):
             return set(), {}
         undo = [actions.get(pair, (None, None)) for pair in unique]
         rows = await self._fetch(
-            _CLAIM_COMMANDS,
+            CLAIM_COMMANDS,
             [c for c, _ in unique],
             [k for _, k in unique],
             [c for c, _ in undo],
@@ -136,12 +152,12 @@ class PostgresUnit(SqlUnit):
     async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
         if not keys:
             return {}
-        rows = await self._fetch(_REPLIES, consumer, list(keys))
+        rows = await self._fetch(REPLIES, consumer, list(keys))
         return {row[0]: row[1] for row in rows}
 
     async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        if rows:  # (an append carries them too: _SET_REPLIES_FROM)
-            await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
+        if rows:  # (an append carries them too: SET_REPLIES_FROM)
+            await self._fetch(SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
 
     async def enqueue(
         self, messages: Sequence[Outgoing], *, replies: Sequence[tuple[str, str, str]] = ()
@@ -152,22 +168,22 @@ class PostgresUnit(SqlUnit):
             await super().enqueue(messages)
             return
         rows = self._outbox_rows(messages)
-        inserts = [_SET_REPLIES]
+        inserts = [SET_REPLIES]
         args: list[Any] = [list(column) for column in zip(*replies, strict=True)]
         if rows:
-            inserts.append(_bulk(saga_outbox, tuple(rows[0]), start=4))
+            inserts.append(bulk_insert(saga_outbox, tuple(rows[0]), start=4))
             args.append(rows)
         notify = bool(rows) and self._store.wakes_relays and not self.notified
-        await self._fetch(_together(tuple(inserts), notify=notify, payloads=None), *args)
+        await self._fetch(together(tuple(inserts), notify=notify, payloads=None), *args)
         self.notified = self.notified or notify
         self.enqueued += len(rows)
 
     async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        sql = _bulk(table, tuple(rows[0]))
+        sql = bulk_insert(table, tuple(rows[0]))
         if table is saga_outbox and self._store.wakes_relays and not self.notified:
             # The NOTIFY rides on the insert instead of a round trip of its own; it is
             # delivered at commit, and never if the transaction rolls back.
-            sql = _together((sql,), notify=True, payloads=None)
+            sql = together((sql,), notify=True, payloads=None)
             self.notified = True
         await self._fetch(sql, rows)
 
@@ -179,7 +195,7 @@ class PostgresUnit(SqlUnit):
         *,
         keep: Sequence[str] = (),
     ) -> None:
-        sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
+        sql = bulk_insert(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
         await self._fetch(sql, rows)
 
     async def append(
@@ -208,13 +224,15 @@ class PostgresUnit(SqlUnit):
         for table, table_rows, keys, keep in parts:
             if table_rows:
                 columns = tuple(table_rows[0])
-                inserts.append(_bulk(table, columns, keys=keys, keep=keep, start=len(args) + 1))
+                inserts.append(
+                    bulk_insert(table, columns, keys=keys, keep=keep, start=len(args) + 1)
+                )
                 args.append(table_rows)
         if sent:
-            inserts.append(_MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
+            inserts.append(MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
             args.extend((list(sent), await self.now()))
         if replies:
-            inserts.append(_SET_REPLIES_FROM.format(*range(len(args) + 1, len(args) + 4)))
+            inserts.append(SET_REPLIES_FROM.format(*range(len(args) + 1, len(args) + 4)))
             args.extend(list(column) for column in zip(*replies, strict=True))
         if not inserts:
             return
@@ -225,7 +243,7 @@ class PostgresUnit(SqlUnit):
             payloads = len(args)
             self.unannounced = []
         try:
-            await self._fetch(_together(tuple(inserts), notify=notify, payloads=payloads), *args)
+            await self._fetch(together(tuple(inserts), notify=notify, payloads=payloads), *args)
         except self._store.conflicts as exc:
             # Only the events' key can clash: the others are upserts or fresh ids.
             raise rows.conflict() from exc
@@ -242,7 +260,7 @@ class PostgresUnit(SqlUnit):
             return set(), Loaded()
         unique = list(dict.fromkeys(key for key, _ in keys))
         ids = sorted({saga for _, saga in keys})
-        rows = await self._fetch(_CLAIM_AND_LOAD, consumer, unique, self._store.clock.now(), ids)
+        rows = await self._fetch(CLAIM_AND_LOAD, consumer, unique, self._store.clock.now(), ids)
         fresh = {r[8] for r in rows if r[8] is not None}
         wanted = {saga for key, saga in keys if key in fresh}
         return fresh, await self._loaded([r for r in rows if r[8] is None and r[0] in wanted])
@@ -251,13 +269,13 @@ class PostgresUnit(SqlUnit):
         """The timer loop's claim, said to asyncpg itself: it runs every tenth of a
         second in every orchestrator, and SQLAlchemy built and compiled the query anew
         each time (more Python than the rest of an idle tick)."""
-        return [row[0] for row in await self._fetch(_DUE, now, limit)]
+        return [row[0] for row in await self._fetch(DUE, now, limit)]
 
     async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
         ids = sorted(set(saga_ids))
         if not ids:
             return Loaded()
-        return await self._loaded(await self._fetch(_LOAD_LOCKED if lock else _LOAD_UNLOCKED, ids))
+        return await self._loaded(await self._fetch(LOAD_LOCKED if lock else LOAD_UNLOCKED, ids))
 
     async def _loaded(self, rows: Sequence[Any]) -> Loaded:
         """The sagas of a load's rows (head, then its events after the snapshot)."""
@@ -286,145 +304,6 @@ class PostgresUnit(SqlUnit):
             if saga_id not in loaded.states and saga_id not in loaded.broken:
                 fold_into(loaded, saga_id, events[saga_id], None, version)
         return loaded
-
-
-# The relay's statements: the same text whatever the number of rows.
-_CLAIM_OUTBOX = (
-    "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
-    "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) "
-    "AND (relay_after IS NULL OR relay_after <= $3) "
-    "ORDER BY id LIMIT $2 "
-    "FOR UPDATE SKIP LOCKED), "
-    "f AS (SELECT saga_id, destination, min(id) AS first FROM saga_outbox "
-    "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) "
-    "GROUP BY saga_id, destination) "
-    "SELECT c.*, f.first FROM c JOIN f USING (saga_id, destination) ORDER BY c.id"
-)
-_MARK_SENT = "UPDATE saga_outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])"
-# A publisher's mark-sent: one statement in a transaction of its own (no BEGIN and
-# COMMIT round trips), whose commit does not wait for the WAL to reach the disk. That is
-# safe for this update alone: a mark-sent lost in a crash leaves the row unsent, the
-# relay publishes it again and the consumer's inbox drops the copy. Every other commit
-# of the store keeps the server's synchronous_commit.
-_MARK_SENT_MESSAGES = (
-    "UPDATE saga_outbox SET sent_at = $2 "
-    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS quick "
-    "WHERE message_id = ANY($1::varchar[]) AND sent_at IS NULL"
-)
-# Outbox rows a fused runtime ran itself, marked sent by message id (a CTE of an append).
-_MARK_SENT_BY_ID = (
-    "UPDATE saga_outbox SET sent_at = ${at}::float8 WHERE message_id = ANY(${ids}::varchar[])"
-)
-
-# Sagas whose retry or deadline is due, claimed as SqlUnit.due claims them.
-_DUE = (
-    "SELECT saga_id FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-)
-
-# The inbox statements of PostgresUnit: every key of one consumer in one statement.
-_CLAIM = (
-    "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
-    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key"
-)
-# claim_commands: the commands' keys; then the action keys of the compensations whose
-# own key was new; then the replies of those action keys that were there already. The
-# final SELECT reads the rows as they were when the statement began: the ones it
-# inserted are not among them, and neither is a row another transaction committed while
-# an insert here waited for it (the caller reads that one's reply afterwards).
-_CLAIM_COMMANDS = (
-    "WITH v AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
-    "$4::varchar[]) AS v (c, k, ac, ak)), "
-    "own AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT c, k, NULL, $5 FROM v ON CONFLICT (consumer, key) DO NOTHING "
-    "RETURNING consumer, key), "
-    "undo AS (SELECT v.ac, v.ak FROM v JOIN own ON own.consumer = v.c AND own.key = v.k "
-    "WHERE v.ak IS NOT NULL), "
-    "act AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT ac, ak, NULL, $5 FROM undo ON CONFLICT (consumer, key) DO NOTHING "
-    "RETURNING consumer, key) "
-    "SELECT 'own', consumer, key, NULL FROM own "
-    "UNION ALL SELECT 'action', consumer, key, NULL FROM act "
-    "UNION ALL SELECT 'ran', i.consumer, i.key, i.reply FROM undo "
-    "JOIN saga_inbox i ON i.consumer = undo.ac AND i.key = undo.ak"
-)
-_REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
-_SET_REPLIES_FROM = (
-    "UPDATE saga_inbox AS i SET reply = v.reply "
-    "FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::text[]) AS v (consumer, key, reply) "
-    "WHERE i.consumer = v.consumer AND i.key = v.key"
-)
-_SET_REPLIES = _SET_REPLIES_FROM.format(1, 2, 3)
-
-
-@functools.cache
-def _bulk(
-    table: Any,
-    columns: tuple[str, ...],
-    *,
-    keys: tuple[str, ...] = (),
-    keep: tuple[str, ...] = (),
-    start: int = 1,
-) -> str:
-    """``INSERT ... SELECT`` of ``columns`` from one parameter, numbered ``start``: the
-    rows (mappings) as an array of the table's own row type; an upsert with ``keys``.
-
-    asyncpg encodes a mapping as a row of that type by column name, a column it lacks as
-    NULL (and those are not inserted). That costs about a third less to encode than one
-    array per column did, and less to unpack in the database: a fused batch's events
-    and projection took 1.0-1.1 against 1.4-1.8 ms of this process's time, and
-    3.0-3.5 against 4.3-4.5 ms until the database answered."""
-    names = ", ".join(columns)
-    sql = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest(${start}::{table.name}[])"
-    if keys:
-        changed = [c for c in columns if c not in keys and c not in keep]
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
-        sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
-    return sql
-
-
-@functools.cache
-def _together(inserts: tuple[str, ...], *, notify: bool, payloads: int | None) -> str:
-    """One statement running every one of ``inserts`` (data-modifying CTEs always run to
-    completion, read or not), then the outbox NOTIFY and the end announcements."""
-    written = ", ".join(f"w{n} AS ({sql} RETURNING 1)" for n, sql in enumerate(inserts))
-    tails = []
-    if notify:
-        tails.append(f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
-    if payloads is not None:
-        tails.append(
-            f"SELECT pg_notify('{ENDED_CHANNEL}', p) FROM unnest(${payloads}::text[]) AS p"
-        )
-    return f"WITH {written} {' UNION ALL '.join(tails) or 'SELECT 1'}"
-
-
-# A unit's load for the common case, one statement: each saga's head (row-locked, in id
-# order) and the events after its snapshot. Sagas with a snapshot take the general path.
-_LOAD_HEADS = (
-    "SELECT saga_id, version, snapshot_version FROM sagas "
-    "WHERE saga_id = ANY($1::varchar[]) ORDER BY saga_id"
-)
-_LOAD = (
-    "WITH h AS ({heads}) "
-    "SELECT h.saga_id, h.version, h.snapshot_version, e.seq, e.type, e.schema_version, e.data, "
-    "e.recorded_at FROM h LEFT JOIN saga_events e "
-    "ON e.saga_id = h.saga_id AND e.seq > h.snapshot_version ORDER BY h.saga_id, e.seq"
-)
-_LOAD_LOCKED = _LOAD.format(heads=_LOAD_HEADS + " FOR UPDATE")
-_LOAD_UNLOCKED = _LOAD.format(heads=_LOAD_HEADS)
-# An orchestrator's batch of replies: the inbox claim ($1 consumer, $2 keys, $3 time)
-# and the locked load of the sagas ($4), the claimed keys last in each row's ninth column.
-_CLAIM_AND_LOAD = (
-    "WITH c AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
-    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key), "
-    "h AS (" + _LOAD_HEADS.replace("$1", "$4") + " FOR UPDATE) "
-    "SELECT h.saga_id, h.version, h.snapshot_version, e.seq, e.type, e.schema_version, e.data, "
-    "e.recorded_at, NULL::varchar AS claimed FROM h LEFT JOIN saga_events e "
-    "ON e.saga_id = h.saga_id AND e.seq > h.snapshot_version "
-    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, key FROM c "
-    "ORDER BY 1, 4"
-)
 
 
 class PostgresSagaStore(SqlSagaStore):
@@ -486,7 +365,7 @@ class PostgresSagaStore(SqlSagaStore):
         # for each destination.
         driver = await driver_of(conn)
         latest = math.inf if older_than is None else older_than
-        found = await on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit, latest])
+        found = await on_driver(self, conn, driver, CLAIM_OUTBOX, [list(exclude), limit, latest])
         rows = [
             OutboxRow(
                 id=r[0],
@@ -500,10 +379,10 @@ class PostgresSagaStore(SqlSagaStore):
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         driver = await driver_of(conn)
-        await on_driver(self, conn, driver, _MARK_SENT, [list(ids), self.clock.now()])
+        await on_driver(self, conn, driver, MARK_SENT, [list(ids), self.clock.now()])
 
     async def mark_sent_messages(self, message_ids: Sequence[str]) -> None:
-        """One round trip and no wait for the disk (see _MARK_SENT_MESSAGES): a
+        """One round trip and no wait for the disk (see MARK_SENT_MESSAGES): a
         publisher marks what was confirmed after every publish, off the path a saga
         waits on but on the same two cores, where a transaction of three round trips
         and a flushed commit per batch competed with the hops for them."""
@@ -512,7 +391,7 @@ class PostgresSagaStore(SqlSagaStore):
         async with self._read() as conn:
             driver = await driver_of(conn)
             try:
-                await driver.execute(_MARK_SENT_MESSAGES, list(message_ids), self.clock.now())
+                await driver.execute(MARK_SENT_MESSAGES, list(message_ids), self.clock.now())
             except DRIVER_ERRORS as exc:
                 raise driver_error(self, exc) from exc
 
