@@ -1,14 +1,16 @@
-"""The distributed store: PostgreSQL through asyncpg, with row locks and LISTEN/NOTIFY."""
+"""The distributed store: PostgreSQL through asyncpg, with row locks and LISTEN/NOTIFY.
+
+Its parts beside it: the unit of work (``postgres_unit``), the SQL said to asyncpg itself
+(``postgres_statements``), asyncpg beneath SQLAlchemy (``postgres_driver``), the pool and
+URLs (``postgres_connections``) and the LISTEN connection (``postgres_wakeups``).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -22,498 +24,36 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.sql.sqltypes import NullType
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sagakit.errors import StoreError
-from sagakit.model.decision import Decision
-from sagakit.model.events import StoredEvent
-from sagakit.model.messages import Outgoing, TransportMessage
-from sagakit.ports import Clock, Loaded, OutboxRow
-from sagakit.stores.ends import ENDED_CHANNEL, announcements, heard
-from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
-from sagakit.stores.sql import SqlSagaStore, fold_into, in_saga_order
-from sagakit.stores.unit import SqlUnit
+from sagakit.model.messages import TransportMessage
+from sagakit.ports import Clock, OutboxRow
+from sagakit.stores.ends import ENDED_CHANNEL, heard
+from sagakit.stores.postgres_connections import (
+    SESSION_SETTINGS,
+    asyncpg_url,
+    driver_dsn,
+    pooled_engine,
+)
+from sagakit.stores.postgres_driver import (
+    DRIVER_ERRORS,
+    TRANSIENT,
+    driver_error,
+    driver_of,
+    on_driver,
+)
+from sagakit.stores.postgres_statements import (
+    CLAIM_OUTBOX,
+    MARK_SENT,
+    MARK_SENT_MESSAGES,
+)
+from sagakit.stores.postgres_unit import PostgresUnit
+from sagakit.stores.postgres_wakeups import OUTBOX_CHANNEL, ChannelListener
+from sagakit.stores.sql import SqlSagaStore, in_saga_order
 
 #: Seconds between two reads of the database's clock (see database_now).
 _CLOCK_REREAD = 1.0
-
-#: The channel committing transactions notify when they wrote outbox rows.
-OUTBOX_CHANNEL = "sagakit_outbox"
-
-# SQLSTATEs worth retrying: serialization failure, deadlock, lock timeout, shutdown.
-_TRANSIENT = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
-
-
-#: Planner settings for the store's own connections (``settings=`` adds or overrides).
-#: Its statements fetch and lock a few rows by key among many; two server defaults made
-#: PostgreSQL scan whole tables for them instead. ``random_page_cost`` 4 prices every
-#: index probe as a disk seek, while a saga store's hot rows are in memory. And a
-#: prepared statement's generic plan, cached after five runs, is kept as long as the
-#: connection lives: one cached while a new database's tables were nearly empty read
-#: the inbox and the sagas table whole on every later call (3,000 rows per saga in the
-#: benchmark). A plan made per execution costs a little planning and sees the tables as
-#: they are.
-SESSION_SETTINGS: Mapping[str, str] = {
-    "random_page_cost": "1.1",
-    "plan_cache_mode": "force_custom_plan",
-}
-
-
-def asyncpg_url(url: str) -> str:
-    """``postgresql://...`` as SQLAlchemy's asyncpg URL."""
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-class PostgresUnit(SqlUnit):
-    """A unit whose hot statements go to asyncpg itself, on the transaction's connection.
-
-    Each one is a single fixed statement whatever the number of rows (arrays and
-    ``unnest`` instead of a VALUES list per row or an executemany), so it is prepared
-    once per connection and costs one round trip and little Python; what is not hot stays
-    with SQLAlchemy Core, as in :class:`SqlUnit`.
-    """
-
-    _driver: Any = None
-
-    async def _driver_connection(self) -> Any:
-        if self._driver is None:
-            self._driver = await _driver_of(self._conn)
-        return self._driver
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        driver = await self._driver_connection()
-        return await _on_driver(self._store, self._conn, driver, sql, args)
-
-    async def write_many(self, statement: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-        """A plain ``text()`` write goes to asyncpg itself, one pipelined executemany for
-        every row (SQLAlchemy's work around it was a quarter of the call's time, and
-        the business writes of a batch are on the path every transaction queues for);
-        anything else, or outside a transaction, through SQLAlchemy."""
-        plan = _positional(statement, self._conn.dialect)
-        driver = await self._driver_connection()
-        if plan is None or not driver.is_in_transaction():
-            await super().write_many(statement, rows)
-            return
-        sql, names = plan
-        try:
-            await driver.executemany(sql, [[row[n] for n in names] for row in rows])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise _driver_error(self._store, exc) from exc
-
-    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return set()
-        rows = await self._fetch(_CLAIM, consumer, unique, self._store.clock.now())
-        return {row[0] for row in rows}
-
-    async def claim_commands(
-        self,
-        pairs: Sequence[tuple[str, str]],
-        actions: Mapping[tuple[str, str], tuple[str, str]],
-    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
-        """One statement where there were up to five: the commands' keys, the action
-        keys of the compensations among them found new, and the replies of those
-        actions that had run (one round trip per consumer before)."""
-        unique = list(dict.fromkeys(pairs))
-        if not unique:
-            return set(), {}
-        undo = [actions.get(pair, (None, None)) for pair in unique]
-        rows = await self._fetch(
-            _CLAIM_COMMANDS,
-            [c for c, _ in unique],
-            [k for _, k in unique],
-            [c for c, _ in undo],
-            [k for _, k in undo],
-            self._store.clock.now(),
-        )
-        fresh = {(r[1], r[2]) for r in rows if r[0] != "ran"}
-        return fresh, {(r[1], r[2]): r[3] for r in rows if r[0] == "ran"}
-
-    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        if not keys:
-            return {}
-        rows = await self._fetch(_REPLIES, consumer, list(keys))
-        return {row[0]: row[1] for row in rows}
-
-    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        if rows:  # (an append carries them too: _SET_REPLIES_FROM)
-            await self._fetch(_SET_REPLIES, *(list(column) for column in zip(*rows, strict=True)))
-
-    async def enqueue(
-        self, messages: Sequence[Outgoing], *, replies: Sequence[tuple[str, str, str]] = ()
-    ) -> None:
-        """With replies, one statement stores them and inserts the outbox rows (a
-        participant's batch ends so: one round trip where there were two)."""
-        if not replies:
-            await super().enqueue(messages)
-            return
-        rows = self._outbox_rows(messages)
-        inserts = [_SET_REPLIES]
-        args: list[Any] = [list(column) for column in zip(*replies, strict=True)]
-        if rows:
-            inserts.append(_bulk(saga_outbox, tuple(rows[0]), start=4))
-            args.append(rows)
-        notify = bool(rows) and self._store.wakes_relays and not self.notified
-        await self._fetch(_together(tuple(inserts), notify=notify, payloads=None), *args)
-        self.notified = self.notified or notify
-        self.enqueued += len(rows)
-
-    async def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        sql = _bulk(table, tuple(rows[0]))
-        if table is saga_outbox and self._store.wakes_relays and not self.notified:
-            # The NOTIFY rides on the insert instead of a round trip of its own; it is
-            # delivered at commit, and never if the transaction rolls back.
-            sql = _together((sql,), notify=True, payloads=None)
-            self.notified = True
-        await self._fetch(sql, rows)
-
-    async def _upsert(
-        self,
-        table: Any,
-        keys: list[str],
-        rows: list[dict[str, Any]],
-        *,
-        keep: Sequence[str] = (),
-    ) -> None:
-        sql = _bulk(table, tuple(rows[0]), keys=tuple(keys), keep=tuple(keep))
-        await self._fetch(sql, rows)
-
-    async def append(
-        self,
-        decisions: Sequence[Decision],
-        *,
-        sent: Sequence[str] = (),
-        replies: Sequence[tuple[str, str, str]] = (),
-    ) -> None:
-        """Every row of the batch's decisions in one statement: the events, the
-        projection, the snapshots and the outbox, the outbox rows marked sent and the
-        inbox replies stored, with the NOTIFY and the end announcements riding on it
-        (one round trip where there were six)."""
-        rows = self._appended(decisions)
-        outbox = self._outbox_rows(rows.messages)
-        parts: list[tuple[Any, list[dict[str, Any]], tuple[str, ...], tuple[str, ...]]] = [
-            (sagas, rows.idle, ("saga_id",), ("snapshot_version",)),
-            (saga_events, rows.events, (), ()),
-            (sagas, rows.projection, ("saga_id",), ("snapshot_version",)),
-            (sagas, rows.snapshotted, ("saga_id",), ()),
-            (saga_snapshots, rows.snapshots, ("saga_id",), ()),
-            (saga_outbox, outbox, (), ()),
-        ]
-        inserts: list[str] = []
-        args: list[Any] = []
-        for table, table_rows, keys, keep in parts:
-            if table_rows:
-                columns = tuple(table_rows[0])
-                inserts.append(_bulk(table, columns, keys=keys, keep=keep, start=len(args) + 1))
-                args.append(table_rows)
-        if sent:
-            inserts.append(_MARK_SENT_BY_ID.format(ids=len(args) + 1, at=len(args) + 2))
-            args.extend((list(sent), await self.now()))
-        if replies:
-            inserts.append(_SET_REPLIES_FROM.format(*range(len(args) + 1, len(args) + 4)))
-            args.extend(list(column) for column in zip(*replies, strict=True))
-        if not inserts:
-            return
-        notify = bool(outbox) and self._store.wakes_relays and not self.notified
-        payloads = None
-        if self.unannounced:
-            args.append(announcements(self.unannounced))
-            payloads = len(args)
-            self.unannounced = []
-        try:
-            await self._fetch(_together(tuple(inserts), notify=notify, payloads=payloads), *args)
-        except self._store.conflicts as exc:
-            # Only the events' key can clash: the others are upserts or fresh ids.
-            raise rows.conflict() from exc
-        self.notified = self.notified or notify
-        self.enqueued += len(outbox)
-
-    async def claim_and_load(
-        self, consumer: str, keys: Sequence[tuple[str, str]]
-    ) -> tuple[set[str], Loaded]:
-        """One statement: the claim, and the load of every saga named (row-locked). A
-        saga whose key was not new is loaded too, and its rows locked: duplicates are
-        rare, and a round trip is saved on every batch."""
-        if not keys:
-            return set(), Loaded()
-        unique = list(dict.fromkeys(key for key, _ in keys))
-        ids = sorted({saga for _, saga in keys})
-        rows = await self._fetch(_CLAIM_AND_LOAD, consumer, unique, self._store.clock.now(), ids)
-        fresh = {r[8] for r in rows if r[8] is not None}
-        wanted = {saga for key, saga in keys if key in fresh}
-        return fresh, await self._loaded([r for r in rows if r[8] is None and r[0] in wanted])
-
-    async def due(self, now: float, limit: int) -> list[str]:
-        """The timer loop's claim, said to asyncpg itself: it runs every tenth of a
-        second in every orchestrator, and SQLAlchemy built and compiled the query anew
-        each time (more Python than the rest of an idle tick)."""
-        return [row[0] for row in await self._fetch(_DUE, now, limit)]
-
-    async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
-        ids = sorted(set(saga_ids))
-        if not ids:
-            return Loaded()
-        return await self._loaded(await self._fetch(_LOAD_LOCKED if lock else _LOAD_UNLOCKED, ids))
-
-    async def _loaded(self, rows: Sequence[Any]) -> Loaded:
-        """The sagas of a load's rows (head, then its events after the snapshot)."""
-        loaded = Loaded()
-        heads: dict[str, tuple[int, int]] = {}  # version, snapshot version
-        events: dict[str, list[StoredEvent]] = {}
-        for r in rows:
-            if r[0] not in heads:
-                heads[r[0]] = (r[1], r[2])
-                events[r[0]] = []
-            if r[3] is not None:
-                events[r[0]].append(StoredEvent(r[0], r[3], r[4], r[5], r[6], r[7]))
-        # A head this statement had to wait for is the committed one, but the events
-        # came from the snapshot the statement began with, which may lack the events
-        # the other writer committed meanwhile. Those sagas, and the ones with a
-        # snapshot, are read again by the general path: its statements see the commit,
-        # and the rows are locked already.
-        again = [
-            saga_id
-            for saga_id, (version, snapped) in heads.items()
-            if snapped or not events[saga_id] or events[saga_id][-1].seq != version
-        ]
-        if again:
-            loaded = await self._store.load_on(self._conn, again, lock=False)
-        for saga_id, (version, _) in heads.items():
-            if saga_id not in loaded.states and saga_id not in loaded.broken:
-                fold_into(loaded, saga_id, events[saga_id], None, version)
-        return loaded
-
-
-async def _driver_of(conn: AsyncConnection) -> Any:
-    fairy = await conn.get_raw_connection()
-    return fairy.driver_connection
-
-
-async def _on_driver(
-    store: SqlSagaStore, conn: AsyncConnection, driver: Any, sql: str, args: Sequence[Any]
-) -> list[Any]:
-    """Run ``sql`` (``$n`` parameters) straight on asyncpg, inside ``conn``'s transaction;
-    its errors as the store's."""
-    try:
-        if not driver.is_in_transaction() and not await _begin_on(store, conn):
-            # SQLAlchemy begins the transaction lazily, with the first statement it
-            # sends; sent straight to the driver, this one would commit on its own.
-            result = await conn.exec_driver_sql(sql, tuple(args))
-            return list(result) if result.returns_rows else []
-        return list(await driver.fetch(sql, *args))
-    except asyncpg.UniqueViolationError:
-        raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise _driver_error(store, exc) from exc
-
-
-async def _begin_on(store: SqlSagaStore, conn: AsyncConnection) -> bool:
-    """Begin ``conn``'s transaction the way SQLAlchemy's asyncpg adapter does before
-    its first statement (BEGIN, which the adapter then commits or rolls back with the
-    connection); False where the adapter is not the one this knows.
-
-    The first statement of every unit went through ``exec_driver_sql`` only to have
-    SQLAlchemy send that BEGIN: its execution machinery cost more Python than the rest
-    of a hop's statements together, on every hop."""
-    adapter = getattr(conn.sync_connection, "connection", None)
-    adapter = getattr(adapter, "dbapi_connection", None)
-    start = getattr(adapter, "_start_transaction", None)
-    mutex = getattr(adapter, "_execute_mutex", None)
-    if start is None or mutex is None or getattr(adapter, "_transaction", False) is not None:
-        return False
-    try:
-        async with mutex:
-            if adapter._transaction is None:  # type: ignore[union-attr]
-                await start()
-    except BaseException as exc:
-        # A BEGIN that failed or was cancelled leaves asyncpg holding a transaction the
-        # adapter does not know, which would go back to the pool with the connection.
-        # SQLAlchemy drops the connection then; so does this.
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        if isinstance(exc, Exception):
-            raise _driver_error(store, exc) from exc
-        raise
-    return True
-
-
-# The relay's statements: the same text whatever the number of rows.
-_CLAIM_OUTBOX = (
-    "WITH c AS (SELECT id, message_id, destination, saga_id, headers, body, created_at "
-    "FROM saga_outbox WHERE sent_at IS NULL AND id <> ALL($1::bigint[]) "
-    "AND (relay_after IS NULL OR relay_after <= $3) "
-    "ORDER BY id LIMIT $2 "
-    "FOR UPDATE SKIP LOCKED), "
-    "f AS (SELECT saga_id, destination, min(id) AS first FROM saga_outbox "
-    "WHERE sent_at IS NULL AND saga_id IN (SELECT saga_id FROM c) "
-    "GROUP BY saga_id, destination) "
-    "SELECT c.*, f.first FROM c JOIN f USING (saga_id, destination) ORDER BY c.id"
-)
-_MARK_SENT = "UPDATE saga_outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])"
-# A publisher's mark-sent: one statement in a transaction of its own (no BEGIN and
-# COMMIT round trips), whose commit does not wait for the WAL to reach the disk. That is
-# safe for this update alone: a mark-sent lost in a crash leaves the row unsent, the
-# relay publishes it again and the consumer's inbox drops the copy. Every other commit
-# of the store keeps the server's synchronous_commit.
-_MARK_SENT_MESSAGES = (
-    "UPDATE saga_outbox SET sent_at = $2 "
-    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS quick "
-    "WHERE message_id = ANY($1::varchar[]) AND sent_at IS NULL"
-)
-# Outbox rows a fused runtime ran itself, marked sent by message id (a CTE of an append).
-_MARK_SENT_BY_ID = (
-    "UPDATE saga_outbox SET sent_at = ${at}::float8 WHERE message_id = ANY(${ids}::varchar[])"
-)
-
-# Sagas whose retry or deadline is due, claimed as SqlUnit.due claims them.
-_DUE = (
-    "SELECT saga_id FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-)
-
-# The inbox statements of PostgresUnit: every key of one consumer in one statement.
-_CLAIM = (
-    "INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
-    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key"
-)
-# claim_commands: the commands' keys; then the action keys of the compensations whose
-# own key was new; then the replies of those action keys that were there already. The
-# final SELECT reads the rows as they were when the statement began: the ones it
-# inserted are not among them, and neither is a row another transaction committed while
-# an insert here waited for it (the caller reads that one's reply afterwards).
-_CLAIM_COMMANDS = (
-    "WITH v AS (SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], "
-    "$4::varchar[]) AS v (c, k, ac, ak)), "
-    "own AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT c, k, NULL, $5 FROM v ON CONFLICT (consumer, key) DO NOTHING "
-    "RETURNING consumer, key), "
-    "undo AS (SELECT v.ac, v.ak FROM v JOIN own ON own.consumer = v.c AND own.key = v.k "
-    "WHERE v.ak IS NOT NULL), "
-    "act AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT ac, ak, NULL, $5 FROM undo ON CONFLICT (consumer, key) DO NOTHING "
-    "RETURNING consumer, key) "
-    "SELECT 'own', consumer, key, NULL FROM own "
-    "UNION ALL SELECT 'action', consumer, key, NULL FROM act "
-    "UNION ALL SELECT 'ran', i.consumer, i.key, i.reply FROM undo "
-    "JOIN saga_inbox i ON i.consumer = undo.ac AND i.key = undo.ak"
-)
-_REPLIES = "SELECT key, reply FROM saga_inbox WHERE consumer = $1 AND key = ANY($2::varchar[])"
-_SET_REPLIES_FROM = (
-    "UPDATE saga_inbox AS i SET reply = v.reply "
-    "FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::text[]) AS v (consumer, key, reply) "
-    "WHERE i.consumer = v.consumer AND i.key = v.key"
-)
-_SET_REPLIES = _SET_REPLIES_FROM.format(1, 2, 3)
-
-
-@functools.cache
-def _bulk(
-    table: Any,
-    columns: tuple[str, ...],
-    *,
-    keys: tuple[str, ...] = (),
-    keep: tuple[str, ...] = (),
-    start: int = 1,
-) -> str:
-    """``INSERT ... SELECT`` of ``columns`` from one parameter, numbered ``start``: the
-    rows (mappings) as an array of the table's own row type; an upsert with ``keys``.
-
-    asyncpg encodes a mapping as a row of that type by column name, a column it lacks as
-    NULL (and those are not inserted). That costs about a third less to encode than one
-    array per column did, and less to unpack in the database: a fused batch's events
-    and projection took 1.0-1.1 against 1.4-1.8 ms of this process's time, and
-    3.0-3.5 against 4.3-4.5 ms until the database answered."""
-    names = ", ".join(columns)
-    sql = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest(${start}::{table.name}[])"
-    if keys:
-        changed = [c for c in columns if c not in keys and c not in keep]
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
-        sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {assignments}"
-    return sql
-
-
-@functools.cache
-def _together(inserts: tuple[str, ...], *, notify: bool, payloads: int | None) -> str:
-    """One statement running every one of ``inserts`` (data-modifying CTEs always run to
-    completion, read or not), then the outbox NOTIFY and the end announcements."""
-    written = ", ".join(f"w{n} AS ({sql} RETURNING 1)" for n, sql in enumerate(inserts))
-    tails = []
-    if notify:
-        tails.append(f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
-    if payloads is not None:
-        tails.append(
-            f"SELECT pg_notify('{ENDED_CHANNEL}', p) FROM unnest(${payloads}::text[]) AS p"
-        )
-    return f"WITH {written} {' UNION ALL '.join(tails) or 'SELECT 1'}"
-
-
-# A unit's load for the common case, one statement: each saga's head (row-locked, in id
-# order) and the events after its snapshot. Sagas with a snapshot take the general path.
-_LOAD_HEADS = (
-    "SELECT saga_id, version, snapshot_version FROM sagas "
-    "WHERE saga_id = ANY($1::varchar[]) ORDER BY saga_id"
-)
-_LOAD = (
-    "WITH h AS ({heads}) "
-    "SELECT h.saga_id, h.version, h.snapshot_version, e.seq, e.type, e.schema_version, e.data, "
-    "e.recorded_at FROM h LEFT JOIN saga_events e "
-    "ON e.saga_id = h.saga_id AND e.seq > h.snapshot_version ORDER BY h.saga_id, e.seq"
-)
-_LOAD_LOCKED = _LOAD.format(heads=_LOAD_HEADS + " FOR UPDATE")
-_LOAD_UNLOCKED = _LOAD.format(heads=_LOAD_HEADS)
-# An orchestrator's batch of replies: the inbox claim ($1 consumer, $2 keys, $3 time)
-# and the locked load of the sagas ($4), the claimed keys last in each row's ninth column.
-_CLAIM_AND_LOAD = (
-    "WITH c AS (INSERT INTO saga_inbox (consumer, key, reply, received_at) "
-    "SELECT $1, k, NULL, $3 FROM unnest($2::varchar[]) AS k "
-    "ON CONFLICT (consumer, key) DO NOTHING RETURNING key), "
-    "h AS (" + _LOAD_HEADS.replace("$1", "$4") + " FOR UPDATE) "
-    "SELECT h.saga_id, h.version, h.snapshot_version, e.seq, e.type, e.schema_version, e.data, "
-    "e.recorded_at, NULL::varchar AS claimed FROM h LEFT JOIN saga_events e "
-    "ON e.saga_id = h.saga_id AND e.seq > h.snapshot_version "
-    "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, key FROM c "
-    "ORDER BY 1, 4"
-)
-
-
-def _positional(statement: Any, dialect: Any) -> tuple[str, tuple[str, ...]] | None:
-    """A plain ``text()`` statement as asyncpg's SQL (``$n``) and the names of its
-    parameters in that order; None for anything whose parameters SQLAlchemy processes
-    (typed or expanding ones) or that is not a ``text()``."""
-    if not isinstance(statement, TextClause):
-        return None
-    found = _PLANS.get(statement.text)
-    if found is not None and found[0] is statement:
-        return found[1]
-    plan: tuple[str, tuple[str, ...]] | None = None
-    if all(isinstance(p.type, NullType) for p in statement._bindparams.values()):
-        compiled = statement.compile(dialect=dialect)
-        if not compiled._bind_processors and "POSTCOMPILE" not in compiled.string:
-            plan = (compiled.string, tuple(compiled.positiontup or ()))
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    _PLANS[statement.text] = (statement, plan)
-    return plan
-
-
-#: Plain text() writes already turned into asyncpg's form (_positional), by their SQL.
-_PLANS: dict[str, tuple[Any, tuple[str, tuple[str, ...]] | None]] = {}
-_MAX_PLANS = 1024
-
-
-def _driver_error(store: SqlSagaStore, exc: BaseException) -> Exception:
-    """An asyncpg error from a PostgresUnit statement, as the store's other errors read."""
-    error = StoreError(f"{store.url_safe}: {str(exc).strip().splitlines()[0] if str(exc) else exc}")
-    error.retryable = (
-        not isinstance(exc, asyncpg.PostgresError) or getattr(exc, "sqlstate", None) in _TRANSIENT
-    )
-    return error
 
 
 class PostgresSagaStore(SqlSagaStore):
@@ -537,27 +77,14 @@ class PostgresSagaStore(SqlSagaStore):
         pool_size: int = 10,
         settings: Mapping[str, str] | None = None,
     ) -> None:
-        # No pre-ping: SQLAlchemy's costs three round trips (BEGIN, a ping, ROLLBACK) per
-        # checkout, that is per transaction. A connection that died (a restarted server)
-        # fails its first statement instead; SQLAlchemy then drops every connection made
-        # before it, and the unit's StoreError is retryable, so the work runs again.
-        engine = create_async_engine(
-            asyncpg_url(url),
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            connect_args={"server_settings": {**SESSION_SETTINGS, **(settings or {})}},
-        )
+        engine = pooled_engine(url, pool_size=pool_size, settings=settings)
         super().__init__(url, engine, insert=pg_insert, clock=clock, snapshot_every=snapshot_every)
         # With no clock given, deadlines come from the database: every orchestrator and
         # reaper process then measures time against the same clock.
         self.clock_from_database = clock is None
         self._clock_offset = 0.0
         self._clock_read_at = -math.inf
-        self._listener: Any = None
-        self._listen_lock = asyncio.Lock()
-        #: The channels to LISTEN on, and those the current connection listens on.
-        self._channels: dict[str, Callable[..., None]] = {}
-        self._heard: set[str] = set()
+        self._listener = ChannelListener(driver_dsn(url))
 
     def lock_skipping(self, query: Select[Any]) -> Select[Any]:
         return query.with_for_update(skip_locked=True)
@@ -575,9 +102,9 @@ class PostgresSagaStore(SqlSagaStore):
     ) -> tuple[list[OutboxRow], list[OutboxRow]]:
         # One statement: the claim, and the earliest unsent row of each claimed saga
         # for each destination.
-        driver = await _driver_of(conn)
+        driver = await driver_of(conn)
         latest = math.inf if older_than is None else older_than
-        found = await _on_driver(self, conn, driver, _CLAIM_OUTBOX, [list(exclude), limit, latest])
+        found = await on_driver(self, conn, driver, CLAIM_OUTBOX, [list(exclude), limit, latest])
         rows = [
             OutboxRow(
                 id=r[0],
@@ -590,22 +117,22 @@ class PostgresSagaStore(SqlSagaStore):
         return rows, in_saga_order(rows, {(r[3], r[2]): r[7] for r in found})
 
     async def _mark_sent(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
-        driver = await _driver_of(conn)
-        await _on_driver(self, conn, driver, _MARK_SENT, [list(ids), self.clock.now()])
+        driver = await driver_of(conn)
+        await on_driver(self, conn, driver, MARK_SENT, [list(ids), self.clock.now()])
 
     async def mark_sent_messages(self, message_ids: Sequence[str]) -> None:
-        """One round trip and no wait for the disk (see _MARK_SENT_MESSAGES): a
+        """One round trip and no wait for the disk (see MARK_SENT_MESSAGES): a
         publisher marks what was confirmed after every publish, off the path a saga
         waits on but on the same two cores, where a transaction of three round trips
         and a flushed commit per batch competed with the hops for them."""
         if not message_ids:
             return
         async with self._read() as conn:
-            driver = await _driver_of(conn)
+            driver = await driver_of(conn)
             try:
-                await driver.execute(_MARK_SENT_MESSAGES, list(message_ids), self.clock.now())
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                raise _driver_error(self, exc) from exc
+                await driver.execute(MARK_SENT_MESSAGES, list(message_ids), self.clock.now())
+            except DRIVER_ERRORS as exc:
+                raise driver_error(self, exc) from exc
 
     def round_down(self, value: ColumnElement[Any]) -> ColumnElement[Any]:
         return func.floor(value)  # a CAST to integer would round to the nearest
@@ -638,44 +165,14 @@ class PostgresSagaStore(SqlSagaStore):
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('sagakit_migrate'))"))
 
     def _is_transient(self, exc: DBAPIError) -> bool:
-        return getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+        return getattr(exc.orig, "sqlstate", None) in TRANSIENT
 
     async def wait_for_outbox(self, timeout: float) -> None:
-        await self._listen(OUTBOX_CHANNEL, self._on_notify)
+        await self._listener.listen(OUTBOX_CHANNEL, self._on_notify)
         await super().wait_for_outbox(timeout)
 
     async def _listen_for_ends(self) -> bool:
-        return await self._listen(ENDED_CHANNEL, self._on_ended)
-
-    async def _listen(self, channel: str, callback: Callable[..., None]) -> bool:
-        """LISTEN on ``channel`` (on one connection for all channels, made again if it
-        died, with every channel); True while that connection is up."""
-        self._channels[channel] = callback
-        if self._listening():
-            if channel not in self._heard:
-                async with self._listen_lock:
-                    await self._add_listener(channel, callback)
-            return self._listening()
-        async with self._listen_lock:
-            if self._listening():
-                return True
-            dsn = make_url(self.url).set(drivername="postgresql")
-            self._heard.clear()
-            try:
-                self._listener = await asyncpg.connect(dsn.render_as_string(hide_password=False))
-                for name, heard_on in list(self._channels.items()):
-                    await self._add_listener(name, heard_on)
-            except (OSError, asyncpg.PostgresError):
-                self._listener = None  # polling still runs; try LISTEN again next time
-        return self._listening()
-
-    async def _add_listener(self, channel: str, callback: Callable[..., None]) -> None:
-        if channel not in self._heard and self._listener is not None:
-            await self._listener.add_listener(channel, callback)
-            self._heard.add(channel)
-
-    def _listening(self) -> bool:
-        return self._listener is not None and not self._listener.is_closed()
+        return await self._listener.listen(ENDED_CHANNEL, self._on_ended)
 
     def _on_notify(self, *_args: Any) -> None:
         self._outbox_event.set()
@@ -687,8 +184,15 @@ class PostgresSagaStore(SqlSagaStore):
         # The waiters' poller first: it may be adding a channel to the listening
         # connection, which must not be closed under it.
         await self.ends.close()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        await self._listener.close()
         await super().close()
+
+
+# The parts' names this module has always given, with its store.
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "SESSION_SETTINGS",
+    "PostgresSagaStore",
+    "PostgresUnit",
+    "asyncpg_url",
+]
