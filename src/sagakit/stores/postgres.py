@@ -34,6 +34,7 @@ from sagakit.stores.postgres_connections import (
     SESSION_SETTINGS,
     asyncpg_url,
     driver_dsn,
+    pool_from_url,
     pooled_engine,
 )
 from sagakit.stores.postgres_driver import (
@@ -74,10 +75,16 @@ class PostgresSagaStore(SqlSagaStore):
         *,
         clock: Clock | None = None,
         snapshot_every: int = 50,
-        pool_size: int = 10,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
         settings: Mapping[str, str] | None = None,
     ) -> None:
-        engine = pooled_engine(url, pool_size=pool_size, settings=settings)
+        # The pool: as given here, else as the URL's query says, else 10 connections and
+        # as many again at a peak.
+        url, from_url = pool_from_url(url)
+        size = pool_size if pool_size is not None else from_url.get("pool_size", 10)
+        overflow = max_overflow if max_overflow is not None else from_url.get("max_overflow", size)
+        engine = pooled_engine(url, pool_size=size, max_overflow=overflow, settings=settings)
         super().__init__(url, engine, insert=pg_insert, clock=clock, snapshot_every=snapshot_every)
         # With no clock given, deadlines come from the database: every orchestrator and
         # reaper process then measures time against the same clock.
