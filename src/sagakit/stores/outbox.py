@@ -1,10 +1,11 @@
 """The outbox of the SQL saga store: how committed messages leave it.
 
-A unit writes outbox rows in the transaction that decides them. Then a publisher in
-the same process publishes them at once (publish on commit), or a relay claims them in
-batches, publishes them in each saga's order and marks them sent. A relay hears of new
-rows from this process's commits, from other processes' NOTIFY where the database has
-it, and from its poll. Pruning drops rows sent long ago.
+A unit writes outbox rows in the transaction that decides them. A publisher in the
+same process may publish them as that transaction commits (publish on commit); a relay
+claims what is left in batches, publishes it in the order each saga wrote it for each
+queue, and marks it sent. A relay hears of new rows from this process's commits, from
+other processes' NOTIFY where the database has it, and from its poll. Pruning drops
+rows sent long ago.
 """
 
 from __future__ import annotations
