@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit.model.events import StoredEvent
 from sagakit.ports import SagaRow, SagaSearch
+from sagakit.stores.reads import _row, _stored
 from sagakit.stores.schema import saga_events, sagas
 
 #: The events that record where a saga stopped: it turned back, or it needs a person.
@@ -44,8 +45,6 @@ class SagaFindings:
         self, search: SagaSearch, *, limit: int = 50, offset: int = 0
     ) -> tuple[list[SagaRow], int]:
         """The sagas ``search`` finds, newest change (or longest) first, and how many."""
-        from sagakit.stores.sql import _row
-
         where = _search_conditions(search)
         if search.order == "duration":
             order = ((sagas.c.updated_at - sagas.c.created_at).desc(), sagas.c.saga_id)
@@ -101,8 +100,6 @@ class SagaFindings:
     ) -> list[StoredEvent]:
         """The newest ``limit`` events of ``types`` recorded at or after ``since``, newest
         first."""
-        from sagakit.stores.sql import _stored
-
         query = (
             select(saga_events)
             .join(sagas, sagas.c.saga_id == saga_events.c.saga_id)

@@ -1,9 +1,9 @@
 """One local transaction of the SQL saga store: everything a guarantee depends on.
 
 A :class:`SqlUnit` holds one connection inside one transaction. Inbox claims and
-replies, log appends, the projection, snapshots and outbox rows all go through it, so
-they commit or roll back together (the store, :mod:`sagakit.stores.sql`, opens units
-and answers everything read outside one).
+replies (its facet :class:`sagakit.stores.inbox.SqlInbox`), log appends, the projection,
+snapshots and outbox rows all go through it, so they commit or roll back together (the
+store, :mod:`sagakit.stores.sql`, opens units and answers everything read outside one).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sagakit.errors import ConcurrencyError
@@ -25,12 +25,13 @@ from sagakit.model.events import encode
 from sagakit.model.messages import Outgoing, TransportMessage
 from sagakit.model.state import SNAPSHOT_SCHEMA, SagaState, state_to_json
 from sagakit.ports import Loaded, Records
-from sagakit.stores.schema import saga_events, saga_inbox, saga_outbox, saga_snapshots, sagas
+from sagakit.stores.inbox import InboxStatements, InsertFactory, SqlInbox
+from sagakit.stores.schema import saga_events, saga_outbox, saga_snapshots, sagas
 
 if TYPE_CHECKING:
     from sagakit.stores.sql import SqlSagaStore
 
-InsertFactory = Callable[[Any], Any]
+__all__ = ["Appended", "InboxStatements", "InsertFactory", "SqlUnit"]
 
 
 @dataclass(slots=True)
@@ -50,8 +51,8 @@ class Appended:
         return ConcurrencyError(f"another writer appended to saga(s) {ids} first")
 
 
-class SqlUnit:
-    """One local transaction on one connection."""
+class SqlUnit(SqlInbox):
+    """One local transaction on one connection (its inbox claims: :class:`SqlInbox`)."""
 
     def __init__(self, store: SqlSagaStore, conn: AsyncConnection) -> None:
         self._store = store
@@ -90,80 +91,11 @@ class SqlUnit:
         """Run the write ``statement`` once for each of ``rows`` (an executemany)."""
         await self._conn.execute(statement, rows[0] if len(rows) == 1 else list(rows))
 
-    async def claim(self, consumer: str, keys: Sequence[str]) -> set[str]:
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return set()
-        now = self._store.clock.now()
-        rows = [{"consumer": consumer, "key": k, "reply": None, "received_at": now} for k in unique]
-        result = await self._conn.execute(self._store.statements.claim, rows)
-        return {row[0] for row in result}
-
     async def claim_and_load(
         self, consumer: str, keys: Sequence[tuple[str, str]]
     ) -> tuple[set[str], Loaded]:
         fresh = await self.claim(consumer, [key for key, _ in keys])
         return fresh, await self.load([saga for key, saga in keys if key in fresh])
-
-    async def claim_each(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        by_consumer: dict[str, list[str]] = {}
-        for consumer, key in pairs:
-            by_consumer.setdefault(consumer, []).append(key)
-        return {
-            (consumer, key)
-            for consumer, keys in by_consumer.items()
-            for key in await self.claim(consumer, keys)
-        }
-
-    async def claim_commands(
-        self,
-        pairs: Sequence[tuple[str, str]],
-        actions: Mapping[tuple[str, str], tuple[str, str]],
-    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str | None]]:
-        fresh = await self.claim_each(pairs)
-        undo = list(dict.fromkeys(actions[p] for p in pairs if p in fresh and p in actions))
-        if not undo:
-            return fresh, {}
-        found = await self.claim_each(undo)
-        ran: dict[str, list[str]] = {}
-        for consumer, key in undo:
-            if (consumer, key) not in found:
-                ran.setdefault(consumer, []).append(key)
-        stored = {
-            (consumer, key): reply
-            for consumer, keys in ran.items()
-            for key, reply in (await self.replies(consumer, keys)).items()
-        }
-        return fresh | found, stored
-
-    async def replies(self, consumer: str, keys: Sequence[str]) -> dict[str, str | None]:
-        if not keys:
-            return {}
-        result = await self._conn.execute(
-            select(saga_inbox.c.key, saga_inbox.c.reply).where(
-                saga_inbox.c.consumer == consumer, self._store.among(saga_inbox.c.key, keys)
-            )
-        )
-        return {row.key: row.reply for row in result}
-
-    async def set_reply(self, consumer: str, key: str, reply: str) -> None:
-        await self._conn.execute(
-            self._store.statements.set_reply,
-            {"b_consumer": consumer, "b_key": key, "b_reply": reply},
-        )
-
-    async def set_replies(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        """Many ``(consumer, key, reply)`` at once (what set_reply does for each)."""
-        if rows:
-            await self._conn.execute(
-                self._store.statements.set_reply,
-                [{"b_consumer": c, "b_key": k, "b_reply": r} for c, k, r in rows],
-            )
-
-    async def forget(self, consumer: str, key: str) -> None:
-        await self._conn.execute(
-            self._store.statements.forget, {"b_consumer": consumer, "b_key": key}
-        )
 
     async def load(self, saga_ids: Sequence[str], *, lock: bool = True) -> Loaded:
         return await self._store.load_on(self._conn, saga_ids, lock=lock)
@@ -343,24 +275,6 @@ class SqlUnit:
             index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in columns}
         )
         await self._conn.execute(stmt, rows)
-
-
-class InboxStatements:
-    """The inbox statements every command runs, built once per store: building them
-    anew each time cost more Python than executing them."""
-
-    def __init__(self, insert: InsertFactory) -> None:
-        same = (
-            saga_inbox.c.consumer == bindparam("b_consumer"),
-            saga_inbox.c.key == bindparam("b_key"),
-        )
-        self.claim = (
-            insert(saga_inbox)
-            .on_conflict_do_nothing(index_elements=["consumer", "key"])
-            .returning(saga_inbox.c.key)
-        )
-        self.set_reply = update(saga_inbox).where(*same).values(reply=bindparam("b_reply"))
-        self.forget = delete(saga_inbox).where(*same)
 
 
 def _projection(state: SagaState, snapshot_version: int) -> dict[str, Any]:
