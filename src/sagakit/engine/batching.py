@@ -10,64 +10,29 @@ The participant's own code does not change: it runs against :class:`InboxView`, 
 that answers its claims from the bulk claim and keeps its replies for the bulk write.
 Its connection is a :class:`~sagakit.engine.held_writes.WatchedConnection`: a savepoint
 per step only where the step touches the connection, and the writes handlers leave for
-later sent grouped, in :func:`~sagakit.engine.write_order.write_order`.
+later sent grouped, in :func:`~sagakit.engine.write_order.write_order`. How long a
+batch waits for one handler is :func:`~sagakit.engine.handler_call.patience_for`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, cast
 
+from sagakit.engine.handler_call import (
+    MAX_PATIENCE,
+    PATIENCE_SHARE,
+    HandlerTimedOut,
+    HandlerTooSlow,
+    batch_patience,
+    patience_for,
+    step_key,
+)
 from sagakit.engine.held_writes import Hook, Opener, Unbatch, WatchedConnection
 from sagakit.engine.write_order import row_identity, write_order
 from sagakit.model.messages import Envelope
 from sagakit.ports import Records, UnitOfWork
-
-
-class HandlerTimedOut(BaseException):
-    """A handler ran past its step's timeout and was cancelled. Its statement may have
-    been cut off mid-flight, so the connection is not trusted: the whole transaction
-    rolls back and runs again, with that step answered as a failed attempt unrun."""
-
-    def __init__(self, step: str, seconds: float) -> None:
-        super().__init__(f"{step} ran past its timeout of {seconds:g}s")
-        self.step = step
-        self.seconds = seconds
-
-
-class HandlerTooSlow(BaseException):
-    """A handler kept its batch waiting longer than the batch's patience: it is cut
-    short, the batch rolls back and runs again without it, and it runs alone, in a
-    transaction of its own with its whole budget, so one slow call never holds the
-    other commands it happened to share a batch with."""
-
-    def __init__(self, step: str) -> None:
-        super().__init__(f"{step} kept its batch waiting")
-        self.step = step
-
-
-#: How long the running batch waits for any one of its handlers before that handler
-#: leaves the batch (HandlerTooSlow); None for a command that runs alone.
-batch_patience: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "sagakit_batch_patience", default=None
-)
-
-#: A batch waits for one handler for at most this long ...
-MAX_PATIENCE = 1.0
-#: ... and for no longer than this share of the shortest timeout among its commands.
-PATIENCE_SHARE = 0.2
-
-
-def patience_for(commands: Sequence[Envelope]) -> float | None:
-    """How long a batch of ``commands`` waits for one handler (None: a lone command,
-    which gets its whole budget)."""
-    if len(commands) < 2:
-        return None
-    budgets = [env.timeout for env in commands if env.timeout]
-    shortest = min(budgets, default=MAX_PATIENCE / PATIENCE_SHARE)
-    return min(MAX_PATIENCE, shortest * PATIENCE_SHARE)
 
 
 class BatchInbox:
@@ -236,12 +201,8 @@ def inbox_key(env: Envelope, op: str | None) -> str:
     return f"{env.saga_id}/{env.step}/{op}"
 
 
-def step_key(env: Envelope) -> str:
-    return f"{env.saga_id}/{env.step}/{env.op}/{env.attempt}"
-
-
-# The held writes and their order are concepts of their own, in modules of their own;
-# their names stay importable from here.
+# The batch's parts that are concepts of their own live in modules of their own (the
+# handler's time, the held writes, their order); their names stay importable from here.
 __all__ = [
     "MAX_PATIENCE",
     "PATIENCE_SHARE",
