@@ -14,11 +14,15 @@ makes it the barrier as well:
   no-op and tells the orchestrator nothing needed undoing (the null compensation);
 * an action arriving after its own compensation finds its key taken and does nothing
   (the hanging action).
+
+What happens around this lives beside it: a batch's transaction, run again until it
+commits, in :mod:`~sagakit.engine.command_batches`; a handler's call under its step's
+timeout in :mod:`~sagakit.engine.handler_call`; what the handler gets in
+:mod:`~sagakit.engine.step_context`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -27,31 +31,12 @@ from typing import Any, TypeVar
 from sagakit.clock import SystemClock
 from sagakit.engine.batching import BatchInbox, inbox_key
 from sagakit.engine.breakers import CircuitBreaker
-from sagakit.engine.breakers import load as load_breakers
-from sagakit.engine.breakers import save as save_breakers
-from sagakit.engine.handler_call import (
-    HandlerCalls,
-    HandlerTimedOut,
-    HandlerTooSlow,
-    batch_patience,
-    patience_for,
-    step_key,
-    stored_reply,
-)
-from sagakit.engine.held_writes import Unbatch
-from sagakit.engine.locks import release_saga
+from sagakit.engine.command_batches import Command, CommandBatches
+from sagakit.engine.handler_call import HandlerCalls, HandlerTimedOut, stored_reply
 from sagakit.engine.step_context import Handler, StepContext, Writer
 from sagakit.errors import PoisonMessageError
 from sagakit.model.contracts import AnyHandler, as_handler
-from sagakit.model.messages import (
-    RELEASE,
-    Envelope,
-    MessageKind,
-    Outgoing,
-    ReplyBody,
-    command_queue,
-    new_id,
-)
+from sagakit.model.messages import RELEASE, Envelope, MessageKind, ReplyBody, command_queue
 from sagakit.observe import tracing
 from sagakit.observe.logs import get_logger
 from sagakit.ports import Clock, Delivery, SagaStore, UnitOfWork
@@ -92,8 +77,7 @@ class Participant:
         self._logger_name = service_log or f"sagakit.participant.{name}"
         self.log = get_logger(self._logger_name, service=name)
         self._calls = HandlerCalls(name, breakers=self.breakers, log=self.log)
-        self._lone_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-        self._breakers_loaded = not self.breakers
+        self._batches = CommandBatches(self)
 
     @property
     def bindings(self) -> tuple[str, ...]:
@@ -138,7 +122,7 @@ class Participant:
         grouped write fails, the batch rolls back and runs again with those sagas'
         writes sent one by one, so the failure lands on its own step.
         """
-        commands: list[tuple[Envelope, Handler]] = []
+        commands: list[Command] = []
         releases: list[str] = []
         carried: dict[str, Delivery] = {}  # each command's delivery, by message id
         for delivery in deliveries:
@@ -156,77 +140,7 @@ class Participant:
             carried[envelope.message_id] = delivery
         if not commands and not releases:
             return
-        alone = await self._handle_batch(commands, releases)
-        if not alone:
-            return
-        # The batch committed without its slow commands: what it did is done now (the
-        # transport need not hold it back), and those run each in a transaction of its
-        # own, side by side.
-        slow = {env.message_id for env, _ in alone}
-        for message_id, delivery in carried.items():
-            if message_id not in slow:
-                delivery.done()
-        await asyncio.gather(*(self._alone(command) for command in alone))
-
-    async def _alone(self, command: tuple[Envelope, Handler]) -> None:
-        """A command too slow for its batch, in a transaction of its own (no more of
-        those at once than the participant has batches)."""
-        loop = asyncio.get_running_loop()
-        if self._lone_slots is None or self._lone_slots[0] is not loop:
-            self._lone_slots = (loop, asyncio.Semaphore(self.concurrency))
-        async with self._lone_slots[1]:
-            await self._handle_batch([command], [])
-
-    async def _handle_batch(
-        self, commands: Sequence[tuple[Envelope, Handler]], releases: Sequence[str]
-    ) -> list[tuple[Envelope, Handler]]:
-        """Run ``commands`` in one transaction, again and again until it commits; return
-        the commands that left it for being too slow."""
-        unbatched: set[str] = set()
-        alone: list[tuple[Envelope, Handler]] = []
-        batch = list(commands)
-        while batch or releases:  # each round settles one more saga's writes, timeout or slowness
-            batch_patience.set(patience_for([env for env, _ in batch]))
-            try:
-                await self._handle_once(batch, releases, unbatched)
-                return alone
-            except Unbatch as unbatch:
-                unbatched.update(unbatch.saga_ids)
-            except HandlerTimedOut as late:
-                self.note_timeout(late)
-            except HandlerTooSlow as slow:
-                alone.extend(c for c in batch if step_key(c[0]) == slow.step)
-                batch = [c for c in batch if step_key(c[0]) != slow.step]
-        return alone
-
-    async def _handle_once(
-        self,
-        commands: Sequence[tuple[Envelope, Handler]],
-        releases: Sequence[str],
-        unbatched: set[str],
-    ) -> None:
-        async with self.store.unit() as unit:
-            if not self._breakers_loaded:
-                await load_breakers(unit.records.breakers, list(self.breakers.values()))
-                self._breakers_loaded = True
-            for saga_id in releases:
-                released = await release_saga(unit.records.locks, saga_id, self.name)
-                self.log.info(f"released {released} lock(s) of a finished saga", saga_id=saga_id)
-            inbox = BatchInbox(
-                unit,
-                unbatched=unbatched,
-                translate=self.store.translate,
-            )
-            if len(commands) > 1:
-                await self._preclaim(inbox, [env for env, _ in commands])
-            replies = []
-            for env, handler in commands:
-                inbox.begin(env)
-                replies.append(await self._run(inbox.unit, env, handler))
-            await inbox.flush_writes()
-            inbox.check_used()
-            await unit.enqueue(replies, replies=inbox.take_replies())
-            await save_breakers(unit.records.breakers, list(self.breakers.values()))
+        await self._batches.run(commands, releases, carried)
 
     async def _preclaim(self, inbox: BatchInbox, commands: Sequence[Envelope]) -> None:
         """Claim, in bulk, every inbox key that executing ``commands`` will ask for."""
@@ -248,10 +162,6 @@ class Participant:
         if not envelope.step or not envelope.op or not envelope.reply_to:
             raise PoisonMessageError("schema", "a saga command needs step, op and reply_to")
         return handler
-
-    async def _run(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> Outgoing:
-        with self.step_span(env) as hop:
-            return self._reply(env, await self.execute(unit, env, handler), traceparent=hop)
 
     def step_span(self, command: Envelope) -> AbstractContextManager[str | None]:
         """A ``saga.step`` span under the command's trace context; yields the context the
@@ -330,24 +240,6 @@ class Participant:
 
     async def _call(self, unit: UnitOfWork, env: Envelope, handler: Handler) -> ReplyBody:
         return await self._calls.call(unit, env, handler, default_timeout=self.handler_timeout)
-
-    def _reply(
-        self, command: Envelope, body: ReplyBody, *, traceparent: str | None = None
-    ) -> Outgoing:
-        envelope = Envelope(
-            message_id=new_id(),
-            type=f"{command.type}.reply",
-            kind=MessageKind.REPLY,
-            saga_id=command.saga_id,
-            causation_id=command.message_id,
-            created_at=self.clock.now(),
-            traceparent=traceparent or command.traceparent,
-            step=command.step,
-            op=command.op,
-            attempt=command.attempt,
-            payload=body.model_dump(),
-        )
-        return Outgoing(command.reply_to or "", envelope)
 
 
 @contextmanager
