@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -431,6 +431,14 @@ async def _serve_admin(
             await store.close()
 
 
+def _outside_url(name: str, what: str) -> Any:  # typer.Option is typed Any
+    """The option naming the outside service ``name`` a process calls (``what``), also
+    read from SAGAKIT_<NAME>_URL."""
+    return typer.Option(
+        envvar=f"SAGAKIT_{name.upper()}_URL", help=f"{what} (one in-process when not given)."
+    )
+
+
 @app.command()
 def service(
     name: Annotated[
@@ -467,18 +475,10 @@ def service(
         ),
     ] = None,
     gateway_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SAGAKIT_GATEWAY_URL",
-            help="The payment gateway payment calls (one in-process when not given).",
-        ),
+        str | None, _outside_url("gateway", "The payment gateway payment calls")
     ] = None,
     carrier_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SAGAKIT_CARRIER_URL",
-            help="The carrier shipping calls (one in-process when not given).",
-        ),
+        str | None, _outside_url("carrier", "The carrier shipping calls")
     ] = None,
     metrics_port: Annotated[
         int | None,

@@ -23,9 +23,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sagakit.engine.outbox_sender import OutboxSender, SendStats
 from sagakit.errors import SagaError
 from sagakit.model.messages import TransportMessage
-from sagakit.observe import tracing
 from sagakit.observe.logs import get_logger
 from sagakit.ports import SagaStore, Transport
 
@@ -35,9 +35,7 @@ Pair = tuple[str, str]
 
 
 @dataclass(slots=True)
-class PublisherStats:
-    published: int = 0
-    batches: int = 0
+class PublisherStats(SendStats):
     #: Messages left to the relay: a publish failed or was refused.
     left: int = 0
 
@@ -46,7 +44,7 @@ def _pair(message: TransportMessage) -> Pair:
     return message.headers.get("saga_id", ""), message.destination
 
 
-class OutboxPublisher:
+class OutboxPublisher(OutboxSender):
     """Publishes a store's committed outbox messages to a transport as they commit.
 
     :meth:`attach` hooks it to the store's commits (the runtime does this for every
@@ -62,11 +60,10 @@ class OutboxPublisher:
         max_inflight: int = 4,
         grace: float = 1.0,
     ) -> None:
-        self.store = store
+        super().__init__(
+            store, transport, batch_size=batch_size, max_inflight=max_inflight, log=log
+        )
         self.grace = grace
-        self.transport = transport
-        self.batch_size = batch_size
-        self.max_inflight = max_inflight
         self.stats = PublisherStats()
         self._pending: deque[TransportMessage] = deque()
         self._busy: set[Pair] = set()
@@ -133,12 +130,7 @@ class OutboxPublisher:
     async def _publish(self, batch: list[TransportMessage]) -> None:
         confirmed: set[str] = set()
         try:
-            with tracing.publishing([m.headers.get("traceparent") for m in batch]):
-                result = await self.transport.publish(batch)
-            confirmed = result.confirmed
-            if result.failed:
-                mid, why = next(iter(result.failed.items()))
-                log.warning(f"{len(result.failed)} message(s) refused, e.g. {mid}: {why}")
+            confirmed = (await self._send(batch)).confirmed
         except (SagaError, OSError) as exc:
             log.warning(f"could not publish {len(batch)} message(s): {exc}; the relay will")
         finally:
@@ -148,8 +140,7 @@ class OutboxPublisher:
                 if message.message_id not in confirmed:
                     self._left[pair] = asyncio.get_running_loop().time()
                     self.stats.left += 1
-        self.stats.published += len(confirmed)
-        self.stats.batches += 1
+        self.stats.count(len(confirmed))
         if confirmed:
             self._confirmed.extend(confirmed)
             if self._marking is None:

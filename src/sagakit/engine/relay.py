@@ -17,8 +17,8 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sagakit.engine.outbox_sender import OutboxSender, SendStats
 from sagakit.errors import SagaError
-from sagakit.observe import tracing
 from sagakit.observe.logs import get_logger
 from sagakit.ports import OutboxRow, PublishResult, SagaStore, Transport
 
@@ -26,13 +26,11 @@ log = get_logger("sagakit.relay")
 
 
 @dataclass(slots=True)
-class RelayStats:
-    published: int = 0
-    batches: int = 0
+class RelayStats(SendStats):
     failures: int = 0
 
 
-class OutboxRelay:
+class OutboxRelay(OutboxSender):
     """Moves one store's outbox to a transport until cancelled."""
 
     def __init__(
@@ -48,10 +46,14 @@ class OutboxRelay:
     ) -> None:
         """``caught_up(at)`` is called when a claim found nothing: every row due for
         the relay at ``at`` (this loop's time) has been sent."""
-        self.store = store
-        self.transport = transport
-        self.batch_size = batch_size
-        self.max_inflight = max_inflight
+        super().__init__(
+            store,
+            transport,
+            batch_size=batch_size,
+            max_inflight=max_inflight,
+            log=log,
+            refusals="relay: ",
+        )
         self.poll_interval = poll_interval
         self.retry_after = retry_after
         self.caught_up = caught_up
@@ -130,14 +132,11 @@ class OutboxRelay:
                     if self.caught_up is not None and not self._inflight and not self._cooling:
                         self.caught_up(now)
                     return 0
-                traces = [row.message.headers.get("traceparent") for row in claim.rows]
-                with tracing.publishing(traces):
-                    result = await self.transport.publish([row.message for row in claim.rows])
+                result = await self._send([row.message for row in claim.rows])
                 sent = [r.id for r in claim.rows if r.message.message_id in result.confirmed]
                 claim.mark_sent(sent)
                 self._cool_refused(result, claim.rows)
-                self.stats.published += len(sent)
-                self.stats.batches += 1
+                self.stats.count(len(sent))
             return len(sent)
         except (SagaError, OSError) as exc:
             self.stats.failures += 1
@@ -157,5 +156,3 @@ class OutboxRelay:
         for row in rows:
             if row.message.message_id in result.failed:
                 self._cooling[row.id] = until
-        message_id, why = next(iter(result.failed.items()))
-        log.warning(f"relay: {len(result.failed)} message(s) refused, e.g. {message_id}: {why}")
