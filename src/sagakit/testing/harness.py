@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from sagakit.clock import FakeClock
+from sagakit.engine.handle import SagaHandle
 from sagakit.engine.orchestrator import Orchestrator
 from sagakit.engine.participant import Participant
 from sagakit.engine.runtime import Runtime
@@ -114,7 +115,8 @@ class SagaHarness:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    async def start(self, definition: str, data: Mapping[str, Any], **kwargs: Any) -> str:
+    async def start(self, definition: str, data: Mapping[str, Any], **kwargs: Any) -> SagaHandle:
+        """Start a saga; its handle, as ``Orchestrator.start`` gives it."""
         return await self.orchestrator.start(definition, data, **kwargs)
 
     async def advance(self, by: timedelta | float) -> int:
