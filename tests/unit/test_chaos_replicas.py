@@ -6,8 +6,9 @@ import httpx
 
 from sagakit_shop.chaos.cli import _command
 from sagakit_shop.chaos.config import ChaosConfig
-from sagakit_shop.chaos.harness import ChaosRun, schedule_for
+from sagakit_shop.chaos.harness import schedule_for
 from sagakit_shop.chaos.load import LoadStats, _place
+from sagakit_shop.chaos.processes import ShopProcesses
 from sagakit_shop.chaos.schedule import Cadence
 from sagakit_shop.distributed import PROCESSES
 from sagakit_shop.world import OrderRequest
@@ -30,8 +31,10 @@ def test_two_replicas_run_every_process_twice_and_the_kills_reach_both() -> None
     targets = {fault.target for fault in schedule}
     assert any(t.endswith("-2") for t in targets)
     assert any(t in PROCESSES for t in targets)
-    run = ChaosRun(config, None)
-    children = run._children()
+    processes = ShopProcesses.for_run(
+        config, gateway_books=config.directory / "gateway.db", output=None
+    )
+    children = processes.children
     by_name = {child.name: child.argv for child in children}
     assert set(by_name) == {"gateway", *config.processes}
     for name in PROCESSES:  # a replica runs the same service as the first of its kind
@@ -39,7 +42,7 @@ def test_two_replicas_run_every_process_twice_and_the_kills_reach_both() -> None
         assert second[second.index("service") + 1] == name == first[first.index("service") + 1]
     order, replica = by_name["order"], by_name["order-2"]
     ports = [int(order[order.index("--port") + 1]), int(replica[replica.index("--port") + 1])]
-    assert run.order_ports == ports  # the load takes both APIs in turn
+    assert processes.order_ports == ports  # the load takes both APIs in turn
     assert ports[0] != ports[1]
     assert "--replicas 2" in _command(config, quick=False)
 

@@ -7,6 +7,10 @@ together. When the load stops the nemesis stops, everything it broke is healed, 
 the shop gets ``settle`` seconds to bring every saga to an end and empty every outbox
 and queue. Then the checks, and, whatever happened, the cleanup: every process stopped,
 every database dropped and every queue deleted (unless asked to keep them).
+
+What the run makes on the servers is its :class:`~sagakit_shop.chaos.footprint.Footprint`;
+the processes it supervises are its
+:class:`~sagakit_shop.chaos.processes.ShopProcesses`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
-import sys
 import time
 import traceback
 from collections import Counter
@@ -24,28 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-import httpx
 from sqlalchemy import func, select
 
-from sagakit import open_transport
 from sagakit.stores.sql import SqlSagaStore
-from sagakit.transports.rabbitmq import RabbitTransport
 from sagakit_shop.app import SAGA, Shop, open_stores
 from sagakit_shop.chaos.checks import Findings, check
 from sagakit_shop.chaos.config import ChaosConfig
+from sagakit_shop.chaos.footprint import Footprint
 from sagakit_shop.chaos.load import LoadStats, orders, run_load
 from sagakit_shop.chaos.nemesis import Nemesis, Servers, Struck
+from sagakit_shop.chaos.processes import ShopProcesses
 from sagakit_shop.chaos.schedule import ISOLATED, Fault, plan
-from sagakit_shop.chaos.wire import CHAOS_ENV, ServiceChaos, declare_detours, detour_names
-from sagakit_shop.distributed import (
-    Child,
-    child_argv,
-    create_databases,
-    database_urls,
-    queue_names,
-    supervise,
-)
-from sagakit_shop.outside import Gateway
+from sagakit_shop.distributed import supervise
+from sagakit_shop.gateway import Gateway
 from sagakit_shop.services.order import orders as order_table
 from sagakit_shop.world import World, default_world
 
@@ -110,6 +102,9 @@ async def run_chaos(
 
 
 class ChaosRun:
+    """One run's phases in order; what it makes on the servers is its :class:`Footprint`,
+    the processes it supervises its :class:`ShopProcesses`."""
+
     def __init__(
         self,
         config: ChaosConfig,
@@ -119,32 +114,27 @@ class ChaosRun:
         self.on_progress = on_progress
         self.schedule = schedule_for(config)
         self.report = ChaosReport(config, self.schedule)
-        self.urls = database_urls(config.db)
-        self.created: list[str] = []
+        self.footprint = Footprint(config)
         self.stores: dict[str, SqlSagaStore] = {}
-        self.children: list[Child] = []
+        self.processes: ShopProcesses | None = None
         self.stop = asyncio.Event()
         self.phase = "setting up"
         self.started = time.monotonic()
         self.statuses: Counter[str] = Counter()
         self.nemesis: Nemesis | None = None
         self.output: IO[Any] | None = None
-        self.port = 0
-        #: Every order process's API (the first one's is ``port``): the load takes turns.
-        self.order_ports: list[int] = []
         #: The payment gateway's books (its own SQLite file, as under `sagakit up`).
         self.gateway_books = config.directory / "gateway.db"
-        #: Whether this run declared its queues (only then are they its to delete).
-        self.declared = False
 
     async def go(self) -> ChaosReport:
         supervisor: asyncio.Task[None] | None = None
         progress = asyncio.create_task(self._progress())
         try:
-            await self._setup()
-            supervisor = asyncio.create_task(supervise(self.children, stop=self.stop))
-            await self._wait_healthy(supervisor)
-            await self._faulty_load()
+            processes = await self._setup()
+            supervisor = asyncio.create_task(supervise(processes.children, stop=self.stop))
+            self.phase = "starting"
+            await processes.wait_healthy(supervisor)
+            await self._faulty_load(processes)
             await self._heal()
             await self._drain()
             self.phase = "checking"
@@ -160,128 +150,35 @@ class ChaosRun:
 
     # ------------------------------------------------------------------ setup
 
-    async def _setup(self) -> None:
+    async def _setup(self) -> ShopProcesses:
         config = self.config
         directory = config.directory
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "wire").mkdir(exist_ok=True)
-        await self._refuse_existing()
-        self.created = await create_databases(config.db)
+        await self.footprint.create_databases()
+        urls = self.footprint.urls
         expected = (config.sagas or config.rate * config.seconds) * 1.5
-        shop = Shop(open_stores(self.urls), mode=config.mode)
+        shop = Shop(open_stores(urls), mode=config.mode)
         try:
             await shop.setup(chaos_world(int(expected)))
-            await self._declare_topology(shop)
+            await self.footprint.declare_topology(shop)
         finally:
             await shop.close()
-        self.stores = open_stores(self.urls)
+        self.stores = open_stores(urls)
         self.output = (directory / "services.log").open("ab")
-        self.children = self._children()
-        isolated = {name: str(self.urls[name].rsplit("/", 1)[1]) for name in ISOLATED}
+        processes = ShopProcesses.for_run(
+            config, gateway_books=self.gateway_books, output=self.output
+        )
+        self.processes = processes
+        isolated = {name: str(urls[name].rsplit("/", 1)[1]) for name in ISOLATED}
         self.nemesis = Nemesis(
-            {c.name: c for c in self.children}, Servers.local(config.db), isolated
+            {c.name: c for c in processes.children}, Servers.local(config.db), isolated
         )
-
-    async def _refuse_existing(self) -> None:
-        import asyncpg
-
-        servers = Servers.local(self.config.db)
-        names = [url.rsplit("/", 1)[1] for url in self.urls.values()]
-        conn = await asyncpg.connect(servers.pg_admin, timeout=10)
-        try:
-            found = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname = ANY($1)", names
-            )
-        finally:
-            await conn.close()
-        if found:
-            taken = ", ".join(r["datname"] for r in found)
-            raise RuntimeError(f"refusing to run over existing databases: {taken}")
-
-    async def _declare_topology(self, shop: Shop) -> None:
-        """Every queue, binding and detour the run uses exists before any process starts,
-        so nothing published early is unroutable."""
-        transport = self._transport()
-        await transport.start()
-        self.declared = True
-        try:
-            for consumer in shop.components():
-                await transport.declare(consumer.queue)
-                for pattern in consumer.bindings:
-                    await transport.bind(consumer.queue, pattern)
-            channel = await transport.connection.channel()
-            await declare_detours(transport, channel)
-            await channel.close()
-        finally:
-            await transport.close()
-
-    def _transport(self) -> RabbitTransport:
-        transport = open_transport(self.config.broker)
-        if not isinstance(transport, RabbitTransport):
-            raise TypeError("sagakit chaos needs RabbitMQ: give an amqp:// --broker URL")
-        return transport
-
-    def _children(self) -> list[Child]:
-        config = self.config
-        chaos = ServiceChaos(
-            duplicate=config.duplicate,
-            reorder=config.reorder,
-            seed=config.seed,
-            plant=config.plant,
-            counts=str(config.directory / "wire"),
-        )
-        env = {**os.environ, CHAOS_ENV: chaos.to_env()}
-        self.port = _free_port()
-        # The payment gateway runs as the outside system it is, a process of its own with
-        # its books in a file, so the checks can see what reached it; the nemesis leaves it
-        # be (it is not ours to crash), and payment reaches it over HTTP, as under `up`.
-        gateway_port = _free_port()
-        gateway = Child(
-            "gateway",
-            [sys.executable, "-m", "sagakit", "service", "gateway",
-             "--port", str(gateway_port), "--books", str(self.gateway_books)],
-            output=self.output,
-        )  # fmt: skip
-        calls_out = ["--gateway-url", f"http://127.0.0.1:{gateway_port}"]
-        children = [gateway]
-        for process in config.processes:
-            name = process.split("-", 1)[0]  # payment-2 is a replica of payment
-            # Each order replica serves the API on a port of its own; the load takes them
-            # in turn, and one refusing the connection (killed) sends it to the next.
-            port = self.port if process == name else _free_port()
-            if name == "order":
-                self.order_ports.append(port)
-            argv = child_argv(
-                name,
-                db=config.db,
-                broker=config.broker,
-                mode=config.mode,
-                port=port,
-                fail_rate=config.mail_trouble,
-                seed=config.seed,
-            )
-            extra = calls_out if name == "payment" else []
-            children.append(Child(process, argv + extra, env=env, output=self.output))
-        return children
-
-    async def _wait_healthy(self, supervisor: asyncio.Task[None]) -> None:
-        self.phase = "starting"
-        api = f"http://127.0.0.1:{self.port}"
-        async with httpx.AsyncClient(timeout=2) as client:
-            for _ in range(600):
-                if supervisor.done():
-                    supervisor.result()
-                    raise RuntimeError("the supervisor stopped before the shop came up")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{api}/health")).status_code == 200:
-                        await asyncio.sleep(2.0)  # the other consumers finish starting
-                        return
-                await asyncio.sleep(0.1)
-        raise RuntimeError(f"the order API never came up at {api}")
+        return processes
 
     # ------------------------------------------------------------------ the run
 
-    async def _faulty_load(self) -> None:
+    async def _faulty_load(self, processes: ShopProcesses) -> None:
         config = self.config
         assert self.nemesis is not None
         self.phase = "under fire"
@@ -296,8 +193,7 @@ class ChaosRun:
         start, enough = time.monotonic(), asyncio.Event()
         nemesis = asyncio.create_task(self.nemesis.run(self.schedule, start, enough))
         try:
-            apis = [f"http://127.0.0.1:{port}" for port in self.order_ports]
-            await run_load(apis, stream, rate=config.rate, stats=stats, done=done)
+            await run_load(processes.apis, stream, rate=config.rate, stats=stats, done=done)
             enough.set()  # the faults under way run their course; the rest are called off
             await nemesis
         finally:
@@ -339,37 +235,10 @@ class ChaosRun:
         open_ = statuses.get("running", 0) + statuses.get("compensating", 0)
         terminal = open_ == 0 and sum(statuses.values()) >= placed
         unsent = [await store.unsent_count() for store in self.stores.values()]
-        return terminal, not any(unsent) and await self._queues_empty()
-
-    async def _queues_empty(self) -> bool:
-        transport = self._transport()
-        await transport.start()
-        try:
-            channel = await transport.topology.get_underlay_channel()
-            for name in self._queue_names(transport):
-                declared = await channel.queue_declare(name, passive=True)
-                if declared.message_count:
-                    return False
-            return True
-        finally:
-            await transport.close()
-
-    def _queue_names(self, transport: RabbitTransport) -> list[str]:
-        names = [transport.name(d) for d in detour_names()]
-        for queue in queue_names(self.config.mode):
-            names.append(transport.name(queue))
-            names += [
-                transport.tier_queue(queue, t) for t in range(1, len(transport.retry_tiers) + 1)
-            ]
-        return names
+        return terminal, not any(unsent) and await self.footprint.queues_empty()
 
     async def _check(self) -> Findings:
-        transport = self._transport()
-        await transport.start()
-        try:
-            dead = await transport.dead_letters.depth()
-        finally:
-            await transport.close()
+        dead = await self.footprint.dead_letters()
         gateway = Gateway(books=self.gateway_books)  # its books, read beside the process
         try:
             findings = await check(
@@ -419,7 +288,8 @@ class ChaosRun:
         if supervisor is not None:
             with contextlib.suppress(Exception):
                 await supervisor
-        self.report.restarts = {c.name: c.restarts for c in self.children}
+        children = self.processes.children if self.processes else []
+        self.report.restarts = {c.name: c.restarts for c in children}
         self.report.wire = _wire_counts(self.config)
         for store in self.stores.values():
             with contextlib.suppress(Exception):
@@ -427,34 +297,7 @@ class ChaosRun:
         if self.output is not None:
             self.output.close()
         if not self.config.keep:
-            await self._drop_databases()
-            if self.declared:
-                await self._delete_queues()
-
-    async def _drop_databases(self) -> None:
-        import asyncpg
-
-        servers = Servers.local(self.config.db)
-        conn = await asyncpg.connect(servers.pg_admin, timeout=10)
-        try:
-            for name in self.created:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    async def _delete_queues(self) -> None:
-        transport = self._transport()
-        await transport.start()
-        try:
-            for queue in queue_names(self.config.mode):
-                await transport.declare(queue)
-            channel = transport.topology
-            for name in detour_names():
-                await channel.queue_delete(transport.name(name))
-                await channel.exchange_delete(transport.name(name))
-            await transport.teardown()
-        finally:
-            await transport.close()
+            await self.footprint.remove()
 
 
 def chaos_world(orders: int) -> World:
@@ -466,12 +309,6 @@ def chaos_world(orders: int) -> World:
         for c in world.customers
     )
     return World(customers, world.items)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wire_counts(config: ChaosConfig) -> dict[str, int]:
