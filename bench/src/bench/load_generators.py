@@ -50,9 +50,6 @@ class Generated:
     errors: int
 
 
-# ------------------------------------------------------------------ the generator
-
-
 def missing_generator(name: str) -> str | None:
     """One line saying how to install ``name``, if it is not on the PATH."""
     if shutil.which(name) is not None:
