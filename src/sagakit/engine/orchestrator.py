@@ -35,7 +35,7 @@ from sagakit.engine.orchestrator_messages import (
 )
 from sagakit.engine.replies import decide_replies
 from sagakit.engine.rules import RuleBook
-from sagakit.engine.starting import Starter, StartRequest, definition_named
+from sagakit.engine.starting import MAX_CONFLICT_RETRIES, Starter, StartRequest, definition_named
 from sagakit.engine.story import tell
 from sagakit.engine.timers import decide_due
 from sagakit.errors import ConcurrencyError, PoisonMessageError, StoreError
@@ -70,8 +70,6 @@ __all__ = [
 ]
 
 log = get_logger("sagakit.orchestrator")
-
-_MAX_CONFLICT_RETRIES = 8
 
 
 class Orchestrator:
@@ -279,7 +277,7 @@ class Orchestrator:
     async def _retrying(
         self, work: Callable[[UnitOfWork], Awaitable[list[Decision]]]
     ) -> list[Decision]:
-        for attempt in range(1, _MAX_CONFLICT_RETRIES + 1):
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             try:
                 async with self.store.unit() as unit:
                     decisions = await work(unit)
@@ -287,7 +285,7 @@ class Orchestrator:
                 log.debug(f"conflict on attempt {attempt}; deciding the batch again")
                 continue
             except StoreError as exc:
-                if not exc.retryable or attempt == _MAX_CONFLICT_RETRIES:
+                if not exc.retryable or attempt == MAX_CONFLICT_RETRIES:
                     raise
                 continue
             self.committed(decisions)

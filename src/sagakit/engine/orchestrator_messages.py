@@ -47,15 +47,7 @@ def signal_message(
 ) -> Outgoing:
     """A person's approve or reject for a saga waiting on an approval step."""
     body = SignalBody(decision=decision, who=who, note=note)
-    envelope = Envelope(
-        message_id=new_id(),
-        type=SIGNAL_TYPE,
-        kind=MessageKind.COMMAND,
-        saga_id=saga_id,
-        created_at=time.time(),
-        payload=body.model_dump(),
-    )
-    return Outgoing(reply_queue(group), envelope)
+    return _to_orchestrator(group, SIGNAL_TYPE, saga_id, body)
 
 
 def trigger_of(envelope: Envelope) -> Reply | Intervene | Signal:
@@ -88,15 +80,7 @@ def operator_message(
     orchestrator. Enqueue it in the saga store's outbox and the relay delivers it; the
     orchestrator decides it like any other message and records who asked and why."""
     body = OperatorBody(action=action, who=who, note=note)
-    envelope = Envelope(
-        message_id=new_id(),
-        type=OPERATOR_TYPE,
-        kind=MessageKind.COMMAND,
-        saga_id=saga_id,
-        created_at=time.time(),
-        payload=body.model_dump(),
-    )
-    return Outgoing(reply_queue(group), envelope)
+    return _to_orchestrator(group, OPERATOR_TYPE, saga_id, body)
 
 
 def _intervention(envelope: Envelope) -> Intervene:
@@ -136,9 +120,22 @@ def start_message(
     body = StartBody(
         definition=definition.name, version=definition.version, data=dict(request.data), key=key
     )
+    return _to_orchestrator(group, START_TYPE, saga_id, body, now=now, traceparent=traceparent)
+
+
+def _to_orchestrator(
+    group: str,
+    message_type: str,
+    saga_id: str,
+    body: BaseModel,
+    *,
+    now: float | None = None,
+    traceparent: str | None = None,
+) -> Outgoing:
+    """A command for the orchestrators of ``group``, on their reply queue."""
     envelope = Envelope(
         message_id=new_id(),
-        type=START_TYPE,
+        type=message_type,
         kind=MessageKind.COMMAND,
         saga_id=saga_id,
         created_at=time.time() if now is None else now,

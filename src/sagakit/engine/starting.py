@@ -23,7 +23,9 @@ from sagakit.model.triggers import Start
 if TYPE_CHECKING:
     from sagakit.engine.orchestrator import Orchestrator
 
-_MAX_CONFLICT_RETRIES = 8
+#: Transactions a start, or a batch of the orchestrator's, is tried in before it gives
+#: up on a conflict with another orchestrator.
+MAX_CONFLICT_RETRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ class Starter:
             for r in requests
         ]
         ids = [saga_id for _, _, saga_id in planned]
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in range(MAX_CONFLICT_RETRIES):
             try:
                 async with orchestrator.store.unit() as unit:
                     existing = await unit.load(ids)
