@@ -5,6 +5,11 @@ their consumers, a publisher for each of their stores (what a transaction commit
 the outbox is published straight after the commit), one outbox relay per store (for
 what a publisher did not get confirmed) and one timer loop per orchestrator, and
 restarts any loop that fails (a database restart, a dropped connection).
+
+Its parts, each a module beside this one: the consumers and their queues
+(:mod:`~sagakit.engine.consumers`), the outboxes' publishers, relays and pruning
+(:mod:`~sagakit.engine.outboxes`), the orchestrators' timers (:mod:`~sagakit.engine.timers`)
+and the supervision of its loops (:mod:`~sagakit.engine.supervision`).
 """
 
 from __future__ import annotations
@@ -12,56 +17,27 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Protocol
 
 from sagakit.engine import gc_tuning
+from sagakit.engine.consumers import Consumer, declare_queues, subscribe
 from sagakit.engine.fused.engine import FusedEngine
 from sagakit.engine.orchestrator import Orchestrator
+from sagakit.engine.outboxes import attach_publisher, prune_loop
 from sagakit.engine.participant import Participant
 from sagakit.engine.publisher import OutboxPublisher
 from sagakit.engine.relay import OutboxRelay
 from sagakit.engine.startup import check_stores, warn_unserved
+from sagakit.engine.supervision import CLOSE_WAIT, Supervisor
+from sagakit.engine.timers import timer_loop
 from sagakit.observe.logs import get_logger
-from sagakit.ports import Delivery, SagaStore, Subscription, Transport
+from sagakit.ports import SagaStore, Subscription, Transport
 from sagakit.transports.memory import MemoryTransport
 
+__all__ = ["Consumer", "Runtime", "wait_terminal"]
+
 log = get_logger("sagakit.runtime")
-
-#: Seconds a stop gives cancelled loops, and the transport's close, at the least.
-_CLOSE_WAIT = 0.5
-
-
-async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait, briefly, for them to unwind; one that will not (a driver
-    that does not let go) is left behind, logged, so a stop always returns."""
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_WAIT)
-    for task in stuck:
-        log.warning(f"{task.get_name()} did not end when cancelled; leaving it behind")
-
-
-class Consumer(Protocol):
-    """What the runtime runs: something with a store, a queue, and a batch handler.
-
-    Orchestrators, participants, choreographed participants and trackers all are.
-    ``bindings`` are event patterns the queue also receives.
-    """
-
-    @property
-    def store(self) -> SagaStore: ...
-
-    @property
-    def queue(self) -> str: ...
-
-    @property
-    def bindings(self) -> Sequence[str]: ...
-
-    async def handle(self, deliveries: Sequence[Delivery]) -> None: ...
 
 
 class Runtime:
@@ -122,7 +98,7 @@ class Runtime:
         self.fused: dict[str, FusedEngine] = {}
         self._stores: dict[int, SagaStore] = {}
         self._subscriptions: list[Subscription] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops = Supervisor(restart_delay=restart_delay)
         self._running = False
 
     def add(self, *components: Consumer) -> Runtime:
@@ -193,41 +169,20 @@ class Runtime:
         # Asked before this process declares other processes' queues (below).
         served = {consumer.queue for consumer in self.consumers}
         await warn_unserved(self.consumers, served, self.transport)
-        # Every queue exists before anything is published: this process's own, and every
-        # queue of a choreography it takes part in (an event is delivered only to the
-        # queues bound when it is published; see Choreography.topology).
-        topology: dict[str, set[str]] = {}
+        await declare_queues(self.transport, self.consumers)
         for consumer in self.consumers:
-            topology.setdefault(consumer.queue, set()).update(consumer.bindings)
-            for queue, patterns in getattr(consumer, "topology", {}).items():
-                topology.setdefault(queue, set()).update(patterns)
-        for queue, patterns in topology.items():
-            await self.transport.declare(queue)
-            for pattern in sorted(patterns):
-                await self.transport.bind(queue, pattern)
-        for consumer in self.consumers:
-            # A participant handles several batches at once, so a handler that hangs
-            # holds its own batch and not the participant (Participant.concurrency).
             self._subscriptions.append(
-                await self.transport.consume(
-                    consumer.queue,
-                    consumer.handle,
-                    prefetch=self.prefetch,
-                    concurrency=getattr(consumer, "concurrency", 1),
-                )
+                await subscribe(self.transport, consumer, prefetch=self.prefetch)
             )
         for orchestrator in self.orchestrators if self.run_timers else ():
-            self._spawn(f"timers:{orchestrator.group}", self._timer_loop(orchestrator))
+            loop = timer_loop(orchestrator, self.timer_interval)
+            self._loops.spawn(f"timers:{orchestrator.group}", loop)
         fused = {id(engine.store) for engine in self.fused.values()}
         for key in self._committing - fused if self.publish_on_commit else ():
-            if getattr(self._stores[key], "publisher_grace", None) is not None:
-                continue  # another runtime here publishes this store's commits on its transport
-            publisher = OutboxPublisher(self._stores[key], self.transport, grace=self.relay_grace)
-            publisher.attach()
-            self.publishers[key] = publisher
-        for key, store in self._stores.items():
-            if not self.run_relays:
-                break
+            publisher = attach_publisher(self._stores[key], self.transport, grace=self.relay_grace)
+            if publisher is not None:
+                self.publishers[key] = publisher
+        for key, store in self._stores.items() if self.run_relays else ():
             publishing = self.publishers.get(key)
             relay = OutboxRelay(
                 store,
@@ -237,43 +192,14 @@ class Runtime:
                 caught_up=publishing.caught_up if publishing else None,
             )
             self.relays[key] = relay
-            self._spawn(f"relay:{store.url}", relay.run)
-            self._spawn(f"prune:{store.url}", self._prune_loop(store))
+            self._loops.spawn(f"relay:{store.url}", relay.run)
+            pruning = prune_loop(
+                store, interval=self.prune_interval, retention=self.outbox_retention
+            )
+            self._loops.spawn(f"prune:{store.url}", pruning)
         for engine in self.fused.values():
             engine.ticks = self.run_timers
             await engine.start()
-
-    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
-
-    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await loop()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception(f"{name} failed ({type(exc).__name__}); restarting")
-                await asyncio.sleep(self.restart_delay)
-
-    def _timer_loop(self, orchestrator: Orchestrator) -> Callable[[], Awaitable[None]]:
-        async def loop() -> None:
-            while True:
-                if await orchestrator.tick() == 0:
-                    await asyncio.sleep(self.timer_interval)
-
-        return loop
-
-    def _prune_loop(self, store: SagaStore) -> Callable[[], Awaitable[None]]:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self.prune_interval)
-                cutoff = time.time() - self.outbox_retention
-                pruned = await store.prune_outbox(sent_before=cutoff)
-                if pruned:
-                    log.info(f"pruned {pruned} sent outbox row(s) from {store.url}")
-
-        return loop
 
     async def outbox_lag(self) -> dict[str, float]:
         """Seconds the oldest unsent message of each store has waited (0 when none)."""
@@ -309,10 +235,9 @@ class Runtime:
             *(engine.stop(grace=left()) for engine in self.fused.values()),
         )
         self._subscriptions.clear()
-        await _cancel(self._tasks)
-        self._tasks.clear()
+        await self._loops.cancel()
         try:
-            await asyncio.wait_for(self.transport.close(), max(left(), _CLOSE_WAIT))
+            await asyncio.wait_for(self.transport.close(), max(left(), CLOSE_WAIT))
         except TimeoutError:
             log.warning("the transport did not close in time; leaving it")
 
