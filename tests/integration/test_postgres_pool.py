@@ -64,3 +64,32 @@ async def test_the_constructor_overrides_the_url(pg_url: str) -> None:
 def test_a_pool_size_that_is_not_a_count_is_refused_by_name(query: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         open_store(f"postgresql://127.0.0.1/nowhere?{query}")
+
+
+async def test_the_shop_passes_the_pool_size_to_every_store(pg_url: str) -> None:
+    """``sagakit up --db URL?pool_size=...``: the shop's databases are made over an admin
+    connection that does not take the query, and every store's URL keeps it."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from sagakit_shop.distributed import create_databases, database_urls
+
+    base = f"{pg_url}?pool_size=2&max_overflow=0"
+    made = await create_databases(base)
+    try:
+        assert len(made) == len(database_urls(base))
+        for url in database_urls(base).values():
+            store = open_store(url)
+            try:
+                await store.migrate()
+                assert store.engine.pool.size() == 2
+            finally:
+                await store.close()
+    finally:
+        admin = make_url(pg_url).set(database="postgres").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(admin)
+        try:
+            for name in made:
+                await conn.execute(f'DROP DATABASE "{name}"')
+        finally:
+            await conn.close()

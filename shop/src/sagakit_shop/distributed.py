@@ -68,7 +68,8 @@ async def create_databases(base: str) -> list[str]:
     import asyncpg
 
     url = make_url(base)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+    # The store URL's query (a pool's size) is for the stores, not this one connection.
+    admin = url.set(drivername="postgresql", database="postgres", query={}).render_as_string(
         hide_password=False
     )
     created = []
