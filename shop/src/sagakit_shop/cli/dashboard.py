@@ -25,6 +25,13 @@ ShowTokensOption = Annotated[
     ),
 ]
 
+AdminPortOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=65535, help="Port of the dashboard and admin API (default: --port + 1)."
+    ),
+]
+
 
 def dashboard_port(port: int, asked: int | None) -> int:
     """The dashboard and admin API's port: the one asked for, or next to the order API's."""

@@ -16,6 +16,7 @@ import typer
 from sagakit.cli import console, fail
 from sagakit_shop.app import LOGS, hide_personal_data
 from sagakit_shop.cli.dashboard import (
+    AdminPortOption,
     ShowTokensOption,
     dashboard_port,
     dashboard_tokens,
@@ -28,6 +29,7 @@ from sagakit_shop.cli.options import (
     BaseDbOption,
     BrokerOption,
     ModeOption,
+    OrderApiPortOption,
     check_mode,
     check_postgres,
 )
@@ -56,13 +58,8 @@ def up(
     db: BaseDbOption = DEFAULT_PG,
     broker: BrokerOption = DEFAULT_BROKER,
     mode: ModeOption = "orchestration",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
-    admin_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=65535, help="Port of the dashboard and admin API (default: --port + 1)."
-        ),
-    ] = None,
+    port: OrderApiPortOption = 8000,
+    admin_port: AdminPortOption = None,
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Mail server trouble.")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for the trouble.")] = 7,
     gateway_port: Annotated[

@@ -14,13 +14,14 @@ from rich.table import Table
 from sagakit.cli import console, fail, safe
 from sagakit_shop.app import LOGS, hide_personal_data
 from sagakit_shop.cli.dashboard import (
+    AdminPortOption,
     ShowTokensOption,
     dashboard_port,
     dashboard_tokens,
     print_dashboard,
     trace_ids_for_the_dashboard,
 )
-from sagakit_shop.cli.options import ModeOption, check_mode
+from sagakit_shop.cli.options import ModeOption, OrderApiPortOption, check_mode
 
 if TYPE_CHECKING:
     from sagakit.api import Token
@@ -42,13 +43,8 @@ def demo(
             help="Keep the order API, the dashboard and the admin API up afterwards.",
         ),
     ] = False,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")] = 8000,
-    admin_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=65535, help="Port of the dashboard and admin API (default: --port + 1)."
-        ),
-    ] = None,
+    port: OrderApiPortOption = 8000,
+    admin_port: AdminPortOption = None,
     directory: Annotated[
         Path, typer.Option("--dir", help="Where the services keep their SQLite files.")
     ] = Path(".sagakit/shop"),

@@ -1,5 +1,5 @@
-"""What the shop's commands share: the options for the mode and for the distributed
-shop's database and broker, and the checks of what they are given."""
+"""What the shop's commands share: the options for the mode, the order API's port and the
+distributed shop's database and broker, and the checks of what they are given."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sagakit_shop.app import MODES, Mode
 ModeOption = Annotated[
     str, typer.Option("--mode", help="orchestration (a coordinator) or choreography (events).")
 ]
+OrderApiPortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port of the order API.")]
 BrokerOption = Annotated[
     str,
     typer.Option(
