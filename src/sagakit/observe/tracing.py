@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -31,10 +32,18 @@ from sagakit.observe.redaction import redact_attributes
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("sagakit")
+#: The API's providers before an SDK is installed: their spans are never recorded.
+_SILENT_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
 def _context(traceparent: str | None) -> Any:
     return _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
+
+
+def recording() -> bool:
+    """Whether spans go anywhere: an OpenTelemetry SDK (ours from :func:`configure`, or
+    the application's own) is installed as the tracer provider."""
+    return not isinstance(trace.get_tracer_provider(), _SILENT_PROVIDERS)
 
 
 def current_traceparent() -> str | None:
@@ -54,6 +63,20 @@ def span(
 ) -> Iterator[tuple[Span, str | None]]:
     """A span under ``parent``; yields it and the traceparent messages sent inside it
     should carry (the parent's own when no tracer is installed)."""
+    if not recording():
+        # Nothing records spans: keep only what carries the trace on, the parent's context
+        # as the current one (for the messages sent and the sagas started inside), as the
+        # API's no-op tracer would, without the span, the attributes (redacted for
+        # nobody) or the links (a context extracted for each).
+        if parent is None:
+            yield trace.get_current_span(), current_traceparent()
+            return
+        token = otel_context.attach(_context(parent))
+        try:
+            yield trace.get_current_span(), parent
+        finally:
+            otel_context.detach(token)
+        return
     linked = [Link(trace.get_current_span(_context(tp)).get_span_context()) for tp in links if tp]
     with _tracer.start_as_current_span(
         name,
