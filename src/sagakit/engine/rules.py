@@ -46,12 +46,12 @@ from typing import Any, Literal
 from sagakit.engine import rule_budget
 from sagakit.errors import SagaError
 from sagakit.model.definition import SagaDefinition, Step, StepKind
+from sagakit.model.routing import RuleFailed, Verdict
 from sagakit.observe.logs import get_logger
 from sagakit.ports import RuleRecords, UnitOfWork
 
 log = get_logger("sagakit.rules")
 
-Verdict = Literal["run", "skip"]
 
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
 _SAMPLE_HEADER = re.compile(r"^\s*\[\[\s*sample\s*\]\]")
@@ -68,15 +68,6 @@ class RuleError(SagaError):
         super().__init__(f"{source}:{line}: {reason}")
         self.source = source
         self.line = line
-        self.reason = reason
-
-
-class RuleFailed(SagaError):
-    """A valid rule could not be evaluated for one saga's data."""
-
-    def __init__(self, rule: str, reason: str) -> None:
-        super().__init__(f"rule {rule!r} could not be evaluated: {reason}")
-        self.rule = rule
         self.reason = reason
 
 
@@ -372,3 +363,16 @@ async def publish(unit: UnitOfWork, rules: RuleSet) -> None:
             f"version {rules.version} is not newer than the published {newest}",
         )
     await unit.records.rules.add(rules.saga, rules.version, rules.source, at=time.time())
+
+
+__all__ = [
+    "OnError",
+    "Rule",
+    "RuleBook",
+    "RuleError",
+    "RuleFailed",
+    "RuleSet",
+    "Sample",
+    "Verdict",
+    "publish",
+]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sagakit.engine.rules import RuleSet
 from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.events import (
@@ -28,6 +27,7 @@ from sagakit.model.interventions import PersonDecider
 from sagakit.model.messages import Outgoing
 from sagakit.model.messages import new_id as random_id
 from sagakit.model.replies import ReplyDecider
+from sagakit.model.routing import Routing
 from sagakit.model.state import SagaState, StepState
 from sagakit.model.status import SagaStatus, StepStatus
 from sagakit.model.transitions import start_state
@@ -87,7 +87,7 @@ def decide(
     new_id: Callable[[], str] = random_id,
     traceparent: str | None = None,
     timers: bool = True,
-    rules: RuleSet | None = None,
+    rules: Routing | None = None,
 ) -> Decision:
     """Work out what ``trigger`` means for the saga in ``state``; ``state`` is updated in place.
 

@@ -10,7 +10,6 @@ another, so undoing "maybe" is always safe.
 
 from __future__ import annotations
 
-from sagakit.engine.rules import RuleFailed
 from sagakit.model.definition import Step, StepKind
 from sagakit.model.events import (
     CompensationStarted,
@@ -21,6 +20,7 @@ from sagakit.model.events import (
     StepSkipped,
 )
 from sagakit.model.messages import Op, ReplyBody
+from sagakit.model.routing import RuleFailed
 from sagakit.model.state import StepState
 from sagakit.model.status import UNDOING, SagaStatus, StepStatus
 from sagakit.model.writer import DecisionWriter

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sagakit.engine.rules import RuleSet
 from sagakit.model.decision import Decision
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 from sagakit.model.events import (
@@ -28,6 +27,7 @@ from sagakit.model.messages import (
     Outgoing,
     command_queue,
 )
+from sagakit.model.routing import Routing
 from sagakit.model.state import SagaState, StepState
 from sagakit.model.transitions import apply
 
@@ -51,7 +51,7 @@ class DecisionWriter:
         causation_id: str | None,
         traceparent: str | None,
         timers: bool = True,
-        rules: RuleSet | None = None,
+        rules: Routing | None = None,
     ) -> None:
         self.timers = timers
         self.rules = rules
