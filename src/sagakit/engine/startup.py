@@ -10,14 +10,12 @@ about: it may be served by a process that starts later.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sagakit.errors import StoreError, TransportError
 from sagakit.model.definition import participants_of
 from sagakit.model.messages import command_queue
 from sagakit.observe.logs import get_logger
-from sagakit.stores.migrations import HEAD
-from sagakit.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from sagakit.ports import SagaStore, Transport
@@ -30,16 +28,10 @@ def safe_url(store: SagaStore) -> str:
 
 
 async def schema_problem(store: SagaStore) -> str | None:
-    """Why ``store`` cannot be used as it is (no tables, or tables behind), or None."""
-    version = getattr(store, "schema_version", None)
-    if version is None:
-        return None  # a store of another kind: it answers for its own schema
-    found = await version()
-    if found == HEAD:
-        return None
-    if found is None:
-        return f"{safe_url(store)} has no sagakit tables"
-    return f"{safe_url(store)} has sagakit's tables at migration {found}, not {HEAD}"
+    """Why ``store`` cannot be used as it is (no tables, or tables behind), or None. A
+    store answers for its own schema (``schema_problem()``); one that cannot say passes."""
+    problem = getattr(store, "schema_problem", None)
+    return None if problem is None else cast("str | None", await problem())
 
 
 async def check_stores(stores: Iterable[SagaStore], *, migrate: bool) -> None:
@@ -109,23 +101,14 @@ async def warn_unserved(
 
 
 async def _nobody_serves(transport: Transport, queue: str) -> str | None:
-    """Why nobody serves ``queue`` (None: somebody may, or there is no telling)."""
-    if isinstance(transport, MemoryTransport):
-        if transport.declared(queue):  # another runtime on the same transport serves it
-            return None
-        return "nothing in this process serves it (in-process transport)"
-    from sagakit.transports.rabbitmq import RabbitTransport
-
-    if not isinstance(transport, RabbitTransport):
+    """Why nobody serves ``queue`` (None: somebody may, or there is no telling). A
+    transport that can tell says so (``nobody_serves(queue)``); a check that cannot be
+    made does not stop the start."""
+    check = getattr(transport, "nobody_serves", None)
+    if check is None:
         return None
-    from sagakit.transports.rabbit_namespace import probe
-
-    broker_name = transport.name(queue)
     try:
-        missing = await probe(transport.connection, broker_name) is None
-    except TransportError as exc:  # a check that cannot be made does not stop the start
-        log.info(f"could not look for queue {broker_name!r}: {exc}")
+        return cast("str | None", await check(queue))
+    except TransportError as exc:
+        log.info(f"could not look for the queue of {queue!r}: {exc}")
         return None
-    if missing:
-        return f"the broker has no queue {broker_name!r} (no process has served it yet)"
-    return None

@@ -188,6 +188,16 @@ class SqlSagaStore(SagaReads, SqlOutbox, SagaFindings):
         except (DBAPIError, OSError) as exc:
             raise self.translate(exc) from exc
 
+    async def schema_problem(self) -> str | None:
+        """Why this store cannot be used as it is (no sagakit tables, or tables at another
+        migration than the code's), or None."""
+        found = await self.schema_version()
+        if found == migrations.HEAD:
+            return None
+        if found is None:
+            return f"{self.url_safe} has no sagakit tables"
+        return f"{self.url_safe} has sagakit's tables at migration {found}, not {migrations.HEAD}"
+
     async def close(self) -> None:
         await self.ends.close()
         await self.engine.dispose()

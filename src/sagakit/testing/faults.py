@@ -7,6 +7,7 @@ import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from sagakit.model.messages import TransportMessage
 from sagakit.ports import BatchHandler, DeadLetterQueue, PublishResult, Subscription, Transport
@@ -75,6 +76,11 @@ class FaultyTransport:
     @property
     def dead_letters(self) -> DeadLetterQueue:
         return self.inner.dead_letters
+
+    async def nobody_serves(self, queue: str) -> str | None:
+        """The wrapped transport's answer, if it has one."""
+        check = getattr(self.inner, "nobody_serves", None)
+        return None if check is None else cast("str | None", await check(queue))
 
     async def consume(
         self, queue: str, handler: BatchHandler, *, prefetch: int = 64, concurrency: int = 1

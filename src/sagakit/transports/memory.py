@@ -145,6 +145,13 @@ class MemoryTransport:
         if (queue, pattern) not in self._bindings:
             self._bindings.append((queue, pattern))
 
+    async def nobody_serves(self, queue: str) -> str | None:
+        """Why nothing serves ``queue`` here (None when a consumer of any runtime on this
+        transport declared it): what a runtime's start warns about."""
+        if self.declared(queue):
+            return None
+        return "nothing in this process serves it (in-process transport)"
+
     def declared(self, queue: str) -> bool:
         """Whether a consumer of this process (of any runtime on this transport) declared
         ``queue``."""

@@ -93,6 +93,16 @@ class RabbitTransport:
     def dead_letters(self) -> DeadLetterQueue:
         return self._dead_letters
 
+    async def nobody_serves(self, queue: str) -> str | None:
+        """Why nothing serves ``queue`` (None when the broker has it: some process
+        declared it as it consumed): what a runtime's start warns about."""
+        from sagakit.transports.rabbit_namespace import probe
+
+        broker_name = self.name(queue)
+        if await probe(self.connection, broker_name) is not None:
+            return None
+        return f"the broker has no queue {broker_name!r} (no process has served it yet)"
+
     def name(self, name: str) -> str:
         """The broker's name for one of our queues or exchanges."""
         return self.prefix + name
