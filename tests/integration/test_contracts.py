@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from sagakit import Participant, SagaDefinition, Step, StepContext, StepKind, StepRejected
-from sagakit.model.contracts import ContractError, as_handler, check_start
+from sagakit.engine.typed_handlers import as_handler
+from sagakit.model.contracts import ContractError, check_start
 from sagakit.testing import SagaHarness
 from tests.sagas import FAST
 

@@ -34,8 +34,8 @@ from sagakit.engine.breakers import CircuitBreaker
 from sagakit.engine.command_batches import Command, CommandBatches
 from sagakit.engine.handler_call import HandlerCalls, HandlerTimedOut, stored_reply
 from sagakit.engine.step_context import Handler, StepContext, Writer
+from sagakit.engine.typed_handlers import AnyHandler, as_handler
 from sagakit.errors import PoisonMessageError
-from sagakit.model.contracts import AnyHandler, as_handler
 from sagakit.model.messages import RELEASE, Envelope, MessageKind, ReplyBody, command_queue
 from sagakit.observe import tracing
 from sagakit.observe.logs import get_logger

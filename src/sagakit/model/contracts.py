@@ -14,7 +14,8 @@ and the value's problem:
   earlier step promises to add (:func:`check_start`): the caller gets a
   :class:`ContractError` and no saga starts;
 * in the participant, the command before a typed handler runs and its return value
-  after (:func:`as_handler`): the step is refused at once, its writes rolled back;
+  after (``as_handler`` in :mod:`sagakit.engine.typed_handlers`): the step is refused
+  at once, its writes rolled back;
 * in the orchestrator, a successful reply from the broker against the step's reply
   model (:func:`broken_reply`): the reply goes to the dead letters with the reason, and
   the step fails at once, owing its compensation (the participant says it did the work).
@@ -27,11 +28,8 @@ an untyped handler: both keep working as they always have.
 from __future__ import annotations
 
 import functools
-import inspect
-import types
-import typing
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -39,14 +37,8 @@ from sagakit.errors import StepRejected
 from sagakit.model.definition import SagaDefinition, Step, StepKind
 
 if TYPE_CHECKING:
-    from sagakit.engine.participant import Handler, StepContext
     from sagakit.model.messages import Envelope
 
-#: A handler that takes its command as a model (and may return its reply as one).
-TypedHandler = Callable[["StepContext", Any], Awaitable[BaseModel | None]]
-#: A handler that reads ``ctx.payload`` but returns its reply as a model.
-ReplyingHandler = Callable[["StepContext"], Awaitable[BaseModel | None]]
-AnyHandler = Union["Handler", TypedHandler, ReplyingHandler]
 
 _SHOWN = 80  # how much of a bad value a message quotes
 
@@ -77,13 +69,13 @@ def problems(model: type[BaseModel], data: Mapping[str, Any]) -> list[tuple[str,
     Only the model's own fields are read: a command model describes a few fields of a
     saga's data, which always holds more (even for a model that forbids extras)."""
     try:
-        model.model_validate(_own(model, data))
+        model.model_validate(own_fields(model, data))
     except ValidationError as exc:
         return [_problem(error) for error in exc.errors()]
     return []
 
 
-def _own(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+def own_fields(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
     names = _names(model)
     return {key: value for key, value in data.items() if key in names}
 
@@ -109,95 +101,9 @@ def _problem(error: Any) -> tuple[str, str]:
     return field, problem
 
 
-def _raise(step: str, what: str, found: list[tuple[str, str]]) -> None:
+def refuse(step: str, what: str, found: list[tuple[str, str]]) -> None:
     if found:
         raise ContractError(step, what, found)
-
-
-# ---------------------------------------------------------------------- participants
-
-
-def as_handler(handler: AnyHandler) -> Handler:
-    """The plain handler that runs ``handler``: itself when it is untyped, otherwise a
-    wrapper that validates the command into its model and its returned model on the
-    way out (see the module's docstring). Called by ``Participant.on``."""
-    command, reply = _models(handler)
-    if command is None and reply is None:
-        return typing.cast("Handler", handler)
-    call = typing.cast("Callable[..., Awaitable[Any]]", handler)
-
-    @functools.wraps(handler)
-    async def typed(ctx: StepContext) -> Mapping[str, Any] | None:
-        if command is None:
-            result = await call(ctx)
-        else:
-            _raise(ctx.step, "command", problems(command, ctx.payload))
-            result = await call(ctx, command.model_validate(_own(command, ctx.payload)))
-        return None if result is None else _reply(ctx.step, reply, result)
-
-    return typed
-
-
-def _reply(step: str, model: type[BaseModel] | None, result: object) -> dict[str, Any]:
-    """A typed handler's return value, checked against its reply model, as JSON data."""
-    if model is None:
-        raise ContractError(step, "reply", [("", "the handler declares none but returned one")])
-    if not isinstance(result, model):
-        raw = result.model_dump() if isinstance(result, BaseModel) else result
-        if not isinstance(raw, Mapping):
-            raise ContractError(step, "reply", [("", f"{type(raw).__name__} is not a model")])
-        _raise(step, "reply", problems(model, raw))
-        result = model.model_validate(raw)
-    return result.model_dump(mode="json")
-
-
-def _models(handler: AnyHandler) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
-    """The command and reply models a handler's annotations name (None where none)."""
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    parameters = [
-        p
-        for p in inspect.signature(handler).parameters.values()
-        if p.kind in positional and p.default is inspect.Parameter.empty
-    ]
-    if len(parameters) > 2:
-        raise TypeError(
-            f"handler {_name(handler)} takes {len(parameters)} arguments: a handler takes "
-            "(ctx) or (ctx, command)"
-        )
-    try:
-        hints = typing.get_type_hints(handler)
-    except (NameError, TypeError) as exc:
-        if len(parameters) < 2:
-            return None, None  # an untyped handler may annotate with names it cannot resolve
-        raise TypeError(
-            f"handler {_name(handler)}: cannot read its annotations ({exc}); define its "
-            "models where the handler's module can see them"
-        ) from exc
-    reply = _model_in(hints.get("return"))
-    if len(parameters) < 2:
-        return None, reply
-    command = _model_in(hints.get(parameters[1].name))
-    if command is None:
-        raise TypeError(
-            f"handler {_name(handler)}: its second argument {parameters[1].name!r} must be "
-            "annotated with the step's command model (a pydantic model)"
-        )
-    return command, reply
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model in ``Model`` or ``Model | None``; None for anything else."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        models = [a for a in typing.get_args(annotation) if _model_in(a) is not None]
-        if len(models) == 1:
-            return typing.cast("type[BaseModel]", models[0])
-    return None
-
-
-def _name(handler: object) -> str:
-    return getattr(handler, "__qualname__", repr(handler))
 
 
 # ---------------------------------------------------------------------- the orchestrator
@@ -218,7 +124,7 @@ def check_start(definition: SagaDefinition, data: Mapping[str, Any]) -> None:
                 return
             if step.command_model is not None:
                 found = problems(step.command_model, data)
-                _raise(step.name, "command", [p for p in found if _top(p[0]) not in promised])
+                refuse(step.name, "command", [p for p in found if _top(p[0]) not in promised])
         for step in stage:
             promised |= _adds(step)
 
@@ -252,4 +158,12 @@ def broken_reply(definition: SagaDefinition, envelope: Envelope) -> str | None:
     return describe(step.name, "reply", found) if found else None
 
 
-__all__ = ["ContractError", "as_handler", "broken_reply", "check_start", "describe", "problems"]
+__all__ = [
+    "ContractError",
+    "broken_reply",
+    "check_start",
+    "describe",
+    "own_fields",
+    "problems",
+    "refuse",
+]
