@@ -196,3 +196,19 @@ def command_queue(participant: str) -> str:
 def reply_queue(group: str) -> str:
     """The queue an orchestrator group consumes replies from."""
     return f"sagakit.replies.{group}"
+
+
+def follower_queue(participant: str) -> str:
+    """The queue a participant receives its choreography events on."""
+    return f"sagakit.choreography.{participant}"
+
+
+def tracker_queue(name: str = "tracker") -> str:
+    """The queue a choreography's tracker (``name``) receives every saga event on."""
+    return f"sagakit.{name}"
+
+
+def routing_key(definition: str, step: str | None, outcome: str) -> str:
+    """A choreography event's key on the events topic: ``order.started``,
+    ``order.charge.succeeded``."""
+    return f"{definition}.started" if step is None else f"{definition}.{step}.{outcome}"

@@ -16,9 +16,8 @@ import aio_pika
 from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from sagakit.engine.choreography import follower_queue, tracker_queue
 from sagakit.model.definition import SagaDefinition, participants_of
-from sagakit.model.messages import EVENTS, command_queue, reply_queue
+from sagakit.model.messages import EVENTS, command_queue, follower_queue, reply_queue, tracker_queue
 from sagakit.transports._amqp import DRIVER_ERRORS, translated
 from sagakit.transports._rabbit_dead_letters import DEAD_LETTER_QUEUE
 from sagakit.transports.rabbitmq import RabbitTransport

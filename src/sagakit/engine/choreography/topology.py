@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sagakit.errors import DefinitionError
 from sagakit.model.definition import SagaDefinition, Step, StepKind
-from sagakit.model.messages import Op
+from sagakit.model.messages import Op, follower_queue, routing_key, tracker_queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +30,6 @@ class Route:
         command = self.step.command if self.op == "action" else self.step.compensation
         assert command is not None  # compensation routes exist only for compensatable steps
         return command
-
-
-def follower_queue(participant: str) -> str:
-    """The queue a participant receives its choreography events on."""
-    return f"sagakit.choreography.{participant}"
-
-
-def tracker_queue(name: str = "tracker") -> str:
-    return f"sagakit.{name}"
-
-
-def routing_key(definition: str, step: str | None, outcome: str) -> str:
-    return f"{definition}.started" if step is None else f"{definition}.{step}.{outcome}"
 
 
 def compile_routes(definition: SagaDefinition) -> list[Route]:
@@ -91,3 +78,15 @@ def check_choreographable(definition: SagaDefinition) -> None:
                     f"{where}: approval {step.name!r} waits for a person's answer, which only a "
                     "coordinator can take; run this saga orchestrated"
                 )
+
+
+# The wire's names for choreography (model.messages holds them beside the commands' and
+# replies' queues) are importable from here as they were.
+__all__ = [
+    "Route",
+    "check_choreographable",
+    "compile_routes",
+    "follower_queue",
+    "routing_key",
+    "tracker_queue",
+]
