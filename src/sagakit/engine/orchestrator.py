@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sagakit.clock import SystemClock
 from sagakit.engine.deciding import Decider
-from sagakit.engine.handle import SagaHandle
+from sagakit.engine.handle import SagaHandle, outcomes
 from sagakit.engine.liveness import Heartbeat
 from sagakit.engine.orchestrator_messages import (
     OPERATOR_TYPE,
@@ -188,8 +188,7 @@ class Orchestrator:
             DeprecationWarning,
             stacklevel=2,
         )
-        ended = await self.store.wait_ended(list(saga_ids), timeout=timeout)
-        return {saga_id: SagaStatus(status) for saga_id, status in ended.items()}
+        return await outcomes([SagaHandle(i, self.store) for i in saga_ids], timeout=timeout)
 
     async def start_many(self, requests: Sequence[StartRequest]) -> list[SagaHandle]:
         """Start many sagas at once (their first commands go out together); return their
