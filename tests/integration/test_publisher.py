@@ -115,6 +115,43 @@ async def test_a_commits_messages_go_out_without_the_relay(store: SqlSagaStore) 
     await transport.close()
 
 
+async def test_confirmed_rows_of_many_commits_are_marked_sent_together(
+    store: SqlSagaStore,
+) -> None:
+    """A transaction per hop only to mark its messages sent would cost as much as the
+    hop's own: the confirms of commits close together are marked in one statement, well
+    within the grace, and what still waits is marked when the publisher closes."""
+    transport = MemoryTransport()
+    collector = Collector()
+    await transport.consume("work", collector)
+    marks: list[int] = []
+    mark = store.mark_sent_messages
+
+    async def counted(ids: Sequence[str]) -> None:
+        marks.append(len(ids))
+        await mark(ids)
+
+    store.mark_sent_messages = counted  # type: ignore[method-assign]
+    publisher = OutboxPublisher(store, transport, grace=1.0)
+    publisher.attach()
+    for n in range(10):
+        async with store.unit() as unit:
+            await unit.enqueue([message(n)])
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(publisher.mark_delay + 0.2)
+    assert len(collector.seen) == 10 and await store.unsent_count() == 0
+    assert sum(marks) == 10 and len(marks) <= 3, marks
+    async with store.unit() as unit:
+        await unit.enqueue([message(10)])
+    for _ in range(100):
+        if len(collector.seen) == 11:
+            break
+        await asyncio.sleep(0.005)
+    await publisher.close(1.0)  # marks the last one now, without waiting out the delay
+    assert await store.unsent_count() == 0
+    await transport.close()
+
+
 async def test_a_sagas_later_message_waits_behind_the_one_left_to_the_relay(
     store: SqlSagaStore,
 ) -> None:
@@ -143,8 +180,8 @@ async def test_a_sagas_later_message_waits_behind_the_one_left_to_the_relay(
             break
         await asyncio.sleep(0.01)
     assert collector.seen[-1] == "m1-last"
+    await publisher.close(1.0)  # marks what it had confirmed
     assert await store.unsent_count() == 0
-    await publisher.close(1.0)
     await transport.close()
 
 
