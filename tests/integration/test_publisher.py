@@ -152,6 +152,43 @@ async def test_confirmed_rows_of_many_commits_are_marked_sent_together(
     await transport.close()
 
 
+async def test_a_confirm_that_took_half_the_grace_is_marked_at_once(
+    store: SqlSagaStore,
+) -> None:
+    """The relay takes a row once its grace has passed: a row confirmed late must not
+    wait for the next ones to be marked with them, or the relay would send it again."""
+    transport = MemoryTransport()
+    loop = asyncio.get_running_loop()
+    handled: list[float] = []
+
+    async def slow(deliveries: Sequence[Delivery]) -> None:
+        await asyncio.sleep(2.1)  # over the in-process transport, the confirm waits for it
+        handled.append(loop.time())
+
+    await transport.consume("work", slow)
+    marked: list[float] = []
+    mark = store.mark_sent_messages
+
+    async def stamped(ids: Sequence[str]) -> None:
+        marked.append(loop.time())
+        await mark(ids)
+
+    store.mark_sent_messages = stamped  # type: ignore[method-assign]
+    publisher = OutboxPublisher(store, transport, grace=4.0)  # marks wait 0.4 s otherwise
+    publisher.attach()
+    async with store.unit() as unit:
+        await unit.enqueue([message(1)])
+    for _ in range(300):
+        if marked:
+            break
+        await asyncio.sleep(0.01)
+    assert handled and marked
+    assert marked[0] - handled[0] < publisher.mark_delay / 2
+    assert await store.unsent_count() == 0
+    await publisher.close(1.0)
+    await transport.close()
+
+
 async def test_a_sagas_later_message_waits_behind_the_one_left_to_the_relay(
     store: SqlSagaStore,
 ) -> None:

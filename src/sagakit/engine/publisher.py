@@ -76,6 +76,9 @@ class OutboxPublisher(OutboxSender):
         #: off the saga's path, and well within the grace the relay leaves them.
         self.mark_delay = grace / 10
         self._mark_now = asyncio.Event()
+        self._closing = False
+        #: When each message not yet confirmed was committed (this loop's time).
+        self._committed_at: dict[str, float] = {}
 
     def attach(self) -> None:
         self.store.publish_on_commit(self.committed, grace=self.grace)
@@ -85,6 +88,8 @@ class OutboxPublisher(OutboxSender):
 
     def committed(self, messages: Sequence[TransportMessage]) -> None:
         """A unit committed these messages to the outbox: publish them."""
+        now = asyncio.get_running_loop().time()
+        self._committed_at.update((m.message_id, now) for m in messages)
         self._pending.extend(messages)
         self._pump()
 
@@ -114,6 +119,7 @@ class OutboxPublisher(OutboxSender):
             if pair in self._left:
                 # The relay has an earlier one of this pair: this one goes after it.
                 self._left[pair] = asyncio.get_running_loop().time()
+                self._committed_at.pop(message.message_id, None)
                 self.stats.left += 1
                 continue
             if len(batch) >= self.batch_size or pair in self._busy:
@@ -138,15 +144,22 @@ class OutboxPublisher(OutboxSender):
         except (SagaError, OSError) as exc:
             log.warning(f"could not publish {len(batch)} message(s): {exc}; the relay will")
         finally:
+            now = asyncio.get_running_loop().time()
+            oldest = now
             for message in batch:
                 pair = _pair(message)
                 self._busy.discard(pair)
+                oldest = min(oldest, self._committed_at.pop(message.message_id, now))
                 if message.message_id not in confirmed:
-                    self._left[pair] = asyncio.get_running_loop().time()
+                    self._left[pair] = now
                     self.stats.left += 1
         self.stats.count(len(confirmed))
         if confirmed:
             self._confirmed.extend(confirmed)
+            if now - oldest > self.grace / 2:
+                # A slow confirm: the relay's grace for these rows is running out, so
+                # they are marked now, not with the next ones.
+                self._mark_now.set()
             if self._marking is None:
                 self._marking = asyncio.get_running_loop().create_task(self._mark())
 
@@ -160,6 +173,8 @@ class OutboxPublisher(OutboxSender):
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._mark_now.wait(), self.mark_delay)
+            if not self._closing:
+                self._mark_now.clear()
             while self._confirmed:
                 ids, self._confirmed = self._confirmed, []
                 try:
@@ -179,6 +194,7 @@ class OutboxPublisher(OutboxSender):
     async def close(self, timeout: float) -> None:
         """Let the publishes in flight and the marking end, within ``timeout``."""
         self.detach()
+        self._closing = True
         self._mark_now.set()
         tasks = [*self._tasks, *([self._marking] if self._marking else [])]
         if tasks:
