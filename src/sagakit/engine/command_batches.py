@@ -114,7 +114,7 @@ class CommandBatches:
                 unbatched=unbatched,
                 translate=participant.store.translate,
             )
-            if len(commands) > 1:
+            if commands:  # one statement for the keys, even one compensation's three
                 await participant._preclaim(inbox, [env for env, _ in commands])
             replies = []
             for env, handler in commands:
