@@ -392,6 +392,44 @@ async def test_a_batch_sends_its_held_writes_grouped_with_no_savepoints(
     assert await effects(store) == {(s, "charge", "action"): 1 for s in "abc"}
 
 
+async def test_a_lone_command_runs_without_a_savepoint_and_a_failure_undoes_it_whole(
+    store: SqlSagaStore,
+) -> None:
+    """A savepoint is two round trips on every step, there only for the step that fails.
+    A command alone in its transaction runs without one; when it fails after writing on
+    the connection, the whole transaction rolls back and runs again with the failure as
+    the step's outcome: its writes undone, its handler called once, its outcome kept."""
+    await create_effects(store)
+    payments = Payments(store)  # writes on ctx.connection, then refuses or raises
+    watched = Statements(store)
+    try:
+        [charged] = await payments.send(command("charge", "action", saga="kept"))
+        [refused] = await payments.send(
+            command("charge", "action", saga="refused", payload={"decline": True})
+        )
+        [failed] = await payments.send(
+            command("charge", "action", saga="exploded", payload={"explode": True})
+        )
+    finally:
+        watched.close()
+    assert not [sql for sql, _ in watched.sent if "SAVEPOINT" in sql]
+    assert charged.ok and charged.data == {"charge_id": "ch-kept"}
+    assert (refused.ok, refused.retryable, refused.reason) == (False, False, "card declined")
+    assert (failed.ok, failed.retryable) == (False, True)
+    assert payments.calls == ["charge:1"] * 3  # each handler once, the failures too
+    assert await effects(store) == {("kept", "charge", "action"): 1}
+    # the refusal is remembered as it was: a redelivery finds it, unrun
+    [again] = await payments.send(
+        command("charge", "action", saga="refused", attempt=2, payload={"decline": True})
+    )
+    assert (again.ok, again.duplicate, again.reason) == (False, True, "card declined")
+    [retried] = await payments.send(
+        command("charge", "action", saga="exploded", attempt=2, payload={"explode": True})
+    )
+    assert retried.ok and payments.calls[-1] == "charge:2"
+    assert await effects(store) == {(s, "charge", "action"): 1 for s in ("kept", "exploded")}
+
+
 async def test_a_grouped_write_that_fails_fails_its_own_step_and_no_other(
     store: SqlSagaStore,
 ) -> None:

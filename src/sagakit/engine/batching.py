@@ -57,6 +57,7 @@ class BatchInbox:
         unbatched: Collection[str] = (),
         translate: Callable[[Any], Exception] = lambda exc: exc,
         before_use: Hook | None = None,
+        solo: bool = False,
     ) -> None:
         self._unit = unit
         self.translate = translate
@@ -65,7 +66,7 @@ class BatchInbox:
         self._pending_keys: set[tuple[str, str]] = set()  # (consumer, key) of _pending
         self._fetched: dict[tuple[str, str], str | None] = {}
         self.unbatched = unbatched
-        self._view = InboxView(self, unit, before_use)
+        self._view = InboxView(self, unit, before_use, solo=solo)
         self.unit = cast(UnitOfWork, self._view)
 
     def begin(self, env: Envelope) -> None:
@@ -148,13 +149,21 @@ class InboxView:
     """What a participant gets as its unit inside a batch (see BatchInbox): a savepoint
     per step only where the step touches the connection."""
 
-    def __init__(self, inbox: BatchInbox, unit: UnitOfWork, before_use: Hook | None) -> None:
+    def __init__(
+        self, inbox: BatchInbox, unit: UnitOfWork, before_use: Hook | None, *, solo: bool
+    ) -> None:
         self._inbox = inbox
         self._unit = unit
         self._watched = WatchedConnection(
-            unit.connection, inbox.translate, unit.write_many, before_use=before_use
+            unit.connection, inbox.translate, unit.write_many, before_use=before_use, solo=solo
         )
         self.step = ""  # the step running now (step_key)
+
+    @property
+    def undone(self) -> str | None:
+        """The step that failed after writing with no savepoint of its own (a lone
+        command's): only rolling the whole transaction back undoes it."""
+        return self._watched.undone
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._unit, name)

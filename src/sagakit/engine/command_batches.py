@@ -20,6 +20,7 @@ from sagakit.engine.breakers import save as save_breakers
 from sagakit.engine.handler_call import (
     HandlerTimedOut,
     HandlerTooSlow,
+    StepUndone,
     batch_patience,
     patience_for,
     step_key,
@@ -89,6 +90,8 @@ class CommandBatches:
                 return alone
             except Unbatch as unbatch:
                 unbatched.update(unbatch.saga_ids)
+            except StepUndone:
+                pass  # the next run answers that step with its outcome, unrun
             except HandlerTimedOut as late:
                 self._participant.note_timeout(late)
             except HandlerTooSlow as slow:
@@ -113,6 +116,9 @@ class CommandBatches:
                 unit,
                 unbatched=unbatched,
                 translate=participant.store.translate,
+                # A lone command needs no savepoint: if it fails after writing, the
+                # whole transaction is its own to roll back (StepUndone).
+                solo=len(commands) == 1,
             )
             if commands:  # one statement for the keys, even one compensation's three
                 await participant._preclaim(inbox, [env for env, _ in commands])

@@ -1,7 +1,8 @@
 """A participant's handler calls: each under its step's timeout, its end made an outcome.
 
-A handler runs in its own savepoint, under its step's timeout (or, inside a batch, the
-batch's patience, if that is shorter). How it ended becomes the step's outcome: done with
+A handler runs in its own savepoint (a command alone in its transaction runs without
+one: see :class:`StepUndone`), under its step's timeout (or, inside a batch, the batch's
+patience, if that is shorter). How it ended becomes the step's outcome: done with
 its data, refused, deferred by an open breaker, waiting for a lock, or failed (retryable
 unless what it handed back cannot travel). A handler past its time is cancelled and its
 transaction rolled back (:class:`HandlerTimedOut`, :class:`HandlerTooSlow`); the late step
@@ -49,6 +50,17 @@ class HandlerTimedOut(BaseException):
         super().__init__(f"{step} ran past its timeout of {seconds:g}s")
         self.step = step
         self.seconds = seconds
+
+
+class StepUndone(BaseException):
+    """A command alone in its transaction runs without a savepoint (two round trips on
+    every step, for the rare one that fails). When its handler fails after touching the
+    connection, only rolling the whole transaction back undoes its writes: it rolls back
+    and runs again, with the step answered by the outcome it had, unrun."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(f"{step} failed after writing; its transaction runs again")
+        self.step = step
 
 
 class HandlerTooSlow(BaseException):
@@ -105,6 +117,10 @@ class HandlerCalls:
         # Steps (step_key) whose handler ran past its timeout in a transaction that then
         # rolled back: the transaction's next run answers them as failed, unrun.
         self._timed_out: dict[str, float] = {}
+        # Steps whose failure was undone with their whole transaction (StepUndone): the
+        # outcome the next run answers unrun, and the lock queue it had joined, if any.
+        self._answered: dict[str, tuple[ReplyBody, tuple[str, str] | None]] = {}
+        self._queued: dict[str, tuple[str, str]] = {}
 
     def note_timeout(self, late: HandlerTimedOut) -> None:
         """The transaction ``late`` cut short has rolled back; when it runs again, the late
@@ -130,6 +146,12 @@ class HandlerCalls:
         if late is not None:
             reason = f"ran past its timeout of {late:g}s; cancelled and rolled back"
             return ReplyBody(ok=False, reason=reason, retryable=True)
+        answered = self._answered.pop(key, None)
+        if answered is not None:
+            body, queued = answered
+            if queued is not None:  # its place in line went with the rolled-back transaction
+                await queue_for(unit.records.locks, *queued)
+            return body
         ctx = StepContext(
             saga_id=env.saga_id,
             step=env.step or "",
@@ -165,6 +187,12 @@ class HandlerCalls:
             raise
         if timer.expired():
             raise self._cut_short(key, limit, budget)
+        queued = self._queued.pop(key, None)
+        if getattr(unit, "undone", None) == key:
+            self._answered[key] = (body, queued)
+            while len(self._answered) > _TIMED_OUT_KEPT:
+                del self._answered[next(iter(self._answered))]
+            raise StepUndone(key)
         return body
 
     def _cut_short(self, key: str, limit: float, budget: float) -> BaseException:
@@ -202,6 +230,7 @@ class HandlerCalls:
             if exc.policy is LockPolicy.QUEUE:
                 # Outside the rolled-back savepoint: the place in line must survive it.
                 await queue_for(unit.records.locks, exc.resource, env.saga_id)
+                self._queued[step_key(env)] = (exc.resource, env.saga_id)
             queued = exc.policy is LockPolicy.QUEUE
             return ReplyBody(ok=False, reason=str(exc), retryable=True, locks=queued)
         except SagaError as exc:

@@ -2,7 +2,10 @@
 
 Each step's handler gets a savepoint only if it touches the connection (opened at its
 first statement, after the earlier steps' held writes went out), so a step that fails
-undoes its own writes and nobody else's. Writes handed to ``StepContext.write`` wait and
+undoes its own writes and nobody else's. A command alone in its transaction (``solo``)
+gets none: a step that fails after touching the connection marks the transaction
+``undone``, and the whole of it rolls back instead (see
+:class:`~sagakit.engine.handler_call.StepUndone`). Writes handed to ``StepContext.write`` wait and
 go out grouped, in an order that depends only on the rows they touch (see
 :func:`sagakit.engine.write_order.write_order`), so two transactions that write the same
 rows lock them in the same order. A group that fails sends the batch round again, those
@@ -25,6 +28,9 @@ from sagakit.errors import StoreError
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 #: Awaited once, before the first statement the handlers' connection sends.
 Hook = Callable[[], Awaitable[None]]
+
+#: What a lone command's step "opens" instead of a savepoint: the whole transaction.
+_WHOLE_TRANSACTION: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 class Unbatch(BaseException):
@@ -59,8 +65,13 @@ class WatchedConnection:
         many: Callable[[Any, Sequence[dict[str, Any]]], Awaitable[None]],
         *,
         before_use: Hook | None = None,
+        solo: bool = False,
     ) -> None:
         self._connection = connection
+        self._solo = solo
+        #: The step that failed after touching the connection with no savepoint to roll
+        #: back (solo): only the whole transaction's rollback undoes it.
+        self.undone: str | None = None
         self._translate = translate
         self._many = many  # how a group of held writes goes out (UnitOfWork.write_many)
         self._before_use = before_use
@@ -118,7 +129,9 @@ class WatchedConnection:
         except BaseException as exc:
             opened, self._lazy, self._opened = self._opened, None, None
             self.drop(step)
-            if opened is not None:
+            if opened is _WHOLE_TRANSACTION:
+                self.undone = step
+            elif opened is not None:
                 await opened.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         opened, self._lazy, self._opened = self._opened, None, None
@@ -131,7 +144,7 @@ class WatchedConnection:
         mine = [held for held in self._held if held[0] == step]
         self._held = [held for held in self._held if held[0] != step]
         await self.flush()  # the other steps' writes: outside this step's savepoint
-        opened = opener()
+        opened = _WHOLE_TRANSACTION if self._solo else opener()
         await opened.__aenter__()
         self._opened = opened
         self._held = mine

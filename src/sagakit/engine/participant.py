@@ -117,7 +117,9 @@ class Participant:
         Each handler runs in its own savepoint, opened when it first touches the
         connection: a handler that writes only through :meth:`StepContext.write` needs
         none, and its writes go out grouped with the other commands' (one
-        ``executemany`` per kind of write) after the last handler. The batch's inbox
+        ``executemany`` per kind of write) after the last handler. A command alone in
+        its batch needs none either: if it fails after writing, the transaction rolls
+        back whole and runs again with that outcome, unrun. The batch's inbox
         keys are claimed in one statement and its replies stored in another. If a
         grouped write fails, the batch rolls back and runs again with those sagas'
         writes sent one by one, so the failure lands on its own step.
