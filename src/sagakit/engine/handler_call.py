@@ -27,7 +27,8 @@ from sagakit.ports import UnitOfWork
 if TYPE_CHECKING:
     import structlog
 
-#: Late steps remembered for their transaction's next run (HandlerCalls.note_timeout).
+#: Steps remembered for their transaction's next run: late ones (HandlerCalls.note_timeout)
+#: and those undone with it (StepUndone).
 _TIMED_OUT_KEPT = 10_000
 
 #: The outcome of most steps (done, no data, no locks), made and written out once: a
@@ -125,9 +126,7 @@ class HandlerCalls:
     def note_timeout(self, late: HandlerTimedOut) -> None:
         """The transaction ``late`` cut short has rolled back; when it runs again, the late
         step is answered as a failed attempt without running its handler again."""
-        self._timed_out[late.step] = late.seconds
-        while len(self._timed_out) > _TIMED_OUT_KEPT:
-            del self._timed_out[next(iter(self._timed_out))]
+        _keep(self._timed_out, late.step, late.seconds)
         saga_id, step = late.step.split("/", 2)[:2]
         self._log.warning(
             f"{step}: the handler ran past its timeout of {late.seconds:g}s; cancelled, its "
@@ -185,13 +184,12 @@ class HandlerCalls:
             if timer.expired():
                 raise self._cut_short(key, limit, budget) from exc
             raise
+        finally:
+            queued = self._queued.pop(key, None)  # however the call ended
         if timer.expired():
             raise self._cut_short(key, limit, budget)
-        queued = self._queued.pop(key, None)
         if getattr(unit, "undone", None) == key:
-            self._answered[key] = (body, queued)
-            while len(self._answered) > _TIMED_OUT_KEPT:
-                del self._answered[next(iter(self._answered))]
+            _keep(self._answered, key, (body, queued))
             raise StepUndone(key)
         return body
 
@@ -255,6 +253,13 @@ class HandlerCalls:
         same code would hand back the same again), and its writes are rolled back."""
         ctx.log.error(f"{env.step}: handler {env.type} failed: {exc}", attempt=env.attempt)
         return ReplyBody(ok=False, reason=str(exc), retryable=False)
+
+
+def _keep(remembered: dict[str, Any], key: str, value: Any) -> None:
+    """Remember ``value`` for ``key``, forgetting the oldest past ``_TIMED_OUT_KEPT``."""
+    remembered[key] = value
+    while len(remembered) > _TIMED_OUT_KEPT:
+        del remembered[next(iter(remembered))]
 
 
 def _reply_data(data: object, env: Envelope) -> dict[str, Any]:
